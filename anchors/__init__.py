@@ -1,0 +1,1 @@
+"""Thought-anchor sentence importance, dependency graphs, plots and the thought-anchors format."""

@@ -1,0 +1,26 @@
+"""Traces, sentences and answers: the data every other part of cotscope reads.
+
+Importing this package never imports torch.
+"""
+
+from cot._answers import answer_key, answers_equivalent, extract_answer
+from cot._roles import ROLES, JudgeLabeller, Labeller, RuleLabeller, label_sentences
+from cot._segment import Sentence, split_sentences
+from cot._trace import Trace, TraceError, atomic_write_text, load_trace
+
+__all__ = [
+    "ROLES",
+    "JudgeLabeller",
+    "Labeller",
+    "RuleLabeller",
+    "Sentence",
+    "Trace",
+    "TraceError",
+    "answer_key",
+    "answers_equivalent",
+    "atomic_write_text",
+    "extract_answer",
+    "label_sentences",
+    "load_trace",
+    "split_sentences",
+]

@@ -1,0 +1,1 @@
+"""Faithfulness metrics, unfaithfulness classifiers and reports."""

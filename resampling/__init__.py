@@ -1,0 +1,1 @@
+"""The resampling engine: exact token prefixes, backends (hf, vllm, openai), a resumable Parquet cache."""

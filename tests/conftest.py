@@ -1,0 +1,52 @@
+"""Shared fixtures and tier markers: `gpu` and `vllm` tests skip, with the reason, where they cannot run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("COTSCOPE_SHARED", REPO.parent / "shared"))
+THOUGHT_ANCHORS = SHARED / "data" / "thought-anchors" / "deepseek-r1-distill-llama-8b"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    cuda = None
+    for item in items:
+        if "vllm" in item.keywords and not has_vllm:
+            item.add_marker(pytest.mark.skip(reason="vllm is not installed (pip install 'cotscope[vllm]')"))
+        if "gpu" in item.keywords:
+            if cuda is None:
+                cuda = _has_cuda()
+            if not cuda:
+                item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
+
+
+@pytest.fixture(scope="session")
+def thought_anchors_dir() -> Path:
+    """The published thought-anchors traces (MIT), shipped beside the repository in ../shared."""
+    if not THOUGHT_ANCHORS.exists():
+        pytest.fail(
+            f"published traces not found at {THOUGHT_ANCHORS}; set COTSCOPE_SHARED to the shared folder"
+        )
+    return THOUGHT_ANCHORS
+
+
+@pytest.fixture(scope="session")
+def problem_dirs(thought_anchors_dir: Path) -> list[Path]:
+    dirs = sorted(thought_anchors_dir.glob("*_base_solution/problem_*"))
+    assert len(dirs) == 20, f"expected 20 published traces, found {len(dirs)}"
+    return dirs

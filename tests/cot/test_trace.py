@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from cot import Trace, TraceError, load_trace
+
+
+def test_from_completion_with_both_tags():
+    t = Trace.from_completion("<think>\nA. B.\n</think>\n\nSo \\boxed{7}.", prompt="Q?")
+    assert t.cot == "A. B."
+    assert t.answer_text == "So \\boxed{7}."
+    assert t.answer == "7"
+    assert not t.truncated and not t.missing_open_tag
+    assert t.messages == [{"role": "user", "content": "Q?"}]
+
+
+def test_from_completion_tolerates_missing_open_tag():
+    t = Trace.from_completion("Reasoning here.\n</think>\nAnswer \\boxed{3}")
+    assert t.missing_open_tag and not t.truncated
+    assert t.cot == "Reasoning here." and t.answer == "3"
+
+
+def test_from_completion_marks_truncated_trace():
+    t = Trace.from_completion("<think>\nStill thinking about it")
+    assert t.truncated and t.answer_text is None and t.answer is None
+    assert t.cot == "Still thinking about it"
+
+
+def test_save_load_roundtrip(tmp_path):
+    t = Trace(
+        prompt=[{"role": "user", "content": "hi"}],
+        cot="One. Two.",
+        answer_text="\\boxed{2}",
+        metadata={"k": 1},
+    )
+    path = t.save(tmp_path / "sub" / "t.json")
+    back = load_trace(path)
+    assert back == t
+    assert back.id == t.id and back.id.startswith("t")
+    assert not list(path.parent.glob(".*.tmp")), "no temp files left behind"
+
+
+def test_id_is_content_hash():
+    a = Trace(prompt="p", cot="c")
+    assert a.id == Trace(prompt="p", cot="c").id
+    assert a.id != Trace(prompt="p", cot="d").id
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"prompt": "x"}', "no 'cot' field"),
+        ("{not json", "not valid JSON"),
+        ('{"prompt": 3, "cot": "x"}', "prompt"),
+        ('{"prompt": [{"content": "x"}], "cot": "x"}', "role"),
+        ('{"prompt": "x", "cot": "x", "version": 99}', "newer"),
+    ],
+)
+def test_bad_trace_files_get_clear_errors(tmp_path, content, match):
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(TraceError, match=match):
+        load_trace(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(TraceError, match="no such trace file"):
+        load_trace(tmp_path / "nope.json")
+
+
+def test_text_completion_file(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text("<think>Hmm. Yes.</think> \\boxed{1}")
+    t = load_trace(p)
+    assert t.cot == "Hmm. Yes." and t.answer == "1"
+
+
+def test_thought_anchors_problem_folder(problem_dirs):
+    d = problem_dirs[0]
+    t = load_trace(d)
+    base = json.loads((d / "base_solution.json").read_text())
+    assert t.metadata["format"] == "thought-anchors"
+    assert t.metadata["gt_answer"] == json.loads((d / "problem.json").read_text())["gt_answer"]
+    assert base["solution"].startswith(t.cot[:200])
+    assert "</think>" not in t.cot and not t.truncated
+
+
+def test_cot_package_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, cot, cot.published; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
