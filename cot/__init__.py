@@ -4,12 +4,14 @@ Importing this package never imports torch.
 """
 
 from cot._answers import answer_key, answers_equivalent, extract_answer
+from cot._embed import EmbeddingModelError, embed_sentences, load_sentence_embedder
 from cot._roles import ROLES, JudgeLabeller, Labeller, RuleLabeller, label_sentences
 from cot._segment import Sentence, split_sentences
 from cot._trace import Trace, TraceError, atomic_write_text, load_trace
 
 __all__ = [
     "ROLES",
+    "EmbeddingModelError",
     "JudgeLabeller",
     "Labeller",
     "RuleLabeller",
@@ -19,8 +21,10 @@ __all__ = [
     "answer_key",
     "answers_equivalent",
     "atomic_write_text",
+    "embed_sentences",
     "extract_answer",
     "label_sentences",
+    "load_sentence_embedder",
     "load_trace",
     "split_sentences",
 ]

