@@ -1,1 +1,41 @@
-"""The resampling engine: exact token prefixes, backends (hf, vllm, openai), a resumable Parquet cache."""
+"""The resampling engine: exact token prefixes, backends (hf, vllm, openai), a resumable Parquet cache.
+
+>>> from resampling import Engine, TracePrefixes, SamplingParams, make_backend   # doctest: +SKIP
+>>> backend = make_backend("hf", model_id="organism:arith")
+>>> prefixes = TracePrefixes.build(trace, backend.tokenizer)
+>>> result = Engine(backend, cache_dir="runs/.cache").run(prefixes.plan(n=20, seed=0), out="runs/demo")
+"""
+
+from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, make_backend
+from resampling._engine import Engine, RunResult, rollout_row, traces_truths
+from resampling._errors import EngineInputError
+from resampling._model import DEFAULT_MODEL, LoadedModel, load_model, model_identity
+from resampling._plan import Plan, SamplingParams, SamplingRequest
+from resampling._prefix import DEFAULT_MIN_CHARS, TracePrefixes, answer_cue
+from resampling._store import ROLLOUT_SCHEMA, RunStore, run_key
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_MIN_CHARS",
+    "DEFAULT_MODEL",
+    "ROLLOUT_SCHEMA",
+    "Backend",
+    "Completion",
+    "Engine",
+    "EngineInputError",
+    "GenerationJob",
+    "LoadedModel",
+    "Plan",
+    "RunResult",
+    "RunStore",
+    "SamplingParams",
+    "SamplingRequest",
+    "TracePrefixes",
+    "answer_cue",
+    "load_model",
+    "make_backend",
+    "model_identity",
+    "rollout_row",
+    "run_key",
+    "traces_truths",
+]

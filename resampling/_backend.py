@@ -1,0 +1,85 @@
+"""The ``Backend`` protocol and the registry of backends, chosen by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from resampling._errors import unknown_choice
+from resampling._plan import SamplingParams
+
+__all__ = ["BACKENDS", "Backend", "Completion", "GenerationJob", "make_backend"]
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """Continuations of one prefix with explicit per-sample seeds (a resumed run asks only for missing ones)."""
+
+    key: str
+    """The request id the results belong to."""
+    prompt_ids: tuple[int, ...]
+    samples: tuple[int, ...]
+    """Sample indices wanted."""
+    seeds: tuple[int, ...]
+    """One seed per wanted sample."""
+    params: SamplingParams
+    route: str = ""
+    """Routing key (the trace id): a multi-endpoint backend keeps one key on one endpoint for its prefix cache."""
+
+
+@dataclass
+class Completion:
+    """One continuation, or one failure."""
+
+    sample: int
+    seed: int
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    """``stop`` (end of sequence or a stop string) or ``length`` (``max_new_tokens`` reached)."""
+    error: str | None = None
+    """Set when the request failed; such a completion is stored with status ``error`` and retried on resume."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything that turns generation jobs into completions."""
+
+    name: str
+
+    def identity(self) -> dict[str, Any]:
+        """What determines the output: model weights hash, tokenizer and chat template hash, backend name."""
+        ...
+
+    def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
+        """Yield each job with its completions, as soon as the job is finished (in any order)."""
+        ...
+
+
+def _hf(**kw: Any) -> Backend:
+    from resampling._hf import HFBackend
+
+    return HFBackend.from_model_id(**kw)
+
+
+def _vllm(**kw: Any) -> Backend:
+    from resampling._vllm import VLLMBackend
+
+    return VLLMBackend.from_model_id(**kw)
+
+
+def _openai(**kw: Any) -> Backend:
+    from resampling._openai import OpenAIBackend
+
+    return OpenAIBackend.from_model_id(**kw)
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {"hf": _hf, "vllm": _vllm, "openai": _openai}
+
+
+def make_backend(name: str, **kwargs: Any) -> Backend:
+    """Build a backend by name: ``hf`` (default), ``vllm`` or ``openai``."""
+    if name not in BACKENDS:
+        raise unknown_choice("backend", name, list(BACKENDS))
+    return BACKENDS[name](**kwargs)

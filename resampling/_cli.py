@@ -1,0 +1,228 @@
+"""``cotscope resample``, ``cotscope serve`` and ``cotscope bench``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from resampling._model import DEFAULT_MODEL
+
+
+def default_trace(model_id: str, seed: int = 0):
+    """The fixed example trace of an organism (its task's example for ``seed``)."""
+    from cot import Trace
+    from resampling._errors import EngineInputError
+
+    if not model_id.startswith("organism:"):
+        raise EngineInputError(f"model '{model_id}' has no example trace; give one with --trace FILE")
+    import organisms
+
+    name = model_id.split(":", 1)[1]
+    example = organisms.get_task(name).sample(seed)
+    return Trace.from_completion(
+        "<think>\n" + example.completion,
+        prompt=example.messages,
+        metadata={"gt_answer": example.answer, "source": f"{model_id} task example, seed {seed}"},
+    )
+
+
+def backend_options(f):
+    options = [
+        click.option(
+            "--model",
+            "model_id",
+            default=DEFAULT_MODEL,
+            show_default=True,
+            help="organism:NAME, a local folder of HF weights, or a hub id.",
+        ),
+        click.option(
+            "--backend", type=click.Choice(["hf", "vllm", "openai"]), default="hf", show_default=True
+        ),
+        click.option(
+            "--base-url", multiple=True, help="openai backend: server URL(s), e.g. http://127.0.0.1:8000/v1."
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=512,
+            show_default=True,
+            help="Rollouts decoded together (hf); does not change the results.",
+        ),
+        click.option("--device", default=None, help="cpu or cuda (default: cuda where available)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def make_backend_from_options(
+    model_id: str, backend: str, base_url: tuple[str, ...], batch_size: int, device
+):
+    from resampling._backend import make_backend
+
+    kwargs: dict[str, Any] = {"model_id": model_id}
+    if backend == "hf":
+        kwargs.update(batch_size=batch_size, device=device)
+    elif backend == "openai":
+        if not base_url:
+            raise click.BadParameter(
+                "the openai backend needs --base-url URL (one or more)", param_hint="--base-url"
+            )
+        kwargs.update(endpoints=list(base_url))
+    return make_backend(backend, **kwargs)
+
+
+@click.command("resample")
+@backend_options
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=True, path_type=Path),
+    default=None,
+    help="Trace file (JSON, text completion, or thought-anchors folder); default: the organism's example.",
+)
+@click.option(
+    "--samples",
+    "-n",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Continuations per sentence position.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder: rollouts.parquet and run.json.",
+)
+@click.option(
+    "--forced-answer", is_flag=True, help="Also probe the answer distribution right after each prefix."
+)
+@click.option("--positions", default=None, help="Comma-separated positions (default: all, 0..K).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.6, show_default=True)
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--min-chars",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Merge sentences shorter than this into the next (thought-anchors convention).",
+)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run cache folder (default: OUT/.cache). Reruns reuse it and compute only what is missing.",
+)
+@click.option(
+    "--flush-every",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Rollouts buffered before they are written to the cache.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def resample(
+    model_id,
+    backend,
+    base_url,
+    batch_size,
+    device,
+    trace_file,
+    samples,
+    seed,
+    out,
+    forced_answer,
+    positions,
+    temperature,
+    top_p,
+    top_k,
+    max_new_tokens,
+    min_chars,
+    cache_dir,
+    flush_every,
+    quiet,
+) -> None:
+    """Resample every sentence position of a trace: writes OUT/rollouts.parquet and OUT/run.json."""
+    from cot import load_trace
+    from resampling._engine import Engine
+    from resampling._plan import SamplingParams
+    from resampling._prefix import TracePrefixes
+
+    trace = load_trace(trace_file) if trace_file is not None else default_trace(model_id)
+    pos = None
+    if positions:
+        try:
+            pos = [int(p) for p in positions.split(",")]
+        except ValueError:
+            raise click.BadParameter(
+                f"'{positions}' is not a comma-separated list of integers", param_hint="--positions"
+            ) from None
+    params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device)
+    tokenizer = be.tokenizer
+    prefixes = TracePrefixes.build(trace, tokenizer, min_chars=min_chars)
+    plan = prefixes.plan(samples, seed, params, positions=pos, forced_answer=forced_answer)
+    engine = Engine(be, cache_dir or out / ".cache", flush_every=flush_every, quiet=quiet)
+    header = {
+        "trace": trace.to_dict(),
+        "sentences": [s.text for s in prefixes.sentences],
+        "seed": seed,
+        "samples": samples,
+    }
+    result = engine.run(plan, truths={trace.id: trace.metadata.get("gt_answer")}, out=out, header=header)
+    s = result.stats
+    click.echo(
+        f"{out / 'rollouts.parquet'}: {result.rollouts.height} rollouts ({s['rollouts_new']} new, "
+        f"{s['rollouts_cached']} cached, {s['errors']} errors) over {len(prefixes.sentences) + 1} positions; "
+        f"{s['rollouts_per_s']:.1f} rollouts/s, {s['tokens_per_s']:.0f} tok/s",
+        err=quiet,
+    )
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks that compare ways of doing the same work side by side, in one process."""
+
+
+@bench.command("engine")
+@click.option("--model", "model_id", default=DEFAULT_MODEL, show_default=True)
+@click.option("--samples", "-n", type=click.IntRange(min=1), default=None, help="Samples per position.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=None, help="Repeated runs; medians are reported."
+)
+@click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--device", default=None)
+def bench_engine(model_id, samples, max_new_tokens, repeats, quick, as_json, device) -> None:
+    """Naive per-rollout generate vs generate(num_return_sequences=N) vs the engine, on one trace."""
+    from resampling._bench import BenchConfig, format_report, run_engine_bench
+
+    cfg = BenchConfig.quick() if quick else BenchConfig()
+    if samples:
+        cfg.samples = samples
+    if max_new_tokens:
+        cfg.max_new_tokens = max_new_tokens
+    if repeats:
+        cfg.repeats = repeats
+    report = run_engine_bench(model_id, cfg, device=device)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+def _serve_command():
+    try:
+        from resampling._serve import serve as command
+    except ImportError:  # pragma: no cover - the server module ships with the package
+        return None
+    return command
+
+
+serve = _serve_command()

@@ -1,0 +1,255 @@
+"""The engine: runs a plan on a backend, stores every rollout, resumes what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cot import answer_key, answers_equivalent, atomic_write_text, extract_answer, split_sentences
+from resampling._backend import Backend, Completion, GenerationJob
+from resampling._errors import EngineInputError
+from resampling._plan import Plan, SamplingRequest
+from resampling._store import RunStore, atomic_write_parquet, run_key
+
+__all__ = ["Engine", "RunResult"]
+
+THINK_CLOSE = "</think>"
+
+
+class RunResult:
+    """What a run produced: the rollouts table and where it lives."""
+
+    def __init__(self, rollouts: pl.DataFrame, run_dir: Path, stats: dict[str, Any]) -> None:
+        self.rollouts = rollouts
+        self.run_dir = run_dir
+        self.stats = stats
+
+
+def _first_sentence(text: str) -> str | None:
+    body = text.split(THINK_CLOSE, 1)[0]
+    sentences = split_sentences(body)
+    return sentences[0].text if sentences else None
+
+
+def _answer(kind: str, text: str) -> str | None:
+    if kind == "forced_answer":
+        # The prompt ended with the answer lead-in up to "\boxed{"; the continuation completes it.
+        return extract_answer("\\boxed{" + text)
+    if THINK_CLOSE in text:
+        after = extract_answer(text.split(THINK_CLOSE, 1)[1])
+        if after is not None:
+            return after
+    return extract_answer(text)
+
+
+def rollout_row(req: SamplingRequest, c: Completion, truth: str | None) -> dict[str, Any]:
+    """One stored row for one completion (or failure) of ``req``."""
+    row = {
+        "trace_id": req.trace_id,
+        "request_id": req.request_id,
+        "kind": req.kind,
+        "position": req.position,
+        "sample": c.sample,
+        "seed": c.seed,
+        "edit": req.edit_json,
+        "prefix_hash": req.prefix_hash,
+        "prefix_tokens": len(req.prompt_ids),
+        "text": None,
+        "n_tokens": None,
+        "first_sentence": None,
+        "answer": None,
+        "answer_norm": None,
+        "correct": None,
+        "finish_reason": c.finish_reason,
+        "status": "error" if c.error else "ok",
+        "error": c.error,
+    }
+    if c.error:
+        return row
+    answer = _answer(req.kind, c.text)
+    row.update(
+        text=c.text,
+        n_tokens=len(c.token_ids),
+        first_sentence=None if req.kind == "forced_answer" else _first_sentence(c.text),
+        answer=answer,
+        answer_norm=answer_key(answer),
+        correct=None if truth is None else (answer is not None and answers_equivalent(answer, truth)),
+    )
+    return row
+
+
+class Engine:
+    """Runs plans on a backend, with a content-addressed, resumable Parquet cache.
+
+    Args:
+        backend: any :class:`resampling.Backend` (``make_backend("hf")`` ...).
+        cache_dir: where run directories live (one per content hash).
+        flush_every: rows buffered before a shard is written; smaller loses less on a crash.
+        quiet: no progress bar.
+    """
+
+    def __init__(
+        self, backend: Backend, cache_dir: str | os.PathLike, *, flush_every: int = 64, quiet: bool = False
+    ):
+        self.backend = backend
+        self.cache_dir = Path(cache_dir)
+        self.flush_every = max(1, int(flush_every))
+        self.quiet = quiet
+
+    def run(
+        self,
+        plan: Plan,
+        *,
+        truths: dict[str, str | None] | None = None,
+        out: str | os.PathLike | None = None,
+        header: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Sample everything in ``plan`` that the cache lacks; return (and optionally write) all its rollouts.
+
+        Args:
+            truths: trace id -> true answer, for the ``correct`` column.
+            out: folder to write ``rollouts.parquet`` and ``run.json`` into.
+        """
+        if not len(plan):
+            raise EngineInputError("the plan is empty: nothing to sample")
+        for req in plan:
+            if req.params.max_new_tokens is None:
+                raise EngineInputError("max_new_tokens is required for every request (set SamplingParams)")
+        identity = self.backend.identity()
+        key = run_key(identity, [r.request_id for r in plan])
+        store = RunStore(self.cache_dir, key)
+        done = store.done_keys()
+        jobs, by_key = self._jobs(plan, done)
+        truths = truths or {}
+        stats = {
+            "rollouts_planned": plan.n_rollouts,
+            "rollouts_cached": plan.n_rollouts - sum(len(j.samples) for j in jobs),
+        }
+        started = time.perf_counter()
+        n_new, tokens_new, buffer = 0, 0, []
+        with _Progress(sum(len(j.samples) for j in jobs), self.quiet) as progress:
+            for job, completions in self.backend.generate(jobs):
+                req = by_key[job.key]
+                for c in completions:
+                    buffer.append(rollout_row(req, c, truths.get(req.trace_id)))
+                    tokens_new += len(c.token_ids)
+                n_new += len(completions)
+                progress.advance(len(completions), tokens_new)
+                if len(buffer) >= self.flush_every:
+                    store.append(buffer)
+                    buffer = []
+            store.append(buffer)
+        elapsed = time.perf_counter() - started
+        wanted = {r.request_id: r.n for r in plan}
+        rollouts = store.final().filter(
+            pl.col("request_id").is_in(list(wanted))
+            & (pl.col("sample") < pl.col("request_id").replace_strict(wanted, return_dtype=pl.Int64))
+        )
+        stats.update(
+            rollouts_new=n_new,
+            decode_tokens_new=tokens_new,
+            seconds=elapsed,
+            rollouts_per_s=n_new / elapsed if elapsed > 0 else float("nan"),
+            tokens_per_s=tokens_new / elapsed if elapsed > 0 else float("nan"),
+            errors=int((rollouts["status"] != "ok").sum()),
+        )
+        if hasattr(self.backend, "retry_counts"):
+            stats["retries"] = dict(self.backend.retry_counts)
+        if out is not None:
+            self.write(rollouts, Path(out), plan, identity, key, stats, header)
+        return RunResult(rollouts, store.dir, stats)
+
+    def _jobs(
+        self, plan: Plan, done: set[tuple[str, int]]
+    ) -> tuple[list[GenerationJob], dict[str, SamplingRequest]]:
+        jobs, by_key = [], {}
+        for req in plan:
+            rid = req.request_id
+            by_key[rid] = req
+            missing = [k for k in range(req.n) if (rid, k) not in done]
+            if missing:
+                jobs.append(
+                    GenerationJob(
+                        key=rid,
+                        prompt_ids=req.prompt_ids,
+                        samples=tuple(missing),
+                        seeds=tuple(req.seed + k for k in missing),
+                        params=req.params,
+                        route=req.trace_id,
+                    )
+                )
+        return jobs, by_key
+
+    def write(self, rollouts, out: Path, plan: Plan, identity, key, stats, header) -> None:
+        import torch
+        import transformers
+
+        from cotscope import __version__
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_parquet(rollouts, out / "rollouts.parquet")
+        params = sorted({json.dumps(r.params.to_dict(), sort_keys=True) for r in plan})
+        meta = {
+            "version": 1,
+            "run_key": key,
+            "model": identity,
+            "sampling_params": [json.loads(p) for p in params],
+            "plan": {**plan.meta, "requests": len(plan), "rollouts": plan.n_rollouts},
+            "traces": sorted({r.trace_id for r in plan}),
+            "stats": stats,
+            "versions": {
+                "cotscope": __version__,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "polars": pl.__version__,
+                "python": platform.python_version(),
+            },
+            **(header or {}),
+        }
+        atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
+
+
+class _Progress:
+    """A rich progress bar with rollouts/s and tokens/s; silent when quiet."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.start = time.perf_counter()
+
+    def __enter__(self):
+        if not self.quiet and self.total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("resampling"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("resampling", total=self.total, rate="")
+        return self
+
+    def advance(self, n: int, tokens: int) -> None:
+        if hasattr(self, "bar"):
+            dt = max(time.perf_counter() - self.start, 1e-9)
+            done = self.bar.tasks[0].completed + n
+            self.bar.update(self.task, advance=n, rate=f"{done / dt:.1f} rollouts/s, {tokens / dt:.0f} tok/s")
+
+    def __exit__(self, *exc) -> None:
+        if hasattr(self, "bar"):
+            self.bar.__exit__(*exc)
+
+
+def traces_truths(traces: Iterable[Any]) -> dict[str, str | None]:
+    """trace id -> the true answer recorded in its metadata (``gt_answer``), if any."""
+    return {t.id: t.metadata.get("gt_answer") for t in traces}

@@ -1,0 +1,126 @@
+"""Model ids: ``organism:NAME`` (shipped), a local folder of HF weights, or a hub id (where the hub is reachable)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from resampling._errors import EngineInputError, unknown_choice
+
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_identity"]
+
+DEFAULT_MODEL = "organism:arith"
+
+
+class LoadedModel:
+    """A causal LM, its tokenizer, and what identifies them (for the run's content hash)."""
+
+    def __init__(
+        self, model_id: str, model: Any, tokenizer: Any, path: Path | None, task: Any = None
+    ) -> None:
+        self.model_id = model_id
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        self.task = task
+        """The organism's task when the model is an organism (its ground truth), else None."""
+
+    def identity(self) -> dict[str, str]:
+        return model_identity(self.model_id, self.model, self.tokenizer, self.path)
+
+
+def _organism_names() -> list[str]:
+    import organisms
+
+    return list(organisms.names())
+
+
+def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtype: Any = None) -> LoadedModel:
+    """Load a model by id. Errors name the valid choices and the fix, before any work starts."""
+    if not isinstance(model_id, str) or not model_id:
+        raise EngineInputError("a model id is required: 'organism:NAME', a local folder, or a hub id")
+    if model_id.startswith("organism:"):
+        name = model_id.split(":", 1)[1]
+        names = _organism_names()
+        if name not in names:
+            raise unknown_choice("model", model_id, [f"organism:{n}" for n in names])
+        import organisms
+
+        org = organisms.load(name)
+        model = org.model
+        if device:
+            model = model.to(device)
+        return LoadedModel(model_id, model, org.tokenizer, Path(org.path), task=org.task)
+    path = Path(model_id).expanduser()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise EngineInputError(f"{path} has no config.json; give a folder saved with save_pretrained()")
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(model_id)
+        except Exception as exc:
+            organisms_hint = ", ".join(f"organism:{n}" for n in _organism_names()[:4])
+            raise EngineInputError(
+                f"unknown model '{model_id}': not a shipped organism, not a local folder, and the hub could not "
+                f"provide it ({type(exc).__name__}); use one of {organisms_hint}, or a local folder of HF weights"
+            ) from None
+        path = None
+    model.eval()
+    if device:
+        model = model.to(device)
+    return LoadedModel(model_id, model, tokenizer, path)
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime: float) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _weights_hash(model: Any, path: Path | None) -> str:
+    files = sorted(path.glob("*.safetensors")) if path is not None else []
+    if files:
+        h = hashlib.sha256()
+        for f in files:
+            st = os.stat(f)
+            h.update(f.name.encode())
+            h.update(_file_sha256(str(f), st.st_size, st.st_mtime).encode())
+        return h.hexdigest()[:16]
+    # No files (a model built in memory): hash the parameters themselves.
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def model_identity(model_id: str, model: Any, tokenizer: Any, path: Path | None) -> dict[str, str]:
+    """Hashes of what changes the output: weights, tokenizer vocabulary and merges, chat template."""
+    tok_state = (
+        tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else repr(tokenizer)
+    )
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return {
+        "model_id": model_id,
+        "weights_sha256": _weights_hash(model, path),
+        "tokenizer_sha256": hashlib.sha256(tok_state.encode()).hexdigest()[:16],
+        "chat_template_sha256": hashlib.sha256(json.dumps(template).encode()).hexdigest()[:16],
+    }

@@ -1,0 +1,239 @@
+"""Exact token prefixes for every sentence position of a trace.
+
+The chat template is applied once, the CoT is tokenized once, and the prefix for position i is the template ids
+followed by the CoT tokens that end at or before the start of sentence i (read from the tokenizer's offset
+mapping). No text is re-joined, so every prefix is an exact token prefix of the next one and of the full trace:
+the model sees what it would have seen had it written the trace itself, and a prefix cache hits every block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cot import Sentence, Trace, split_sentences
+from resampling._errors import EngineInputError
+from resampling._plan import Plan, SamplingParams, SamplingRequest
+
+__all__ = ["DEFAULT_MIN_CHARS", "TracePrefixes", "answer_cue"]
+
+DEFAULT_MIN_CHARS = 10
+"""The plan merges sentences shorter than this into the next one, as the thought-anchors method does."""
+
+THINK_CLOSE = "\n</think>\n\n"
+
+
+def answer_cue(trace: Trace) -> str:
+    """The model's own way into its final answer: close the think block, then its answer text up to ``\\boxed{``."""
+    lead = "\\boxed{"
+    if trace.answer_text:
+        m = re.search(r"\\boxed\s*\{", trace.answer_text)
+        if m:
+            lead = trace.answer_text[: m.end()]
+    return THINK_CLOSE + lead
+
+
+def _ids(encoded: Any) -> list[int]:
+    if isinstance(encoded, dict) or hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    if encoded and isinstance(encoded[0], list):
+        encoded = encoded[0]
+    return [int(t) for t in encoded]
+
+
+@dataclass
+class TracePrefixes:
+    """A trace, tokenized once, with the token cut of every sentence position."""
+
+    trace: Trace
+    tokenizer: Any
+    sentences: list[Sentence]
+    template_ids: list[int]
+    cot_ids: list[int]
+    cuts: list[int]
+    """``cuts[i]`` = number of CoT tokens in the prefix of position i; ``cuts[K] == len(cot_ids)``."""
+    cue_ids: list[int]
+    min_chars: int
+    edit: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, trace: Trace, tokenizer: Any, *, min_chars: int = DEFAULT_MIN_CHARS, edit: dict | None = None
+    ):
+        if not trace.cot.strip():
+            raise EngineInputError(
+                f"trace {trace.id} has no CoT to resample; give a trace whose 'cot' holds the reasoning text"
+            )
+        if not getattr(tokenizer, "chat_template", None):
+            raise EngineInputError(
+                "the tokenizer has no chat template; prefixes are built with the model's own template "
+                "(set tokenizer.chat_template or use the model's tokenizer)"
+            )
+        template_ids = _ids(
+            tokenizer.apply_chat_template(trace.messages, add_generation_prompt=True, tokenize=True)
+        )
+        enc = tokenizer(trace.cot, add_special_tokens=False, return_offsets_mapping=True)
+        cot_ids = [int(t) for t in enc["input_ids"]]
+        offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+        sentences = split_sentences(trace.cot, min_chars=min_chars)
+        cuts = []
+        for s in sentences:
+            # Tokens that end at or before the sentence start; a token straddling the start (" The") is left to
+            # the continuation, which regenerates it.
+            cuts.append(sum(1 for _, end in offsets if end <= s.start))
+        cuts.append(len(cot_ids))
+        for a, b in itertools.pairwise(cuts):
+            if b < a:
+                raise EngineInputError(
+                    "the tokenizer's offsets are not monotonic; it cannot cut exact prefixes"
+                )
+        cue_ids = _ids(tokenizer(answer_cue(trace), add_special_tokens=False))
+        return cls(
+            trace, tokenizer, sentences, template_ids, cot_ids, cuts, cue_ids, min_chars, dict(edit or {})
+        )
+
+    # -- views --------------------------------------------------------------------------------------------------
+
+    @property
+    def n_positions(self) -> int:
+        """K + 1: positions 0 (empty CoT) to K (the full CoT)."""
+        return len(self.sentences) + 1
+
+    @property
+    def full_ids(self) -> list[int]:
+        return self.template_ids + self.cot_ids
+
+    def _check(self, position: int) -> None:
+        if not 0 <= position < self.n_positions:
+            raise EngineInputError(
+                f"position {position} is out of range for trace {self.trace.id}: it has {len(self.sentences)} "
+                f"sentences, so positions run from 0 to {len(self.sentences)}"
+            )
+
+    def prefix_ids(self, position: int) -> list[int]:
+        """Template ids + the CoT tokens before sentence ``position``."""
+        self._check(position)
+        return self.template_ids + self.cot_ids[: self.cuts[position]]
+
+    def forced_answer_ids(self, position: int) -> list[int]:
+        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in)."""
+        return self.prefix_ids(position) + self.cue_ids
+
+    # -- plans --------------------------------------------------------------------------------------------------
+
+    def _positions(self, positions) -> list[int]:
+        out = list(range(self.n_positions)) if positions is None else [int(p) for p in positions]
+        for p in out:
+            self._check(p)
+        return out
+
+    def plan(
+        self,
+        n: int,
+        seed: int = 0,
+        params: SamplingParams | None = None,
+        *,
+        positions=None,
+        forced_answer: bool = False,
+        forced_params: SamplingParams | None = None,
+    ) -> Plan:
+        """``n`` continuations from every position (or ``positions``), plus forced-answer probes if asked.
+
+        Seeds: position i's samples use ``seed + i*n + k``; forced-answer probes at position i use
+        ``seed + (K + 1 + i)*n + k``, so no two rollouts of a trace share a seed.
+        """
+        params = params or SamplingParams()
+        kind = self.edit.get("type", "resample") if self.edit else "resample"
+        reqs = [
+            SamplingRequest(
+                prompt_ids=tuple(self.prefix_ids(p)),
+                n=n,
+                seed=seed + p * n,
+                params=params,
+                trace_id=self.trace.id,
+                kind=kind,
+                position=p,
+                edit=self.edit,
+            )
+            for p in self._positions(positions)
+        ]
+        if forced_answer:
+            reqs += self.forced_answer_plan(n, seed, forced_params, positions=positions).requests
+        return Plan(reqs, {"min_chars": self.min_chars, "trace_id": self.trace.id})
+
+    def forced_answer_plan(
+        self, n: int, seed: int = 0, params: SamplingParams | None = None, *, positions=None
+    ) -> Plan:
+        """Short continuations right after the answer cue at every position: the answer distribution so far."""
+        params = params or SamplingParams(max_new_tokens=24)
+        k1 = self.n_positions
+        reqs = [
+            SamplingRequest(
+                prompt_ids=tuple(self.forced_answer_ids(p)),
+                n=n,
+                seed=seed + (k1 + p) * n,
+                params=params,
+                trace_id=self.trace.id,
+                kind="forced_answer",
+                position=p,
+                edit=self.edit,
+            )
+            for p in self._positions(positions)
+        ]
+        return Plan(reqs, {"min_chars": self.min_chars, "trace_id": self.trace.id})
+
+    # -- interventions: each returns the prefixes of an edited trace ---------------------------------------------
+
+    def _edited(self, cot: str | None = None, prompt=None, **edit: Any) -> TracePrefixes:
+        new_trace = replace(
+            self.trace,
+            cot=self.trace.cot if cot is None else cot,
+            prompt=self.trace.prompt if prompt is None else prompt,
+            id="",
+            metadata={**self.trace.metadata, "source_trace": self.trace.id},
+        )
+        new_trace.id = f"{self.trace.id}~{new_trace.id}"
+        return TracePrefixes.build(
+            new_trace, self.tokenizer, min_chars=self.min_chars, edit={**edit, "source_trace": self.trace.id}
+        )
+
+    def _sentence(self, index: int) -> Sentence:
+        if not 0 <= index < len(self.sentences):
+            raise EngineInputError(
+                f"sentence {index} is out of range for trace {self.trace.id} (it has {len(self.sentences)} sentences)"
+            )
+        return self.sentences[index]
+
+    def replace_sentence(self, index: int, text: str, *, kind: str = "replace_sentence") -> TracePrefixes:
+        """Sentence ``index`` replaced by ``text`` (an inserted mistake, a paraphrase), at its exact offsets."""
+        s = self._sentence(index)
+        cot = self.trace.cot[: s.start] + text + self.trace.cot[s.end :]
+        return self._edited(cot, type=kind, index=index, text=text, original=s.text)
+
+    def remove_sentence(self, index: int) -> TracePrefixes:
+        """Sentence ``index`` removed together with the whitespace that follows it."""
+        s = self._sentence(index)
+        nxt = self.sentences[index + 1].start if index + 1 < len(self.sentences) else len(self.trace.cot)
+        cot = self.trace.cot[: s.start] + self.trace.cot[nxt:]
+        return self._edited(
+            cot.rstrip() if nxt == len(self.trace.cot) else cot, type="remove_sentence", index=index
+        )
+
+    def insert_sentence(self, index: int, text: str, *, kind: str = "insert_sentence") -> TracePrefixes:
+        """``text`` inserted as a new sentence before sentence ``index`` (``index == K`` appends)."""
+        if index == len(self.sentences):
+            cot = self.trace.cot.rstrip() + " " + text
+        else:
+            s = self._sentence(index)
+            cot = self.trace.cot[: s.start] + text + " " + self.trace.cot[s.start :]
+        return self._edited(cot, type=kind, index=index, text=text)
+
+    def with_cot(self, cot: str, *, kind: str = "filler") -> TracePrefixes:
+        """The whole CoT replaced (filler tokens, a paraphrase of everything, a truncated CoT)."""
+        return self._edited(cot, type=kind)
+
+    def with_prompt(self, prompt: str | list[dict], *, kind: str = "hint") -> TracePrefixes:
+        """The prompt replaced (a hint added), the CoT kept."""
+        return self._edited(None, prompt=prompt, type=kind)

@@ -1,0 +1,110 @@
+"""A content-addressed, resumable store of rollouts: Parquet shards written atomically, merged at the end.
+
+A run directory is named by a hash of everything that changes the output (model weights, tokenizer and chat
+template, sampling parameters, the traces' prefixes and seeds) and of nothing that does not (batch size,
+concurrency, retries, sample counts). Finished rows are flushed as small Parquet shards (temp file, then rename), so
+a run killed at any moment loses at most the rows not yet flushed, and a rerun computes only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+__all__ = ["ROLLOUT_SCHEMA", "RunStore", "atomic_write_parquet", "run_key"]
+
+ROLLOUT_SCHEMA: dict[str, Any] = {
+    "trace_id": pl.Utf8,
+    "request_id": pl.Utf8,
+    "kind": pl.Utf8,
+    "position": pl.Int64,
+    "sample": pl.Int64,
+    "seed": pl.Int64,
+    "edit": pl.Utf8,
+    "prefix_hash": pl.Utf8,
+    "prefix_tokens": pl.Int64,
+    "text": pl.Utf8,
+    "n_tokens": pl.Int64,
+    "first_sentence": pl.Utf8,
+    "answer": pl.Utf8,
+    "answer_norm": pl.Utf8,
+    "correct": pl.Boolean,
+    "finish_reason": pl.Utf8,
+    "status": pl.Utf8,
+    "error": pl.Utf8,
+}
+"""One row per continuation. ``status`` is ``ok`` or ``error``; error rows carry ``error`` and are never data."""
+
+SORT_KEY = ["trace_id", "kind", "edit", "position", "seed", "sample"]
+
+
+def run_key(identity: dict[str, Any], request_ids: list[str]) -> str:
+    payload = json.dumps({"identity": identity, "requests": sorted(set(request_ids))}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def atomic_write_parquet(df: pl.DataFrame, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.write_parquet(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class RunStore:
+    """Shards of one run under ``root/<key>/``."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.dir = Path(root) / key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.key = key
+
+    def shards(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def load(self) -> pl.DataFrame:
+        """Every stored row; where a (request, sample) has several, an ``ok`` row wins over errors."""
+        frames = []
+        for shard in self.shards():
+            try:
+                frames.append(pl.read_parquet(shard))
+            except Exception:
+                # A shard is renamed into place only once complete, so this is outside damage: set it aside
+                # rather than delete anything, and recompute its rows.
+                shard.rename(shard.with_suffix(".unreadable"))
+        if not frames:
+            return pl.DataFrame(schema=ROLLOUT_SCHEMA)
+        df = pl.concat([f.select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA) for f in frames])
+        return (
+            df.with_columns((pl.col("status") != "ok").alias("_bad"))
+            .sort(["request_id", "sample", "_bad"])
+            .unique(["request_id", "sample"], keep="first", maintain_order=True)
+            .drop("_bad")
+        )
+
+    def done_keys(self) -> set[tuple[str, int]]:
+        df = self.load().filter(pl.col("status") == "ok")
+        return set(zip(df["request_id"].to_list(), df["sample"].to_list(), strict=True))
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            df = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA)
+            atomic_write_parquet(df, self.dir / f"part-{uuid.uuid4().hex}.parquet")
+
+    def final(self) -> pl.DataFrame:
+        return self.load().sort(SORT_KEY)

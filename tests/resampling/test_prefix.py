@@ -1,0 +1,90 @@
+import pytest
+
+from cot import Trace
+from resampling import EngineInputError, SamplingParams, TracePrefixes, answer_cue
+
+
+@pytest.fixture
+def tp(tiny_trace, tiny_tokenizer):
+    return TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+
+
+def test_prefixes_nest_and_end_at_sentence_starts(tp, tiny_tokenizer):
+    assert tp.n_positions == len(tp.sentences) + 1 == 6
+    assert tp.prefix_ids(0) == tp.template_ids
+    assert tp.prefix_ids(tp.n_positions - 1) == tp.full_ids
+    for i in range(tp.n_positions - 1):
+        shorter, longer = tp.prefix_ids(i), tp.prefix_ids(i + 1)
+        assert longer[: len(shorter)] == shorter and len(longer) > len(shorter)
+    cot = tp.trace.cot
+    for i, s in enumerate(tp.sentences):
+        text = tiny_tokenizer.decode(tp.prefix_ids(i)[len(tp.template_ids) :])
+        # The prefix text is exactly the CoT up to sentence i (at most its separating whitespace differs).
+        assert cot.startswith(text)
+        assert cot[: s.start].rstrip() == text.rstrip()
+
+
+def test_template_applied_once_with_generation_prompt(tp, tiny_tokenizer):
+    text = tiny_tokenizer.decode(tp.template_ids)
+    assert text.startswith("<s><|user|>Compute") and text.endswith("<|assistant|><think>\n")
+
+
+def test_forced_answer_cue_is_the_models_own(tp, tiny_tokenizer):
+    assert answer_cue(tp.trace) == "\n</think>\n\nThe answer is \\boxed{"
+    ids = tp.forced_answer_ids(2)
+    assert ids[: len(tp.prefix_ids(2))] == tp.prefix_ids(2)
+    assert tiny_tokenizer.decode(ids[len(tp.prefix_ids(2)) :]) == "\n</think>\n\nThe answer is \\boxed{"
+    assert answer_cue(Trace(prompt="p", cot="c")) == "\n</think>\n\n\\boxed{"
+
+
+def test_plan_seeds_are_disjoint_and_identity_kept(tp):
+    plan = tp.plan(n=3, seed=100, forced_answer=True)
+    seeds = [s for r in plan for s in r.seeds()]
+    assert len(seeds) == len(set(seeds)) == 2 * 6 * 3
+    r = plan[4]
+    assert (r.kind, r.position, r.seed, r.trace_id) == ("resample", 4, 112, tp.trace.id)
+    assert plan[6].kind == "forced_answer" and plan[6].position == 0
+
+
+def test_min_chars_is_recorded_in_the_plan(tiny_trace, tiny_tokenizer):
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer)
+    assert tp.plan(n=1).meta["min_chars"] == 10
+
+
+def test_interventions_are_one_line_each_and_keep_identity(tp):
+    mistake = tp.replace_sentence(1, "First, 7 + 5 is 13.")
+    assert mistake.trace.cot == tp.trace.cot.replace("7 + 5 is 12.", "7 + 5 is 13.")
+    plan = mistake.plan(n=2, positions=[2])
+    assert plan[0].kind == "replace_sentence"
+    assert plan[0].edit == {
+        "type": "replace_sentence",
+        "index": 1,
+        "text": "First, 7 + 5 is 13.",
+        "original": "First, 7 + 5 is 12.",
+        "source_trace": tp.trace.id,
+    }
+    assert plan[0].trace_id.startswith(tp.trace.id + "~")
+    assert tp.with_cot("... ... ...").plan(n=1, positions=[0])[0].kind == "filler"
+    hinted = tp.with_prompt("A professor says the answer is 4. Compute (7 + 5) * 3 mod 10.")
+    assert hinted.plan(n=1)[0].kind == "hint" and hinted.trace.cot == tp.trace.cot
+    assert tp.remove_sentence(3).trace.cot == tp.trace.cot.replace("Wait, let me check that. ", "")
+    assert tp.insert_sentence(2, "Hmm.").sentences[2].text == "Hmm."
+
+
+def test_duplicate_sentences_are_edited_at_their_own_offsets(tiny_tokenizer):
+    t = Trace(prompt="p", cot="Add one. Add one. Done.")
+    tp = TracePrefixes.build(t, tiny_tokenizer, min_chars=0)
+    assert tp.replace_sentence(1, "Add two.").trace.cot == "Add one. Add two. Done."
+
+
+def test_bad_input_is_refused_before_any_work(tp, tiny_tokenizer):
+    with pytest.raises(EngineInputError, match="positions run from 0 to 5"):
+        tp.plan(n=1, positions=[9])
+    with pytest.raises(EngineInputError, match="no CoT"):
+        TracePrefixes.build(Trace(prompt="p", cot="  "), tiny_tokenizer)
+    with pytest.raises(EngineInputError, match=">= 1"):
+        tp.plan(n=0)
+    with pytest.raises(EngineInputError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(EngineInputError, match="sentence 7 is out of range"):
+        tp.replace_sentence(7, "x")

@@ -1,0 +1,156 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from resampling import Completion, Engine, SamplingParams, TracePrefixes
+from resampling._hf import HFBackend
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
+    d = tmp_path_factory.mktemp("tiny-model")
+    tiny_model.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trace_file(tmp_path_factory, tiny_trace):
+    return tiny_trace.save(tmp_path_factory.mktemp("trace") / "trace.json")
+
+
+def resample_cmd(model_dir, trace_file, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "cotscope.cli",
+        "resample",
+        "--model",
+        str(model_dir),
+        "--trace",
+        str(trace_file),
+        "--samples",
+        "40",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "48",
+        "--temperature",
+        "1.0",
+        "--min-chars",
+        "0",
+        "--quiet",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_killed_resample_resumes_to_the_same_rows(model_dir, trace_file, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        resample_cmd(model_dir, trace_file, interrupted, "--batch-size", "4", "--flush-every", "4"), env=env
+    )
+    deadline = time.monotonic() + 120
+    shards = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        shards = list((interrupted / ".cache").glob("*/part-*.parquet"))
+        if len(shards) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted; give it more work"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (interrupted / "rollouts.parquet").exists()
+    partial = pl.concat([pl.read_parquet(s) for s in (interrupted / ".cache").glob("*/part-*.parquet")])
+    assert 0 < partial.height < 6 * 40
+
+    done = subprocess.run(
+        resample_cmd(model_dir, trace_file, interrupted, "--batch-size", "64"), env=env, check=True
+    )
+    assert done.returncode == 0
+    clean = tmp_path / "clean"
+    subprocess.run(resample_cmd(model_dir, trace_file, clean), env=env, check=True)
+
+    a = pl.read_parquet(interrupted / "rollouts.parquet")
+    b = pl.read_parquet(clean / "rollouts.parquet")
+    assert a.height == b.height == 6 * 40
+    assert a.select("request_id", "sample").is_duplicated().sum() == 0
+    assert a.equals(b), "the resumed run must equal an uninterrupted one row for row"
+    stats = json.loads((interrupted / "run.json").read_text())["stats"]
+    assert 0 < stats["rollouts_cached"] < 240 and stats["rollouts_new"] == 240 - stats["rollouts_cached"]
+
+
+class FlakyBackend:
+    """Wraps a backend and fails the samples whose index is in ``fail``."""
+
+    name = "flaky"
+
+    def __init__(self, inner, fail):
+        self.inner, self.fail = inner, set(fail)
+
+    def identity(self):
+        return self.inner.identity()
+
+    def generate(self, jobs):
+        for job, comps in self.inner.generate(jobs):
+            yield (
+                job,
+                [
+                    Completion(sample=c.sample, seed=c.seed, error="HTTP 500: injected")
+                    if c.sample in self.fail
+                    else c
+                    for c in comps
+                ],
+            )
+
+
+def test_failed_rollouts_are_stored_as_errors_and_retried(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    plan = tp.plan(n=4, seed=1, params=SamplingParams(max_new_tokens=10))
+    good = HFBackend(tiny_model, tiny_tokenizer)
+    first = Engine(FlakyBackend(good, fail={1, 3}), tmp_path / "cache", quiet=True).run(plan)
+    errors = first.rollouts.filter(pl.col("status") == "error")
+    assert errors.height == 2 * tp.n_positions
+    assert errors["text"].null_count() == errors.height and errors["answer"].null_count() == errors.height
+    assert set(errors["error"]) == {"HTTP 500: injected"}
+    second = Engine(good, tmp_path / "cache", quiet=True).run(plan)
+    assert second.stats["rollouts_new"] == 2 * tp.n_positions
+    assert set(second.rollouts["status"]) == {"ok"}
+    clean = Engine(good, tmp_path / "other-cache", quiet=True).run(plan)
+    assert second.rollouts.equals(clean.rollouts)
+
+
+def test_more_samples_reuse_the_cache(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    params = SamplingParams(max_new_tokens=6)
+    small = Engine(backend, tmp_path, quiet=True).run(tp.plan(n=2, params=params, positions=[1]))
+    big = Engine(backend, tmp_path, quiet=True).run(tp.plan(n=2, params=params, positions=[1]).with_params())
+    assert big.stats["rollouts_new"] == 0 and big.rollouts.equals(small.rollouts)
+    other = Engine(backend, tmp_path, quiet=True).run(
+        tp.plan(n=2, params=SamplingParams(max_new_tokens=7), positions=[1])
+    )
+    assert other.stats["rollouts_new"] == 2, "changed sampling parameters must not reuse rows"
+
+
+def test_cli_bad_input_errors_before_work(model_dir, trace_file, tmp_path):
+    cases = [
+        (["--model", str(tmp_path)], "config.json"),
+        (["--positions", "99"], "out of range"),
+        (["--backend", "vlm"], "vllm"),
+    ]
+    for extra, needle in cases:
+        cmd = resample_cmd(model_dir, trace_file, tmp_path / "o") + extra
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        assert needle in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
+        assert not (tmp_path / "o" / "rollouts.parquet").exists()
