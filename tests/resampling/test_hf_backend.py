@@ -167,3 +167,23 @@ def test_engine_rows_and_answers(tiny_model, tiny_tokenizer, tiny_trace, tmp_pat
             "error",
         ]
     )
+
+
+def test_sample_traces_is_on_policy_and_seeded(tiny_model, tiny_tokenizer):
+    from resampling import sample_traces
+
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    params = SamplingParams(temperature=1.0, max_new_tokens=30)
+    a = sample_traces(backend, tiny_tokenizer, ["Compute 1 + 2.", "Compute 3 + 4."], [5, 6], params)
+    b = sample_traces(backend, tiny_tokenizer, ["Compute 3 + 4."], [6], params)
+    assert a[1].cot == b[0].cot and a[1].metadata["sampled_seed"] == 6
+    # What the trace holds is exactly what the model generated after the template.
+    ids = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Compute 3 + 4."}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    job = GenerationJob("x", tuple(ids), (0,), (6,), params)
+    ((_, [c]),) = list(backend.generate([job]))
+    assert c.text.strip().startswith(a[1].cot[:20]) and (a[1].truncated == ("</think>" not in c.text))
