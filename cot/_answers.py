@@ -10,8 +10,11 @@ cannot stop a runaway sympy call in C code).
 from __future__ import annotations
 
 import atexit
-import multiprocessing as mp
+import json
 import re
+import select
+import subprocess
+import sys
 import threading
 from fractions import Fraction
 from functools import lru_cache
@@ -147,61 +150,63 @@ def _as_rational(s: str) -> Fraction | None:
 # math-verify in a worker process with a hard timeout
 
 
-def _verify_worker(conn) -> None:  # pragma: no cover - runs in the child process
-    from math_verify import parse, verify
-
-    conn.send(("ready", None))
-    while True:
-        try:
-            a, b = conn.recv()
-        except EOFError:
-            return
-        try:
-            pa = parse(f"${a}$")
-            pb = parse(f"${b}$")
-            ok = bool(pa) and bool(pb) and bool(verify(pa, pb))
-            conn.send(("ok", ok))
-        except Exception as exc:
-            conn.send(("error", repr(exc)))
-
-
 class _Verifier:
-    """One long-lived math-verify process; killed and restarted when a call overruns its timeout."""
+    """One long-lived math-verify process (``python -m cot._verify_worker``), killed and restarted on overrun.
+
+    A plain subprocess rather than ``multiprocessing``: it never re-imports the caller's main module, so it works
+    from scripts without a ``__main__`` guard, from notebooks and from standard input.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._proc = None
-        self._conn = None
+        self._proc: subprocess.Popen | None = None
 
     def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_verify_worker, args=(child,), daemon=True)
-        proc.start()
-        child.close()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cot._verify_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
         # Imports (sympy, math-verify) take a second or two; they do not count against a call's timeout.
-        if not parent.poll(120) or parent.recv()[0] != "ready":
+        line = self._readline(proc, 120.0)
+        if line is None or "ready" not in line:
             proc.kill()
-            raise RuntimeError("the math-verify worker process did not start; is math-verify installed?")
-        self._proc, self._conn = proc, parent
+            raise RuntimeError(
+                "the math-verify worker did not start; is math-verify installed? (pip install math-verify)"
+            )
+        self._proc = proc
+
+    @staticmethod
+    def _readline(proc: subprocess.Popen, timeout: float) -> str | None:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], max(timeout, 0.0))
+        if not ready:
+            return None
+        line = proc.stdout.readline()
+        return line or None
 
     def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
-            self._proc.join(timeout=5)
-        self._proc = self._conn = None
+            self._proc.wait(timeout=5)
+        self._proc = None
 
     def __call__(self, a: str, b: str, timeout: float) -> bool | None:
         with self._lock:
-            if self._proc is None or not self._proc.is_alive():
+            if self._proc is None or self._proc.poll() is not None:
                 self._start()
-            assert self._conn is not None
-            self._conn.send((a, b))
-            if not self._conn.poll(timeout):
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps([a, b]) + "\n")
+            self._proc.stdin.flush()
+            line = self._readline(self._proc, timeout)
+            if line is None:
                 self._kill()
                 return None
-            status, value = self._conn.recv()
-            return bool(value) if status == "ok" else None
+            reply = json.loads(line)
+            return bool(reply["ok"]) if "ok" in reply else None
 
     def close(self) -> None:
         with self._lock:
