@@ -101,6 +101,11 @@ def _weights_hash(model: Any, path: Path | None) -> str:
             h.update(f.name.encode())
             h.update(_file_sha256(str(f), st.st_size, st.st_mtime).encode())
         return h.hexdigest()[:16]
+    if model is None:
+        raise EngineInputError(
+            f"cannot identify the model: no *.safetensors files in {path}; save it with save_pretrained() "
+            "(safetensors) so its weights can be hashed"
+        )
     # No files (a model built in memory): hash the parameters themselves.
     import torch
 
