@@ -18,6 +18,8 @@ from typing import Any
 
 import polars as pl
 
+from cot._trace import _umask
+
 __all__ = ["ROLLOUT_SCHEMA", "RunStore", "atomic_write_parquet", "run_key"]
 
 ROLLOUT_SCHEMA: dict[str, Any] = {
@@ -59,6 +61,7 @@ def atomic_write_parquet(df: pl.DataFrame, path: Path) -> Path:
         df.write_parquet(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -92,3 +92,12 @@ def test_cot_package_does_not_import_torch():
     code = "import sys, cot, cot.published; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_saved_files_are_readable_by_others(tmp_path):
+    import os
+    import stat
+
+    path = Trace(prompt="p", cot="c").save(tmp_path / "t.json")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode & stat.S_IRGRP and mode & stat.S_IROTH, oct(mode)

@@ -1,0 +1,658 @@
+"""Black-box thought-anchor importance from resampled rollouts (Bogdan et al. 2025, arXiv 2506.19143).
+
+Notation. ``S_i`` is sentence ``i`` of the CoT (``K`` sentences). ``R_p`` is the set of ``resample`` rollouts at
+position ``p``: the prefix holds the sentences ``< p`` and the model writes the rest, starting with a regenerated
+sentence at ``p``. ``R_{i+1}`` therefore keeps ``S_i`` and ``R_i`` resamples it. ``F_p`` is the same for
+``forced_answer`` rollouts (answer right after the prefix). ``D_i`` is the subset of ``R_i`` whose regenerated first
+sentence differs in meaning from ``S_i``: embedding cosine below ``similarity_threshold``.
+
+Sign convention (one for every metric here): **positive means that keeping sentence i raises accuracy, or moves the
+answer distribution**. Accuracy metrics are "kept minus removed"; KL metrics are ``KL(removed || kept)`` and are
+never negative. Undefined values are NaN, never 0, and every value has its sample size (``_n``) and a percentile
+bootstrap interval (``_lo``, ``_hi``) beside it.
+
+``convention="thought_anchors"`` reproduces the reference code instead (see :class:`ImportanceOptions`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from anchors._embedding import EmbedFn, TextEmbeddings, as_text_embeddings
+
+__all__ = [
+    "METRICS",
+    "NO_ANSWER",
+    "ROLLOUT_COLUMNS",
+    "ImportanceOptions",
+    "add_matrix_scores",
+    "continuation_sentences",
+    "different_trajectories_fraction",
+    "importance_table",
+    "kl_divergence",
+    "overdeterminedness",
+    "sentence_matrix",
+]
+
+NO_ANSWER = "<no answer>"
+"""The answer bucket of rollouts without an answer (``answer_norm`` null) when ``no_answer="bucket"``."""
+
+ROLLOUT_COLUMNS: dict[str, type] = {
+    "trace_id": str,
+    "kind": str,
+    "position": int,
+    "first_sentence": str,
+    "text": str,
+    "answer_norm": str,
+    "correct": bool,
+    "status": str,
+}
+"""The columns of the engine's rollouts table that the metrics read."""
+
+METRICS: tuple[str, ...] = (
+    "accuracy",
+    "resampling_importance_accuracy",
+    "resampling_importance_kl",
+    "counterfactual_importance_accuracy",
+    "counterfactual_importance_kl",
+    "forced_importance_accuracy",
+    "forced_importance_kl",
+    "different_trajectories_fraction",
+    "overdeterminedness",
+    "resilience",
+    "counterfactual_pp_importance_accuracy",
+    "counterfactual_pp_importance_kl",
+)
+"""Per-sentence metrics of :func:`importance_table`, each with ``_lo``, ``_hi`` and ``_n`` columns.
+
+- ``accuracy`` = acc(R_i): fraction correct among graded rollouts (answer present, ``correct`` not null).
+- ``resampling_importance_accuracy`` = acc(R_{i+1}) - acc(R_i).
+- ``resampling_importance_kl`` = KL(P(R_i) || P(R_{i+1})) over ``answer_norm``.
+- ``counterfactual_importance_accuracy`` = acc(R_{i+1}) - acc(D_i) (the reference code has the opposite sign).
+- ``counterfactual_importance_kl`` = KL(P(D_i) || P(R_{i+1})) (the reference compares with R_{i+1} ∪ (R_i ∖ D_i)).
+- ``forced_importance_accuracy`` = acc(F_{i+1}) - acc(F_i); ``forced_importance_kl`` = KL(P(F_i) || P(F_{i+1})).
+- ``different_trajectories_fraction`` = |D_i| / |R_i| (rollouts with a first sentence).
+- ``overdeterminedness`` = 1 - #unique(first sentences of R_i) / #(first sentences of R_i), exact strings (no
+  bootstrap interval: resampling with replacement biases a distinct count).
+- ``resilience`` = fraction of D_i whose continuation still holds a sentence matching S_i (cosine >= threshold):
+  how often content that was resampled away comes back (one step of Thought Branches' resilience).
+- ``counterfactual_pp_importance_accuracy`` = acc(R_{i+1}) - acc(D_i⁻) and ``..._kl`` = KL(P(D_i⁻) || P(R_{i+1})),
+  where D_i⁻ ⊆ D_i are the rollouts whose continuation never brings S_i's content back.
+"""
+
+_KINDS = {"resample": 0, "forced_answer": 1}
+
+
+@dataclass(frozen=True)
+class ImportanceOptions:
+    """Choices behind every importance value; recorded beside the results."""
+
+    similarity_threshold: float = 0.8
+    """Cosine (all-MiniLM-L6-v2) below which a regenerated sentence "differs in meaning"; at or above it two
+    sentences "match"."""
+    kl_alpha: float = 1.0
+    """Additive (Laplace) smoothing for KL: ``p(a) = (c(a) + alpha) / (N + alpha * V)`` over the ``V`` answers seen in
+    either of the two compared sets. 1.0 is add-one smoothing: with 100 rollouts a side, one stray answer adds 0.004
+    nats (0.20 with the reference's 1e-9), and disjoint answer sets score 4.5 nats (25 with 1e-9). 0 gives the
+    unsmoothed KL (inf when an answer of P is absent from Q)."""
+    no_answer: Literal["bucket", "exclude"] = "bucket"
+    """Rollouts without an answer: ``bucket`` counts them as one more answer (:data:`NO_ANSWER`) in KL;
+    ``exclude`` leaves them out. Accuracy always excludes them (and reports how many there were)."""
+    n_bootstrap: int = 1000
+    """Bootstrap replicates for the intervals (rollouts resampled with replacement within each position); 0 = none."""
+    ci_level: float = 0.95
+    """Coverage of the percentile bootstrap interval."""
+    seed: int = 0
+    """Seed of the bootstrap; the same seed gives the same intervals."""
+    convention: Literal["cotscope", "thought_anchors"] = "cotscope"
+    """``thought_anchors`` reproduces the reference ``analyze_rollouts.py`` for side-by-side comparison: alpha=1e-9
+    and unanswered rollouts dropped everywhere (``kl_alpha`` and ``no_answer`` are then ignored); the next position
+    is the next one that has rollouts; counterfactual accuracy is acc(D_i) - acc(R_next); counterfactual KL compares
+    D_i with R_next ∪ (R_i ∖ D_i); different-trajectories fraction divides by all answered rollouts; 0.0 wherever a
+    value is undefined."""
+    continuation_metrics: bool = True
+    """Compute resilience and counterfactual++; they embed every sentence of every continuation (slow on CPU)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.similarity_threshold <= 1.0:
+            raise ValueError(f"similarity_threshold must be in (0, 1], got {self.similarity_threshold}")
+        if self.kl_alpha < 0:
+            raise ValueError(f"kl_alpha must be >= 0, got {self.kl_alpha}")
+        if self.no_answer not in ("bucket", "exclude"):
+            raise ValueError(f"unknown no_answer {self.no_answer!r}; choose one of: bucket, exclude")
+        if self.convention not in ("cotscope", "thought_anchors"):
+            raise ValueError(
+                f"unknown convention {self.convention!r}; choose one of: cotscope, thought_anchors"
+            )
+        if self.n_bootstrap < 0:
+            raise ValueError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+
+    @classmethod
+    def thought_anchors(cls, **overrides: Any) -> ImportanceOptions:
+        """The reference code's conventions (alpha=1e-9, unanswered dropped, its signs and reference sets)."""
+        return cls(**{"kl_alpha": 1e-9, "no_answer": "exclude", "convention": "thought_anchors", **overrides})
+
+    @property
+    def compat(self) -> bool:
+        return self.convention == "thought_anchors"
+
+    @property
+    def alpha(self) -> float:
+        return 1e-9 if self.compat else self.kl_alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# -- KL -------------------------------------------------------------------------------------------------------------
+
+
+def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """KL(P || Q) in nats from answer counts, with additive smoothing ``alpha`` over the union of observed answers.
+
+    ``p(a) = (c_P(a) + alpha) / (N_P + alpha * V)`` where ``V`` is the number of answers with a nonzero count in
+    either set. Works row-wise on 2-D count arrays (one row per bootstrap replicate). NaN when either set is empty.
+    """
+    p_counts = np.atleast_2d(np.asarray(p_counts, dtype=np.float64))
+    q_counts = np.atleast_2d(np.asarray(q_counts, dtype=np.float64))
+    n_p = p_counts.sum(1)
+    n_q = q_counts.sum(1)
+    support = (p_counts > 0) | (q_counts > 0)
+    v = support.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = (p_counts + alpha) / (n_p + alpha * v)[:, None]
+        q = (q_counts + alpha) / (n_q + alpha * v)[:, None]
+        terms = np.where(support & (p > 0), p * np.log(p / q), 0.0)
+    kl = terms.sum(1)
+    kl[(n_p <= 0) | (n_q <= 0)] = np.nan
+    return kl
+
+
+# -- per-position data -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Position:
+    """The rollouts of one (kind, position), as arrays, and their statistics for every bootstrap replicate."""
+
+    n: int
+    stats: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _weights(n: int, n_boot: int, seed: int, kind: int, position: int) -> np.ndarray:
+    """Row 0: every rollout once (the point estimate); rows 1..B: multinomial bootstrap counts."""
+    w = np.ones((n_boot + 1, n), dtype=np.float64)
+    if n_boot and n:
+        rng = np.random.default_rng([seed, kind, position])
+        draws = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
+        w[1:] = np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    return w
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), np.nan)
+
+
+def _position_stats(
+    frame: pl.DataFrame,
+    answer_codes: dict[str, int],
+    w: np.ndarray,
+    differs: np.ndarray | None = None,
+    reappears: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Weighted counts for one position: accuracy, answer counts, and the D_i / D_i⁻ subsets."""
+    n = frame.height
+    answer = frame["answer_norm"].to_list()
+    correct = frame["correct"].to_list()
+    graded = np.array([a is not None and c is not None for a, c in zip(answer, correct, strict=True)], float)
+    right = np.array([bool(c) for c in correct], float) * graded
+    onehot = np.zeros((n, len(answer_codes)), float)
+    for r, a in enumerate(answer):
+        onehot[r, answer_codes[a if a is not None else NO_ANSWER]] = 1.0
+    out: dict[str, np.ndarray] = {
+        "n": w.sum(1),
+        "graded": w @ graded,
+        "acc": _safe_div(w @ right, w @ graded),
+        "counts": w @ onehot,
+    }
+    if differs is None:
+        return out
+    first = frame["first_sentence"].to_list()
+    has_first = np.array([f is not None for f in first], float)
+    d = np.nan_to_num(differs, nan=0.0) * has_first
+    firsts = sorted({f for f in first if f is not None})
+    code = {f: k for k, f in enumerate(firsts)}
+    first_onehot = np.zeros((n, len(firsts)), float)
+    for r, f in enumerate(first):
+        if f is not None:
+            first_onehot[r, code[f]] = 1.0
+    n_first = w @ has_first
+    n_d = w @ d
+    out.update(
+        n_first=n_first,
+        n_d=n_d,
+        dtf=_safe_div(n_d, n_first),
+        od=1.0 - _safe_div((w @ first_onehot > 0).sum(1).astype(float), n_first),
+        acc_d=_safe_div(w @ (right * d), w @ (graded * d)),
+        graded_d=w @ (graded * d),
+        counts_d=w @ (onehot * d[:, None]),
+        counts_same=w @ (onehot * (has_first - d)[:, None]),
+    )
+    if reappears is not None:
+        back = d * reappears
+        gone = d * (1.0 - reappears)
+        out.update(
+            resilience=_safe_div(w @ back, n_d),
+            n_gone=w @ gone,
+            acc_gone=_safe_div(w @ (right * gone), w @ (graded * gone)),
+            graded_gone=w @ (graded * gone),
+            counts_gone=w @ (onehot * gone[:, None]),
+        )
+    return out
+
+
+# -- input checks --------------------------------------------------------------------------------------------------
+
+
+def _check_rollouts(rollouts: pl.DataFrame, trace_id: str, n_sentences: int) -> pl.DataFrame:
+    if not isinstance(rollouts, pl.DataFrame):
+        raise TypeError(f"rollouts must be a polars DataFrame, got {type(rollouts).__name__}")
+    missing = [c for c in ROLLOUT_COLUMNS if c not in rollouts.columns]
+    if missing:
+        raise ValueError(
+            f"rollouts table lacks column(s) {', '.join(missing)}; pass the engine's rollouts.parquet "
+            "(see resampling/) or build the columns listed in anchors.ROLLOUT_COLUMNS"
+        )
+    ids = rollouts["trace_id"].unique().to_list()
+    rows = rollouts.filter((pl.col("trace_id") == trace_id) & (pl.col("status") == "ok"))
+    if rows.height == 0:
+        shown = ", ".join(map(str, ids[:5]))
+        raise ValueError(
+            f"no ok rollouts for trace {trace_id!r}; trace ids in the table: {shown or '(none)'}; "
+            "pass the trace the rollouts were sampled from"
+        )
+    bad = rows.filter((pl.col("position") < 0) | (pl.col("position") > n_sentences))
+    if bad.height:
+        p = bad["position"].max()
+        raise ValueError(
+            f"rollout position {p} is outside 0..{n_sentences} for {n_sentences} sentences; split the CoT the way "
+            "the resampling plan did (same min_chars)"
+        )
+    # an empty answer is no answer
+    return rows.with_columns(
+        pl.col("position").cast(pl.Int64),
+        pl.when(pl.col("answer_norm") == "").then(None).otherwise(pl.col("answer_norm")).alias("answer_norm"),
+    )
+
+
+def continuation_sentences(text: str | None) -> list[str]:
+    """The sentences of a continuation's reasoning: the text before ``</think>`` (all of it when there is none)."""
+    if not text:
+        return []
+    from cot import split_sentences
+
+    cut = text.find("</think>")
+    return [s.text for s in split_sentences(text if cut < 0 else text[:cut])]
+
+
+def _continuation_matches(
+    texts: Sequence[str | None], targets: np.ndarray, emb: TextEmbeddings, threshold: float
+) -> np.ndarray:
+    """``out[r, j]``: some sentence of continuation ``r`` has cosine >= threshold with target ``j``."""
+    per_row = [emb.continuation_sentences(t) for t in texts]
+    flat = [s for row in per_row for s in row]
+    out = np.zeros((len(texts), targets.shape[0]), dtype=bool)
+    if not flat or targets.shape[0] == 0:
+        return out
+    ids = emb.ids(flat)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    hits_u = np.zeros((len(uniq), targets.shape[0]), dtype=bool)
+    for start in range(0, len(uniq), 16384):
+        block = emb.matrix[uniq[start : start + 16384]]
+        hits_u[start : start + 16384] = block @ targets.T >= threshold
+    lengths = np.array([len(r) for r in per_row])
+    nonempty = np.flatnonzero(lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
+    out[nonempty] = np.logical_or.reduceat(hits_u[inverse], starts, axis=0)
+    return out
+
+
+def _first_sentence_similarity(
+    frame: pl.DataFrame, sentence_vectors: np.ndarray, emb: TextEmbeddings
+) -> np.ndarray:
+    """Cosine between each row's first sentence and the original sentence at its position (NaN if undefined)."""
+    sims = np.full(frame.height, np.nan)
+    first = frame["first_sentence"].to_list()
+    pos = frame["position"].to_numpy()
+    rows = [r for r, f in enumerate(first) if f is not None and pos[r] < sentence_vectors.shape[0]]
+    if rows:
+        vecs = emb([first[r] for r in rows])
+        sims[rows] = np.einsum("ij,ij->i", vecs, sentence_vectors[pos[rows]])
+    return sims
+
+
+# -- the table -----------------------------------------------------------------------------------------------------
+
+
+def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
+    boot = values[1:]
+    if not np.isfinite(values[0]) or boot.size == 0 or not np.isfinite(boot).any():
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2 * 100
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def importance_table(
+    rollouts: pl.DataFrame,
+    trace: Any,
+    sentences: Sequence[Any],
+    *,
+    roles: Sequence[str] | None = None,
+    options: ImportanceOptions | None = None,
+    embed: TextEmbeddings | EmbedFn | None = None,
+    matrix: np.ndarray | None = None,
+) -> pl.DataFrame:
+    """One row per sentence: position, text, role, sample sizes and every metric of :data:`METRICS`.
+
+    ``rollouts`` is the engine's table (only ``status == "ok"`` rows of ``trace.id`` are read); ``sentences`` the
+    split the rollouts were planned on (``cot.Sentence`` records or plain strings); ``roles`` default to
+    ``cot.label_sentences``. ``embed`` is a :class:`TextEmbeddings` cache (share one with :func:`sentence_matrix`) or
+    a function of texts, default ``cot.embed_sentences``. When ``matrix`` (from :func:`sentence_matrix`) is given,
+    ``outgoing_importance`` (mean of row i over j > i) and ``incoming_importance`` (mean of column j over i < j) are
+    added.
+    """
+    opts = options or ImportanceOptions()
+    texts = [getattr(s, "text", s) for s in sentences]
+    k = len(texts)
+    rows = _check_rollouts(rollouts, trace.id, k)
+    if roles is None:
+        from cot import label_sentences
+
+        roles = label_sentences(list(sentences))
+    if len(roles) != k:
+        raise ValueError(f"got {len(roles)} roles for {k} sentences; pass one role per sentence")
+    emb = as_text_embeddings(embed)
+    resample = rows.filter(pl.col("kind") == "resample")
+    forced = rows.filter(pl.col("kind") == "forced_answer")
+    if opts.compat:
+        resample = resample.filter(pl.col("answer_norm").is_not_null())
+        forced = forced.filter(pl.col("answer_norm").is_not_null())
+
+    answers = sorted({a for a in pl.concat([resample["answer_norm"], forced["answer_norm"]]).to_list() if a})
+    codes = {a: c for c, a in enumerate(answers)}
+    codes[NO_ANSWER] = len(codes)
+    keep = slice(None) if opts.no_answer == "bucket" and not opts.compat else slice(0, len(answers))
+
+    sentence_vectors = emb(texts) if k else np.zeros((0, 1), np.float32)
+    sims = _first_sentence_similarity(resample, sentence_vectors, emb)
+    differs = np.where(np.isnan(sims), np.nan, (sims < opts.similarity_threshold).astype(float))
+    reappears = None
+    if opts.continuation_metrics:
+        reappears = np.zeros(resample.height)
+        matches = _continuation_matches(
+            resample["text"].to_list(), sentence_vectors, emb, opts.similarity_threshold
+        )
+        pos = resample["position"].to_numpy()
+        inside = np.flatnonzero(pos < k)
+        reappears[inside] = matches[inside, pos[inside]]
+
+    resample = resample.with_row_index("_row")
+    by_pos = {p[0]: f for p, f in resample.partition_by("position", as_dict=True).items()}
+    forced_by_pos = {p[0]: f for p, f in forced.partition_by("position", as_dict=True).items()}
+    cache: dict[tuple[int, int], dict[str, np.ndarray] | None] = {}
+
+    def stats(kind: int, p: int | None) -> dict[str, np.ndarray] | None:
+        if p is None:
+            return None
+        if (kind, p) not in cache:
+            frame = (by_pos if kind == 0 else forced_by_pos).get(p)
+            if frame is None:
+                cache[(kind, p)] = None
+            else:
+                w = _weights(frame.height, opts.n_bootstrap, opts.seed, kind, p)
+                idx = frame["_row"].to_numpy() if kind == 0 else None
+                cache[(kind, p)] = _position_stats(
+                    frame,
+                    codes,
+                    w,
+                    differs[idx] if idx is not None and p < k else None,
+                    reappears[idx] if idx is not None and reappears is not None and p < k else None,
+                )
+        return cache[(kind, p)]
+
+    def next_pos(kind: int, i: int) -> int | None:
+        if not opts.compat:
+            return i + 1
+        present = by_pos if kind == 0 else forced_by_pos
+        later = [p for p in present if p > i]
+        return min(later) if later else None
+
+    nan = np.full(opts.n_bootstrap + 1, np.nan)
+
+    def get(s: dict[str, np.ndarray] | None, key: str) -> np.ndarray:
+        """A statistic for every replicate; NaN when the set is missing."""
+        return s[key] if s is not None and key in s else nan
+
+    def n_of(s: dict[str, np.ndarray] | None, key: str) -> float:
+        """A count on the data itself (replicate 0)."""
+        return float(s[key][0]) if s is not None and key in s else 0.0
+
+    def kl(p_stats, p_key, q_stats, extra=None) -> np.ndarray:
+        """KL(P || Q) per replicate, P = answer counts ``p_key`` of ``p_stats``, Q = all answers of ``q_stats``."""
+        if p_stats is None or q_stats is None or p_key not in p_stats:
+            return nan
+        q = q_stats["counts"] if extra is None else q_stats["counts"] + extra
+        return kl_divergence(p_stats[p_key][:, keep], q[:, keep], opts.alpha)
+
+    def kl_n(p_stats, p_key, q_stats) -> float:
+        if p_stats is None or q_stats is None or p_key not in p_stats:
+            return 0.0
+        return float(min(p_stats[p_key][0, keep].sum(), q_stats["counts"][0, keep].sum()))
+
+    records: list[dict[str, Any]] = []
+    for i in range(k):
+        for key in [key for key in cache if key[1] < i]:  # earlier positions are not needed again
+            del cache[key]
+        cur, nxt = stats(0, i), stats(0, next_pos(0, i))
+        nxt1 = stats(0, i + 1)
+        fcur, fnxt = stats(1, i), stats(1, next_pos(1, i))
+        m: dict[str, tuple[np.ndarray, float]] = {}
+
+        m["accuracy"] = (get(cur, "acc"), n_of(cur, "graded"))
+        if opts.compat:
+            m["resampling_importance_accuracy"] = (
+                get(nxt1, "acc") - get(cur, "acc"),
+                min(n_of(cur, "graded"), n_of(nxt1, "graded")),
+            )
+            same = cur["counts_same"] if cur is not None and "counts_same" in cur else None
+            m["counterfactual_importance_accuracy"] = (
+                get(cur, "acc_d") - get(nxt, "acc"),
+                min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
+            )
+            m["counterfactual_importance_kl"] = (
+                kl(cur, "counts_d", nxt, extra=same) if same is not None else nan,
+                kl_n(cur, "counts_d", nxt),
+            )
+            dtf = _safe_div(get(cur, "n_d"), get(cur, "n"))
+        else:
+            m["resampling_importance_accuracy"] = (
+                get(nxt, "acc") - get(cur, "acc"),
+                min(n_of(cur, "graded"), n_of(nxt, "graded")),
+            )
+            m["counterfactual_importance_accuracy"] = (
+                get(nxt, "acc") - get(cur, "acc_d"),
+                min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
+            )
+            m["counterfactual_importance_kl"] = (kl(cur, "counts_d", nxt), kl_n(cur, "counts_d", nxt))
+            dtf = get(cur, "dtf")
+        m["resampling_importance_kl"] = (kl(cur, "counts", nxt), kl_n(cur, "counts", nxt))
+        m["forced_importance_accuracy"] = (
+            get(fnxt, "acc") - get(fcur, "acc"),
+            min(n_of(fcur, "graded"), n_of(fnxt, "graded")),
+        )
+        m["forced_importance_kl"] = (kl(fcur, "counts", fnxt), kl_n(fcur, "counts", fnxt))
+        m["different_trajectories_fraction"] = (dtf, n_of(cur, "n" if opts.compat else "n_first"))
+        m["overdeterminedness"] = (get(cur, "od"), n_of(cur, "n_first"))
+        m["resilience"] = (get(cur, "resilience"), n_of(cur, "n_d"))
+        m["counterfactual_pp_importance_accuracy"] = (
+            get(nxt, "acc") - get(cur, "acc_gone"),
+            min(n_of(cur, "graded_gone"), n_of(nxt, "graded")),
+        )
+        m["counterfactual_pp_importance_kl"] = (kl(cur, "counts_gone", nxt), kl_n(cur, "counts_gone", nxt))
+
+        sentence = sentences[i]
+        rec: dict[str, Any] = {
+            "trace_id": trace.id,
+            "sentence_id": f"{trace.id}:{i}",
+            "position": i,
+            "start": getattr(sentence, "start", None),
+            "end": getattr(sentence, "end", None),
+            "text": texts[i],
+            "role": roles[i],
+            "n_rollouts": int(n_of(cur, "n")),
+            "n_answered": 0 if cur is None else int(cur["n"][0] - cur["counts"][0, codes[NO_ANSWER]]),
+            "n_forced": int(n_of(fcur, "n")),
+            "n_different": int(n_of(cur, "n_d")),
+        }
+        rec["n_no_answer"] = rec["n_rollouts"] - rec["n_answered"]
+        for name in METRICS:
+            values, n = m[name]
+            point = float(values[0])
+            # resampling with replacement duplicates first sentences, so a bootstrap of a distinct count is biased
+            # (all-distinct data gives replicates near 0.37): no interval for overdeterminedness
+            lo, hi = (math.nan, math.nan) if name == "overdeterminedness" else _ci(values, opts.ci_level)
+            if opts.compat and not math.isfinite(point) and name not in _NO_REFERENCE:
+                point = 0.0
+            if opts.compat and name.endswith("_kl") and name not in _NO_REFERENCE:
+                point = max(point, 0.0)
+            rec[name], rec[f"{name}_lo"], rec[f"{name}_hi"], rec[f"{name}_n"] = point, lo, hi, int(n)
+        records.append(rec)
+
+    table = (
+        pl.DataFrame(records, schema=_schema(), orient="row") if records else pl.DataFrame(schema=_schema())
+    )
+    table = table.with_columns(pl.lit(opts.convention).alias("convention"))
+    if matrix is not None:
+        table = add_matrix_scores(table, matrix)
+    return table
+
+
+_NO_REFERENCE = frozenset(
+    {"resilience", "counterfactual_pp_importance_accuracy", "counterfactual_pp_importance_kl"}
+)
+
+
+def _schema() -> dict[str, pl.DataType]:
+    schema: dict[str, Any] = {
+        "trace_id": pl.String,
+        "sentence_id": pl.String,
+        "position": pl.Int64,
+        "start": pl.Int64,
+        "end": pl.Int64,
+        "text": pl.String,
+        "role": pl.String,
+        "n_rollouts": pl.Int64,
+        "n_answered": pl.Int64,
+        "n_forced": pl.Int64,
+        "n_different": pl.Int64,
+        "n_no_answer": pl.Int64,
+    }
+    for name in METRICS:
+        schema.update(
+            {name: pl.Float64, f"{name}_lo": pl.Float64, f"{name}_hi": pl.Float64, f"{name}_n": pl.Int64}
+        )
+    return schema
+
+
+def add_matrix_scores(table: pl.DataFrame, matrix: np.ndarray) -> pl.DataFrame:
+    """Add ``outgoing_importance`` (nanmean of row i) and ``incoming_importance`` (nanmean of column i)."""
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.shape != (table.height, table.height):
+        raise ValueError(f"matrix has shape {matrix.shape}, expected {(table.height, table.height)} (K x K)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.nanmean(matrix, axis=1) if table.height else np.zeros(0)
+        inc = np.nanmean(matrix, axis=0) if table.height else np.zeros(0)
+    return table.with_columns(
+        pl.Series("outgoing_importance", out, dtype=pl.Float64),
+        pl.Series("incoming_importance", inc, dtype=pl.Float64),
+    )
+
+
+# -- the sentence-to-sentence matrix ---------------------------------------------------------------------------
+
+
+def sentence_matrix(
+    rollouts: pl.DataFrame,
+    trace: Any,
+    sentences: Sequence[Any],
+    *,
+    options: ImportanceOptions | None = None,
+    embed: TextEmbeddings | EmbedFn | None = None,
+) -> np.ndarray:
+    """``M[i, j] = match_rate(R_{i+1}, S_j) - match_rate(R_i, S_j)`` for ``j > i``; NaN elsewhere and where undefined.
+
+    ``match_rate(R, S_j)`` is the fraction of rollouts in R whose continuation (the reasoning before ``</think>``)
+    holds a sentence with cosine >= ``similarity_threshold`` to ``S_j``. Positive: keeping sentence i makes sentence
+    j's content more likely to appear later. Every distinct text is embedded once.
+    """
+    opts = options or ImportanceOptions()
+    texts = [getattr(s, "text", s) for s in sentences]
+    k = len(texts)
+    rows = _check_rollouts(rollouts, trace.id, k).filter(pl.col("kind") == "resample")
+    if opts.compat:
+        rows = rows.filter(pl.col("answer_norm").is_not_null())
+    emb = as_text_embeddings(embed)
+    out = np.full((k, k), np.nan)
+    if k == 0:
+        return out
+    targets = emb(texts)
+    matches = _continuation_matches(rows["text"].to_list(), targets, emb, opts.similarity_threshold)
+    pos = rows["position"].to_numpy()
+    rate = np.full((k + 1, k), np.nan)
+    for p in range(k + 1):
+        sel = pos == p
+        if sel.any():
+            rate[p] = matches[sel].mean(0)
+    upper = np.triu(np.ones((k, k), dtype=bool), 1)
+    diff = rate[1:] - rate[:-1]
+    out[upper] = diff[upper]
+    return out
+
+
+# -- standalone first-sentence metrics (used on published data) ------------------------------------------------
+
+
+def different_trajectories_fraction(
+    first_sentences: Sequence[str],
+    original: str,
+    *,
+    threshold: float = 0.8,
+    embed: TextEmbeddings | EmbedFn | None = None,
+) -> float:
+    """|D| / |R|: the fraction of regenerated first sentences with cosine < ``threshold`` to ``original``."""
+    if not first_sentences:
+        return math.nan
+    emb = as_text_embeddings(embed)
+    vecs = emb([original, *first_sentences])
+    return float(np.mean(vecs[1:] @ vecs[0] < threshold))
+
+
+def overdeterminedness(first_sentences: Sequence[str]) -> float:
+    """1 - #unique / #total over the regenerated first sentences (exact strings); NaN for none."""
+    if not first_sentences:
+        return math.nan
+    return 1.0 - len(set(first_sentences)) / len(first_sentences)

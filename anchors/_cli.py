@@ -1,0 +1,72 @@
+"""``cotscope import ...`` (and, below, the other anchors commands): thin layers over ``anchors`` functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["import_group"]
+
+
+@click.group("import")
+def import_group() -> None:
+    """Import results from other tools (thought-anchors)."""
+
+
+@import_group.command("thought-anchors")
+@click.argument("problem_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write importance.parquet into (created if missing).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.8,
+    show_default=True,
+    help="Cosine below which a regenerated first sentence counts as a different trajectory.",
+)
+def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) -> None:
+    """Read a thought-anchors PROBLEM_DIR, recompute what its files allow, write OUT/importance.parquet.
+
+    Recomputed: different-trajectories fraction and overdeterminedness (from chunks_resampled.json), outgoing and
+    incoming importance (from step_importance.json). Published values are kept as published_* columns.
+    """
+    from anchors._report import _atomic_write_bytes
+    from anchors._ta_format import compare_published, import_thought_anchors
+
+    if not problem_dir.is_dir():
+        raise click.BadParameter(
+            f"no such folder: {problem_dir}; give a thought-anchors problem folder such as "
+            ".../correct_base_solution/problem_330",
+            param_hint="PROBLEM_DIR",
+        )
+    if not (problem_dir / "chunks_labeled.json").is_file():
+        raise click.BadParameter(
+            f"{problem_dir} has no chunks_labeled.json; give one problem_<idx> folder, not its parent",
+            param_hint="PROBLEM_DIR",
+        )
+    try:
+        table = import_thought_anchors(problem_dir, threshold=threshold)
+    except (ValueError, KeyError) as exc:
+        raise click.BadParameter(f"{problem_dir}: {exc}", param_hint="PROBLEM_DIR") from exc
+    path = _atomic_write_bytes(out_dir / "importance.parquet", table.write_parquet)
+    click.echo(f"{table.height} sentences -> {path}")
+    comparison = compare_published(table)
+    if not comparison:
+        click.echo("nothing to compare: the folder has no chunks_resampled.json or step_importance.json")
+    for name, c in comparison.items():
+        click.echo(
+            f"{name}: mean |ours - published| = {c['mean_abs_diff']:.4f} over {int(c['n'])} sentences "
+            f"(max {c['max_abs_diff']:.3f}; {c['share_over_0.05']:.1%} differ by more than 0.05; "
+            f"{c['mean_abs_diff_without_last']:.4f} without the last chunk)"
+        )
+
+
+# -- `cotscope importance` and `cotscope validate` -----------------------------------------------------------------
+# The top-level CLI loads `anchors._cli:importance` and `anchors._cli:validate` lazily; they are defined here, below
+# this line, as thin layers over anchors.importance_table / sentence_matrix / write_outputs.

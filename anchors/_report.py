@@ -1,0 +1,276 @@
+"""The self-contained HTML report, the terminal summary, and :func:`write_outputs` (everything into one folder)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+__all__ = ["render_report", "terminal_summary", "write_outputs"]
+
+IMPORTANCE_VERSION = 1
+"""Format version of ``importance.parquet`` (stored in its metadata)."""
+
+EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+"""The sentence-embedding model behind every "differs in meaning" and "matches" decision (``cot.embed_sentences``)."""
+
+REPORT_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "resampling_importance_accuracy",
+    "resampling_importance_kl",
+    "counterfactual_importance_accuracy",
+    "counterfactual_importance_kl",
+    "forced_importance_kl",
+    "different_trajectories_fraction",
+    "resilience",
+)
+"""Columns shown in the report's sentence table and the terminal summary (when present)."""
+
+_OPTIONAL_METRICS = ("outgoing_importance", "incoming_importance", "receiver_score", "suppression_outgoing")
+"""Shown too when the table has them (matrix scores; white-box columns)."""
+
+_SHORT = {
+    "accuracy": "acc",
+    "resampling_importance_accuracy": "RS acc",
+    "resampling_importance_kl": "RS KL",
+    "counterfactual_importance_accuracy": "CF acc",
+    "counterfactual_importance_kl": "CF KL",
+    "forced_importance_kl": "forced KL",
+    "different_trajectories_fraction": "DTF",
+    "resilience": "resil.",
+    "outgoing_importance": "out",
+    "incoming_importance": "in",
+    "receiver_score": "receiver",
+    "suppression_outgoing": "suppr. out",
+}
+
+
+def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary path in the target folder, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def _sort_key(x: Any) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    return repr(float(x)) if isinstance(x, int | float) else str(x)
+
+
+_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0], asc = th.dataset.dir !== 'asc';
+  th.dataset.dir = asc ? 'asc' : 'desc';
+  const key = r => { const v = r.cells[col].dataset.v; return v === '' ? NaN : (isNaN(+v) ? v : +v); };
+  [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
+    if (Number.isNaN(x)) return 1; if (Number.isNaN(y)) return -1;
+    return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); }).forEach(r => body.appendChild(r));
+}));
+"""
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
+table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #ddd;padding:3px 6px;vertical-align:top}
+th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}td.num{text-align:right;white-space:nowrap}
+td.text{max-width:480px}.ci{color:#888;font-size:10px}img{max-width:100%}.meta{color:#555;font-size:12px}
+"""
+
+
+def render_report(
+    table: pl.DataFrame,
+    trace: Any = None,
+    *,
+    figures: dict[str, bytes] | None = None,
+    title: str | None = None,
+    notes: dict[str, Any] | None = None,
+) -> str:
+    """A single HTML page: figures inlined as base64 PNG, and the sentence table (click a header to sort).
+
+    ``notes`` (e.g. the options used) are listed under the title. No external assets are referenced.
+    """
+    trace_id = getattr(trace, "id", None) or (
+        str(table["trace_id"][0]) if "trace_id" in table.columns and table.height else ""
+    )
+    heading = title or f"Thought anchors of trace {trace_id}"
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(heading)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{html.escape(heading)}</h1>",
+    ]
+    meta = {"sentences": table.height}
+    if "convention" in table.columns and table.height:
+        meta["convention"] = table["convention"][0]
+    meta.update(notes or {})
+    parts.append(
+        "<p class='meta'>"
+        + "; ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
+        + "</p>"
+    )
+    parts.append(
+        "<p class='meta'>Sign convention: positive = keeping the sentence raises accuracy or moves the answer "
+        "distribution (accuracy: kept minus resampled; KL(resampled || kept)). Intervals: percentile bootstrap over "
+        "rollouts within each position; – = undefined.</p>"
+    )
+    for name, png in (figures or {}).items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+        )
+    metrics = [m for m in (*REPORT_METRICS, *_OPTIONAL_METRICS) if m in table.columns]
+    head = ["pos", "role", "sentence", "n", *(_SHORT.get(m, m) for m in metrics)]
+    parts.append("<h2>Sentences</h2><table class='sortable'><thead><tr>")
+    parts.extend(f"<th title='click to sort'>{html.escape(h)}</th>" for h in head)
+    parts.append("</tr></thead><tbody>")
+    for row in table.sort("position").iter_rows(named=True):
+        cells = [
+            f"<td class='num' data-v='{row['position']}'>{row['position']}</td>",
+            f"<td data-v='{html.escape(str(row.get('role') or ''))}'>{html.escape(str(row.get('role') or ''))}</td>",
+            f"<td class='text' data-v='{html.escape(row['text'][:40], quote=True)}'>{html.escape(row['text'])}</td>",
+            f"<td class='num' data-v='{row.get('n_rollouts', '')}'>{_fmt(row.get('n_rollouts'))}</td>",
+        ]
+        for m in metrics:
+            value = row.get(m)
+            ci = ""
+            lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
+            if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+                ci = f"<br><span class='ci'>[{lo:.2f}, {hi:.2f}] n={row.get(f'{m}_n', '')}</span>"
+            cells.append(f"<td class='num' data-v='{_sort_key(value)}'>{_fmt(value)}{ci}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append(f"</tbody></table><script>{_SCRIPT}</script></body></html>\n")
+    return "".join(parts)
+
+
+def terminal_summary(
+    table: pl.DataFrame,
+    *,
+    metric: str = "counterfactual_importance_kl",
+    top: int = 10,
+    console: Any = None,
+) -> Any:
+    """Print (with rich) the ``top`` sentences by ``metric``; returns the ``rich.table.Table``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if metric not in table.columns:
+        raise ValueError(f"no column {metric!r} in the table; choose e.g. counterfactual_importance_kl")
+    ranked = (
+        table.with_columns(pl.col(metric).fill_nan(None).alias("_key"))
+        .sort("_key", descending=True, nulls_last=True)
+        .head(top)
+    )
+    out = Table(title=f"top {min(top, table.height)} sentences by {metric}")
+    out.add_column("pos", justify="right")
+    out.add_column("role")
+    out.add_column(_SHORT.get(metric, metric), justify="right")
+    out.add_column("95% CI", justify="right")
+    out.add_column("n", justify="right")
+    out.add_column("sentence", overflow="fold", max_width=70)
+    for row in ranked.iter_rows(named=True):
+        lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+        ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and math.isfinite(lo) else "–"
+        out.add_row(
+            str(row["position"]),
+            str(row.get("role") or ""),
+            _fmt(row[metric]),
+            ci,
+            str(row.get(f"{metric}_n", "")),
+            " ".join(row["text"].split()),
+        )
+    (console or Console()).print(out)
+    return out
+
+
+def write_outputs(
+    table: pl.DataFrame,
+    matrix: np.ndarray | None,
+    trace: Any,
+    out_dir: str | os.PathLike,
+    *,
+    top_k: int = 3,
+    metric: str = "counterfactual_importance_kl",
+    notes: dict[str, Any] | None = None,
+    options: Any = None,
+) -> dict[str, Path]:
+    """Write every output of one trace into ``out_dir`` (atomically, file by file) and return the paths by name.
+
+    ``importance.parquet`` (the table), ``importance.png``, ``matrix.png`` and ``graph.png`` (when ``matrix`` is
+    given), ``importance_by_role.png``, ``graph.graphml``, ``graph.json``, ``report.html`` and
+    ``thought_anchors/{chunks_labeled,step_importance,summary}.json``.
+
+    The Parquet file carries key-value metadata: ``cotscope.importance.version``, the embedding model, and the
+    ``ImportanceOptions`` (``options``) and ``notes`` as JSON; the report lists them too.
+    """
+    from anchors._graph import build_graph, write_graph
+    from anchors._plots import figure_png, plot_graph, plot_importance, plot_importance_by_role, plot_matrix
+    from anchors._ta_format import write_thought_anchors
+    from cot import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if matrix is not None and "outgoing_importance" not in table.columns:
+        from anchors._blackbox import add_matrix_scores
+
+        table = add_matrix_scores(table, matrix)
+    settings = dict(notes or {})
+    if options is not None:
+        settings["options"] = options.to_dict() if hasattr(options, "to_dict") else options
+    metadata = {
+        "cotscope.importance.version": str(IMPORTANCE_VERSION),
+        "cotscope.importance.embedder": EMBEDDER,
+        "cotscope.importance.settings": json.dumps(settings, default=str, sort_keys=True),
+    }
+    paths: dict[str, Path] = {}
+    paths["importance.parquet"] = _atomic_write_bytes(
+        out / "importance.parquet", lambda p: table.write_parquet(p, metadata=metadata)
+    )
+    if metric not in table.columns:
+        metric = next((c for c in table.columns if c.endswith("_kl")), "accuracy")
+    figures = {"importance per sentence": ("importance.png", plot_importance(table, metric))}
+    if matrix is not None:
+        figures["sentence matrix"] = ("matrix.png", plot_matrix(matrix, table))
+        figures["dependency graph"] = (
+            "graph.png",
+            plot_graph(table, matrix, top_k=top_k, size_metric=metric),
+        )
+    figures["importance by role"] = ("importance_by_role.png", plot_importance_by_role(table, metric))
+    pngs: dict[str, bytes] = {}
+    for title, (name, fig) in figures.items():
+        png = figure_png(fig)
+        pngs[title] = png
+        paths[name] = _atomic_write_bytes(out / name, lambda p, data=png: p.write_bytes(data))
+    graph = build_graph(table, matrix)
+    paths["graph.graphml"], paths["graph.json"] = write_graph(graph, out)
+    for p in write_thought_anchors(table, matrix, out / "thought_anchors", trace=trace):
+        paths[f"thought_anchors/{p.name}"] = p
+    report_notes = {"embedder": EMBEDDER, **(notes or {})}
+    if options is not None:
+        report_notes.update(settings["options"] if isinstance(settings["options"], dict) else {})
+    paths["report.html"] = atomic_write_text(
+        out / "report.html", render_report(table, trace, figures=pngs, notes=report_notes)
+    )
+    return paths

@@ -1,0 +1,262 @@
+"""Black-box importance on small synthetic rollouts tables with hand-computed answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from synthetic_rollouts import FakeTrace, rollout, table, topic_embed
+
+from anchors import ImportanceOptions, importance_table, kl_divergence, sentence_matrix
+from anchors._blackbox import _weights
+
+SENTENCES = ["Alpha one.", "Beta two."]
+
+
+def small_rollouts():
+    """R_0: 3 x (4, right, same first sentence) + 1 x (5, wrong, different); R_1: 2 x (4, right, same) + 1 x (no
+    answer, different); R_2: 1 x (4, right). F_0: 4 right; F_1: 5 wrong."""
+    rows = [rollout(0, "4", True, first="Alpha again.") for _ in range(3)]
+    rows.append(rollout(0, "5", False, first="Gamma new."))
+    rows += [rollout(1, "4", True, first="Beta two.") for _ in range(2)]
+    rows.append(rollout(1, None, None, first="Delta."))
+    rows.append(rollout(2, "4", True, first="Done."))
+    rows.append(rollout(0, "4", True, kind="forced_answer"))
+    rows.append(rollout(1, "5", False, kind="forced_answer"))
+    rows.append(rollout(0, "9", False, first="Alpha bad.", status="error"))  # never data
+    return table(rows)
+
+
+def run(rows, options=None, sentences=SENTENCES, **kw):
+    opts = options or ImportanceOptions(n_bootstrap=0)
+    return importance_table(
+        rows, FakeTrace(), sentences, roles=["r"] * len(sentences), options=opts, embed=topic_embed, **kw
+    )
+
+
+def kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
+
+
+def test_hand_computed_metrics_cotscope_convention():
+    t = run(small_rollouts())
+    r0, r1 = t.row(0, named=True), t.row(1, named=True)
+    # error rows are not data: R_0 has 4 rollouts, not 5
+    assert (r0["n_rollouts"], r0["n_answered"], r0["n_no_answer"]) == (4, 4, 0)
+    assert (r1["n_rollouts"], r1["n_answered"], r1["n_no_answer"]) == (3, 2, 1)
+    assert r0["accuracy"] == pytest.approx(0.75) and r0["accuracy_n"] == 4
+    assert r1["accuracy"] == pytest.approx(1.0) and r1["accuracy_n"] == 2  # no-answer rollout excluded
+    assert r0["resampling_importance_accuracy"] == pytest.approx(0.25)
+    assert r1["resampling_importance_accuracy"] == pytest.approx(0.0)
+    # answers {4, 5, <no answer>}, add-one smoothing: R_0 counts (3, 1, 0), R_1 counts (2, 0, 1)
+    assert r0["resampling_importance_kl"] == pytest.approx(kl([4 / 7, 2 / 7, 1 / 7], [3 / 6, 1 / 6, 2 / 6]))
+    assert r0["resampling_importance_kl_n"] == 3
+    # D_0 = the one 'Gamma' rollout (5, wrong): CF accuracy = acc(R_1) - acc(D_0) = 1 - 0
+    assert r0["n_different"] == 1
+    assert r0["different_trajectories_fraction"] == pytest.approx(0.25)
+    assert r0["counterfactual_importance_accuracy"] == pytest.approx(1.0)
+    assert r0["counterfactual_importance_kl"] == pytest.approx(
+        kl([1 / 4, 2 / 4, 1 / 4], [3 / 6, 1 / 6, 2 / 6])
+    )
+    assert r0["overdeterminedness"] == pytest.approx(0.5)  # 2 distinct first sentences of 4
+    # D_1 = the unanswered rollout: no graded rollout, so CF accuracy is undefined (NaN, not 0)
+    assert math.isnan(r1["counterfactual_importance_accuracy"])
+    assert r1["counterfactual_importance_accuracy_n"] == 0
+    # ... but its KL is defined with the no-answer bucket: {NA: 1} vs R_2 {4: 1}
+    assert r1["counterfactual_importance_kl"] == pytest.approx(math.log(2) / 3)
+    assert r1["different_trajectories_fraction"] == pytest.approx(1 / 3)
+    # forced: acc(F_1) - acc(F_0) = 0 - 1; F_2 does not exist -> NaN
+    assert r0["forced_importance_accuracy"] == pytest.approx(-1.0)
+    assert math.isnan(r1["forced_importance_accuracy"]) and math.isnan(r1["forced_importance_kl"])
+    assert r0["forced_importance_kl"] == pytest.approx(kl([2 / 3, 1 / 3], [1 / 3, 2 / 3]))
+    assert t["convention"].to_list() == ["cotscope", "cotscope"]
+
+
+def test_exclude_no_answer_changes_kl_only():
+    t = run(small_rollouts(), ImportanceOptions(n_bootstrap=0, no_answer="exclude"))
+    r0, r1 = t.row(0, named=True), t.row(1, named=True)
+    assert r0["resampling_importance_kl"] == pytest.approx(kl([4 / 6, 2 / 6], [3 / 4, 1 / 4]))
+    assert math.isnan(r1["counterfactual_importance_kl"])  # D_1 holds no answered rollout
+    assert r0["accuracy"] == pytest.approx(0.75)
+
+
+def test_thought_anchors_convention_reproduces_reference_choices():
+    t = run(small_rollouts(), ImportanceOptions.thought_anchors(n_bootstrap=0))
+    r0, r1 = t.row(0, named=True), t.row(1, named=True)
+    assert r0["resampling_importance_accuracy"] == pytest.approx(0.25)
+    # reversed sign: acc(D_0) - acc(R_1)
+    assert r0["counterfactual_importance_accuracy"] == pytest.approx(-1.0)
+    # D_0 = {5} vs R_1 ∪ (R_0 ∖ D_0) = {4: 2} + {4: 3}, alpha = 1e-9: about log(5 / 1e-9)
+    assert r0["counterfactual_importance_kl"] == pytest.approx(math.log(5e9), rel=1e-6)
+    # unanswered rollouts are dropped: R_1 = two identical 'Beta two.' rollouts
+    assert r1["different_trajectories_fraction"] == 0.0 and r1["n_rollouts"] == 2
+    # undefined -> 0.0 in the reference
+    assert r1["counterfactual_importance_accuracy"] == 0.0
+    assert r1["forced_importance_accuracy"] == 0.0
+    assert t["convention"][0] == "thought_anchors"
+
+
+def test_sign_convention_positive_when_keeping_the_sentence_helps():
+    """Sentence 0 is needed: with it kept (R_1) every rollout is right; resampled away, half of them go wrong."""
+    rows = [rollout(0, "4", True, first="Alpha.") for _ in range(2)]
+    rows += [rollout(0, "7", False, first="Other.") for _ in range(2)]
+    rows += [rollout(1, "4", True, first="Beta.") for _ in range(4)]
+    rows += [rollout(2, "4", True) for _ in range(4)]
+    t = run(table(rows))
+    r0 = t.row(0, named=True)
+    assert r0["resampling_importance_accuracy"] > 0
+    assert r0["counterfactual_importance_accuracy"] > 0
+    assert r0["resampling_importance_kl"] > 0 and r0["counterfactual_importance_kl"] > 0
+    compat = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0)).row(0, named=True)
+    assert compat["counterfactual_importance_accuracy"] == pytest.approx(
+        -r0["counterfactual_importance_accuracy"]
+    )
+
+
+def test_nan_when_undefined():
+    rows = [rollout(0, "4", True, first="Alpha.")]  # no rollouts at positions 1 and 2, no forced rollouts
+    t = run(table(rows))
+    r0, r1 = t.row(0, named=True), t.row(1, named=True)
+    for name in ("resampling_importance_accuracy", "resampling_importance_kl", "forced_importance_kl"):
+        assert math.isnan(r0[name]), name
+    assert math.isnan(r0["counterfactual_importance_accuracy"])  # D_0 is empty
+    assert math.isnan(r0["resilience"]) and r0["resilience_n"] == 0
+    assert math.isnan(r1["accuracy"]) and r1["n_rollouts"] == 0
+    assert math.isnan(r1["different_trajectories_fraction"]) and math.isnan(r1["overdeterminedness"])
+    assert r0["accuracy"] == 1.0
+
+
+def test_kl_divergence_smoothing_and_empty():
+    assert kl_divergence([3, 1], [1, 3], alpha=0.0)[0] == pytest.approx(kl([0.75, 0.25], [0.25, 0.75]))
+    # alpha spreads over the union of observed answers only: answer 3 (index 2) is unseen in both
+    assert kl_divergence([2, 0, 0], [0, 2, 0], alpha=1.0)[0] == pytest.approx(kl([0.75, 0.25], [0.25, 0.75]))
+    assert math.isnan(kl_divergence([0, 0], [1, 1])[0])
+    assert kl_divergence([5, 5], [5, 5])[0] == pytest.approx(0.0)
+
+
+def test_bootstrap_interval_is_seeded_and_has_the_binomial_width():
+    rows = [rollout(0, "4" if k % 2 == 0 else "5", k % 2 == 0, first="Alpha.") for k in range(100)]
+    rows += [rollout(1, "4", True, first="Beta.") for _ in range(100)]
+    opts = ImportanceOptions(n_bootstrap=400, seed=3, continuation_metrics=False)
+    a = run(table(rows), opts)
+    b = run(table(rows), opts)
+    assert a.equals(b)
+    r0 = a.row(0, named=True)
+    assert r0["accuracy_lo"] < 0.5 < r0["accuracy_hi"]
+    # normal approximation: 2 * 1.96 * sqrt(0.25 / 100) = 0.196
+    assert 0.14 < r0["accuracy_hi"] - r0["accuracy_lo"] < 0.25
+    # R_1 is all right: resampling within R_1 cannot move its accuracy
+    r1 = a.row(1, named=True)
+    assert r1["accuracy_lo"] == r1["accuracy_hi"] == 1.0
+    assert r0["resampling_importance_accuracy_lo"] <= r0["resampling_importance_accuracy"]
+    assert r0["resampling_importance_accuracy"] <= r0["resampling_importance_accuracy_hi"]
+    # one first sentence repeated: overdeterminedness 0.99, and no (biased) bootstrap interval for it
+    assert r0["overdeterminedness"] == pytest.approx(0.99)
+    assert math.isnan(r0["overdeterminedness_lo"]) and math.isnan(r0["overdeterminedness_hi"])
+    # the replicates: row 0 is the data itself, each other row resamples n rollouts; another seed, other draws
+    w3, w4 = _weights(100, 400, 3, 0, 0), _weights(100, 400, 4, 0, 0)
+    assert (w3[0] == 1).all() and (w3.sum(1) == 100).all()
+    assert np.array_equal(w3, _weights(100, 400, 3, 0, 0)) and not np.array_equal(w3, w4)
+
+
+MATRIX_SENTENCES = ["Alpha one.", "Beta two.", "Gamma three."]
+
+
+def matrix_rollouts():
+    rows = [
+        rollout(0, "1", True, first="Zeta.", text="Zeta. Beta x."),
+        rollout(0, "1", True, first="Zeta.", text="Zeta. Eta.</think> Beta is not reasoning"),
+        rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma y."),
+        rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma z."),
+        rollout(2, "1", True, first="Gamma q.", text="Gamma q."),
+        rollout(2, "1", True, first="Theta.", text="Theta. Alpha back."),
+        rollout(3, "1", True, first="Done.", text="Done."),
+    ]
+    return table(rows)
+
+
+def test_sentence_matrix_hand_computed():
+    m = sentence_matrix(matrix_rollouts(), FakeTrace(), MATRIX_SENTENCES, embed=topic_embed)
+    # match rates: R_0 beta 1/2 (the '</think>' tail is not searched); R_1 beta 1, gamma 1; R_2 gamma 1/2
+    assert m[0, 1] == pytest.approx(0.5)
+    assert m[0, 2] == pytest.approx(1.0)
+    assert m[1, 2] == pytest.approx(-0.5)
+    assert np.isnan(m[np.tril_indices(3)]).all()
+    t = run(matrix_rollouts(), sentences=MATRIX_SENTENCES, matrix=m)
+    assert t["outgoing_importance"].to_list()[:2] == pytest.approx([0.75, -0.5])
+    assert math.isnan(t["outgoing_importance"][2])
+    assert t["incoming_importance"].to_list()[1:] == pytest.approx([0.5, 0.25])
+
+
+def test_resilience_and_counterfactual_pp():
+    """D_2 (first sentence not 'Gamma'): the 'Theta' rollout, whose continuation does not bring Gamma back."""
+    rows = [
+        rollout(0, "1", True, first="Alpha.", text="Alpha."),
+        rollout(0, "2", False, first="Omega.", text="Omega. Then Alpha after all."),  # content comes back
+        rollout(0, "3", False, first="Psi.", text="Psi. Nothing."),  # content gone
+        rollout(1, "1", True, first="Beta.", text="Beta."),
+        rollout(1, "1", True, first="Beta.", text="Beta."),
+    ]
+    t = run(table(rows), sentences=["Alpha one.", "Beta two."])
+    r0 = t.row(0, named=True)
+    # 'Then Alpha after all.' starts with 'Then': it does not match; only the first word decides in topic_embed
+    assert r0["n_different"] == 2
+    assert r0["resilience"] == pytest.approx(0.0) and r0["resilience_n"] == 2
+    rows[1] = rollout(0, "2", False, first="Omega.", text="Omega. Alpha after all.")
+    r0 = run(table(rows), sentences=["Alpha one.", "Beta two."]).row(0, named=True)
+    assert r0["resilience"] == pytest.approx(0.5)
+    # CF++ keeps only the 'Psi' rollout (answer 3, wrong): acc(R_1) - acc(D⁻) = 1 - 0
+    assert r0["counterfactual_pp_importance_accuracy"] == pytest.approx(1.0)
+    assert r0["counterfactual_pp_importance_accuracy_n"] == 1
+    assert r0["counterfactual_pp_importance_kl"] == pytest.approx(kl([2 / 3, 1 / 3], [1 / 4, 3 / 4]))
+    # CF uses both different rollouts: acc(R_1) - acc(D_0) = 1 - 0, KL over {1,2,3}
+    assert r0["counterfactual_importance_kl"] == pytest.approx(
+        kl([1 / 5, 2 / 5, 2 / 5], [3 / 5, 1 / 5, 1 / 5])
+    )
+
+
+def test_bad_input_names_the_fix():
+    with pytest.raises(ValueError, match="lacks column"):
+        run(pl.DataFrame({"trace_id": ["t1"]}))
+    with pytest.raises(ValueError, match="no ok rollouts for trace 't1'"):
+        run(table([rollout(0, "4", True, trace_id="other")]))
+    with pytest.raises(ValueError, match="same min_chars"):
+        run(table([rollout(5, "4", True)]))
+    with pytest.raises(ValueError, match="choose one of: bucket, exclude"):
+        ImportanceOptions(no_answer="drop")
+
+
+def test_empty_answer_counts_as_no_answer():
+    rows = [rollout(0, "4", True, first="Alpha."), rollout(0, "", False, first="Alpha.")]
+    rows += [rollout(1, "4", True, first="Beta.")]
+    r0 = run(table(rows)).row(0, named=True)
+    assert (r0["n_answered"], r0["n_no_answer"]) == (1, 1)
+    assert r0["accuracy"] == 1.0 and r0["accuracy_n"] == 1
+    # {4: 1, <no answer>: 1} vs {4: 1}, add-one over the two answers seen
+    assert r0["resampling_importance_kl"] == pytest.approx(kl([2 / 4, 2 / 4], [2 / 3, 1 / 3]))
+
+
+def test_next_position_cotscope_vs_reference():
+    """No rollouts at position 1: ours leaves sentence 0 undefined, the reference compares with position 2."""
+    rows = [rollout(0, "4", True, first="Alpha.") for _ in range(2)]
+    rows += [rollout(2, "5", False, first="Gamma.") for _ in range(2)]
+    ours = run(table(rows)).row(0, named=True)
+    assert math.isnan(ours["resampling_importance_kl"]) and math.isnan(ours["resampling_importance_accuracy"])
+    ref = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0)).row(0, named=True)
+    assert ref["resampling_importance_kl"] == pytest.approx(math.log(2e9), rel=1e-6)  # {4: 2} vs {5: 2}
+    assert ref["resampling_importance_accuracy"] == 0.0  # exactly position 1 in the reference: missing -> 0.0
+
+
+def test_roles_default_to_cot_labels():
+    from cot import label_sentences, split_sentences
+
+    sentences = split_sentences("First, let me plan this. Wait, that is wrong.")
+    rows = [rollout(0, "4", True, first="First.")]
+    t = importance_table(
+        table(rows), FakeTrace(), sentences, options=ImportanceOptions(n_bootstrap=0), embed=topic_embed
+    )
+    assert t["role"].to_list() == label_sentences(sentences)
+    assert t["start"].to_list() == [s.start for s in sentences]
+    assert t["sentence_id"].to_list() == ["t1:0", "t1:1"]

@@ -1,0 +1,65 @@
+"""``cotscope import thought-anchors`` through click's CliRunner, on a small hand-made problem folder."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from synthetic_rollouts import topic_embed
+
+from anchors._cli import import_group
+from anchors._ta_format import TA_METRICS
+
+
+def _chunk(idx, text, dtf):
+    """A chunks_labeled.json record with every published field."""
+    metrics = dict.fromkeys(TA_METRICS, 0.0)
+    metrics["different_trajectories_fraction"] = dtf
+    return {
+        "chunk": text,
+        "chunk_idx": idx,
+        "function_tags": ["plan_generation"],
+        "depends_on": [],
+        **metrics,
+    }
+
+
+@pytest.fixture
+def small_problem(tmp_path, monkeypatch):
+    """Two chunks; the stand-in embedder makes 'Alpha ...' match chunk 0 and 'Beta ...' match chunk 1."""
+    import cot
+
+    monkeypatch.setattr(cot, "embed_sentences", topic_embed)
+    folder = tmp_path / "problem_7"
+    folder.mkdir()
+    chunks = [_chunk(0, "Alpha one.", 0.25), _chunk(1, "Beta two.", 0.0)]
+    resampled = {"0": ["Alpha a.", "Alpha b.", "Alpha a.", "Other."], "1": ["Gamma.", "Delta."]}
+    (folder / "chunks_labeled.json").write_text(json.dumps(chunks))
+    (folder / "chunks_resampled.json").write_text(json.dumps(resampled))
+    return folder
+
+
+def test_import_thought_anchors_writes_parquet_and_compares(small_problem, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(import_group, ["thought-anchors", str(small_problem), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    t = pl.read_parquet(out / "importance.parquet")
+    # chunk 0: 1 of 4 first sentences differs; chunk 1: both differ
+    assert t["different_trajectories_fraction"].to_list() == pytest.approx([0.25, 1.0])
+    assert t["overdeterminedness"].to_list() == pytest.approx([0.25, 0.0])
+    assert t["published_different_trajectories_fraction"].to_list() == [0.25, 0.0]
+    assert (
+        "different_trajectories_fraction: mean |ours - published| = 0.5000 over 2 sentences" in result.output
+    )
+    assert "2 sentences ->" in result.output
+
+
+def test_import_bad_folder_is_a_one_line_usage_error(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(import_group, ["thought-anchors", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no such folder" in result.output
+    result = runner.invoke(import_group, ["thought-anchors", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "has no chunks_labeled.json" in result.output
+    assert not (tmp_path / "o").exists()
