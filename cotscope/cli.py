@@ -24,9 +24,9 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "resample": ("resampling._cli:resample", "Resample every sentence position of a trace."),
     "serve": ("resampling._cli:serve", "Serve a model over an OpenAI-compatible completions API."),
     "bench": ("resampling._cli:bench", "Benchmarks (engine throughput)."),
-    "importance": ("anchors._cli:importance", "Thought-anchor importance of every sentence of a trace."),
+    "importance": ("anchors._main:importance", "Thought-anchor importance of every sentence of a trace."),
     "import": ("anchors._cli:import_group", "Import results from other tools (thought-anchors)."),
-    "validate": ("anchors._cli:validate", "Validate methods against the organisms' planted ground truth."),
+    "validate": ("anchors._main:validate", "Validate methods against the organisms' planted ground truth."),
 }
 
 
@@ -50,7 +50,7 @@ class LazyGroup(click.Group):
         if name not in _LAZY_COMMANDS or not self._available(name):
             return None
         module_name, attr = _LAZY_COMMANDS[name][0].split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr, None)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, _LAZY_COMMANDS[name][1]) for name in self.list_commands(ctx) if name in _LAZY_COMMANDS]
