@@ -11,8 +11,8 @@ from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, LoadedModel, load_model, model_identity
 from resampling._plan import Plan, SamplingParams, SamplingRequest
-from resampling._sample import sample_traces
 from resampling._prefix import DEFAULT_MIN_CHARS, TracePrefixes, answer_cue
+from resampling._sample import sample_traces
 from resampling._store import ROLLOUT_SCHEMA, RunStore, run_key
 
 __all__ = [
