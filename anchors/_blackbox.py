@@ -17,6 +17,7 @@ bootstrap interval (``_lo``, ``_hi``) beside it.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -117,6 +118,12 @@ class ImportanceOptions:
     is the next one that has rollouts; counterfactual accuracy is acc(D_i) - acc(R_next); counterfactual KL compares
     D_i with R_next ∪ (R_i ∖ D_i); different-trajectories fraction divides by all answered rollouts; 0.0 wherever a
     value is undefined."""
+    numbers_differ: bool = True
+    """Number-aware meaning: a regenerated sentence also differs in meaning from ``S_i`` when the numbers it states
+    (in order) differ from ``S_i``'s, and a continuation sentence matches ``S_j`` only when their numbers agree.
+    Sentence embeddings barely see numbers (all-MiniLM-L6-v2 gives "adds 5 to 7, giving 2." and "..., giving 3."
+    a cosine of 0.97), so without this a changed intermediate result never counts as a different trajectory. Off
+    in the ``thought_anchors`` convention."""
     continuation_metrics: bool = True
     """Compute resilience and counterfactual++; they embed every sentence of every continuation (slow on CPU)."""
 
@@ -305,10 +312,35 @@ def continuation_sentences(text: str | None) -> list[str]:
     return [s.text for s in split_sentences(text if cut < 0 else text[:cut])]
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def number_key(text: str | None) -> tuple[str, ...]:
+    """The numbers a sentence states, in order (digits only: "seven" is left to the embedding)."""
+    return tuple(_NUMBER.findall(text or ""))
+
+
+def _numbers_changed(frame: pl.DataFrame, texts: Sequence[str]) -> np.ndarray:
+    """1.0 where a row's first sentence states other numbers than the original sentence at its position."""
+    keys = [number_key(t) for t in texts]
+    out = np.zeros(frame.height)
+    for r, (first, pos) in enumerate(
+        zip(frame["first_sentence"].to_list(), frame["position"].to_list(), strict=True)
+    ):
+        if first is not None and pos < len(keys):
+            out[r] = float(number_key(first) != keys[pos])
+    return out
+
+
 def _continuation_matches(
-    texts: Sequence[str | None], targets: np.ndarray, emb: TextEmbeddings, threshold: float
+    texts: Sequence[str | None],
+    targets: np.ndarray,
+    emb: TextEmbeddings,
+    threshold: float,
+    target_texts: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """``out[r, j]``: some sentence of continuation ``r`` has cosine >= threshold with target ``j``."""
+    """``out[r, j]``: some sentence of continuation ``r`` has cosine >= threshold with target ``j`` (and, when
+    ``target_texts`` is given, states the same numbers)."""
     per_row = [emb.continuation_sentences(t) for t in texts]
     flat = [s for row in per_row for s in row]
     out = np.zeros((len(texts), targets.shape[0]), dtype=bool)
@@ -320,6 +352,14 @@ def _continuation_matches(
     for start in range(0, len(uniq), 16384):
         block = emb.matrix[uniq[start : start + 16384]]
         hits_u[start : start + 16384] = block @ targets.T >= threshold
+    if target_texts is not None:
+        text_of = {i: t for t, i in zip(flat, ids.tolist(), strict=True)}
+        target_keys = [number_key(t) for t in target_texts]
+        for u, row_id in enumerate(uniq.tolist()):
+            key = number_key(text_of[row_id])
+            for j in np.flatnonzero(hits_u[u]):
+                if key != target_keys[j]:
+                    hits_u[u, j] = False
     lengths = np.array([len(r) for r in per_row])
     nonempty = np.flatnonzero(lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
@@ -399,11 +439,17 @@ def importance_table(
     sentence_vectors = emb(texts) if k else np.zeros((0, 1), np.float32)
     sims = _first_sentence_similarity(resample, sentence_vectors, emb)
     differs = np.where(np.isnan(sims), np.nan, (sims < opts.similarity_threshold).astype(float))
+    if opts.numbers_differ and not opts.compat:
+        differs = np.where(np.isnan(differs), np.nan, np.maximum(differs, _numbers_changed(resample, texts)))
     reappears = None
     if opts.continuation_metrics:
         reappears = np.zeros(resample.height)
         matches = _continuation_matches(
-            resample["text"].to_list(), sentence_vectors, emb, opts.similarity_threshold
+            resample["text"].to_list(),
+            sentence_vectors,
+            emb,
+            opts.similarity_threshold,
+            target_texts=texts if opts.numbers_differ and not opts.compat else None,
         )
         pos = resample["position"].to_numpy()
         inside = np.flatnonzero(pos < k)
@@ -620,7 +666,13 @@ def sentence_matrix(
     if k == 0:
         return out
     targets = emb(texts)
-    matches = _continuation_matches(rows["text"].to_list(), targets, emb, opts.similarity_threshold)
+    matches = _continuation_matches(
+        rows["text"].to_list(),
+        targets,
+        emb,
+        opts.similarity_threshold,
+        target_texts=texts if opts.numbers_differ and not opts.compat else None,
+    )
     pos = rows["position"].to_numpy()
     rate = np.full((k + 1, k), np.nan)
     for p in range(k + 1):

@@ -260,3 +260,48 @@ def test_roles_default_to_cot_labels():
     assert t["role"].to_list() == label_sentences(sentences)
     assert t["start"].to_list() == [s.start for s in sentences]
     assert t["sentence_id"].to_list() == ["t1:0", "t1:1"]
+
+
+def test_changed_numbers_count_as_a_different_meaning():
+    """The topic embedder calls any two "Step ..." sentences identical; only the stated number differs."""
+    sentences = ["Step one adds 5 to 7, giving 3.", "So it is 3."]
+    rows = [
+        rollout(0, "2", True, first="Step one adds 5 to 7, giving 2.", text="Step one adds 5 to 7, giving 2.")
+    ]
+    rows += [rollout(0, "3", False, first="Step one adds 5 to 7, giving 3.") for _ in range(3)]
+    rows += [rollout(1, "3", False, first="So it is 3.") for _ in range(4)]
+    rows += [rollout(2, "3", False, first="Done.")]
+    aware = run(table(rows), sentences=sentences).row(0, named=True)
+    blind = run(table(rows), ImportanceOptions(n_bootstrap=0, numbers_differ=False), sentences=sentences).row(
+        0, named=True
+    )
+    assert aware["different_trajectories_fraction"] == pytest.approx(0.25)
+    assert aware["n_different"] == 1
+    # acc(R_1) - acc(D_0) = 0 - 1: keeping the wrong "giving 3" lowers accuracy.
+    assert aware["counterfactual_importance_accuracy"] == pytest.approx(-1.0)
+    assert blind["different_trajectories_fraction"] == 0.0
+    assert math.isnan(blind["counterfactual_importance_accuracy"])
+    compat = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0), sentences=sentences).row(
+        0, named=True
+    )
+    assert compat["different_trajectories_fraction"] == 0.0
+
+
+def test_number_aware_matches_in_the_sentence_matrix():
+    sentences = ["Step one gives 3.", "Step two gives 4.", "Done now."]
+    rows = [rollout(0, "4", True, first="Step one gives 2.", text="Step one gives 2. Step two gives 4.")]
+    rows += [rollout(1, "4", True, first="Step two gives 5.", text="Step two gives 5.")]
+    rows += [rollout(2, "4", True, first="Done now.", text="Done now.")]
+    m = sentence_matrix(
+        table(rows), FakeTrace(), sentences, options=ImportanceOptions(n_bootstrap=0), embed=topic_embed
+    )
+    # Sentence 1 ("gives 4") appears after position 0 but not after position 1 (which says "gives 5").
+    assert m[0, 1] == pytest.approx(0.0 - 1.0)
+    blind = sentence_matrix(
+        table(rows),
+        FakeTrace(),
+        sentences,
+        options=ImportanceOptions(n_bootstrap=0, numbers_differ=False),
+        embed=topic_embed,
+    )
+    assert blind[0, 1] == pytest.approx(0.0)
