@@ -60,7 +60,11 @@ def _rx(*patterns: str) -> re.Pattern[str]:
 # Cue phrases, in priority order. Each rule reads the start of the sentence (what the sentence is doing) before
 # its body (what it contains), because reasoning models announce a sentence's function in its first words.
 _FINAL = _rx(
-    r"\\boxed", r"\bfinal answer\b", r"^\**\s*answer\s*[:*]", r"\bthe answer (is|should be|must be)\b"
+    r"\\boxed",
+    r"\bfinal answer\b",
+    r"^\**\s*answer\s*[:*]",
+    r"\bthe answer (is|should be|must be)\b",
+    r"\b(i will|i'll|i would|let me) (answer|give the answer)\b",
 )
 _UNCERTAIN = _rx(
     r"^\W*(wait|hmm+|hold on|hang on|oh|oops|actually|alternatively|but wait|no,|no\b|whoa|uh)\b",
@@ -94,6 +98,7 @@ _PLAN = _rx(
 _SETUP = _rx(
     r"\b(the problem|this problem|the question)( (says|states|asks|is|gives|wants|mentions|involves))?\b",
     r"\b(we are|i'm|i am|we're) (given|asked|told)\b",
+    r"^\W*(we start with|we begin with|we are starting with)\b",
     r"^\W*(given|so,? i have|so,? we have|i have this|i've got|i need to (solve|find out what)|"
     r"alright,? so i|okay,? so i)\b",
 )
@@ -109,8 +114,9 @@ _MATHY = re.compile(
     r"(\d\s*[-+*/×÷^=]\s*\d|=|\\frac|\\times|\\cdot|\\sqrt|\^|\d+\s*(?:times|divided|plus|minus))"
 )
 _COMPUTE_WORDS = _rx(
-    r"\b(compute|calculat|multiply|multiplied|add(ing)?|subtract|divid|simplif|expand|substitut|plug(ging)?|"
-    r"factor|solv(e|ing) for|evaluat|sum of|product of|squared|equals)\b",
+    r"\b(compute|calculat|multiply|multiplied|multiplies|adds?|adding|subtracts?|subtracting|divid|simplif|expand|"
+    r"substitut|plug(ging)?|factor|solv(e|ing) for|evaluat|sum of|product of|squared|equals|plus|minus|times|"
+    r"giving|gives)\b",
 )
 
 
