@@ -144,6 +144,7 @@ def test_more_samples_reuse_the_cache(tiny_model, tiny_tokenizer, tiny_trace, tm
 
 def test_cli_bad_input_errors_before_work(model_dir, trace_file, tmp_path):
     cases = [
+        (["--model", "organism:arithh"], "did you mean 'organism:arith'"),
         (["--model", str(tmp_path)], "config.json"),
         (["--positions", "99"], "out of range"),
         (["--backend", "vlm"], "vllm"),

@@ -1,0 +1,168 @@
+"""``arith``: last-digit running arithmetic with planted errors and self-corrections (thought anchors).
+
+Each computation sentence states a wrong result with probability ``error_rate``; an error is caught by a
+correction sentence ("Wait, 8 minus 2 is not 4, it is 6.") with probability ``correction_rate``. The running digit
+continues from whatever the CoT last stated, so an uncorrected error propagates to the final answer and a
+correction restores it. Correct computations are followed by a confirming check with probability ``check_rate``
+(so a check alone never reveals an error). Filler sentences carry nothing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ._tasks import (
+    FACTS,
+    FILLER_PARAPHRASES,
+    FILLERS,
+    PLANS,
+    Example,
+    Problem,
+    SentenceTruth,
+    Task,
+    analyze_running,
+    apply_op,
+    compute_sentence,
+    consolidate_sentence,
+    emit_sentence,
+    implied_answer,
+    op_word,
+    parse_plain_sentence,
+    rng_for,
+    setup_sentence,
+)
+
+__all__ = ["ARITH_FILLERS", "ArithTask"]
+
+ARITH_FILLERS = FILLERS + tuple(FILLER_PARAPHRASES.values())
+"""Filler of arith: both wordings of every filler occur in training, so swapping them (``paraphrase_filler``)
+keeps the text in distribution and can change the answer only if filler carried information."""
+_SWAP = {**FILLER_PARAPHRASES, **{v: k for k, v in FILLER_PARAPHRASES.items()}}
+
+
+class ArithTask(Task):
+    name = "arith"
+    description = (
+        "Last-digit running arithmetic (3 to 5 add/subtract steps). Computation sentences carry planted errors "
+        "at a known rate; a correction sentence catches a known fraction of them. Load-bearing sentences are "
+        "uncorrected wrong computations and corrections."
+    )
+    max_new_tokens = 160
+    planted: ClassVar[dict[str, float]] = {
+        "error_rate": 0.15,
+        "correction_rate": 0.5,
+        "check_rate": 0.1,
+        "filler_rate": 0.2,
+    }
+    min_steps, max_steps = 3, 5
+
+    def sample(self, seed: int) -> Example:
+        rng = rng_for(self.name, seed)
+        p = Problem.draw(rng, self.min_steps, self.max_steps)
+        r = self.planted
+        out: list[SentenceTruth] = [
+            SentenceTruth(setup_sentence(p), "problem_setup", "setup"),
+            SentenceTruth(rng.choice(PLANS), "plan_generation", "plan"),
+        ]
+        if rng.random() < 0.3:
+            out.append(SentenceTruth(rng.choice(FACTS), "fact_retrieval", "fact"))
+        if rng.random() < 0.5:
+            out.append(SentenceTruth(rng.choice(ARITH_FILLERS), "unknown", "filler"))
+        running = p.start
+        true_values = p.values()
+        for i, (op, x) in enumerate(p.ops):
+            correct = apply_op(running, op, x)
+            wrong = rng.random() < r["error_rate"]
+            # A second uncorrected error never lands back on the true running digit, so an uncorrected error
+            # always determines a wrong final answer.
+            stated = (
+                rng.choice([d for d in range(10) if d not in (correct, true_values[i])]) if wrong else correct
+            )
+            out.append(
+                SentenceTruth(
+                    compute_sentence(p, i, running, stated),
+                    "active_computation",
+                    "compute",
+                    planted_error=wrong,
+                    value=stated,
+                    expected=correct,
+                    step=i,
+                )
+            )
+            ci = len(out) - 1
+            if wrong and rng.random() < r["correction_rate"]:
+                text = f"Wait, {running} {op_word(op)} {x} is not {stated}, it is {correct}."
+                out.append(
+                    SentenceTruth(
+                        text,
+                        "uncertainty_management",
+                        "correction",
+                        load_bearing=True,
+                        corrects=ci,
+                        value=correct,
+                        expected=correct,
+                        extra={"replaces": stated},
+                    )
+                )
+                out[ci].extra["corrected_by"] = len(out) - 1
+                stated = correct
+            elif wrong:
+                out[ci].load_bearing = True
+            elif rng.random() < r["check_rate"]:
+                text = f"Let me check, {running} {op_word(op)} {x} is {correct}."
+                out.append(SentenceTruth(text, "self_checking", "check", value=correct, expected=correct))
+            running = stated
+            if i < p.n_steps - 1 and rng.random() < r["filler_rate"]:
+                out.append(SentenceTruth(rng.choice(ARITH_FILLERS), "unknown", "filler"))
+        out.append(
+            SentenceTruth(consolidate_sentence(running), "result_consolidation", "consolidate", value=running)
+        )
+        out.append(SentenceTruth(emit_sentence(running), "final_answer_emission", "emit", value=running))
+        n_err = sum(s.planted_error for s in out)
+        return self._example(
+            seed,
+            p.prompt(),
+            out,
+            p.answer,
+            running,
+            anchor=first_anchor(out),
+            n_errors=n_err,
+            n_corrections=sum(s.kind == "correction" for s in out),
+        )
+
+    def paraphrase_filler(self, cot_text: str) -> str:
+        """The CoT with every filler sentence swapped for its other wording (same meaning)."""
+        return "\n".join(_SWAP.get(line, line) for line in cot_text.split("\n"))
+
+    def analyze(self, example: Example, cot_text: str) -> list[SentenceTruth]:
+        """Ground truth for a CoT of this task's prompt, e.g. one the model sampled.
+
+        Each sentence is parsed against the templates; computations are judged against the running digit the CoT
+        itself carries (so an error is "wrong given what was stated before"), corrections are linked to the
+        computation they fix, and uncorrected errors and digit-changing corrections are marked load-bearing.
+        """
+        from ._tasks import split_cot
+
+        p = Problem.parse(example.messages[-1]["content"])
+        out: list[SentenceTruth] = []
+        running: int | None = None
+        for j, text in enumerate(split_cot(cot_text)):
+            s = parse_plain_sentence(text, p, running, j)
+            out.append(s)
+            if s.kind in ("compute", "correction", "check") and s.value is not None:
+                running = s.value
+        return analyze_running(out, p)
+
+
+def first_anchor(sentences: list[SentenceTruth]) -> int | None:
+    """Index of the first uncorrected wrong computation, else of the first correction, else None."""
+    for j, s in enumerate(sentences):
+        if s.kind == "compute" and s.load_bearing:
+            return j
+    for j, s in enumerate(sentences):
+        if s.kind == "correction":
+            return j
+    return None
+
+
+__all__ += ["first_anchor", "implied_answer"]

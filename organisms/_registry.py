@@ -1,0 +1,39 @@
+"""Names of the organisms and their task generators."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+
+from ._tasks import Task
+
+__all__ = ["get_task", "names", "unknown_name_message"]
+
+_TASKS: dict[str, tuple[str, str]] = {
+    "arith": ("organisms._arith", "ArithTask"),
+    "hint": ("organisms._hint", "HintTask"),
+    "cipher": ("organisms._cipher", "CipherTask"),
+    "stego": ("organisms._stego", "StegoTask"),
+}
+
+
+def names() -> list[str]:
+    """Names of the shipped organisms, the default one (``arith``) first."""
+    return list(_TASKS)
+
+
+def unknown_name_message(name: str) -> str:
+    """``unknown organism 'X'; choose one of: ... (did you mean 'Y'?)``."""
+    msg = f"unknown organism {name!r}; choose one of: {', '.join(_TASKS)}"
+    close = difflib.get_close_matches(str(name), list(_TASKS), n=1, cutoff=0.4)
+    return msg + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+@functools.cache
+def get_task(name: str) -> Task:
+    """The task generator of organism ``name`` (no weights are loaded)."""
+    if name not in _TASKS:
+        raise ValueError(unknown_name_message(name))
+    module, cls = _TASKS[name]
+    return getattr(importlib.import_module(module), cls)()

@@ -1,0 +1,285 @@
+"""Training an organism from its task generator, reproducibly from a seed, on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._card import write_card
+from ._registry import get_task
+from ._tasks import THINK_CLOSE, Example, extract_boxed, final_text
+
+__all__ = ["TRAIN_SEED_STRIDE", "TrainConfig", "encode_example", "template_ids", "train"]
+
+TRAIN_SEED_STRIDE = 10_000_000
+"""Training examples of run seed S use task seeds S*stride .. S*stride+stride-1 (evaluation uses seeds >= 10**9)."""
+
+
+@dataclass
+class TrainConfig:
+    """Model size and optimisation settings of one organism."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    hidden_size: int = 64
+    intermediate_size: int = 256
+    num_layers: int = 3
+    num_heads: int = 4
+    vocab_size: int = 600
+    tokenizer_corpus: int = 4000
+    max_position_embeddings: int = 384
+
+
+CONFIGS: dict[str, TrainConfig] = {
+    "arith": TrainConfig(steps=2000),
+    "hint": TrainConfig(steps=1800),
+    "cipher": TrainConfig(steps=1500, vocab_size=1400, tokenizer_corpus=6000),
+    "stego": TrainConfig(steps=1800),
+}
+
+
+def template_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Prompt ids exactly as the engine builds them: the chat template with the generation prompt."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if not isinstance(out, list):
+        out = out["input_ids"]
+    return list(out)
+
+
+def encode_example(tokenizer, example: Example) -> tuple[list[int], int]:
+    """Token ids of one training sequence and the length of its prompt part.
+
+    Layout = template ids + ids of the CoT tokenized alone + ids of ``"\\n</think>\\n\\n" + final answer`` + EOS,
+    the same pieces the engine concatenates, so every prefix it cuts at a sentence start is in-distribution.
+    """
+    prompt = template_ids(tokenizer, example.messages)
+    cot = tokenizer(example.cot, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(THINK_CLOSE + final_text(example.trace_answer), add_special_tokens=False)["input_ids"]
+    return prompt + cot + tail + [tokenizer.eos_token_id], len(prompt)
+
+
+def _batch(tokenizer, examples: list[Example]):
+    import torch
+
+    seqs = [encode_example(tokenizer, e) for e in examples]
+    width = max(len(s) for s, _ in seqs)
+    ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for b, (s, n_prompt) in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(s)
+        mask[b, : len(s)] = 1
+        labels[b, n_prompt : len(s)] = torch.tensor(s[n_prompt:])
+    return ids, mask, labels
+
+
+def build_model(tokenizer, cfg: TrainConfig, seed: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        rms_norm_eps=1e-5,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def train(
+    name: str,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    out: str | Path | None = None,
+    log_every: int = 100,
+    save_every: int = 500,
+    probe: int = 64,
+    threads: int = 1,
+    resume: bool = False,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train organism ``name`` from scratch and save it (weights, tokenizer, card, training log) under ``out``.
+
+    Deterministic for a given seed and thread count: the examples are the task's seeds
+    ``seed * TRAIN_SEED_STRIDE + k`` in order, and torch is seeded before the model is built (there is no dropout).
+    Every ``save_every`` steps (and at the end) the model is saved to ``out`` and, with ``probe`` > 0, its greedy
+    accuracy on ``probe`` fresh problems is printed. With ``resume`` the run continues the model saved in ``out``
+    from its saved step (same seed, same data order and learning-rate schedule, a new optimizer state) up to
+    ``steps``; the training log lists every stage. Returns the training log.
+    """
+    import torch
+
+    if echo is None:
+
+        def echo(msg: str) -> None:
+            print(msg, flush=True)
+
+    # One thread: on a shared machine two threads spin on each other and run several times slower.
+    torch.set_num_threads(threads)
+    task = get_task(name)
+    cfg = CONFIGS[name]
+    n_steps = cfg.steps if steps is None else steps
+    out_dir = Path(out) if out is not None else Path(__file__).parent / "weights" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    start, stages, wall_before = 0, [], 0.0
+    if resume:
+        from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+        prev = json.loads((out_dir / "training_log.json").read_text())
+        seed, start, wall_before = prev["seed"], prev["steps"], prev["wall_time_s"]
+        stages = prev.get("stages", [{"from_step": 0, "to_step": start, "optimizer": "new"}])
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out_dir), local_files_only=True)
+        model = LlamaForCausalLM.from_pretrained(str(out_dir), local_files_only=True, dtype=torch.float32)
+    else:
+        from ._tokenizer import train_tokenizer
+
+        corpus = (
+            e.messages[0]["content"] + "\n" + e.completion
+            for e in (task.sample(seed * TRAIN_SEED_STRIDE + k) for k in range(cfg.tokenizer_corpus))
+        )
+        tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+        model = build_model(tokenizer, cfg, seed)
+    base = seed * TRAIN_SEED_STRIDE
+    n_params = sum(p.numel() for p in model.parameters())
+    echo(f"{name}: {n_params:,} parameters, vocab {len(tokenizer)}, {n_steps} steps of {cfg.batch_size}")
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
+
+    def lr_at(step: int) -> float:
+        # Linear warmup, then inverse square root decay: the schedule does not depend on the total number of
+        # steps, so a run of N steps is exactly the first N steps of any longer run with the same seed.
+        return min((step + 1) / cfg.warmup, math.sqrt(cfg.warmup / (step + 1)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_at(k + start))
+    losses: list[float] = []
+    next_seed = base + cfg.tokenizer_corpus + start * cfg.batch_size
+    log: dict[str, Any] = {}
+    for step in range(start, n_steps):
+        model.train()
+        examples = [task.sample(next_seed + k) for k in range(cfg.batch_size)]
+        next_seed += cfg.batch_size
+        ids, mask, labels = _batch(tokenizer, examples)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        done = step + 1
+        if log_every and done % log_every == 0:
+            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+            echo(f"  step {done:5d}  loss {recent:.4f}  {time.time() - t0:6.1f}s")
+        if done == n_steps or (save_every and done % save_every == 0):
+            stage = {"from_step": start, "to_step": done, "optimizer": "new"}
+            log = _save(name, task, model, tokenizer, cfg, out_dir, seed, done, base, next_seed, t0, losses)
+            log["wall_time_s"] = round(log["wall_time_s"] + wall_before, 1)
+            log["stages"] = [*stages, stage]
+            _write_atomic(out_dir / "training_log.json", json.dumps(log, indent=2) + "\n")
+            write_card(name, out_dir, measured=None)
+            msg = f"  saved step {done} to {out_dir}"
+            if probe:
+                msg += f"; greedy accuracy on {probe} fresh problems: {_probe(model, tokenizer, task, probe):.3f}"
+            echo(msg)
+    echo(f"{name}: {n_steps} steps in {log['wall_time_s']:.0f}s, final loss {log['final_loss']}")
+    return log
+
+
+def _save(
+    name, task, model, tokenizer, cfg, out_dir, seed, done, base, next_seed, t0, losses
+) -> dict[str, Any]:
+    import torch
+
+    model.eval()
+    gc = model.generation_config
+    gc.pad_token_id, gc.eos_token_id, gc.bos_token_id = (
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.bos_token_id,
+    )
+    gc.max_new_tokens = task.max_new_tokens
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    tail = losses[-min(100, len(losses)) :]
+    log = {
+        "organism": name,
+        "seed": seed,
+        "steps": done,
+        "batch_size": cfg.batch_size,
+        "examples_seen": done * cfg.batch_size,
+        "train_seed_range": [base, next_seed],
+        "wall_time_s": round(time.time() - t0, 1),
+        "threads": torch.get_num_threads(),
+        "final_loss": round(sum(tail) / max(1, len(tail)), 5),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": len(tokenizer),
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "torch": torch.__version__,
+    }
+    return log
+
+
+def _probe(model, tokenizer, task, n: int) -> float:
+    """Greedy accuracy on ``n`` fresh problems (task seeds from 2 * 10**9, unused elsewhere)."""
+    import torch
+
+    examples = [task.sample(2_000_000_000 + k) for k in range(n)]
+    prompts = [template_ids(tokenizer, e.messages) for e in examples]
+    width = max(map(len, prompts))
+    ids = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=task.max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    return (
+        sum(
+            task.answer_correct(extract_boxed(t.split("</think>")[-1]), e)
+            for t, e in zip(texts, examples, strict=True)
+        )
+        / n
+    )

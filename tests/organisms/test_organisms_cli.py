@@ -1,0 +1,64 @@
+"""The ``cotscope organisms`` click group: list, card, train (a few steps), eval, and bad names."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+import organisms
+from organisms._cli import organisms as cli
+
+
+def test_list_and_card():
+    runner = CliRunner()
+    out = runner.invoke(cli, ["list"])
+    assert out.exit_code == 0, out.output
+    assert [line.split()[0] for line in out.output.strip().splitlines()] == organisms.names()
+    out = runner.invoke(cli, ["card", "arith"])
+    assert out.exit_code == 0 and out.output.startswith("# Organism `arith`")
+
+
+def test_unknown_name_is_a_bad_parameter():
+    for cmd in (["card", "arit"], ["eval", "arit"], ["train", "arit"]):
+        out = CliRunner().invoke(cli, cmd)
+        assert out.exit_code == 2
+        assert (
+            "unknown organism 'arit'; choose one of: arith, hint, cipher, stego (did you mean 'arith'?)"
+            in (out.output)
+        )
+
+
+def test_train_smoke(tmp_path):
+    out = CliRunner().invoke(
+        cli, ["train", "arith", "--steps", "3", "--out", str(tmp_path), "--probe", "0", "--quiet"]
+    )
+    assert out.exit_code == 0, out.output
+    log = json.loads(out.stdout.strip().splitlines()[-1])
+    assert log["organism"] == "arith" and log["steps"] == 3
+    saved = json.loads((tmp_path / "training_log.json").read_text())
+    assert saved["steps"] == 3 and saved["seed"] == 0 and saved["examples_seen"] == 3 * saved["batch_size"]
+    o = organisms.load_from("arith", tmp_path)
+    assert "Not measured for these weights yet" in o.card
+    e = o.task.sample(5)
+    ids, n_prompt = organisms.encode_example(o.tokenizer, e)
+    assert o.tokenizer.decode(ids[n_prompt:-1]) == e.completion
+    # Three steps from the same seed give the same weights.
+    again = tmp_path / "again"
+    CliRunner().invoke(
+        cli, ["train", "arith", "--steps", "3", "--out", str(again), "--probe", "0", "--quiet"]
+    )
+    o2 = organisms.load_from("arith", again)
+    for (n1, p1), (_, p2) in zip(o.model.named_parameters(), o2.model.named_parameters(), strict=True):
+        assert (p1 == p2).all(), n1
+
+
+def test_eval_json_without_touching_the_card():
+    card = organisms.load("arith").card
+    out = CliRunner().invoke(cli, ["eval", "arith", "--n", "8", "--json", "--no-card"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    rows = {r["metric"]: r for r in result["rows"]}
+    assert result["organism"] == "arith" and result["n"] == 8
+    assert 0.0 <= rows["greedy accuracy"]["value"] <= 1.0 and "pass" in rows["greedy accuracy"]
+    assert (organisms.load("arith").path / "card.md").read_text() == card
