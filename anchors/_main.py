@@ -1,0 +1,163 @@
+"""``cotscope importance`` (the main job) and ``cotscope validate anchors``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from resampling._cli import backend_options, make_backend_from_options
+
+
+@click.command("importance")
+@backend_options
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=True, path_type=Path),
+    default=None,
+    help="Trace file; default: the organism writes its own trace (on-policy) for problem --seed.",
+)
+@click.option(
+    "--samples",
+    "-n",
+    type=click.IntRange(min=2),
+    default=30,
+    show_default=True,
+    help="Rollouts per sentence position (and per forced-answer probe).",
+)
+@click.option("--seed", type=int, default=None, help="Seed of the on-policy trace and of the rollouts.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--convention",
+    type=click.Choice(["cotscope", "thought_anchors"]),
+    default="cotscope",
+    show_default=True,
+    help="thought_anchors reproduces the reference code's conventions.",
+)
+@click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
+)
+@click.option("--quiet", "-q", is_flag=True)
+def importance(
+    model_id,
+    backend,
+    base_url,
+    batch_size,
+    device,
+    trace_file,
+    samples,
+    seed,
+    out,
+    temperature,
+    max_new_tokens,
+    convention,
+    no_whitebox,
+    cache_dir,
+    quiet,
+) -> None:
+    """Which sentences of a trace matter: resample, score every sentence, write a report.
+
+    Writes OUT/importance.parquet, OUT/report.html, PNG figures, OUT/graph.graphml, OUT/thought_anchors/ and the
+    rollouts.
+    """
+    from anchors._blackbox import ImportanceOptions
+    from anchors._pipeline import DEFAULT_TRACE_SEED, compute_importance, onpolicy_trace, write_importance
+    from anchors._report import terminal_summary
+    from cot import load_trace
+    from resampling import SamplingParams
+
+    seed = DEFAULT_TRACE_SEED if seed is None else seed
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device)
+    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+    if trace_file is not None:
+        trace = load_trace(trace_file)
+    else:
+        trace, _ = onpolicy_trace(be, model_id, seed, temperature=temperature, max_new_tokens=max_new_tokens)
+    options = ImportanceOptions.thought_anchors() if convention == "thought_anchors" else ImportanceOptions()
+    run = compute_importance(
+        be,
+        trace,
+        samples=samples,
+        seed=seed,
+        params=params,
+        cache_dir=cache_dir or out / ".cache",
+        options=options,
+        whitebox=not no_whitebox and backend == "hf",
+        quiet=quiet,
+    )
+    notes = {
+        "model": model_id,
+        "backend": backend,
+        "samples": samples,
+        "seed": seed,
+        "convention": convention,
+    }
+    paths = write_importance(run, out, notes)
+    if not quiet:
+        terminal_summary(run.table, top=8)
+    click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)
+
+
+@click.group("validate")
+def validate() -> None:
+    """Check methods against the ground truth planted in the organisms."""
+
+
+@validate.command("anchors")
+@click.option("--quick", is_flag=True, help="10 traces, 12 samples: a smoke run of a few minutes.")
+@click.option(
+    "--n-traces", type=click.IntRange(min=1), default=None, help="Clean traces to score (default 50)."
+)
+@click.option(
+    "--samples", "-n", type=click.IntRange(min=2), default=None, help="Rollouts per position (default 20)."
+)
+@click.option(
+    "--seed", type=int, default=1000, show_default=True, help="First problem seed (problems are fresh)."
+)
+@click.option("--no-whitebox", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cotscope-cache/validate"),
+    show_default=True,
+)
+def validate_anchors_command(quick, n_traces, samples, seed, no_whitebox, as_json, cache_dir) -> None:
+    """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
+    from anchors._validate import validate_anchors
+
+    n_traces = n_traces or (10 if quick else 50)
+    samples = samples or (12 if quick else 20)
+
+    def progress(done: int, total: int) -> None:
+        if not as_json:
+            click.echo(f"\rscored {done}/{total} traces", nl=done == total, err=True)
+
+    result = validate_anchors(
+        n_traces=n_traces,
+        samples=samples,
+        seed=seed,
+        whitebox=not no_whitebox,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        return
+    click.echo(
+        f"{result.n_traces} on-policy arith traces with one planted load-bearing sentence "
+        f"({samples} samples per position)"
+    )
+    click.echo(f"{'method':<38}{'kind':<11}{'top1':>7}{'spearman':>10}")
+    for name, m in sorted(result.methods.items(), key=lambda kv: -kv[1]["top1"]):
+        click.echo(f"{name:<38}{m['kind']:<11}{m['top1']:>7.2f}{m['spearman']:>10.2f}")

@@ -1,0 +1,230 @@
+"""The fair fight: do importance methods find the sentence the ``arith`` organism's ground truth says drives the answer?
+
+On traces the organism writes itself (on-policy), ``task.analyze`` says which sentences compute what and whether a
+stated result is wrong. A trace is kept when it holds exactly one wrong computation. The organism's training data
+plants two random decisions around such an error: whether a computation is wrong (``error_rate``), and, in the
+sentence right after a wrong one, whether it is corrected (``correction_rate``). Both decisions of a kept trace
+are load-bearing: the wrong computation, and the sentence right after it (the correction, or the sentence written
+where a correction was skipped, which is what leaves the answer wrong). Every method and every baseline scores
+every sentence; we report how often the top sentence is a planted one (``top1``, ties broken at random in
+expectation) and the Spearman correlation between the scores and the ground-truth indicator (mean over traces).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BASELINES", "METHODS", "ValidationResult", "planted_sentences", "validate_anchors"]
+
+METHODS: dict[str, tuple[str, bool]] = {
+    "counterfactual_importance_kl": ("counterfactual_importance_kl", False),
+    "counterfactual_importance_accuracy": ("counterfactual_importance_accuracy", True),
+    "resampling_importance_kl": ("resampling_importance_kl", False),
+    "resampling_importance_accuracy": ("resampling_importance_accuracy", True),
+    "forced_importance_kl": ("forced_importance_kl", False),
+    "outgoing_importance": ("outgoing_importance", True),
+    "receiver_score": ("receiver_score", False),
+    "suppression_outgoing": ("suppression_outgoing", False),
+}
+"""method -> (table column, rank by absolute value). Accuracy-signed metrics are ranked by magnitude: the planted
+sentence moves accuracy down (an uncorrected error) or up (a correction)."""
+
+BASELINES = ("random", "position", "sentence_length", "contains_number")
+
+
+def planted_sentences(truth: list[Any]) -> tuple[list[int], str] | None:
+    """Indices (in ``truth``) of the planted load-bearing sentences and the case (``corrected`` or ``uncorrected``),
+    or None when the trace does not hold exactly one wrong computation."""
+    errors = [i for i, s in enumerate(truth) if getattr(s, "kind", "") == "compute" and s.planted_error]
+    if len(errors) != 1:
+        return None
+    e = errors[0]
+    corrected = any(getattr(s, "corrects", None) == e for s in truth)
+    planted = [e] + ([e + 1] if e + 1 < len(truth) else [])
+    return planted, "corrected" if corrected else "uncorrected"
+
+
+def _merged_index(cot: str, plain_index: int, merged: list[Any]) -> int:
+    from cot import split_sentences
+
+    start = split_sentences(cot)[plain_index].start
+    for i, s in enumerate(merged):
+        if s.start <= start < max(s.end, s.start + 1):
+            return i
+    raise ValueError(f"sentence starting at {start} is in no merged sentence")
+
+
+def _top1(scores: np.ndarray, targets: list[int]) -> float:
+    s = np.where(np.isfinite(scores), scores, -np.inf)
+    if not np.isfinite(s).any():
+        return 0.0
+    best = np.flatnonzero(s == s.max())
+    return sum(float(b in targets) for b in best) / len(best)
+
+
+def _spearman(scores: np.ndarray, targets: list[int]) -> float:
+    from scipy.stats import spearmanr
+
+    truth = np.zeros(len(scores))
+    truth[targets] = 1.0
+    s = np.where(
+        np.isfinite(scores),
+        scores,
+        np.nanmin(scores[np.isfinite(scores)]) - 1 if np.isfinite(scores).any() else 0,
+    )
+    if np.all(s == s[0]):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(spearmanr(s, truth).statistic)
+
+
+def baseline_scores(texts: list[str], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    n = len(texts)
+    return {
+        "random": rng.random(n),
+        "position": np.arange(n, dtype=float),
+        "sentence_length": np.array([len(t) for t in texts], dtype=float),
+        "contains_number": np.array([float(any(c.isdigit() for c in t)) for t in texts]),
+    }
+
+
+@dataclass
+class ValidationResult:
+    n_traces: int
+    methods: dict[str, dict[str, float]]
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "n_traces": self.n_traces,
+            "methods": self.methods,
+            "settings": self.settings,
+            "traces": self.traces,
+        }
+
+
+def validate_anchors(
+    *,
+    model_id: str = "organism:arith",
+    n_traces: int = 50,
+    samples: int = 20,
+    seed: int = 1000,
+    temperature: float = 1.0,
+    max_candidates: int = 4000,
+    whitebox: bool = True,
+    cache_dir: str | os.PathLike = ".cotscope-cache/validate",
+    progress: Any = None,
+) -> ValidationResult:
+    """Sample on-policy traces until ``n_traces`` clean ones are found, score them all, compare with ground truth."""
+    import organisms
+    from anchors._blackbox import ImportanceOptions
+    from anchors._embedding import TextEmbeddings
+    from anchors._pipeline import compute_importance
+    from resampling import SamplingParams, make_backend, sample_traces
+
+    backend = make_backend("hf", model_id=model_id)
+    task = organisms.get_task(model_id.split(":", 1)[1])
+    params = SamplingParams(
+        temperature=temperature, top_p=1.0, max_new_tokens=getattr(task, "max_new_tokens", 256)
+    )
+    chosen: list[tuple[Any, Any, int]] = []
+    next_seed, batch = seed, 64
+    while len(chosen) < n_traces and next_seed - seed < max_candidates:
+        seeds = list(range(next_seed, next_seed + batch))
+        next_seed += batch
+        examples = [task.sample(s) for s in seeds]
+        traces = sample_traces(
+            backend,
+            backend.tokenizer,
+            [e.messages for e in examples],
+            seeds,
+            params,
+            metadata=[{"gt_answer": e.answer} for e in examples],
+        )
+        for ex, tr in zip(examples, traces, strict=True):
+            if tr.truncated or len(chosen) >= n_traces:
+                continue
+            planted = planted_sentences(task.analyze(ex, tr.cot))
+            if planted is not None:
+                chosen.append((ex, tr, planted))
+    if len(chosen) < n_traces:
+        raise RuntimeError(
+            f"found only {len(chosen)} clean traces in {next_seed - seed} samples; raise max_candidates"
+        )
+
+    rng = np.random.default_rng(seed)
+    cases = [c for _, _, (_, c) in chosen]
+    per_method: dict[str, list[tuple[float, float]]] = {m: [] for m in [*METHODS, *BASELINES]}
+    records = []
+    emb = TextEmbeddings()
+    options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)
+    for k, (_ex, tr, (planted_plain, case)) in enumerate(chosen):
+        run = compute_importance(
+            backend,
+            tr,
+            samples=samples,
+            seed=seed + k,
+            params=params,
+            options=options,
+            whitebox=whitebox,
+            cache_dir=cache_dir,
+            embed=emb,
+        )
+        targets = sorted({_merged_index(tr.cot, i, run.sentences) for i in planted_plain})
+        texts = [s.text for s in run.sentences]
+        scores = {
+            name: (np.abs(col) if absolute else col)
+            for name, (column, absolute) in METHODS.items()
+            if column in run.table.columns
+            for col in [run.table[column].cast(float).fill_null(float("nan")).to_numpy()]
+        }
+        scores.update(baseline_scores(texts, rng))
+        rec = {
+            "trace_id": tr.id,
+            "case": case,
+            "planted": targets,
+            "planted_text": [texts[t] for t in targets],
+            "n_sentences": len(texts),
+        }
+        for name, s in scores.items():
+            t1, rho = _top1(s, targets), _spearman(s, targets)
+            per_method[name].append((t1, rho))
+            rec[name] = (
+                int(np.nanargmax(np.where(np.isfinite(s), s, -np.inf))) if np.isfinite(s).any() else None
+            )
+        records.append(rec)
+        if progress is not None:
+            progress(k + 1, len(chosen))
+    methods = {}
+    for name, vals in per_method.items():
+        if not vals:
+            continue
+        top1 = float(np.mean([v[0] for v in vals]))
+        rhos = [v[1] for v in vals if not math.isnan(v[1])]
+        methods[name] = {
+            "top1": top1,
+            "spearman": float(np.mean(rhos)) if rhos else float("nan"),
+            "n": len(vals),
+            "kind": "baseline"
+            if name in BASELINES
+            else ("white-box" if name in ("receiver_score", "suppression_outgoing") else "black-box"),
+        }
+    settings = {
+        "model": model_id,
+        "samples": samples,
+        "seed": seed,
+        "temperature": temperature,
+        "candidates_sampled": next_seed - seed,
+        "options": options.to_dict(),
+        "corrected": cases.count("corrected"),
+        "uncorrected": cases.count("uncorrected"),
+    }
+    return ValidationResult(len(chosen), methods, records, settings)

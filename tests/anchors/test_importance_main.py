@@ -1,0 +1,76 @@
+"""The main job end to end on the shipped default organism, and the validation command's contract."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import polars as pl
+import pytest
+
+from cotscope.cli import main
+
+
+@pytest.fixture(scope="module")
+def importance_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("importance")
+    code = main(["importance", "--samples", "6", "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+@pytest.mark.slow
+def test_importance_writes_every_output(importance_out):
+    table = pl.read_parquet(importance_out / "importance.parquet")
+    rollouts = pl.read_parquet(importance_out / "rollouts.parquet")
+    k = table.height
+    assert k >= 5 and table["position"].to_list() == list(range(k))
+    # Every position 0..K was resampled, and probed for a forced answer, 6 times.
+    assert rollouts.filter(pl.col("kind") == "resample").height == 6 * (k + 1)
+    assert rollouts.filter(pl.col("kind") == "forced_answer").height == 6 * (k + 1)
+    for col in ("counterfactual_importance_kl", "resampling_importance_accuracy", "forced_importance_kl"):
+        assert {f"{col}_lo", f"{col}_hi", f"{col}_n"} <= set(table.columns)
+    assert {"receiver_score", "suppression_outgoing", "role", "text", "accuracy"} <= set(table.columns)
+    html = (importance_out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "<table" in html
+    graph = nx.read_graphml(importance_out / "graph.graphml")
+    assert graph.number_of_nodes() == k
+    chunks = json.loads((importance_out / "thought_anchors" / "chunks_labeled.json").read_text())
+    assert [c["chunk_idx"] for c in chunks] == list(range(k))
+    assert list((importance_out).glob("*.png"))
+
+
+@pytest.mark.slow
+def test_default_trace_holds_a_planted_anchor(importance_out):
+    """With no --trace, the organism writes its own trace, and the default seed's trace has a planted error."""
+    import organisms
+    from anchors._pipeline import DEFAULT_TRACE_SEED
+    from anchors._validate import planted_sentences
+    from cot import load_trace
+
+    rollouts = pl.read_parquet(importance_out / "rollouts.parquet")
+    trace = load_trace(importance_out / "trace.json")
+    assert trace.metadata["problem_seed"] == DEFAULT_TRACE_SEED
+    task = organisms.get_task("arith")
+    truth = task.analyze(task.sample(DEFAULT_TRACE_SEED), trace.cot)
+    assert planted_sentences(truth) is not None, "the default trace should hold exactly one planted error"
+    assert rollouts["trace_id"].unique().to_list() == [trace.id]
+
+
+def test_bad_input_to_importance(tmp_path, capsys):
+    assert main(["importance", "--model", "organism:nope", "--out", str(tmp_path)]) == 2
+    assert "organism:arith" in capsys.readouterr().err
+    assert main(["importance", "--samples", "1", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_validate_anchors_contract(capsys):
+    code = main(["validate", "anchors", "--n-traces", "2", "--samples", "4", "--json", "--no-whitebox"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_traces"] == 2
+    for name in ("counterfactual_importance_kl", "random", "position", "sentence_length", "contains_number"):
+        m = data["methods"][name]
+        assert 0.0 <= m["top1"] <= 1.0 and "spearman" in m
+    for rec in data["traces"]:
+        assert rec["case"] in ("corrected", "uncorrected") and rec["planted"]
