@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from anchors._blackbox import METRICS
+
 __all__ = [
     "TA_CHUNK_FIELDS",
     "TA_METRICS",
@@ -37,17 +39,9 @@ __all__ = [
     "write_thought_anchors",
 ]
 
-TA_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "resampling_importance_accuracy",
-    "resampling_importance_kl",
-    "counterfactual_importance_accuracy",
-    "counterfactual_importance_kl",
-    "forced_importance_accuracy",
-    "forced_importance_kl",
-    "different_trajectories_fraction",
-    "overdeterminedness",
-)
+# The metrics of the published ``chunks_labeled.json``: ours up to overdeterminedness (resilience and
+# counterfactual++ come from Thought Branches and have no field there).
+TA_METRICS: tuple[str, ...] = METRICS[: METRICS.index("overdeterminedness") + 1]
 """Numeric per-sentence fields of ``chunks_labeled.json``, in file order."""
 
 TA_CHUNK_FIELDS: tuple[str, ...] = (

@@ -36,7 +36,7 @@ class BenchConfig:
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(samples=6, max_new_tokens=96, repeats=1, naive_positions=None)
+        return cls(samples=4, max_new_tokens=80, repeats=1, naive_positions=None)
 
 
 def _generate_kwargs(tokenizer, cfg: BenchConfig) -> dict[str, Any]:
