@@ -40,9 +40,23 @@ _LAZY: dict[str, str] = {
     "render_report": "anchors._report",
     "terminal_summary": "anchors._report",
     "write_outputs": "anchors._report",
+    "ATTENTION_IMPLEMENTATION": "anchors._whitebox",
+    "receiver_head_reliability": "anchors._whitebox",
+    "receiver_head_scores": "anchors._whitebox",
+    "receiver_heads": "anchors._whitebox",
+    "sentence_attention": "anchors._whitebox",
+    "sentence_receiver_scores": "anchors._whitebox",
+    "spans_from_offsets": "anchors._whitebox",
+    "suppression_matrix": "anchors._whitebox",
+    "suppression_token_kl": "anchors._whitebox",
+    "tokenize_with_spans": "anchors._whitebox",
+    "vertical_scores": "anchors._whitebox",
+    "compute_importance": "anchors._pipeline",
+    "validate_anchors": "anchors._validate",
 }
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATION",
     "METRICS",
     "NO_ANSWER",
     "ROLLOUT_COLUMNS",
@@ -51,6 +65,7 @@ __all__ = [
     "add_matrix_scores",
     "build_graph",
     "compare_published",
+    "compute_importance",
     "different_trajectories_fraction",
     "import_thought_anchors",
     "importance_table",
@@ -60,12 +75,23 @@ __all__ = [
     "plot_importance",
     "plot_importance_by_role",
     "plot_matrix",
+    "receiver_head_reliability",
+    "receiver_head_scores",
+    "receiver_heads",
     "render_report",
+    "sentence_attention",
     "sentence_matrix",
+    "sentence_receiver_scores",
+    "spans_from_offsets",
+    "suppression_matrix",
+    "suppression_token_kl",
     "terminal_summary",
     "to_chunks_labeled",
     "to_step_importance",
     "to_summary",
+    "tokenize_with_spans",
+    "validate_anchors",
+    "vertical_scores",
     "write_graph",
     "write_outputs",
     "write_thought_anchors",
@@ -86,6 +112,7 @@ if TYPE_CHECKING:
     )
     from anchors._embedding import TextEmbeddings
     from anchors._graph import build_graph, write_graph
+    from anchors._pipeline import compute_importance
     from anchors._plots import plot_graph, plot_importance, plot_importance_by_role, plot_matrix
     from anchors._report import render_report, terminal_summary, write_outputs
     from anchors._ta_format import (
@@ -95,6 +122,20 @@ if TYPE_CHECKING:
         to_step_importance,
         to_summary,
         write_thought_anchors,
+    )
+    from anchors._validate import validate_anchors
+    from anchors._whitebox import (
+        ATTENTION_IMPLEMENTATION,
+        receiver_head_reliability,
+        receiver_head_scores,
+        receiver_heads,
+        sentence_attention,
+        sentence_receiver_scores,
+        spans_from_offsets,
+        suppression_matrix,
+        suppression_token_kl,
+        tokenize_with_spans,
+        vertical_scores,
     )
 
 
