@@ -7,6 +7,8 @@
 - ``detect`` / ``encoded_score`` / ``features``: is a sentence or trace encoded, and with which family.
 - ``break_cipher`` / ``break_trace``: recover plaintext and key without the key.
 - ``english``: the shipped English statistics (State of the Union addresses 1790-2000).
+- ``experiment_blind_decode`` / ``experiment_swap_cot`` / ``experiment_paraphrase``: the experiments on the model
+  organisms (imported on first use: they load torch, transformers and matplotlib).
 """
 
 from steganography._ciphers import CIPHERS, FAMILIES, Cipher, get_cipher
@@ -32,6 +34,23 @@ from steganography._stats import (
     word_bigram_logprob,
 )
 
+_EXPERIMENT_NAMES = (
+    "ExperimentResult",
+    "experiment_blind_decode",
+    "experiment_paraphrase",
+    "experiment_swap_cot",
+)
+
+
+def __getattr__(name: str):
+    # The experiments pull in the organisms, the engine and matplotlib; load them only when asked for.
+    if name in _EXPERIMENT_NAMES:
+        from steganography import _experiments
+
+        return getattr(_experiments, name)
+    raise AttributeError(f"module 'steganography' has no attribute {name!r}")
+
+
 __all__ = [
     "CIPHERS",
     "FAMILIES",
@@ -39,6 +58,7 @@ __all__ = [
     "Candidate",
     "Cipher",
     "Detection",
+    "ExperimentResult",
     "auroc",
     "break_cipher",
     "break_trace",
@@ -49,6 +69,9 @@ __all__ = [
     "encoded_score",
     "english",
     "english_likelihood",
+    "experiment_blind_decode",
+    "experiment_paraphrase",
+    "experiment_swap_cot",
     "features",
     "get_cipher",
     "index_of_coincidence",

@@ -1,7 +1,8 @@
 """``cotscope stego``: detect, break and encode ciphered text from the command line.
 
 Each subcommand maps to one library call: ``detect`` -> ``steganography.detect``, ``break`` ->
-``steganography.break_cipher``, ``encode`` -> ``Cipher.encode``. FILE may be ``-`` for stdin.
+``steganography.break_cipher``, ``encode`` -> ``Cipher.encode``, ``experiment NAME`` ->
+``steganography.experiment_*``. FILE may be ``-`` for stdin.
 Bad input raises ``click.BadParameter``/``click.UsageError`` (exit code 2, one line naming the fix).
 """
 
@@ -152,3 +153,71 @@ def bench(source: str, trials: int, sentences: int, seed: int, as_json: bool) ->
         raise click.BadParameter(str(exc), param_hint="--source") from None
     argv = ["--source", source, "--trials", str(trials), "--sentences", str(sentences), "--seed", str(seed)]
     bench_module.main([*argv, "--json"] if as_json else argv)
+
+
+EXPERIMENT_NAMES = ("blind-decode", "swap-cot", "paraphrase")
+"""``cotscope stego experiment NAME``: the keys of ``steganography._experiments.EXPERIMENTS``."""
+
+
+@stego.command()
+@click.argument("name", metavar="NAME", type=click.Choice(EXPERIMENT_NAMES))
+@click.option(
+    "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Problems per condition."
+)
+@click.option("--seed", type=click.IntRange(0, 999), default=0, show_default=True, help="Experiment seed.")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Answers sampled per CoT (swap-cot, paraphrase).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for summary.parquet, details.parquet, figure.png, experiment.json (and the rollout cache).",
+)
+@click.option(
+    "--probe",
+    type=click.Choice(("continue", "forced")),
+    default=None,
+    help="paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (settings and summary rows).")
+def experiment(
+    name: str, n: int, seed: int, samples: int, out: str | None, probe: str | None, as_json: bool
+) -> None:
+    """Run experiment NAME on the shipped organisms: blind-decode, swap-cot or paraphrase."""
+    from pathlib import Path
+
+    from steganography._experiments import EXPERIMENTS
+
+    kwargs: dict = {"n": n, "seed": seed}
+    if name != "blind-decode":
+        kwargs["samples"] = samples
+        if out is not None:
+            kwargs["cache_dir"] = Path(out) / ".cache"
+    if name == "paraphrase":
+        if probe is not None:
+            kwargs["probe"] = probe
+    elif probe is not None:
+        raise click.UsageError(f"--probe applies to the paraphrase experiment only, not to {name!r}")
+    result = EXPERIMENTS[name](**kwargs)
+    paths = result.save(out) if out is not None else {}
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "files": paths}, default=str))
+        return
+    click.echo(f"{name}: n={n} seed={seed} ({result.settings['seconds']:.1f} s)")
+    cells = [result.table.columns] + [[_cell(v) for v in row] for row in result.table.iter_rows()]
+    widths = [max(len(line[j]) for line in cells) for j in range(len(cells[0]))]
+    for line in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
