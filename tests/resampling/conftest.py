@@ -40,22 +40,27 @@ def build_tokenizer():
     return fast
 
 
-def build_model(tokenizer, seed: int = 0, dtype=None):
+def build_model(tokenizer, seed: int = 0, dtype=None, **overrides):
+    """A random-weight Llama for ``tokenizer``; ``overrides`` change the config (vLLM needs head_dim >= 32)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        **overrides,
+    }
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **shape,
     )
     model = LlamaForCausalLM(config).eval()
     # Sharper logits than a fresh init, so samples differ from uniform noise and greedy has no near-ties.

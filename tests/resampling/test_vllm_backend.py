@@ -528,24 +528,11 @@ def test_unknown_organism_fails_before_the_engine_starts(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_engine_on_gpu_matches_the_hf_backend(tmp_path, tiny_tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from conftest import build_model
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tiny_tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
+    model = build_model(
+        tiny_tokenizer, hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1
     )
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8.0)
     model.save_pretrained(tmp_path, safe_serialization=True)
     tiny_tokenizer.save_pretrained(tmp_path)
     backend = VLLMBackend.from_model_id(
