@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean-venv
+.PHONY: setup demo test lint format bench clean-venv browser
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Optional: a headless browser for the test that opens report.html (skipped without one). Debian/Ubuntu, as root.
+browser:
+	command -v chromium || apt-get install -y --no-install-recommends chromium
 
 clean-venv:
 	rm -rf $(VENV)

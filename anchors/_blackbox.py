@@ -86,6 +86,11 @@ METRICS: tuple[str, ...] = (
   how often content that was resampled away comes back (one step of Thought Branches' resilience).
 - ``counterfactual_pp_importance_accuracy`` = acc(R_{i+1}) - acc(D_i⁻) and ``..._kl`` = KL(P(D_i⁻) || P(R_{i+1})),
   where D_i⁻ ⊆ D_i are the rollouts whose continuation never brings S_i's content back.
+
+The counterfactual metrics (plain and ++) are defined only when the set they read (D_i, or D_i⁻) holds at least
+``ImportanceOptions.min_different`` rollouts and the different-trajectories fraction exceeds
+``ImportanceOptions.min_dtf``; otherwise they are NaN, or resampling importance with
+``counterfactual_fallback="resampling"`` (Thought Branches' rule). The ``counterfactual_source`` column says which.
 """
 
 _KINDS = {"resample": 0, "forced_answer": 1}
@@ -126,6 +131,18 @@ class ImportanceOptions:
     in the ``thought_anchors`` convention."""
     continuation_metrics: bool = True
     """Compute resilience and counterfactual++; they embed every sentence of every continuation (slow on CPU)."""
+    min_different: int = 5
+    """Fewest rollouts in D_i (D_i⁻ for counterfactual++) for counterfactual importance to be defined. A sentence
+    the model almost always rewrites with the same meaning has no counterfactual to measure: with one differing
+    rollout out of 20, add-one KL against a unanimous R_{i+1} is 1.44 nats whatever the sentence does, as large as
+    the real anchors of the ``arith`` organism. 5 is Thought Branches' 5% floor at its 100 rollouts a position.
+    Ignored in the ``thought_anchors`` convention."""
+    min_dtf: float = 0.05
+    """Counterfactual importance also needs a different-trajectories fraction above this (Thought Branches falls back
+    to resampling importance at or below 0.05). Ignored in the ``thought_anchors`` convention."""
+    counterfactual_fallback: Literal["nan", "resampling"] = "nan"
+    """What an undefined counterfactual metric becomes: NaN, or the matching resampling importance (Thought
+    Branches). The ``counterfactual_source`` column records ``counterfactual``, ``resampling`` or ``undefined``."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.similarity_threshold <= 1.0:
@@ -142,6 +159,14 @@ class ImportanceOptions:
             raise ValueError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
         if not 0.0 < self.ci_level < 1.0:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.min_different < 1:
+            raise ValueError(f"min_different must be >= 1, got {self.min_different}")
+        if not 0.0 <= self.min_dtf < 1.0:
+            raise ValueError(f"min_dtf must be in [0, 1), got {self.min_dtf}")
+        if self.counterfactual_fallback not in ("nan", "resampling"):
+            raise ValueError(
+                f"unknown counterfactual_fallback {self.counterfactual_fallback!r}; choose one of: nan, resampling"
+            )
 
     @classmethod
     def thought_anchors(cls, **overrides: Any) -> ImportanceOptions:
@@ -558,6 +583,22 @@ def importance_table(
             min(n_of(cur, "graded_gone"), n_of(nxt, "graded")),
         )
         m["counterfactual_pp_importance_kl"] = (kl(cur, "counts_gone", nxt), kl_n(cur, "counts_gone", nxt))
+        source = "counterfactual"
+        if not opts.compat:
+            dtf_point = float(dtf[0])
+            for prefix, n_key in (("counterfactual", "n_d"), ("counterfactual_pp", "n_gone")):
+                if n_key == "n_gone" and "n_gone" not in (cur or {}):
+                    continue  # continuation metrics off: counterfactual++ stays NaN
+                if n_of(cur, n_key) >= opts.min_different and dtf_point > opts.min_dtf:
+                    continue
+                for what in ("accuracy", "kl"):
+                    name = f"{prefix}_importance_{what}"
+                    if opts.counterfactual_fallback == "resampling":
+                        m[name] = m[f"resampling_importance_{what}"]
+                    else:
+                        m[name] = (nan, m[name][1])
+                if prefix == "counterfactual":
+                    source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
 
         sentence = sentences[i]
         rec: dict[str, Any] = {
@@ -572,6 +613,7 @@ def importance_table(
             "n_answered": 0 if cur is None else int(cur["n"][0] - cur["counts"][0, codes[NO_ANSWER]]),
             "n_forced": int(n_of(fcur, "n")),
             "n_different": int(n_of(cur, "n_d")),
+            "counterfactual_source": source,
         }
         rec["n_no_answer"] = rec["n_rollouts"] - rec["n_answered"]
         for name in METRICS:
@@ -614,6 +656,7 @@ def _schema() -> dict[str, pl.DataType]:
         "n_answered": pl.Int64,
         "n_forced": pl.Int64,
         "n_different": pl.Int64,
+        "counterfactual_source": pl.String,
         "n_no_answer": pl.Int64,
     }
     for name in METRICS:

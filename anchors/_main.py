@@ -10,6 +10,35 @@ import click
 from resampling._cli import backend_options, make_backend_from_options
 
 
+def counterfactual_options(f):
+    """``--min-different``, ``--min-dtf`` and ``--counterfactual-fallback`` (see ``ImportanceOptions``)."""
+    f = click.option(
+        "--counterfactual-fallback",
+        type=click.Choice(["nan", "resampling"]),
+        default="nan",
+        show_default=True,
+        help="Below the floors: NaN, or resampling importance (Thought Branches).",
+    )(f)
+    f = click.option(
+        "--min-dtf",
+        type=click.FloatRange(0, 1, max_open=True),
+        default=0.05,
+        show_default=True,
+        help="Counterfactual importance needs a different-trajectories fraction above this.",
+    )(f)
+    return click.option(
+        "--min-different",
+        type=click.IntRange(min=1),
+        default=5,
+        show_default=True,
+        help="Counterfactual importance needs at least this many rollouts that change the sentence's meaning.",
+    )(f)
+
+
+def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
+    return {"min_different": min_different, "min_dtf": min_dtf, "counterfactual_fallback": fallback}
+
+
 @click.command("importance")
 @backend_options
 @click.option(
@@ -38,6 +67,7 @@ from resampling._cli import backend_options, make_backend_from_options
     show_default=True,
     help="thought_anchors reproduces the reference code's conventions.",
 )
+@counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
 @click.option(
     "--cache",
@@ -60,6 +90,9 @@ def importance(
     temperature,
     max_new_tokens,
     convention,
+    min_different,
+    min_dtf,
+    counterfactual_fallback,
     no_whitebox,
     cache_dir,
     quiet,
@@ -82,7 +115,11 @@ def importance(
         trace = load_trace(trace_file)
     else:
         trace, _ = onpolicy_trace(be, model_id, seed, temperature=temperature, max_new_tokens=max_new_tokens)
-    options = ImportanceOptions.thought_anchors() if convention == "thought_anchors" else ImportanceOptions()
+    options = (
+        ImportanceOptions.thought_anchors()
+        if convention == "thought_anchors"
+        else ImportanceOptions(**_floors(min_different, min_dtf, counterfactual_fallback))
+    )
     run = compute_importance(
         be,
         trace,
@@ -123,6 +160,7 @@ def validate() -> None:
 @click.option(
     "--seed", type=int, default=1000, show_default=True, help="First problem seed (problems are fresh)."
 )
+@counterfactual_options
 @click.option("--no-whitebox", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option(
@@ -132,7 +170,18 @@ def validate() -> None:
     default=Path(".cotscope-cache/validate"),
     show_default=True,
 )
-def validate_anchors_command(quick, n_traces, samples, seed, no_whitebox, as_json, cache_dir) -> None:
+def validate_anchors_command(
+    quick,
+    n_traces,
+    samples,
+    seed,
+    min_different,
+    min_dtf,
+    counterfactual_fallback,
+    no_whitebox,
+    as_json,
+    cache_dir,
+) -> None:
     """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
     from anchors._validate import validate_anchors
 
@@ -150,6 +199,7 @@ def validate_anchors_command(quick, n_traces, samples, seed, no_whitebox, as_jso
         whitebox=not no_whitebox,
         cache_dir=cache_dir,
         progress=progress,
+        options=_floors(min_different, min_dtf, counterfactual_fallback),
     )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))

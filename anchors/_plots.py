@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -51,16 +52,18 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def _legend(ax, colors: dict[str, str], roles: Sequence[str]) -> None:
+def _legend(ax, colors: dict[str, str], roles: Sequence[str], undefined: bool = False) -> None:
+    """Role colours (and the "undefined" marker when drawn), outside the axes so that no bar hides under it."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     present = [r for r in colors if r in set(roles)]
-    ax.legend(
-        handles=[Patch(color=colors[r], label=r) for r in present],
-        fontsize=7,
-        loc="upper right",
-        frameon=False,
-    )
+    handles: list[Any] = [Patch(color=colors[r], label=r) for r in present]
+    if undefined:
+        handles.append(
+            Line2D([], [], marker="x", color="0.5", linestyle="none", markersize=4, label="undefined")
+        )
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def plot_importance(table: pl.DataFrame, metric: str = "counterfactual_importance_kl") -> Figure:
@@ -91,7 +94,7 @@ def plot_importance(table: pl.DataFrame, metric: str = "counterfactual_importanc
     ax.axhline(0, color="0.3", linewidth=0.5)
     ax.set_xlabel("sentence position")
     ax.set_ylabel(metric.replace("_", " "))
-    _legend(ax, colors, roles)
+    _legend(ax, colors, roles, undefined=bool(undefined.any()))
     return fig
 
 

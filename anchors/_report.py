@@ -38,6 +38,9 @@ REPORT_METRICS: tuple[str, ...] = (
 _OPTIONAL_METRICS = ("outgoing_importance", "incoming_importance", "receiver_score", "suppression_outgoing")
 """Shown too when the table has them (matrix scores; white-box columns)."""
 
+_COUNTS = {"n_rollouts": "n", "n_different": "n diff"}
+"""Sample-size columns of the sentence table: rollouts at the position, and how many of them changed its meaning."""
+
 _SHORT = {
     "accuracy": "acc",
     "resampling_importance_accuracy": "RS acc",
@@ -93,11 +96,11 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventL
 """
 
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1600px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
 table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #ddd;padding:3px 6px;vertical-align:top}
 th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}td.num{text-align:right;white-space:nowrap}
-td.text{max-width:480px}.ci{color:#888;font-size:10px}img{max-width:100%}.meta{color:#555;font-size:12px}
+td.text{min-width:240px;max-width:480px}.ci{color:#888;font-size:10px}img{max-width:100%}.meta{color:#555;font-size:12px}
 """
 
 
@@ -142,7 +145,8 @@ def render_report(
             f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
         )
     metrics = [m for m in (*REPORT_METRICS, *_OPTIONAL_METRICS) if m in table.columns]
-    head = ["pos", "role", "sentence", "n", *(_SHORT.get(m, m) for m in metrics)]
+    counts = [c for c in ("n_rollouts", "n_different") if c in table.columns]
+    head = ["pos", "role", "sentence", *(_COUNTS[c] for c in counts), *(_SHORT.get(m, m) for m in metrics)]
     parts.append("<h2>Sentences</h2><table class='sortable'><thead><tr>")
     parts.extend(f"<th title='click to sort'>{html.escape(h)}</th>" for h in head)
     parts.append("</tr></thead><tbody>")
@@ -151,8 +155,8 @@ def render_report(
             f"<td class='num' data-v='{row['position']}'>{row['position']}</td>",
             f"<td data-v='{html.escape(str(row.get('role') or ''))}'>{html.escape(str(row.get('role') or ''))}</td>",
             f"<td class='text' data-v='{html.escape(row['text'][:40], quote=True)}'>{html.escape(row['text'])}</td>",
-            f"<td class='num' data-v='{row.get('n_rollouts', '')}'>{_fmt(row.get('n_rollouts'))}</td>",
         ]
+        cells += [f"<td class='num' data-v='{_sort_key(row.get(c))}'>{_fmt(row.get(c))}</td>" for c in counts]
         for m in metrics:
             value = row.get(m)
             ci = ""

@@ -122,8 +122,13 @@ def validate_anchors(
     whitebox: bool = True,
     cache_dir: str | os.PathLike = ".cotscope-cache/validate",
     progress: Any = None,
+    options: dict[str, Any] | None = None,
 ) -> ValidationResult:
-    """Sample on-policy traces until ``n_traces`` clean ones are found, score them all, compare with ground truth."""
+    """Sample on-policy traces until ``n_traces`` clean ones are found, score them all, compare with ground truth.
+
+    ``options`` are passed to :class:`~anchors.ImportanceOptions` (e.g. ``min_different``); bootstrap intervals and
+    the continuation metrics are off here, since only the point estimates rank sentences.
+    """
     import organisms
     from anchors._blackbox import ImportanceOptions
     from anchors._embedding import TextEmbeddings
@@ -165,7 +170,7 @@ def validate_anchors(
     per_method: dict[str, list[tuple[float, float]]] = {m: [] for m in [*METHODS, *BASELINES]}
     records = []
     emb = TextEmbeddings()
-    options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)
+    options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
     for k, (_ex, tr, (planted_plain, case)) in enumerate(chosen):
         run = compute_importance(
             backend,

@@ -13,6 +13,8 @@ from anchors import ImportanceOptions, importance_table, kl_divergence, sentence
 from anchors._blackbox import _weights
 
 SENTENCES = ["Alpha one.", "Beta two."]
+FORMULA = {"min_different": 1, "min_dtf": 0.0}
+"""Counterfactual metrics defined from a single differing rollout: these tables are tiny and test the formulas."""
 
 
 def small_rollouts():
@@ -30,7 +32,7 @@ def small_rollouts():
 
 
 def run(rows, options=None, sentences=SENTENCES, **kw):
-    opts = options or ImportanceOptions(n_bootstrap=0)
+    opts = options or ImportanceOptions(**FORMULA, n_bootstrap=0)
     return importance_table(
         rows, FakeTrace(), sentences, roles=["r"] * len(sentences), options=opts, embed=topic_embed, **kw
     )
@@ -75,7 +77,7 @@ def test_hand_computed_metrics_cotscope_convention():
 
 
 def test_exclude_no_answer_changes_kl_only():
-    t = run(small_rollouts(), ImportanceOptions(n_bootstrap=0, no_answer="exclude"))
+    t = run(small_rollouts(), ImportanceOptions(**FORMULA, n_bootstrap=0, no_answer="exclude"))
     r0, r1 = t.row(0, named=True), t.row(1, named=True)
     assert r0["resampling_importance_kl"] == pytest.approx(kl([4 / 6, 2 / 6], [3 / 4, 1 / 4]))
     assert math.isnan(r1["counterfactual_importance_kl"])  # D_1 holds no answered rollout
@@ -139,7 +141,7 @@ def test_kl_divergence_smoothing_and_empty():
 def test_bootstrap_interval_is_seeded_and_has_the_binomial_width():
     rows = [rollout(0, "4" if k % 2 == 0 else "5", k % 2 == 0, first="Alpha.") for k in range(100)]
     rows += [rollout(1, "4", True, first="Beta.") for _ in range(100)]
-    opts = ImportanceOptions(n_bootstrap=400, seed=3, continuation_metrics=False)
+    opts = ImportanceOptions(**FORMULA, n_bootstrap=400, seed=3, continuation_metrics=False)
     a = run(table(rows), opts)
     b = run(table(rows), opts)
     assert a.equals(b)
@@ -255,7 +257,11 @@ def test_roles_default_to_cot_labels():
     sentences = split_sentences("First, let me plan this. Wait, that is wrong.")
     rows = [rollout(0, "4", True, first="First.")]
     t = importance_table(
-        table(rows), FakeTrace(), sentences, options=ImportanceOptions(n_bootstrap=0), embed=topic_embed
+        table(rows),
+        FakeTrace(),
+        sentences,
+        options=ImportanceOptions(**FORMULA, n_bootstrap=0),
+        embed=topic_embed,
     )
     assert t["role"].to_list() == label_sentences(sentences)
     assert t["start"].to_list() == [s.start for s in sentences]
@@ -272,9 +278,9 @@ def test_changed_numbers_count_as_a_different_meaning():
     rows += [rollout(1, "3", False, first="So it is 3.") for _ in range(4)]
     rows += [rollout(2, "3", False, first="Done.")]
     aware = run(table(rows), sentences=sentences).row(0, named=True)
-    blind = run(table(rows), ImportanceOptions(n_bootstrap=0, numbers_differ=False), sentences=sentences).row(
-        0, named=True
-    )
+    blind = run(
+        table(rows), ImportanceOptions(**FORMULA, n_bootstrap=0, numbers_differ=False), sentences=sentences
+    ).row(0, named=True)
     assert aware["different_trajectories_fraction"] == pytest.approx(0.25)
     assert aware["n_different"] == 1
     # acc(R_1) - acc(D_0) = 0 - 1: keeping the wrong "giving 3" lowers accuracy.
@@ -293,7 +299,11 @@ def test_number_aware_matches_in_the_sentence_matrix():
     rows += [rollout(1, "4", True, first="Step two gives 5.", text="Step two gives 5.")]
     rows += [rollout(2, "4", True, first="Done now.", text="Done now.")]
     m = sentence_matrix(
-        table(rows), FakeTrace(), sentences, options=ImportanceOptions(n_bootstrap=0), embed=topic_embed
+        table(rows),
+        FakeTrace(),
+        sentences,
+        options=ImportanceOptions(**FORMULA, n_bootstrap=0),
+        embed=topic_embed,
     )
     # Sentence 1 ("gives 4") appears after position 0 but not after position 1 (which says "gives 5").
     assert m[0, 1] == pytest.approx(0.0 - 1.0)
@@ -301,7 +311,91 @@ def test_number_aware_matches_in_the_sentence_matrix():
         table(rows),
         FakeTrace(),
         sentences,
-        options=ImportanceOptions(n_bootstrap=0, numbers_differ=False),
+        options=ImportanceOptions(**FORMULA, n_bootstrap=0, numbers_differ=False),
         embed=topic_embed,
     )
     assert blind[0, 1] == pytest.approx(0.0)
+
+
+def few_different_rollouts(n_same, n_diff, n_diff_back=0):
+    """R_0: ``n_same`` rollouts that rewrite 'Alpha' (answer 4, right) and ``n_diff`` that write 'Gamma' instead
+    (answer 5, wrong), ``n_diff_back`` of which bring Alpha back later; R_1: 10 x (4, right)."""
+    rows = [rollout(0, "4", True, first="Alpha again.") for _ in range(n_same)]
+    rows += [
+        rollout(0, "5", False, first="Gamma.", text="Gamma. Alpha again." if k < n_diff_back else "Gamma.")
+        for k in range(n_diff)
+    ]
+    rows += [rollout(1, "4", True, first="Beta two.") for _ in range(10)]
+    return table(rows)
+
+
+def test_counterfactual_needs_enough_different_rollouts():
+    # 4 of 20 differ: below the default floor of 5, so no counterfactual value, not a 4-sample estimate
+    t = run(few_different_rollouts(16, 4), ImportanceOptions(n_bootstrap=0))
+    r0 = t.row(0, named=True)
+    assert r0["n_different"] == 4 and r0["different_trajectories_fraction"] == pytest.approx(0.2)
+    assert math.isnan(r0["counterfactual_importance_kl"])
+    assert math.isnan(r0["counterfactual_importance_accuracy"])
+    assert r0["counterfactual_source"] == "undefined"
+    assert r0["resampling_importance_kl"] > 0  # the other metrics are untouched
+    # with the floor at 4 the value is the formula: KL(D_0 || R_1) over {4, 5}, add-one
+    r0 = run(few_different_rollouts(16, 4), ImportanceOptions(n_bootstrap=0, min_different=4)).row(
+        0, named=True
+    )
+    assert r0["counterfactual_source"] == "counterfactual"
+    assert r0["counterfactual_importance_kl"] == pytest.approx(kl([1 / 6, 5 / 6], [11 / 12, 1 / 12]))
+    assert r0["counterfactual_importance_accuracy"] == pytest.approx(1.0)
+    # Thought Branches' fallback: resampling importance in its place, and said so
+    opts = ImportanceOptions(n_bootstrap=0, counterfactual_fallback="resampling")
+    r0 = run(few_different_rollouts(16, 4), opts).row(0, named=True)
+    assert r0["counterfactual_source"] == "resampling"
+    assert r0["counterfactual_importance_kl"] == r0["resampling_importance_kl"]
+    assert r0["counterfactual_importance_accuracy"] == r0["resampling_importance_accuracy"]
+    assert r0["counterfactual_importance_kl_n"] == r0["resampling_importance_kl_n"]
+
+
+def test_counterfactual_needs_a_different_trajectories_fraction_above_the_floor():
+    # 5 of 100 differ: enough rollouts, but a fraction of 0.05 is not above Thought Branches' 0.05
+    r0 = run(few_different_rollouts(95, 5), ImportanceOptions(n_bootstrap=0)).row(0, named=True)
+    assert r0["different_trajectories_fraction"] == pytest.approx(0.05)
+    assert math.isnan(r0["counterfactual_importance_kl"]) and r0["counterfactual_source"] == "undefined"
+    r0 = run(few_different_rollouts(94, 6), ImportanceOptions(n_bootstrap=0)).row(0, named=True)
+    assert r0["counterfactual_source"] == "counterfactual"
+    assert r0["counterfactual_importance_kl"] == pytest.approx(kl([1 / 8, 7 / 8], [11 / 12, 1 / 12]))
+
+
+def test_counterfactual_pp_floor_reads_the_rollouts_it_keeps():
+    # 6 differ (enough for CF), but 2 bring Alpha back: D⁻ holds 4, below the floor
+    r0 = run(few_different_rollouts(14, 6, n_diff_back=2), ImportanceOptions(n_bootstrap=0)).row(
+        0, named=True
+    )
+    assert r0["counterfactual_source"] == "counterfactual" and math.isfinite(
+        r0["counterfactual_importance_kl"]
+    )
+    assert r0["resilience"] == pytest.approx(2 / 6)
+    assert math.isnan(r0["counterfactual_pp_importance_kl"])
+    r0 = run(few_different_rollouts(13, 7, n_diff_back=2), ImportanceOptions(n_bootstrap=0)).row(
+        0, named=True
+    )
+    assert r0["counterfactual_pp_importance_kl"] == pytest.approx(kl([1 / 7, 6 / 7], [11 / 12, 1 / 12]))
+
+
+def test_reference_convention_has_no_floor():
+    r0 = run(few_different_rollouts(19, 1), ImportanceOptions.thought_anchors(n_bootstrap=0)).row(
+        0, named=True
+    )
+    assert r0["counterfactual_source"] == "counterfactual"
+    assert r0["counterfactual_importance_accuracy"] == pytest.approx(-1.0)  # acc(D_0) - acc(R_1), their sign
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"min_different": 0}, "min_different must be >= 1"),
+        ({"min_dtf": 1.0}, "min_dtf must be in"),
+        ({"counterfactual_fallback": "zero"}, "choose one of: nan, resampling"),
+    ],
+)
+def test_counterfactual_floor_options_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        ImportanceOptions(**kw)

@@ -31,6 +31,12 @@ def test_importance_writes_every_output(importance_out):
     for col in ("counterfactual_importance_kl", "resampling_importance_accuracy", "forced_importance_kl"):
         assert {f"{col}_lo", f"{col}_hi", f"{col}_n"} <= set(table.columns)
     assert {"receiver_score", "suppression_outgoing", "role", "text", "accuracy"} <= set(table.columns)
+    # counterfactual importance only where at least 5 of the 6 rollouts changed the sentence's meaning
+    defined = table.filter(pl.col("counterfactual_source") == "counterfactual")
+    undefined = table.filter(pl.col("counterfactual_source") == "undefined")
+    assert defined.height + undefined.height == k and undefined.height > 0
+    assert (defined["n_different"] >= 5).all() and (undefined["n_different"] < 5).all()
+    assert undefined["counterfactual_importance_kl"].is_nan().all()
     html = (importance_out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "<table" in html
     graph = nx.read_graphml(importance_out / "graph.graphml")
@@ -65,10 +71,12 @@ def test_bad_input_to_importance(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_validate_anchors_contract(capsys):
-    code = main(["validate", "anchors", "--n-traces", "2", "--samples", "4", "--json", "--no-whitebox"])
+    args = ["validate", "anchors", "--n-traces", "2", "--samples", "4", "--json", "--no-whitebox"]
+    code = main([*args, "--min-different", "2", "--min-dtf", "0"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert data["n_traces"] == 2
+    assert (data["settings"]["options"]["min_different"], data["settings"]["options"]["min_dtf"]) == (2, 0.0)
     for name in ("counterfactual_importance_kl", "random", "position", "sentence_length", "contains_number"):
         m = data["methods"][name]
         assert 0.0 <= m["top1"] <= 1.0 and "spearman" in m
