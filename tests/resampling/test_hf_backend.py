@@ -129,7 +129,8 @@ def test_score_teacher_forcing_matches_manual_logprobs(tiny_model, tiny_tokenize
     got = backend.score(prompt, conts)
     for c, value in zip(conts, got, strict=True):
         ids = torch.tensor([prompt + c])
-        logp = torch.log_softmax(tiny_model(ids).logits.float(), -1)[0]
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_model(ids).logits.float(), -1)[0]
         ref = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(c))
         assert value == pytest.approx(ref, abs=1e-4)
 
