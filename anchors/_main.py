@@ -83,6 +83,7 @@ def importance(
     base_url,
     batch_size,
     device,
+    backend_option,
     trace_file,
     samples,
     seed,
@@ -109,7 +110,7 @@ def importance(
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device)
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
     if trace_file is not None:
         trace = load_trace(trace_file)

@@ -52,18 +52,80 @@ def backend_options(f):
             help="Rollouts decoded together (hf); does not change the results.",
         ),
         click.option("--device", default=None, help="cpu or cuda (default: cuda where available)."),
+        click.option(
+            "--backend-option",
+            "backend_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Repeatable. vllm: any vllm.LLM argument (tensor_parallel_size=2, max_model_len=8192, "
+            "gpu_memory_utilization=0.8). openai: max_retries, timeout_s, max_in_flight, max_n, use_n, use_seeds, "
+            "vllm_extras, token_prompts, backoff_s, backoff_max_s, served_model_name, tokenizer. Values are JSON "
+            "(numbers, true/false, null) or plain strings.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
+_OPENAI_FIXED = {"self", "cls", "model", "model_id", "endpoints", "base_url", "kwargs"}
+
+
+def parse_backend_options(backend: str, items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to keyword arguments of the backend (values parsed as JSON where they are JSON)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(
+                f"'{item}' is not KEY=VALUE, e.g. --backend-option max_model_len=8192",
+                param_hint="--backend-option",
+            )
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[key] = value
+    if not out:
+        return out
+    if backend == "hf":
+        raise click.BadParameter(
+            "the hf backend takes no extra options (it has --device and --batch-size); "
+            "--backend-option is for vllm and openai",
+            param_hint="--backend-option",
+        )
+    if backend == "openai":
+        import inspect
+
+        from resampling._openai import OpenAIBackend
+
+        known = (
+            set(inspect.signature(OpenAIBackend.__init__).parameters)
+            | set(inspect.signature(OpenAIBackend.from_model_id).parameters)
+        ) - _OPENAI_FIXED
+        unknown = sorted(set(out) - known)
+        if unknown:
+            raise click.BadParameter(
+                f"the openai backend has no option {', '.join(unknown)}; choose from: {', '.join(sorted(known))}",
+                param_hint="--backend-option",
+            )
+    return out
+
+
 def make_backend_from_options(
-    model_id: str, backend: str, base_url: tuple[str, ...], batch_size: int, device
+    model_id: str,
+    backend: str,
+    base_url: tuple[str, ...],
+    batch_size: int,
+    device,
+    backend_option: tuple[str, ...] = (),
 ):
+    """The backend that ``backend_options`` describe; ``--backend-option`` settings go to its constructor."""
     from resampling._backend import make_backend
 
     kwargs: dict[str, Any] = {"model_id": model_id}
+    extra = parse_backend_options(backend, backend_option)
     if backend == "hf":
         kwargs.update(batch_size=batch_size, device=device)
     elif backend == "openai":
@@ -72,6 +134,7 @@ def make_backend_from_options(
                 "the openai backend needs --base-url URL (one or more)", param_hint="--base-url"
             )
         kwargs.update(endpoints=list(base_url))
+    kwargs.update(extra)
     return make_backend(backend, **kwargs)
 
 
@@ -135,6 +198,7 @@ def resample(
     base_url,
     batch_size,
     device,
+    backend_option,
     trace_file,
     samples,
     seed,
@@ -166,7 +230,7 @@ def resample(
                 f"'{positions}' is not a comma-separated list of integers", param_hint="--positions"
             ) from None
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device)
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
     tokenizer = be.tokenizer
     prefixes = TracePrefixes.build(trace, tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, positions=pos, forced_answer=forced_answer)
