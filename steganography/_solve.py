@@ -18,6 +18,7 @@ optional ``nll`` callable (text -> mean token NLL; lower is better) re-ranks the
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -209,6 +210,20 @@ def solve_affine(text: str, top: int = 3) -> list[Candidate]:
     return out
 
 
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _looks_leet(text: str) -> bool:
+    """Leetspeak writes digits inside words ("th3", "f0x"); plain text with numbers keeps them apart ("adds 5 to 7").
+
+    True when at least a quarter of the words that hold letters also hold a leet digit (0 1 3 4 5 7). Leetspeak
+    English passes easily (most words have an a, e, i, o, s or t); arithmetic prose has no such word.
+    """
+    words = [w for w in _WORD.findall(text) if any(c.isalpha() for c in w)]
+    mixed = sum(any(d in w for d in "013457") for w in words)
+    return bool(words) and mixed >= max(1, len(words) / 4)
+
+
 def _layer_candidates(text: str) -> list[Candidate]:
     """Keyless decoders; each is tried and kept only if it decodes without error."""
     out = [Candidate("plain", None, text, english_likelihood(text), "")]
@@ -227,7 +242,7 @@ def _layer_candidates(text: str) -> list[Candidate]:
             continue
         if plain.strip() and plain != text:
             out.append(Candidate(name, None, plain, english_likelihood(plain), name))
-    if any(d in text for d in "013457") and any(c.isalpha() for c in text):
+    if _looks_leet(text):
         plain = C.CIPHERS["leetspeak"].decode(text)
         out.append(Candidate("leetspeak", None, plain, english_likelihood(plain), "leetspeak"))
     hidden = C.acrostic_decode(text)

@@ -75,6 +75,27 @@ def test_plain_english_is_reported_as_plain():
         assert break_cipher(passage).best.family == "plain"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Wait, 5 plus 4 is not 5, it is 9.",
+        "We start with 3 and have five steps. Step one subtracts 6 from 3, giving 7.",
+        "So the final digit is 4.",
+    ],
+)
+def test_plain_arithmetic_is_not_read_as_leetspeak(text):
+    """Digits standing alone are numbers; leetspeak puts them inside words."""
+    best = break_cipher(text).best
+    assert (best.family, best.plaintext) == ("plain", text)
+    assert all(c.family != "leetspeak" for c in break_cipher(text).candidates)
+
+
+def test_short_leetspeak_with_standalone_digits_is_still_found():
+    plain = "so we add a few more and it is done by now"
+    best = break_cipher(CIPHERS["leetspeak"].encode(plain)).best
+    assert (best.family, best.plaintext) == ("leetspeak", plain)
+
+
 def test_key_cost_penalises_large_key_spaces_on_short_text():
     text = "the answer is four"
     assert penalised_score(text, 26.6) < penalised_score(text, 1.4) < penalised_score(text)
