@@ -588,9 +588,10 @@ def suppression_token_kl(
 
     With ``top_p`` set (the paper: 0.9999 at ``max_ids=100``), both distributions are restricted to the union of
     their nuclei (each: the fewest ids reaching ``top_p``, at most ``max_ids``) and renormalised before the KL.
-    ``batch_size`` suppressed copies of the sequence run per forward (memory: ``batch_size * T * V`` logits), on a
-    KV cache of the tokens before the batch's first suppressed sentence ends (computed once per batch): the work is
-    ``sum_batches (end_first + batch_size * (T - end_first))`` tokens instead of ``S * T``.
+    ``batch_size`` suppressed copies of the sequence run per forward (memory: ``(batch_size + 1) * T * V`` logits,
+    the base run's included), on a KV cache of the tokens before the batch's first suppressed sentence ends (computed
+    once per batch): the work is ``sum_batches (end_first + batch_size * (T - end_first))`` tokens instead of
+    ``S * T``.
     Returns a float64 array of shape ``(S, T)``, ``K >= 0``.
     """
     import torch
