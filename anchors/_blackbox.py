@@ -585,19 +585,19 @@ def importance_table(
         m["counterfactual_pp_importance_kl"] = (kl(cur, "counts_gone", nxt), kl_n(cur, "counts_gone", nxt))
         source = "counterfactual"
         if not opts.compat:
-            dtf_point = float(dtf[0])
+            # the floors hold per bootstrap replicate too, so the interval is of the same statistic as the value
             for prefix, n_key in (("counterfactual", "n_d"), ("counterfactual_pp", "n_gone")):
-                if n_key == "n_gone" and "n_gone" not in (cur or {}):
-                    continue  # continuation metrics off: counterfactual++ stays NaN
-                if n_of(cur, n_key) >= opts.min_different and dtf_point > opts.min_dtf:
-                    continue
+                with np.errstate(invalid="ignore"):
+                    ok = (get(cur, n_key) >= opts.min_different) & (dtf > opts.min_dtf)
                 for what in ("accuracy", "kl"):
                     name = f"{prefix}_importance_{what}"
+                    values, n = m[name]
                     if opts.counterfactual_fallback == "resampling":
-                        m[name] = m[f"resampling_importance_{what}"]
+                        rs_values, rs_n = m[f"resampling_importance_{what}"]
+                        m[name] = (np.where(ok, values, rs_values), n if ok[0] else rs_n)
                     else:
-                        m[name] = (nan, m[name][1])
-                if prefix == "counterfactual":
+                        m[name] = (np.where(ok, values, np.nan), n)
+                if prefix == "counterfactual" and not ok[0]:
                     source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
 
         sentence = sentences[i]

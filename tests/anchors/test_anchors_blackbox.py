@@ -399,3 +399,16 @@ def test_reference_convention_has_no_floor():
 def test_counterfactual_floor_options_are_checked(kw, message):
     with pytest.raises(ValueError, match=message):
         ImportanceOptions(**kw)
+
+
+def test_counterfactual_floors_hold_in_every_bootstrap_replicate():
+    # D_0: 5 wrong rollouts out of 20 against a unanimous R_1. KL grows with |D_0| here, so a replicate drawing fewer
+    # than 5 of them would fall below KL(|D| = 5); with the floor, no replicate in the interval does.
+    kl5 = kl([1 / 7, 6 / 7], [11 / 12, 1 / 12])
+    floored = run(few_different_rollouts(15, 5), ImportanceOptions(n_bootstrap=300)).row(0, named=True)
+    assert floored["counterfactual_importance_kl"] == pytest.approx(kl5)
+    assert floored["counterfactual_importance_kl_lo"] >= kl5 - 1e-9
+    loose = run(few_different_rollouts(15, 5), ImportanceOptions(n_bootstrap=300, min_different=1)).row(
+        0, named=True
+    )
+    assert loose["counterfactual_importance_kl_lo"] < kl5
