@@ -52,13 +52,21 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def _legend(ax, colors: dict[str, str], roles: Sequence[str], undefined: bool = False) -> None:
-    """Role colours (and the "undefined" marker when drawn), outside the axes so that no bar hides under it."""
+_RAISES, _LOWERS = "#c44e52", "#4c72b0"
+"""Edge colours of the dependency graph: M[i, j] > 0 and M[i, j] < 0."""
+
+
+def _legend(
+    ax, colors: dict[str, str], roles: Sequence[str], undefined: bool = False, extra: Sequence[Any] = ()
+) -> None:
+    """Role colours (then ``extra`` handles, and the "undefined" marker when drawn), outside the axes so that no
+    bar hides under it."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     present = [r for r in colors if r in set(roles)]
     handles: list[Any] = [Patch(color=colors[r], label=r) for r in present]
+    handles.extend(extra)
     if undefined:
         handles.append(
             Line2D([], [], marker="x", color="0.5", linestyle="none", markersize=4, label="undefined")
@@ -133,6 +141,7 @@ def plot_graph(
     """Arc diagram of the dependency graph: sentences on a line (coloured by role, sized by ``|size_metric|``), each
     sentence's ``top_k`` strongest edges as arcs (red: keeping the source raises the target's chance, blue: lowers
     it; opacity by ``|M[i, j]|``)."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Arc
 
     from anchors._graph import build_graph
@@ -162,7 +171,7 @@ def plot_graph(
                 width,
                 theta1=0,
                 theta2=180,
-                color="#c44e52" if d["weight"] > 0 else "#4c72b0",
+                color=_RAISES if d["weight"] > 0 else _LOWERS,
                 alpha=0.15 + 0.85 * abs(d["weight"]) / wmax if wmax > 0 else 0.5,
                 linewidth=0.8,
             )
@@ -174,8 +183,12 @@ def plot_graph(
     ax.set_xlabel("sentence position")
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-    ax.set_title(f"top {top_k} edges per sentence", fontsize=9)
-    _legend(ax, colors, roles)
+    ax.set_title(f"top {top_k} edges per sentence; node size: |{size_metric}|", fontsize=9)
+    edges = [
+        Line2D([], [], color=_RAISES, linewidth=1.2, label="keeping i raises j's content"),
+        Line2D([], [], color=_LOWERS, linewidth=1.2, label="keeping i lowers j's content"),
+    ]
+    _legend(ax, colors, roles, extra=edges)
     return fig
 
 
