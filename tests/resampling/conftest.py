@@ -1,4 +1,4 @@
-"""Tiny models built in the session (no download): a BPE tokenizer with an R1-style chat template, a random Llama."""
+"""Tiny models built by the test fixtures (no download): a BPE tokenizer with an R1-style chat template, a random Llama."""
 
 from __future__ import annotations
 
