@@ -118,11 +118,13 @@ class ImportanceOptions:
     seed: int = 0
     """Seed of the bootstrap; the same seed gives the same intervals."""
     convention: Literal["cotscope", "thought_anchors"] = "cotscope"
-    """``thought_anchors`` reproduces the reference ``analyze_rollouts.py`` for side-by-side comparison: alpha=1e-9
-    and unanswered rollouts dropped everywhere (``kl_alpha`` and ``no_answer`` are then ignored); the next position
-    is the next one that has rollouts; counterfactual accuracy is acc(D_i) - acc(R_next); counterfactual KL compares
-    D_i with R_next ∪ (R_i ∖ D_i); different-trajectories fraction divides by all answered rollouts; 0.0 wherever a
-    value is undefined."""
+    """``thought_anchors`` reproduces the reference ``analyze_rollouts.py`` / ``step_attribution.py`` for side-by-side
+    comparison: alpha=1e-9 and unanswered rollouts dropped from the metrics (``kl_alpha`` and ``no_answer`` are then
+    ignored); chunks are sentences 0..K-1, the next chunk is the next one with rollouts (answered or not; a chunk
+    with none graded has accuracy 0.0), resampling accuracy uses exactly i+1 and forced metrics exactly chunk i+1;
+    the last chunk's different-trajectories fraction and overdeterminedness are 0.0; counterfactual accuracy is
+    acc(D_i) - acc(R_next); counterfactual KL compares D_i with R_next ∪ (R_i ∖ D_i); different-trajectories
+    fraction divides by all answered rollouts; 0.0 wherever a value is undefined. docs/anchors.md lists every rule."""
     numbers_differ: bool = True
     """Number-aware meaning: a regenerated sentence also differs in meaning from ``S_i`` when the numbers it states
     (in order) differ from ``S_i``'s, and a continuation sentence matches ``S_j`` only when their numbers agree.
@@ -452,6 +454,11 @@ def importance_table(
     emb = as_text_embeddings(embed)
     resample = rows.filter(pl.col("kind") == "resample")
     forced = rows.filter(pl.col("kind") == "forced_answer")
+    # The reference's chunk set: positions 0..K-1 that have rollouts, answered or not (a position whose rollouts
+    # all lack an answer is still the "next" one, with accuracy 0.0); forced probes exist for every such chunk once
+    # any exist (a missing one counts as accuracy 0.0 and an empty answer distribution).
+    present = {p for p in resample["position"].to_list() if p < k}
+    any_forced = forced.height > 0
     if opts.compat:
         resample = resample.filter(pl.col("answer_norm").is_not_null())
         forced = forced.filter(pl.col("answer_norm").is_not_null())
@@ -507,7 +514,8 @@ def importance_table(
     def next_pos(kind: int, i: int) -> int | None:
         if not opts.compat:
             return i + 1
-        present = by_pos if kind == 0 else forced_by_pos
+        if kind == 1:
+            return i + 1 if any_forced and i + 1 < k else None
         later = [p for p in present if p > i]
         return min(later) if later else None
 
@@ -516,6 +524,12 @@ def importance_table(
     def get(s: dict[str, np.ndarray] | None, key: str) -> np.ndarray:
         """A statistic for every replicate; NaN when the set is missing."""
         return s[key] if s is not None and key in s else nan
+
+    def ref_acc(kind: int, p: int | None) -> np.ndarray:
+        """Accuracy as the reference keeps it: 0.0 for a chunk it knows (see ``present``) with no graded rollout."""
+        value = get(stats(kind, p), "acc")
+        known = p is not None and p < k and (p in present if kind == 0 else any_forced)
+        return np.nan_to_num(value, nan=0.0) if known else value
 
     def n_of(s: dict[str, np.ndarray] | None, key: str) -> float:
         """A count on the data itself (replicate 0)."""
@@ -544,13 +558,18 @@ def importance_table(
 
         m["accuracy"] = (get(cur, "acc"), n_of(cur, "graded"))
         if opts.compat:
+            m["accuracy"] = (ref_acc(0, i), n_of(cur, "graded"))
             m["resampling_importance_accuracy"] = (
-                get(nxt1, "acc") - get(cur, "acc"),
+                ref_acc(0, i + 1) - ref_acc(0, i),
                 min(n_of(cur, "graded"), n_of(nxt1, "graded")),
             )
             same = cur["counts_same"] if cur is not None and "counts_same" in cur else None
+            # 0.0 (via NaN) when D_i or the next chunk's answered rollouts are empty; otherwise ungraded -> 0.0
+            cf_acc = np.nan_to_num(get(cur, "acc_d"), nan=0.0) - np.nan_to_num(get(nxt, "acc"), nan=0.0)
+            if nxt is None or n_of(cur, "n_d") == 0:
+                cf_acc = nan
             m["counterfactual_importance_accuracy"] = (
-                get(cur, "acc_d") - get(nxt, "acc"),
+                cf_acc,
                 min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
             )
             m["counterfactual_importance_kl"] = (
@@ -558,6 +577,8 @@ def importance_table(
                 kl_n(cur, "counts_d", nxt),
             )
             dtf = _safe_div(get(cur, "n_d"), get(cur, "n"))
+            if next_pos(0, i) is None:  # the reference returns 0.0 for both when no later chunk exists
+                dtf = np.zeros_like(dtf)
         else:
             m["resampling_importance_accuracy"] = (
                 get(nxt, "acc") - get(cur, "acc"),
@@ -571,12 +592,17 @@ def importance_table(
             dtf = get(cur, "dtf")
         m["resampling_importance_kl"] = (kl(cur, "counts", nxt), kl_n(cur, "counts", nxt))
         m["forced_importance_accuracy"] = (
-            get(fnxt, "acc") - get(fcur, "acc"),
+            (ref_acc(1, next_pos(1, i)) - ref_acc(1, i))
+            if opts.compat
+            else get(fnxt, "acc") - get(fcur, "acc"),
             min(n_of(fcur, "graded"), n_of(fnxt, "graded")),
         )
         m["forced_importance_kl"] = (kl(fcur, "counts", fnxt), kl_n(fcur, "counts", fnxt))
         m["different_trajectories_fraction"] = (dtf, n_of(cur, "n" if opts.compat else "n_first"))
-        m["overdeterminedness"] = (get(cur, "od"), n_of(cur, "n_first"))
+        od = get(cur, "od")
+        if opts.compat and next_pos(0, i) is None:
+            od = np.zeros_like(od)
+        m["overdeterminedness"] = (od, n_of(cur, "n_first"))
         m["resilience"] = (get(cur, "resilience"), n_of(cur, "n_d"))
         m["counterfactual_pp_importance_accuracy"] = (
             get(nxt, "acc") - get(cur, "acc_gone"),
@@ -592,11 +618,12 @@ def importance_table(
                 for what in ("accuracy", "kl"):
                     name = f"{prefix}_importance_{what}"
                     values, n = m[name]
-                    if opts.counterfactual_fallback == "resampling":
-                        rs_values, rs_n = m[f"resampling_importance_{what}"]
-                        m[name] = (np.where(ok, values, rs_values), n if ok[0] else rs_n)
-                    else:
+                    if ok[0]:  # replicates below the floors are skipped, never mixed with another statistic
                         m[name] = (np.where(ok, values, np.nan), n)
+                    elif opts.counterfactual_fallback == "resampling":
+                        m[name] = m[f"resampling_importance_{what}"]
+                    else:
+                        m[name] = (np.full_like(values, np.nan), n)
                 if prefix == "counterfactual" and not ok[0]:
                     source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
 
@@ -634,7 +661,7 @@ def importance_table(
     )
     table = table.with_columns(pl.lit(opts.convention).alias("convention"))
     if matrix is not None:
-        table = add_matrix_scores(table, matrix)
+        table = add_matrix_scores(table, matrix, reference=opts.compat)
     return table
 
 
@@ -666,15 +693,23 @@ def _schema() -> dict[str, pl.DataType]:
     return schema
 
 
-def add_matrix_scores(table: pl.DataFrame, matrix: np.ndarray) -> pl.DataFrame:
-    """Add ``outgoing_importance`` (nanmean of row i) and ``incoming_importance`` (nanmean of column i)."""
+def add_matrix_scores(table: pl.DataFrame, matrix: np.ndarray, *, reference: bool = False) -> pl.DataFrame:
+    """Add ``outgoing_importance`` (nanmean of row i) and ``incoming_importance`` (nanmean of column i).
+
+    ``reference=True`` (the ``thought_anchors`` convention) counts undefined cells as 0 and gives 0.0 where a row or
+    column has no cell at all, as the reference code does."""
     matrix = np.asarray(matrix, dtype=float)
     if matrix.shape != (table.height, table.height):
         raise ValueError(f"matrix has shape {matrix.shape}, expected {(table.height, table.height)} (K x K)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        if reference:
+            upper = np.triu(np.ones(matrix.shape, dtype=bool), 1)
+            matrix = np.where(upper, np.nan_to_num(matrix, nan=0.0), np.nan)
         out = np.nanmean(matrix, axis=1) if table.height else np.zeros(0)
         inc = np.nanmean(matrix, axis=0) if table.height else np.zeros(0)
+        if reference:
+            out, inc = np.nan_to_num(out, nan=0.0), np.nan_to_num(inc, nan=0.0)
     return table.with_columns(
         pl.Series("outgoing_importance", out, dtype=pl.Float64),
         pl.Series("incoming_importance", inc, dtype=pl.Float64),
@@ -702,8 +737,8 @@ def sentence_matrix(
     texts = [getattr(s, "text", s) for s in sentences]
     k = len(texts)
     rows = _check_rollouts(rollouts, trace.id, k).filter(pl.col("kind") == "resample")
-    if opts.compat:
-        rows = rows.filter(pl.col("answer_norm").is_not_null())
+    if opts.compat:  # the reference keeps every rollout that wrote something, answered or not
+        rows = rows.filter(pl.col("text").is_not_null() & (pl.col("text") != ""))
     emb = as_text_embeddings(embed)
     out = np.full((k, k), np.nan)
     if k == 0:
@@ -724,7 +759,7 @@ def sentence_matrix(
             rate[p] = matches[sel].mean(0)
     upper = np.triu(np.ones((k, k), dtype=bool), 1)
     diff = rate[1:] - rate[:-1]
-    out[upper] = diff[upper]
+    out[upper] = np.nan_to_num(diff[upper], nan=0.0) if opts.compat else diff[upper]
     return out
 
 

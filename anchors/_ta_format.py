@@ -116,34 +116,29 @@ def to_step_importance(table: pl.DataFrame, matrix: np.ndarray | None) -> list[d
 def to_summary(
     table: pl.DataFrame, matrix: np.ndarray | None, *, problem_idx: int = 0, top: int = 5
 ) -> dict[str, Any]:
-    """``summary.json``: mean, max and min of the matrix (mean over all K² cells, undefined counted as 0, as the
-    reference does) and the ``top`` sentences by mean outgoing and by mean incoming importance."""
-    matrix = _check_matrix(table, matrix)
+    """``summary.json`` with the reference's statistics: undefined cells count as 0; mean, max and min over all K²
+    cells; mean outgoing (over j > i) and incoming (over i < j) importance per sentence, 0 where there is no such
+    cell; the ``top`` sentences by each, keeping only positive scores."""
+    matrix = np.nan_to_num(_check_matrix(table, matrix), nan=0.0)
     k = table.height
-    finite = matrix[np.isfinite(matrix)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        outgoing = np.nanmean(matrix, axis=1) if k else np.zeros(0)
-        incoming = np.nanmean(matrix, axis=0) if k else np.zeros(0)
+    outgoing = np.array([matrix[i, i + 1 :].mean() if i + 1 < k else 0.0 for i in range(k)])
+    incoming = np.array([matrix[:j, j].mean() if j > 0 else 0.0 for j in range(k)])
     chunks = to_chunks_labeled(table)
 
     def ranked(scores: np.ndarray, key: str) -> list[dict[str, Any]]:
-        order = [
-            i
-            for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-            if np.isfinite(scores[i])
-        ]
+        order = np.argsort(scores)[::-1][:top]
         return [
             {"step_idx": chunks[i]["chunk_idx"], "step_text": chunks[i], key: float(scores[i])}
-            for i in order[:top]
+            for i in order
+            if scores[i] > 0
         ]
 
     return {
         "problem_idx": int(problem_idx),
         "num_chunks": int(k),
-        "avg_importance": float(np.nansum(matrix) / (k * k)) if k else 0.0,
-        "max_importance": float(finite.max()) if finite.size else 0.0,
-        "min_importance": float(finite.min()) if finite.size else 0.0,
+        "avg_importance": float(matrix.mean()) if k else 0.0,
+        "max_importance": float(matrix.max()) if k else 0.0,
+        "min_importance": float(matrix.min()) if k else 0.0,
         "top_influential_steps": ranked(outgoing, "avg_outgoing_importance"),
         "top_dependent_steps": ranked(incoming, "avg_incoming_importance"),
     }

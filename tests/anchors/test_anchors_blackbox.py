@@ -244,9 +244,12 @@ def test_next_position_cotscope_vs_reference():
     """No rollouts at position 1: ours leaves sentence 0 undefined, the reference compares with position 2."""
     rows = [rollout(0, "4", True, first="Alpha.") for _ in range(2)]
     rows += [rollout(2, "5", False, first="Gamma.") for _ in range(2)]
-    ours = run(table(rows)).row(0, named=True)
+    three = [*SENTENCES, "Gamma three."]
+    ours = run(table(rows), sentences=three).row(0, named=True)
     assert math.isnan(ours["resampling_importance_kl"]) and math.isnan(ours["resampling_importance_accuracy"])
-    ref = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0)).row(0, named=True)
+    ref = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0), sentences=three).row(
+        0, named=True
+    )
     assert ref["resampling_importance_kl"] == pytest.approx(math.log(2e9), rel=1e-6)  # {4: 2} vs {5: 2}
     assert ref["resampling_importance_accuracy"] == 0.0  # exactly position 1 in the reference: missing -> 0.0
 
@@ -412,3 +415,73 @@ def test_counterfactual_floors_hold_in_every_bootstrap_replicate():
         0, named=True
     )
     assert loose["counterfactual_importance_kl_lo"] < kl5
+
+
+THREE = [*SENTENCES, "Gamma three."]
+REF = ImportanceOptions.thought_anchors(n_bootstrap=0, continuation_metrics=False)
+
+
+def test_reference_next_chunk_is_one_with_rollouts_even_if_none_answered():
+    rows = [rollout(0, "4", True, first="Alpha.") for _ in range(2)]
+    rows += [rollout(1, None, None, first="Beta two.") for _ in range(2)]
+    rows += [rollout(2, "5", False, first="Gamma.") for _ in range(2)]
+    t = run(table(rows), REF, sentences=THREE)
+    r0, r1 = t.row(0, named=True), t.row(1, named=True)
+    assert r1["accuracy"] == 0.0  # a chunk with rollouts but no graded one: 0.0 in the reference
+    assert r0["resampling_importance_accuracy"] == -1.0  # 0.0 - 1.0
+    assert r0["resampling_importance_kl"] == 0.0  # the next chunk's answer distribution is empty
+
+
+def test_reference_zeroes_the_last_chunks_trajectory_metrics():
+    rows = [
+        rollout(p, "4", True, first=f) for p, f in [(0, "Alpha."), (1, "Zeta."), (1, "Eta."), (2, "Theta.")]
+    ]
+    rows += [rollout(3, "4", True, first="Done.")]  # after the last sentence: no chunk of the reference
+    t = run(table(rows), REF, sentences=THREE)
+    ours = run(
+        table(rows), ImportanceOptions(**FORMULA, n_bootstrap=0, continuation_metrics=False), sentences=THREE
+    )
+    assert t["different_trajectories_fraction"].to_list() == [0.0, 1.0, 0.0]
+    assert ours["different_trajectories_fraction"].to_list() == [0.0, 1.0, 1.0]
+    assert t["overdeterminedness"][2] == 0.0
+
+
+def test_reference_forced_metrics_compare_adjacent_chunks():
+    rows = [rollout(p, "4", True, first="Alpha.") for p in range(3)]
+    rows += [rollout(0, "4", True, kind="forced_answer"), rollout(2, "5", False, kind="forced_answer")]
+    t = run(table(rows), REF, sentences=THREE)
+    # chunk 1 has no forced probe: accuracy 0.0 and an empty distribution, never skipped over
+    assert t["forced_importance_accuracy"].to_list() == [-1.0, 0.0, 0.0]
+    assert t["forced_importance_kl"].to_list() == [0.0, 0.0, 0.0]
+    ours = run(table(rows), ImportanceOptions(**FORMULA, n_bootstrap=0), sentences=THREE)
+    assert math.isnan(ours["forced_importance_kl"][0]) and math.isnan(ours["forced_importance_kl"][1])
+
+
+def test_reference_matrix_keeps_unanswered_rollouts_and_drops_empty_ones():
+    rows = [
+        rollout(0, "4", True, first="Zeta.", text="Zeta. Beta x."),
+        # no answer, still counted by the reference
+        rollout(0, None, None, first="Eta.", text="Eta. Beta y."),
+        rollout(0, "4", True, first="", text=""),  # wrote nothing: not in the reference's denominator
+        rollout(1, "4", True, first="Beta two.", text="Beta two."),
+    ]
+    ref = sentence_matrix(table(rows), FakeTrace(), SENTENCES, options=REF, embed=topic_embed)
+    ours = sentence_matrix(table(rows), FakeTrace(), SENTENCES, embed=topic_embed)
+    assert ref[0, 1] == pytest.approx(1.0 - 2 / 2)  # 'Beta' in both non-empty rollouts at position 0
+    assert ours[0, 1] == pytest.approx(1.0 - 2 / 3)
+
+
+def test_fallback_intervals_never_mix_statistics():
+    opts = ImportanceOptions(n_bootstrap=300, counterfactual_fallback="resampling")
+    # |D_0| = 5, exactly the floor: a counterfactual value whose interval holds counterfactual replicates only
+    r0 = run(few_different_rollouts(15, 5), opts).row(0, named=True)
+    floored = run(few_different_rollouts(15, 5), ImportanceOptions(n_bootstrap=300)).row(0, named=True)
+    assert r0["counterfactual_source"] == "counterfactual"
+    assert (r0["counterfactual_importance_kl_lo"], r0["counterfactual_importance_kl_hi"]) == (
+        floored["counterfactual_importance_kl_lo"],
+        floored["counterfactual_importance_kl_hi"],
+    )
+    # below the floor: resampling importance with its own interval
+    r0 = run(few_different_rollouts(16, 4), opts).row(0, named=True)
+    assert r0["counterfactual_source"] == "resampling"
+    assert r0["counterfactual_importance_kl_lo"] == r0["resampling_importance_kl_lo"]

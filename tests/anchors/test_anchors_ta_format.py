@@ -187,12 +187,14 @@ def test_compat_reproduces_published_dtf_and_overdeterminedness(thought_anchors_
     folder = thought_anchors_dir / "correct_base_solution" / "problem_6998"
     chunks = json.loads((folder / "chunks_labeled.json").read_text())
     resampled = json.loads((folder / "chunks_resampled.json").read_text())
-    rows = [rollout(i, "a", True, first=s) for i in (0, 1) for s in resampled[str(i)]]
-    texts = [c["chunk"] for c in chunks[:2]]
+    # chunk 2's rollouts make chunk 1 a chunk with a later one (the reference zeroes both values of the last chunk)
+    rows = [rollout(i, "a", True, first=s) for i in (0, 1, 2) for s in resampled[str(i)]]
+    texts = [c["chunk"] for c in chunks[:3]]
     opts = ImportanceOptions.thought_anchors(n_bootstrap=0, continuation_metrics=False)
-    t = importance_table(table(rows), FakeTrace(), texts, roles=["x", "x"], options=opts)
-    assert t["different_trajectories_fraction"].to_list() == pytest.approx([0.02, 0.67])
-    assert t["overdeterminedness"].to_list() == pytest.approx([0.79, 0.73])
+    t = importance_table(table(rows), FakeTrace(), texts, roles=["x"] * 3, options=opts)
+    assert t["different_trajectories_fraction"].to_list()[:2] == pytest.approx([0.02, 0.67])
+    assert t["overdeterminedness"].to_list()[:2] == pytest.approx([0.79, 0.73])
+    assert (t["different_trajectories_fraction"][2], t["overdeterminedness"][2]) == (0.0, 0.0)
     assert [c["different_trajectories_fraction"] for c in chunks[:2]] == [0.02, 0.67]
 
 
@@ -243,3 +245,21 @@ def test_chunks_labeled_from_compat_table_keeps_sign():
     )
     assert to_chunks_labeled(t)[0]["counterfactual_importance_accuracy"] == 0.3
     assert to_chunks_labeled(t.drop("convention"))[0]["counterfactual_importance_accuracy"] == -0.3
+
+
+def test_summary_uses_the_reference_statistics():
+    """Undefined cells count as 0 in the mean, max and min; only positive scores make the top lists."""
+    t = pl.DataFrame({"position": [0, 1, 2], "text": ["A.", "B.", "C."], "role": ["x"] * 3})
+    m = np.full((3, 3), np.nan)
+    m[0, 1], m[0, 2], m[1, 2] = -0.1, -0.3, np.nan
+    summary = to_summary(t, m)
+    assert (summary["max_importance"], summary["min_importance"]) == (0.0, -0.3)
+    assert summary["avg_importance"] == pytest.approx(-0.4 / 9)
+    assert summary["top_influential_steps"] == [] and summary["top_dependent_steps"] == []
+    m[1, 2] = 0.5
+    summary = to_summary(t, m)
+    assert [s["step_idx"] for s in summary["top_influential_steps"]] == [1]
+    assert summary["top_influential_steps"][0]["avg_outgoing_importance"] == pytest.approx(0.5)
+    # incoming of sentence 2 = mean(M[0, 2], M[1, 2]) = 0.1
+    assert [s["step_idx"] for s in summary["top_dependent_steps"]] == [2]
+    assert summary["top_dependent_steps"][0]["avg_incoming_importance"] == pytest.approx(0.1)
