@@ -334,6 +334,61 @@ def test_top_p_restricts_both_distributions_to_the_union_of_nuclei(
     assert compressed[1, 50] != pytest.approx(full[1, 50], rel=1e-2)
 
 
+def test_own_nucleus_mode_is_the_reference_formula(
+    gqa_model: torch.nn.Module, input_ids: torch.Tensor
+) -> None:
+    """The reference keeps each distribution's own nucleus only (-1e9 elsewhere in the union)."""
+    from anchors._whitebox import _nucleus
+
+    own = suppression_token_kl(gqa_model, input_ids, SPANS[:2], top_p=0.5, max_ids=5, nucleus="own")
+    start, end = SPANS[1]
+    base = _logits(gqa_model, input_ids, "eager")[0, end:].double() / 0.6
+    supp = _logits(gqa_model, input_ids, "eager", attention_mask=_suppression_mask(start, end, N_TOKENS))[
+        0, end:
+    ]
+    supp = supp.double() / 0.6
+    nb, ns = _nucleus(base.log_softmax(-1), 0.5, 5), _nucleus(supp.log_softmax(-1), 0.5, 5)
+    union = nb | ns
+    fill = -1e9 / 0.6
+    lb = base.masked_fill(~nb, fill).masked_fill(~union, float("-inf")).log_softmax(-1)
+    ls = supp.masked_fill(~ns, fill).masked_fill(~union, float("-inf")).log_softmax(-1)
+    pb = lb.exp()
+    expected = torch.where(pb > 0, pb * (lb - ls), torch.zeros(())).sum(-1).clamp_min(0).numpy()
+    np.testing.assert_allclose(own[1, end:], expected, rtol=1e-4, atol=1e-6)
+    # where the base nucleus holds an id the suppressed one lacks, the reference's value explodes
+    assert (own[1, end:] > 1e6).any() == bool((nb & ~ns).any(-1).any())
+    with pytest.raises(ValueError, match="choose one of: union, own"):
+        suppression_token_kl(gqa_model, input_ids, SPANS[:2], nucleus="both")
+
+
+def test_baseline_comes_from_the_same_batched_forward(
+    gqa_model: torch.nn.Module, input_ids: torch.Tensor
+) -> None:
+    """No separate full forward: each batch carries an unsuppressed row that its suppressed rows are compared with,
+    so rounding differences between code paths cannot show up as a KL floor."""
+    calls = []
+    original = gqa_model.forward
+
+    def recording(*args, **kwargs):
+        ids = kwargs["input_ids"]
+        calls.append((ids.shape[0], ids.shape[1], kwargs.get("past_key_values") is not None))
+        return original(*args, **kwargs)
+
+    gqa_model.forward = recording
+    try:
+        suppression_token_kl(gqa_model, input_ids, SPANS, batch_size=3)
+    finally:
+        del gqa_model.forward
+    # per batch: the shared prefix (batch 1), then 1 baseline + up to 3 suppressed rows on its cache
+    firsts = [min(e for _, e in SPANS[lo : lo + 3]) for lo in range(0, len(SPANS), 3)]
+    expected = []
+    for lo, first in zip(range(0, len(SPANS), 3), firsts, strict=True):
+        rows = len(SPANS[lo : lo + 3])
+        if first < N_TOKENS:
+            expected += [(1, first, False), (rows + 1, N_TOKENS - first, True)]
+    assert calls == expected
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # (iv) vertical scores, kurtosis and receiver heads on hand-built attention
 # ----------------------------------------------------------------------------------------------------------------
