@@ -11,15 +11,17 @@ from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, LoadedModel, load_model, model_identity
 from resampling._plan import Plan, SamplingParams, SamplingRequest
-from resampling._prefix import DEFAULT_MIN_CHARS, TracePrefixes, answer_cue
+from resampling._prefix import DEFAULT_LEAD, DEFAULT_MIN_CHARS, SEED_STRIDE, TracePrefixes, answer_cue
 from resampling._sample import sample_traces
 from resampling._store import ROLLOUT_SCHEMA, RunStore, run_key
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_LEAD",
     "DEFAULT_MIN_CHARS",
     "DEFAULT_MODEL",
     "ROLLOUT_SCHEMA",
+    "SEED_STRIDE",
     "Backend",
     "Completion",
     "Engine",

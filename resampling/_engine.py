@@ -85,6 +85,42 @@ def rollout_row(req: SamplingRequest, c: Completion, truth: str | None) -> dict[
     return row
 
 
+def grade(rollouts: pl.DataFrame, truths: dict[str, str | None]) -> pl.DataFrame:
+    """``answer``, ``answer_norm`` and ``correct`` of every ``ok`` row, from its text and ``truths`` (trace id ->
+    true answer); each distinct (answer, truth) pair is checked once."""
+    verdicts: dict[tuple[str, str], bool] = {}
+    answers, norms, correct = [], [], []
+    for kind, text, trace_id, status in zip(
+        rollouts["kind"].to_list(),
+        rollouts["text"].to_list(),
+        rollouts["trace_id"].to_list(),
+        rollouts["status"].to_list(),
+        strict=True,
+    ):
+        if status != "ok" or text is None:
+            answers.append(None)
+            norms.append(None)
+            correct.append(None)
+            continue
+        answer = _answer(kind, text)
+        truth = truths.get(trace_id)
+        answers.append(answer)
+        norms.append(answer_key(answer))
+        if truth is None:
+            correct.append(None)
+        elif answer is None:
+            correct.append(False)
+        else:
+            if (answer, truth) not in verdicts:
+                verdicts[(answer, truth)] = bool(answers_equivalent(answer, truth))
+            correct.append(verdicts[(answer, truth)])
+    return rollouts.with_columns(
+        pl.Series("answer", answers, dtype=pl.Utf8),
+        pl.Series("answer_norm", norms, dtype=pl.Utf8),
+        pl.Series("correct", correct, dtype=pl.Boolean),
+    )
+
+
 class Engine:
     """Runs plans on a backend, with a content-addressed, resumable Parquet cache.
 
@@ -123,7 +159,7 @@ class Engine:
             if req.params.max_new_tokens is None:
                 raise EngineInputError("max_new_tokens is required for every request (set SamplingParams)")
         identity = self.backend.identity()
-        key = run_key(identity, [r.request_id for r in plan])
+        key = run_key(identity, [r.trace_id for r in plan])
         store = RunStore(self.cache_dir, key)
         done = store.done_keys()
         jobs, by_key = self._jobs(plan, done)
@@ -138,7 +174,7 @@ class Engine:
             for job, completions in self.backend.generate(jobs):
                 req = by_key[job.key]
                 for c in completions:
-                    buffer.append(rollout_row(req, c, truths.get(req.trace_id)))
+                    buffer.append(rollout_row(req, c, None))  # graded below, with this run's truths
                     tokens_new += len(c.token_ids)
                 n_new += len(completions)
                 progress.advance(len(completions), tokens_new)
@@ -150,8 +186,13 @@ class Engine:
         wanted = {r.request_id: r.n for r in plan}
         rollouts = store.final().filter(
             pl.col("request_id").is_in(list(wanted))
-            & (pl.col("sample") < pl.col("request_id").replace_strict(wanted, return_dtype=pl.Int64))
+            & (
+                pl.col("sample")
+                < pl.col("request_id").replace_strict(wanted, default=-1, return_dtype=pl.Int64)
+            )
         )
+        # answers and grades follow this run's truths, not those of the run that first stored a row
+        rollouts = grade(rollouts, truths)
         stats.update(
             rollouts_new=n_new,
             decode_tokens_new=tokens_new,

@@ -131,6 +131,10 @@ class HFBackend:
             self._identity = {
                 "backend": "hf",
                 **model_identity(self.model_id, self.model, self.tokenizer, self.path),
+                # the same weights give other rollouts in another precision or on another kind of device
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                "device_type": self.device.type,
+                "stop_token_ids": sorted(int(t) for t in self.stop_token_ids),
             }
         return self._identity
 
@@ -258,8 +262,11 @@ class HFBackend:
 
     def _hit_stop_string(self, generated, active, n_gen, stops: tuple[str, ...]) -> torch.Tensor:
         hits = []
+        # a character is at most 4 UTF-8 bytes and a token at least one byte (byte-level BPE), so a stop string of
+        # c characters lies within the last 4c tokens, plus one it may start inside
+        window = max(8, 4 * max(len(s) for s in stops) + 1)
         for i in active.tolist():
-            tail = generated[i, max(0, int(n_gen[i]) - 8) : int(n_gen[i])].tolist()
+            tail = generated[i, max(0, int(n_gen[i]) - window) : int(n_gen[i])].tolist()
             text = self.tokenizer.decode(tail, skip_special_tokens=True)
             hits.append(any(s in text for s in stops))
         return torch.tensor(hits, dtype=torch.bool)

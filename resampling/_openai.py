@@ -31,7 +31,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.client import HTTPException
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,18 @@ class _Request:
     job_index: int
     samples: tuple[int, ...]
     seeds: tuple[int, ...]
+
+
+def _bos_the_tokenizer_adds(tokenizer: Any) -> int | None:
+    """The BOS id that ``tokenizer`` puts before plain text by itself, or None."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if tokenizer is None or bos is None:
+        return None
+    try:
+        ids = tokenizer("a")["input_ids"]
+    except Exception:  # a tokenizer-like object without __call__: assume no BOS
+        return None
+    return int(bos) if list(ids[:1]) == [bos] else None
 
 
 def _normalize_url(url: str) -> str:
@@ -192,6 +204,9 @@ class OpenAIBackend:
             eos = getattr(tokenizer, "eos_token_id", None)
             stop_token_ids = [eos] if isinstance(eos, int) else []
         self.stop_token_ids = sorted({int(t) for t in stop_token_ids})
+        self._bos_added = _bos_the_tokenizer_adds(tokenizer)
+        """The BOS id a server's tokenizer puts before a text prompt on its own (None if it adds none): dropped
+        from the start of a decoded text prompt unless ``add_special_tokens=False`` is sent with it."""
         self.retry_counts: Counter[str] = Counter()
         """Failed attempts of the latest :meth:`generate` call by reason (``429``, ``500``, ``timeout``,
         ``connection``, ``malformed``, ...), and ``gave_up``: requests returned with ``error`` set."""
@@ -285,6 +300,9 @@ class OpenAIBackend:
             "served_model": self.model,
             "prompt_format": "token_ids" if self.token_prompts else "text",
             "seeded": self.use_seeds,
+            # without the explicit "off" values a server's generation_config can change the sampling
+            "vllm_extras": self.vllm_extras,
+            "stop_token_ids": self.stop_token_ids,
         }
 
     # -- routing --------------------------------------------------------------------------------------------
@@ -316,7 +334,14 @@ class OpenAIBackend:
         if not jobs:
             return
         requests: list[_Request] = []
+        greedy: set[int] = set()
         for j, job in enumerate(jobs):
+            if job.params.temperature == 0:
+                # servers refuse n > 1 with greedy sampling (vLLM: HTTP 400), and seeds do not enter greedy
+                # decoding: one n=1 request serves every sample of the job
+                greedy.add(j)
+                requests.append(_Request(j, job.samples[:1], job.seeds[:1]))
+                continue
             if self.use_n:
                 runs = (
                     _contiguous_runs(job.samples, job.seeds, self.max_n)
@@ -349,7 +374,14 @@ class OpenAIBackend:
                     done.setdefault(req.job_index, []).extend(fut.result())
                     left[req.job_index] -= 1
                     if left[req.job_index] == 0:
-                        yield jobs[req.job_index], sorted(done.pop(req.job_index), key=lambda c: c.sample)
+                        job = jobs[req.job_index]
+                        completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
+                        if req.job_index in greedy:
+                            completions = [
+                                replace(completions[0], sample=sample, seed=seed)
+                                for sample, seed in zip(job.samples, job.seeds, strict=True)
+                            ]
+                        yield job, completions
         finally:
             # Reached early only when the caller stops reading: cut retries short and drop queued requests.
             self._closing.set()
@@ -359,7 +391,10 @@ class OpenAIBackend:
         p = job.params
         prompt: list[int] | str = list(job.prompt_ids)
         if not self.token_prompts:
-            prompt = self.tokenizer.decode(list(job.prompt_ids), skip_special_tokens=False)
+            ids = list(job.prompt_ids)
+            if not self.vllm_extras and self._bos_added is not None and ids[:1] == [self._bos_added]:
+                ids = ids[1:]  # the server tokenizes the text with its own BOS: do not send a second one
+            prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": prompt,

@@ -17,22 +17,48 @@ from cot import Sentence, Trace, split_sentences
 from resampling._errors import EngineInputError
 from resampling._plan import Plan, SamplingParams, SamplingRequest
 
-__all__ = ["DEFAULT_MIN_CHARS", "TracePrefixes", "answer_cue"]
+__all__ = ["DEFAULT_LEAD", "DEFAULT_MIN_CHARS", "SEED_STRIDE", "TracePrefixes", "answer_cue"]
 
 DEFAULT_MIN_CHARS = 10
 """The plan merges sentences shorter than this into the next one, as the thought-anchors method does."""
 
 THINK_CLOSE = "\n</think>\n\n"
+DEFAULT_LEAD = "Therefore, the final answer is \\boxed{"
+"""The forced-answer lead-in when the trace's own cannot be used (the reference code's wording)."""
+SEED_STRIDE = 1 << 20
+"""Seeds of one position's samples: ``base + k`` for ``k < SEED_STRIDE``; bases are ``SEED_STRIDE`` apart, so a
+position's seeds do not depend on how many samples are drawn and more samples extend the same sequence."""
 
 
 def answer_cue(trace: Trace) -> str:
-    """The model's own way into its final answer: close the think block, then its answer text up to ``\\boxed{``."""
-    lead = "\\boxed{"
+    """Close the think block, then lead into the answer up to ``\\boxed{``.
+
+    The lead-in is the trace's own (the line of its answer text that ends in ``\\boxed{``) when that line states
+    no number and is short (at most 80 characters), e.g. "The answer is \\boxed{". Otherwise, e.g. when the answer
+    text summarises the solution ("... = 6. **Final Answer** \\boxed{"), it is :data:`DEFAULT_LEAD`, so that no
+    probe sees the original answer.
+    """
+    lead = DEFAULT_LEAD
     if trace.answer_text:
         m = re.search(r"\\boxed\s*\{", trace.answer_text)
         if m:
-            lead = trace.answer_text[: m.end()]
+            line = trace.answer_text[: m.start()].rsplit("\n", 1)[-1].lstrip()
+            if line.strip() and len(line) <= 80 and not re.search(r"\d", line):
+                lead = line + trace.answer_text[m.start() : m.end()]
     return THINK_CLOSE + lead
+
+
+def opened_think(tokenizer: Any, template_ids: list[int]) -> list[int]:
+    """The generation prompt with the think block open: R1-distill templates end in ``<think>\\n`` already; others
+    (Qwen3, many chat models) leave the model to write it, so the CoT must come after an explicit ``<think>\\n``."""
+    if tokenizer.decode(template_ids).rstrip().endswith("<think>"):
+        return template_ids
+    return template_ids + _ids(tokenizer("<think>\n", add_special_tokens=False))
+
+
+def _check_n(n: int) -> None:
+    if not 1 <= int(n) <= SEED_STRIDE:
+        raise EngineInputError(f"n must be between 1 and {SEED_STRIDE} samples per position, got {n}")
 
 
 def _ids(encoded: Any) -> list[int]:
@@ -71,8 +97,9 @@ class TracePrefixes:
                 "the tokenizer has no chat template; prefixes are built with the model's own template "
                 "(set tokenizer.chat_template or use the model's tokenizer)"
             )
-        template_ids = _ids(
-            tokenizer.apply_chat_template(trace.messages, add_generation_prompt=True, tokenize=True)
+        template_ids = opened_think(
+            tokenizer,
+            _ids(tokenizer.apply_chat_template(trace.messages, add_generation_prompt=True, tokenize=True)),
         )
         enc = tokenizer(trace.cot, add_special_tokens=False, return_offsets_mapping=True)
         cot_ids = [int(t) for t in enc["input_ids"]]
@@ -141,16 +168,18 @@ class TracePrefixes:
     ) -> Plan:
         """``n`` continuations from every position (or ``positions``), plus forced-answer probes if asked.
 
-        Seeds: position i's samples use ``seed + i*n + k``; forced-answer probes at position i use
-        ``seed + (K + 1 + i)*n + k``, so no two rollouts of a trace share a seed.
+        Seeds: position i's samples use ``seed + i*S + k`` and forced-answer probes at position i use
+        ``seed + (K + 1 + i)*S + k``, with ``S`` = :data:`SEED_STRIDE`: no two rollouts of a trace share a seed, and
+        a larger ``n`` later extends each position's samples (the cache computes only the new ones).
         """
+        _check_n(n)
         params = params or SamplingParams()
         kind = self.edit.get("type", "resample") if self.edit else "resample"
         reqs = [
             SamplingRequest(
                 prompt_ids=tuple(self.prefix_ids(p)),
                 n=n,
-                seed=seed + p * n,
+                seed=seed + p * SEED_STRIDE,
                 params=params,
                 trace_id=self.trace.id,
                 kind=kind,
@@ -167,13 +196,14 @@ class TracePrefixes:
         self, n: int, seed: int = 0, params: SamplingParams | None = None, *, positions=None
     ) -> Plan:
         """Short continuations right after the answer cue at every position: the answer distribution so far."""
+        _check_n(n)
         params = params or SamplingParams(max_new_tokens=24)
         k1 = self.n_positions
         reqs = [
             SamplingRequest(
                 prompt_ids=tuple(self.forced_answer_ids(p)),
                 n=n,
-                seed=seed + (k1 + p) * n,
+                seed=seed + (k1 + p) * SEED_STRIDE,
                 params=params,
                 trace_id=self.trace.id,
                 kind="forced_answer",

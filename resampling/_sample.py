@@ -50,6 +50,9 @@ def sample_traces(
             "sampling": params.to_dict(),
             **((metadata or [{}] * len(prompts))[i]),
         }
-        # The template already opened the think block, so the completion starts inside it.
-        traces.append(Trace.from_completion("<think>\n" + texts[f"trace{i}"], prompt=prompt, metadata=meta))
+        # The completion starts inside the think block when the template opened it (R1-distill), and opens it
+        # itself otherwise (Qwen3).
+        text = texts[f"trace{i}"]
+        completion = text if text.lstrip().startswith("<think>") else "<think>\n" + text
+        traces.append(Trace.from_completion(completion, prompt=prompt, metadata=meta))
     return traces

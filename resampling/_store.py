@@ -1,8 +1,8 @@
 """A content-addressed, resumable store of rollouts: Parquet shards written atomically, merged at the end.
 
-A run directory is named by a hash of everything that changes the output (model weights, tokenizer and chat
-template, sampling parameters, the traces' prefixes and seeds) and of nothing that does not (batch size,
-concurrency, retries, sample counts). Finished rows are flushed as small Parquet shards (temp file, then rename), so
+A run directory is named by a hash of the backend identity (model weights, tokenizer and chat template, backend and
+its output-changing settings) and the traces; inside it, each row is keyed by its request id (prefix, sampling
+parameters, seed) and sample number. Batch size, concurrency, retries and sample counts change neither. Finished rows are flushed as small Parquet shards (temp file, then rename), so
 a run killed at any moment loses at most the rows not yet flushed, and a rerun computes only what is missing.
 """
 
@@ -47,8 +47,11 @@ ROLLOUT_SCHEMA: dict[str, Any] = {
 SORT_KEY = ["trace_id", "kind", "edit", "position", "seed", "sample"]
 
 
-def run_key(identity: dict[str, Any], request_ids: list[str]) -> str:
-    payload = json.dumps({"identity": identity, "requests": sorted(set(request_ids))}, sort_keys=True)
+def run_key(identity: dict[str, Any], trace_ids: list[str]) -> str:
+    """The run directory of a backend identity and a set of traces. Rows inside are keyed by request id (prefix,
+    parameters, seed) and sample, so plans that differ in sample counts, positions or probes share one directory
+    and reuse each other's rows."""
+    payload = json.dumps({"identity": identity, "traces": sorted(set(trace_ids))}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 

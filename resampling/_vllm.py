@@ -53,6 +53,23 @@ __all__ = [
     "seed_runs",
 ]
 
+SCHEDULING_ONLY = frozenset(
+    {
+        "model",
+        "tokenizer",
+        "seed",
+        "gpu_memory_utilization",
+        "max_num_seqs",
+        "max_num_batched_tokens",
+        "swap_space",
+        "cpu_offload_gb",
+        "disable_log_stats",
+        "enable_prefix_caching",
+    }
+)
+"""``vllm.LLM`` arguments that decide scheduling and memory, not what is sampled: left out of the identity
+(``model``/``tokenizer`` are hashed from their files; per-request seeds override the engine seed)."""
+
 INSTALL_COMMAND = "pip install 'cotscope[vllm]'"
 
 
@@ -357,6 +374,7 @@ class VLLMBackend:
         use_tqdm: bool = False,
         sampling_params_cls: Callable[..., Any] | None = None,
         tokens_prompt_cls: Callable[..., Any] | None = None,
+        engine_settings: dict[str, Any] | None = None,
     ) -> None:
         self.llm = llm
         self.tokenizer = tokenizer
@@ -366,6 +384,9 @@ class VLLMBackend:
             list(stop_token_ids) if stop_token_ids is not None else _eos_ids(tokenizer, self.path)
         )
         self.use_tqdm = use_tqdm
+        self.engine_settings = {k: v for k, v in (engine_settings or {}).items() if k not in SCHEDULING_ONLY}
+        """Engine arguments that can change the output (quantization, kv_cache_dtype, max_model_len, ...): part of
+        :meth:`identity`, so a cache is never shared across them."""
         self._classes = {"sampling_params_cls": sampling_params_cls, "tokens_prompt_cls": tokens_prompt_cls}
         self.stats = {"requests": 0, "generate_calls": 0, "decode_tokens": 0}
         self._identity: dict[str, Any] | None = None
@@ -407,7 +428,7 @@ class VLLMBackend:
             kwargs["max_model_len"] = max_model_len
         kwargs.update(engine_kwargs)
         llm = vllm.LLM(**kwargs)
-        return cls(llm, tokenizer, model_id=model_id, path=path, use_tqdm=use_tqdm)
+        return cls(llm, tokenizer, model_id=model_id, path=path, use_tqdm=use_tqdm, engine_settings=kwargs)
 
     def _weights_dir(self) -> Path:
         if self.path is not None:
@@ -445,6 +466,10 @@ class VLLMBackend:
                 engine["vllm_version"] = version("vllm")
             except Exception:
                 engine["vllm_version"] = "unknown"
+            engine["engine_settings"] = json.loads(
+                json.dumps(self.engine_settings, sort_keys=True, default=str)
+            )
+            engine["stop_token_ids"] = sorted(int(t) for t in self.stop_token_ids)
             self._identity = {**engine, **model_identity(self.model_id, None, self.tokenizer, path)}
         return self._identity
 

@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from cot import split_sentences
 from resampling import Engine, GenerationJob, SamplingParams, TracePrefixes
 from resampling._hf import HFBackend, _prefix_roots, gumbel_noise, sample_tokens
+from resampling._prefix import _ids
 
 
 def run_jobs(backend, jobs):
@@ -188,3 +190,36 @@ def test_sample_traces_is_on_policy_and_seeded(tiny_model, tiny_tokenizer):
     job = GenerationJob("x", tuple(ids), (0,), (6,), params)
     ((_, [c]),) = list(backend.generate([job]))
     assert c.text.strip().startswith(a[1].cot[:20]) and (a[1].truncated == ("</think>" not in c.text))
+
+
+def test_identity_names_precision_and_device(tiny_model, tiny_tokenizer, tmp_path):
+    """Weights loaded from a folder are hashed from its files, whatever dtype they were loaded in; the same weights
+    sample other rollouts in another dtype, so a cache must not be shared across them."""
+    import copy
+
+    tiny_model.save_pretrained(tmp_path)
+    fp32 = HFBackend(tiny_model, tiny_tokenizer, path=tmp_path).identity()
+    bf16 = HFBackend(copy.deepcopy(tiny_model).to(torch.bfloat16), tiny_tokenizer, path=tmp_path).identity()
+    assert (fp32["dtype"], bf16["dtype"], fp32["device_type"]) == ("float32", "bfloat16", "cpu")
+    assert {k: v for k, v in fp32.items() if k != "dtype"} == {k: v for k, v in bf16.items() if k != "dtype"}
+    assert HFBackend(tiny_model, tiny_tokenizer, stop_token_ids=[1], path=tmp_path).identity() != fp32
+
+
+def test_a_stop_string_of_many_tokens_ends_decoding():
+    """As in vLLM, decoding stops once a stop string is complete, however many tokens it spans."""
+    import organisms
+
+    backend = HFBackend.from_model_id("organism:arith", device="cpu")
+    tok = backend.tokenizer
+    example = organisms.get_task("arith").sample(3)
+    prompt = tuple(_ids(tok.apply_chat_template(example.messages, add_generation_prompt=True, tokenize=True)))
+    greedy = SamplingParams(temperature=0, max_new_tokens=200)
+    full = run_jobs(backend, [GenerationJob("g", prompt, (0,), (0,), greedy)])["g"][0]
+    sentences = split_sentences(full.text)
+    stop = full.text[sentences[3].start : sentences[5].end]  # three sentences in a row
+    assert len(tok(stop, add_special_tokens=False)["input_ids"]) > 8
+    params = SamplingParams(temperature=0, max_new_tokens=200, stop=(stop,))
+    hit = run_jobs(backend, [GenerationJob("g", prompt, (0,), (0,), params)])["g"][0]
+    assert hit.finish_reason == "stop" and hit.text == full.text[: full.text.index(stop)]
+    end = len(tok(full.text[: full.text.index(stop) + len(stop)], add_special_tokens=False)["input_ids"])
+    assert len(hit.token_ids) <= end + 1 < len(full.token_ids)

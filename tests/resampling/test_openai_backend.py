@@ -111,6 +111,45 @@ def test_one_request_per_sample_when_use_n_is_off(server, hf, prefixes, tiny_tok
     ]
 
 
+def test_greedy_jobs_send_one_n1_request(server, hf, prefixes, tiny_tokenizer):
+    """vLLM refuses n > 1 with temperature 0 (HTTP 400, never retried); one n=1 completion serves every sample."""
+    greedy = SamplingParams(temperature=0, max_new_tokens=6)
+    job = GenerationJob("g", tuple(prefixes.prefix_ids(1)), (0, 1, 2), (40, 41, 42), greedy)
+    server.recent_requests.clear()
+    got = run_jobs(client(server.url, tiny_tokenizer), [job])
+    assert [r["n"] for r in server.recent_requests] == [1]
+    assert as_rows(got["g"]) == as_rows(run_jobs(hf, [job])["g"])
+    assert [(c.sample, c.seed) for c in got["g"]] == [(0, 40), (1, 41), (2, 42)]
+
+
+def test_text_prompts_carry_no_second_bos(prefixes, tiny_tokenizer):
+    """A hosted server puts its own BOS before a text prompt; a vLLM server is told not to (add_special_tokens)."""
+    import copy
+
+    from tokenizers import processors
+
+    adds_bos = copy.deepcopy(tiny_tokenizer)
+    bos = adds_bos.bos_token_id
+    adds_bos.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    assert adds_bos("a")["input_ids"][0] == bos
+    ids = tuple(prefixes.prefix_ids(1))
+    assert ids[0] == bos  # the chat template starts with <s>
+    job = GenerationJob("t", ids, (0,), (1,), PARAMS)
+    hosted = client("http://127.0.0.1:9", adds_bos, token_prompts=False, vllm_extras=False)._payload(
+        job, 1, 1
+    )
+    assert not hosted["prompt"].startswith("<s>") and hosted["prompt"].startswith("<|user|>")
+    assert adds_bos(hosted["prompt"])["input_ids"] == list(ids)  # what the server will see
+    vllm = client("http://127.0.0.1:9", adds_bos, token_prompts=False)._payload(job, 1, 1)
+    assert vllm["prompt"].startswith("<s>") and vllm["add_special_tokens"] is False
+    plain = client("http://127.0.0.1:9", tiny_tokenizer, token_prompts=False, vllm_extras=False)._payload(
+        job, 1, 1
+    )
+    assert plain["prompt"].startswith("<s>")  # a tokenizer that adds no BOS: the template's own stays
+
+
 # -- (b) faults -----------------------------------------------------------------------------------------------
 
 
@@ -318,6 +357,9 @@ def test_identity_names_the_model_not_the_endpoints(tiny_tokenizer):
     text = OpenAIBackend("some/hub-model", "http://a:1", tokenizer=tiny_tokenizer, token_prompts=False)
     assert text.identity() != OpenAIBackend("some/hub-model", "http://a:1").identity()
     assert b.endpoints == ["http://b:2/v1", "http://c:3/v1"]
+    # without vLLM's explicit "off" fields a server's generation_config can change the sampling
+    bare = OpenAIBackend("some/hub-model", "http://a:1", vllm_extras=False)
+    assert bare.identity() != OpenAIBackend("some/hub-model", "http://a:1").identity()
 
 
 def test_from_model_id_loads_a_local_model_folder(tmp_path, tiny_model, tiny_tokenizer, hf):

@@ -1,7 +1,7 @@
 import pytest
 
 from cot import Trace
-from resampling import EngineInputError, SamplingParams, TracePrefixes, answer_cue
+from resampling import SEED_STRIDE, EngineInputError, SamplingParams, TracePrefixes, answer_cue
 
 
 @pytest.fixture
@@ -34,7 +34,20 @@ def test_forced_answer_cue_is_the_models_own(tp, tiny_tokenizer):
     ids = tp.forced_answer_ids(2)
     assert ids[: len(tp.prefix_ids(2))] == tp.prefix_ids(2)
     assert tiny_tokenizer.decode(ids[len(tp.prefix_ids(2)) :]) == "\n</think>\n\nThe answer is \\boxed{"
-    assert answer_cue(Trace(prompt="p", cot="c")) == "\n</think>\n\n\\boxed{"
+    assert answer_cue(Trace(prompt="p", cot="c")) == "\n</think>\n\nTherefore, the final answer is \\boxed{"
+
+
+@pytest.mark.parametrize(
+    "answer_text",
+    [
+        "We add 7 and 5, so 36 mod 10 = 6. **Final Answer** \\[\\boxed{6}\\]",  # a summary that states the answer
+        "**Final Answer**\n\\[\n\\boxed{6}\n\\]",  # the boxed answer on a line of its own
+        "x" * 81 + " \\boxed{6}",  # too long to be a lead-in
+    ],
+)
+def test_forced_answer_cue_never_repeats_the_original_answer(answer_text):
+    trace = Trace(prompt="p", cot="c", answer_text=answer_text)
+    assert answer_cue(trace) == "\n</think>\n\nTherefore, the final answer is \\boxed{"
 
 
 def test_plan_seeds_are_disjoint_and_identity_kept(tp):
@@ -42,7 +55,13 @@ def test_plan_seeds_are_disjoint_and_identity_kept(tp):
     seeds = [s for r in plan for s in r.seeds()]
     assert len(seeds) == len(set(seeds)) == 2 * 6 * 3
     r = plan[4]
-    assert (r.kind, r.position, r.seed, r.trace_id) == ("resample", 4, 112, tp.trace.id)
+    assert (r.kind, r.position, r.seed, r.trace_id) == ("resample", 4, 100 + 4 * SEED_STRIDE, tp.trace.id)
+    # a larger n extends every position's seeds: the first 3 stay the same
+    bigger = tp.plan(n=5, seed=100, forced_answer=True)
+    assert [r.seeds()[:3] for r in bigger] == [r.seeds() for r in plan]
+    assert [r.request_id for r in bigger] == [r.request_id for r in plan]
+    with pytest.raises(EngineInputError, match="n must be between 1 and"):
+        tp.plan(n=SEED_STRIDE + 1)
     assert plan[6].kind == "forced_answer" and plan[6].position == 0
 
 
@@ -82,9 +101,47 @@ def test_bad_input_is_refused_before_any_work(tp, tiny_tokenizer):
         tp.plan(n=1, positions=[9])
     with pytest.raises(EngineInputError, match="no CoT"):
         TracePrefixes.build(Trace(prompt="p", cot="  "), tiny_tokenizer)
-    with pytest.raises(EngineInputError, match=">= 1"):
+    with pytest.raises(EngineInputError, match="n must be between 1 and"):
         tp.plan(n=0)
     with pytest.raises(EngineInputError, match="top_p"):
         SamplingParams(top_p=0)
     with pytest.raises(EngineInputError, match="sentence 7 is out of range"):
         tp.replace_sentence(7, "x")
+
+
+def test_templates_that_leave_the_think_tag_to_the_model(tiny_trace, tiny_tokenizer):
+    """Qwen3-style templates end the generation prompt without <think>: prefixes open the block themselves."""
+    import copy
+
+    from resampling import sample_traces
+    from resampling._backend import Completion
+
+    plain = copy.deepcopy(tiny_tokenizer)
+    plain.chat_template = tiny_tokenizer.chat_template.replace(
+        "<|assistant|><think>\n{% endif %}", "<|assistant|>{% endif %}"
+    )
+    assert not plain.apply_chat_template(
+        [{"role": "user", "content": "q"}], add_generation_prompt=True, tokenize=False
+    ).endswith("<think>\n")
+    ours = TracePrefixes.build(tiny_trace, plain, min_chars=0)
+    reference = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    assert [ours.prefix_ids(p) for p in range(ours.n_positions)] == [
+        reference.prefix_ids(p) for p in range(reference.n_positions)
+    ]
+
+    class Writes:
+        name = "fake"
+
+        def __init__(self, text):
+            self.text = text
+
+        def generate(self, jobs):
+            for job in jobs:
+                yield job, [Completion(sample=0, seed=job.seeds[0], text=self.text, finish_reason="stop")]
+
+    for text in (
+        "<think>\nFirst step. Second step.\n</think>\n\\boxed{4}",
+        "First step. Second step.\n</think>\n\\boxed{4}",
+    ):
+        (trace,) = sample_traces(Writes(text), plain, ["q"], [0])
+        assert trace.cot == "First step. Second step." and trace.answer == "4"

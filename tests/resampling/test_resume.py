@@ -8,6 +8,7 @@ import time
 import polars as pl
 import pytest
 
+from cot import answers_equivalent
 from resampling import Completion, Engine, SamplingParams, TracePrefixes
 from resampling._hf import HFBackend
 
@@ -140,6 +141,35 @@ def test_more_samples_reuse_the_cache(tiny_model, tiny_tokenizer, tiny_trace, tm
         tp.plan(n=2, params=SamplingParams(max_new_tokens=7), positions=[1])
     )
     assert other.stats["rollouts_new"] == 2, "changed sampling parameters must not reuse rows"
+    # more samples, another position and forced probes: only what is new is computed
+    more = Engine(backend, tmp_path, quiet=True).run(
+        tp.plan(n=4, params=params, positions=[1, 2], forced_answer=True)
+    )
+    assert more.stats["rollouts_new"] == 4 * 2 * 2 - 2
+    kept = more.rollouts.filter(
+        (pl.col("kind") == "resample") & (pl.col("position") == 1) & (pl.col("sample") < 2)
+    )
+    assert kept.equals(small.rollouts)
+    # and equal to a run from an empty cache
+    fresh = Engine(backend, tmp_path / "empty", quiet=True).run(
+        tp.plan(n=4, params=params, positions=[1, 2], forced_answer=True)
+    )
+    assert fresh.rollouts.equals(more.rollouts)
+
+
+def test_grades_follow_the_truths_of_each_run(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    plan = tp.plan(n=3, params=SamplingParams(max_new_tokens=6), positions=[1], forced_answer=True)
+    ungraded = Engine(backend, tmp_path, quiet=True).run(plan)
+    assert ungraded.rollouts["correct"].null_count() == ungraded.rollouts.height
+    answers = ungraded.rollouts["answer"].to_list()
+    truth = next((a for a in answers if a is not None), "42")
+    graded = Engine(backend, tmp_path, quiet=True).run(plan, truths={tp.trace.id: truth})
+    assert graded.stats["rollouts_new"] == 0
+    expected = [a is not None and answers_equivalent(a, truth) for a in answers]
+    assert True in expected
+    assert graded.rollouts["correct"].to_list() == expected
 
 
 def test_cli_bad_input_errors_before_work(model_dir, trace_file, tmp_path):

@@ -409,6 +409,17 @@ def test_identity_hashes_the_safetensors_files_without_loading_weights(tmp_path,
     assert changed["weights_sha256"] != ident["weights_sha256"]
     assert changed["tokenizer_sha256"] == ident["tokenizer_sha256"]
 
+    # engine settings that change what is sampled enter the identity; scheduling settings do not
+    def with_settings(**settings):
+        return VLLMBackend(
+            FakeLLM(_stand_in_kit()), tiny_tokenizer, model_id="m", path=tmp_path, engine_settings=settings
+        ).identity()
+
+    base = with_settings(gpu_memory_utilization=0.9)
+    assert base == with_settings(gpu_memory_utilization=0.5, max_num_seqs=64) == changed
+    assert with_settings(kv_cache_dtype="fp8") != base
+    assert with_settings(max_model_len=4096) != base
+
 
 def test_identity_needs_safetensors_files(tmp_path, tiny_tokenizer):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
