@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from resampling._backend import Completion, GenerationJob
+from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, load_model, model_identity
 from resampling._plan import SamplingParams
 
@@ -36,6 +37,20 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
     x = ((x >> 16) ^ x) * 0x45D9F3B & _MASK32
     return (x >> 16) ^ x
+
+
+def sliding_window(config: Any) -> int | None:
+    """The attention window of a model with sliding-window layers (Mistral, Gemma 2/3, Qwen2 with
+    ``use_sliding_window``), else None."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types is not None:
+        return int(window) if any("sliding" in str(t) for t in types) else None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
 
 
 def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int, device=None) -> torch.Tensor:
@@ -141,6 +156,15 @@ class HFBackend:
     # -- generation ---------------------------------------------------------------------------------------------
 
     def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
+        window = sliding_window(self.model.config)
+        if window is not None:
+            longest = max((len(j.prompt_ids) + int(j.params.max_new_tokens or 0) for j in jobs), default=0)
+            if longest > window:
+                raise EngineInputError(
+                    f"{self.model_id} uses sliding-window attention over {window} tokens and a job needs "
+                    f"{longest}; the hf backend's shared-prefix cache keeps every key, so it cannot run such a "
+                    "model past its window: use --backend vllm or openai"
+                )
         by_params: dict[SamplingParams, list[int]] = defaultdict(list)
         for i, job in enumerate(jobs):
             by_params[job.params].append(i)

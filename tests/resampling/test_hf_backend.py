@@ -223,3 +223,25 @@ def test_a_stop_string_of_many_tokens_ends_decoding():
     assert hit.finish_reason == "stop" and hit.text == full.text[: full.text.index(stop)]
     end = len(tok(full.text[: full.text.index(stop) + len(stop)], add_special_tokens=False)["input_ids"])
     assert len(hit.token_ids) <= end + 1 < len(full.token_ids)
+
+
+def test_sliding_window_models_past_their_window_get_a_clear_error(tiny_tokenizer):
+    from transformers import MistralConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from resampling import EngineInputError
+    from resampling._hf import sliding_window
+
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = Qwen2Config(
+        vocab_size=len(tiny_tokenizer),
+        use_sliding_window=True,
+        sliding_window=8,
+        max_window_layers=0,
+        **shape,
+    )
+    assert sliding_window(config) == 8
+    assert sliding_window(Qwen2Config(**shape)) is None and sliding_window(MistralConfig()) == 4096
+    backend = HFBackend(Qwen2ForCausalLM(config).eval(), tiny_tokenizer, model_id="sliding")
+    job = GenerationJob("j", tuple(range(5, 12)), (0,), (0,), SamplingParams(max_new_tokens=4))
+    with pytest.raises(EngineInputError, match="sliding-window attention over 8 tokens"):
+        list(backend.generate([job]))
