@@ -438,13 +438,19 @@ def vertical_scores(attention: np.ndarray, proximity_ignore: int = 4) -> np.ndar
         return np.nanmean(kept, axis=-2)
 
 
+MIN_KURTOSIS_VALUES = 4
+"""Fewest defined vertical scores for a kurtosis: of 2 values it is always -2 and of 3 it is bounded, which says
+nothing about the head; such a trace does not count for that head."""
+
+
 def _kurtosis(v: np.ndarray) -> np.ndarray:
     from scipy.stats import kurtosis
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         k = kurtosis(v, axis=-1, fisher=True, bias=True, nan_policy="omit")
-    return np.ma.filled(np.ma.asarray(k, dtype=np.float64), np.nan)
+    k = np.ma.filled(np.ma.asarray(k, dtype=np.float64), np.nan)
+    return np.where(np.isfinite(v).sum(-1) >= MIN_KURTOSIS_VALUES, k, np.nan)
 
 
 def receiver_head_scores(
@@ -455,7 +461,8 @@ def receiver_head_scores(
     """Receiver-head score of every head: Fisher kurtosis of its vertical scores, averaged over traces.
 
     ``score[l, h] = mean_traces kurtosis(v_lh)`` with ``v_lh`` from :func:`vertical_scores` and
-    ``kurtosis(v) = m4 / m2^2 - 3`` (scipy, ``bias=True``, NaN entries of ``v`` omitted). A head that
+    ``kurtosis(v) = m4 / m2^2 - 3`` (scipy, ``bias=True``, NaN entries of ``v`` omitted; a trace with fewer than
+    :data:`MIN_KURTOSIS_VALUES` defined entries does not count for that head). A head that
     concentrates its attention on a few sentences has a heavy-tailed ``v`` and a high score. ``attentions`` is one
     ``(L, H, S, S)`` array from :func:`sentence_attention` or a sequence of them (one per trace; ``S`` may differ).
     Layers in ``exclude_layers`` (default: layer 0, as in the paper) and heads undefined in every trace are NaN.

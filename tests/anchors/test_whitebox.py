@@ -403,6 +403,20 @@ def _striped_attention(seed: int, stripe_heads: list[tuple[int, int]], sentence:
     return np.tril(attn)
 
 
+def test_short_traces_do_not_count_for_a_heads_kurtosis() -> None:
+    """Kurtosis of 2 values is always -2: a trace with too few far rows must not pull a head's score there."""
+    from scipy.stats import kurtosis
+
+    rng = np.random.default_rng(0)
+    long = np.tril(rng.uniform(0.01, 1.0, size=(2, 2, 16, 16)))
+    short = np.tril(rng.uniform(0.01, 1.0, size=(2, 2, 6, 6)))  # proximity 4: 2 defined vertical scores
+    alone = receiver_head_scores(long, exclude_layers=())
+    assert np.isnan(receiver_head_scores(short, exclude_layers=())).all()
+    np.testing.assert_allclose(receiver_head_scores([long, short], exclude_layers=()), alone)
+    v = vertical_scores(long)
+    np.testing.assert_allclose(alone, kurtosis(v, axis=-1, fisher=True, bias=True, nan_policy="omit"))
+
+
 def test_vertical_scores_average_far_rows_only() -> None:
     attn = np.arange(36, dtype=float).reshape(6, 6)
     v = vertical_scores(attn, proximity_ignore=2)
