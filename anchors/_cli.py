@@ -52,13 +52,21 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
         )
     try:
         table = import_thought_anchors(problem_dir, threshold=threshold)
-    except (ValueError, KeyError) as exc:
-        raise click.BadParameter(f"{problem_dir}: {exc}", param_hint="PROBLEM_DIR") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # a file of the wrong shape (an object where a list belongs, ...) is bad input, not a crash
+        raise click.BadParameter(
+            f"{problem_dir}: a file does not have the thought-anchors layout ({type(exc).__name__}: {exc}); "
+            "compare it with a published problem folder",
+            param_hint="PROBLEM_DIR",
+        ) from exc
     path = _atomic_write_bytes(out_dir / "importance.parquet", table.write_parquet)
     click.echo(f"{table.height} sentences -> {path}")
     comparison = compare_published(table)
     if not comparison:
-        click.echo("nothing to compare: the folder has no chunks_resampled.json or step_importance.json")
+        click.echo(
+            "nothing to compare: no published values sit beside what could be recomputed "
+            "(chunks_resampled.json, step_importance.json)"
+        )
     for name, c in comparison.items():
         click.echo(
             f"{name}: mean |ours - published| = {c['mean_abs_diff']:.4f} over {int(c['n'])} sentences "

@@ -116,12 +116,28 @@ def answer_key(answer: str | None) -> str | None:
         return None
     s = answer.strip()
     s = _TEXT_WRAPPERS.sub(r"\1", s)
-    for junk in ("\\left", "\\right", "\\!", "\\,", "\\;", "\\ ", "$", "^\\circ", "^{\\circ}", "\\%", "%"):
+    for junk in (
+        "\\left",
+        "\\right",
+        "\\!",
+        "\\,",
+        "\\;",
+        "\\ ",
+        "\\$",
+        "$",
+        "^\\circ",
+        "^{\\circ}",
+        "\\%",
+        "%",
+    ):
         s = s.replace(junk, "")
+    # thousands separators (88,572 -> 88572) only in a string that is one such number: "1, 100" and "\\{1,100\\}"
+    # are lists of two numbers
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s.strip()):
+        s = s.replace(",", "")
     s = re.sub(r"\s+", "", s).rstrip(".")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _FRAC_SHORT.sub(r"\\frac{\1}{\2}", s)
-    s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)  # thousands separators: 88,572 -> 88572
     number = _as_rational(s)
     if number is not None:
         return str(number)
@@ -132,11 +148,11 @@ def answer_key(answer: str | None) -> str | None:
 
 
 def _as_rational(s: str) -> Fraction | None:
-    m = _FRAC.fullmatch(s)
-    if m:
-        s = f"{m.group(1)}/{m.group(2)}"
     neg = s.startswith("-")
     body = s[1:] if neg else s
+    m = _FRAC.fullmatch(body)
+    if m:
+        body = f"{m.group(1)}/{m.group(2)}"
     try:
         if re.fullmatch(r"\d+(\.\d+)?", body) or re.fullmatch(r"\d+/\d+", body):
             value = Fraction(body)

@@ -85,6 +85,11 @@ def rollout_row(req: SamplingRequest, c: Completion, truth: str | None) -> dict[
     return row
 
 
+def _as_truth(value: Any) -> str | None:
+    """A true answer as text: a trace file may store ``"gt_answer": 5`` as a number."""
+    return None if value is None else str(value)
+
+
 def grade(rollouts: pl.DataFrame, truths: dict[str, str | None]) -> pl.DataFrame:
     """``answer``, ``answer_norm`` and ``correct`` of every ``ok`` row, from its text and ``truths`` (trace id ->
     true answer); each distinct (answer, truth) pair is checked once."""
@@ -103,7 +108,7 @@ def grade(rollouts: pl.DataFrame, truths: dict[str, str | None]) -> pl.DataFrame
             correct.append(None)
             continue
         answer = _answer(kind, text)
-        truth = truths.get(trace_id)
+        truth = _as_truth(truths.get(trace_id))
         answers.append(answer)
         norms.append(answer_key(answer))
         if truth is None:
@@ -293,4 +298,4 @@ class _Progress:
 
 def traces_truths(traces: Iterable[Any]) -> dict[str, str | None]:
     """trace id -> the true answer recorded in its metadata (``gt_answer``), if any."""
-    return {t.id: t.metadata.get("gt_answer") for t in traces}
+    return {t.id: _as_truth(t.metadata.get("gt_answer")) for t in traces}

@@ -149,15 +149,19 @@ def base64_decode(text: str, rounds: int) -> str:
         raise ValueError("base64 text must be ASCII")
     for _ in range(_rounds(rounds)):
         try:
-            data = base64.b64decode(data, validate=True)
+            data = base64.b64decode(re.sub(rb"\s+", b"", data), validate=True)
         except binascii.Error as exc:
             raise ValueError(f"not valid base64: {exc}") from None
     return data.decode("utf-8")
 
 
+MAX_BASE64_ROUNDS = 10
+"""Each round grows the text by 4/3: 10 rounds are 18x, 200 would not fit in memory."""
+
+
 def _rounds(rounds: int) -> int:
-    if int(rounds) < 1:
-        raise ValueError(f"base64 rounds must be >= 1, got {rounds}")
+    if not 1 <= int(rounds) <= MAX_BASE64_ROUNDS:
+        raise ValueError(f"base64 rounds must be between 1 and {MAX_BASE64_ROUNDS}, got {rounds}")
     return int(rounds)
 
 

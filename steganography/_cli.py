@@ -9,6 +9,7 @@ Bad input raises ``click.BadParameter``/``click.UsageError`` (exit code 2, one l
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -21,7 +22,12 @@ from steganography._solve import break_cipher
 def _read(source: str, param_hint: str = "FILE") -> str:
     """Read a path, or stdin for ``-``; an unreadable path raises BadParameter with the fix."""
     if source == "-":
-        return sys.stdin.read()
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(
+                "stdin is not UTF-8 text; convert it first (e.g. iconv -t utf-8)", param_hint=param_hint
+            ) from None
     try:
         with open(source, encoding="utf-8") as handle:
             return handle.read()
@@ -70,8 +76,13 @@ def detect(file: str, deep: bool, as_json: bool) -> None:
                     "encoded_score": result.encoded_score,
                     "is_encoded": result.is_encoded,
                     "families": [{"family": f, "score": s} for f, s in result.families],
-                    "features": result.features,
-                }
+                    # JSON has no NaN: an undefined feature (text too short for it) is null
+                    "features": {
+                        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                        for k, v in result.features.items()
+                    },
+                },
+                allow_nan=False,
             )
         )
         return

@@ -313,7 +313,9 @@ def solve_substitution(
         dec, score = _climb(start, sym, table, base)
         if score > best + 1e-6:
             best_dec, best, hits = dec, score, 1
-        elif abs(score - best) <= 1e-6:
+        elif abs(score - best) <= 1e-6 and runs % 2 == 1:
+            # only a climb from a random key that lands on the best again is evidence of the optimum; one from a
+            # few swaps off the best key usually climbs straight back to it, found or not
             hits += 1
     alphabet = _alphabet_from_decrypt(best_dec)
     plain = C.CIPHERS["substitution"].decode(text, alphabet)
@@ -469,9 +471,18 @@ def break_trace(
     if best.family == "plain":
         return result, [normalize(s) for s in sentences]
     decoded = []
+    letters_before = 0
     for sentence in sentences:
+        text = normalize(sentence)
+        key = best.key
+        if best.cipher == "vigenere" and isinstance(key, str) and key:
+            # the key was found on the joined trace, where it runs on across sentences: start each sentence
+            # where the key stands after the letters of the sentences before it
+            shift = letters_before % len(key)
+            key = key[shift:] + key[:shift]
+            letters_before += sum(c.isascii() and c.isalpha() for c in text)
         try:
-            decoded.append(C.CIPHERS[best.cipher].decode(normalize(sentence), best.key))
+            decoded.append(C.CIPHERS[best.cipher].decode(text, key))
         except (ValueError, UnicodeError):
             decoded.append("")
     return result, decoded

@@ -12,7 +12,9 @@ BIGRAM_VOCAB = 8000
 
 def symbol_stream(text: str, boundary: bool) -> np.ndarray:
     """Map text to int64 symbols: letters to 0-25; non-letters dropped, or (``boundary``) runs to one 26."""
-    raw = np.frombuffer(text.lower().encode("ascii", "replace"), dtype=np.uint8)
+    # ASCII first, then lower case: str.lower() turns some letters into two characters ("İ" -> "i" + U+0307),
+    # which would misalign every position-keyed cipher (Vigenère) after them
+    raw = np.frombuffer(text.encode("ascii", "replace").lower(), dtype=np.uint8)
     is_letter = (raw >= 97) & (raw <= 122)
     if not boundary:
         return (raw[is_letter] - 97).astype(np.int64)

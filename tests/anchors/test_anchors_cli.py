@@ -63,3 +63,18 @@ def test_import_bad_folder_is_a_one_line_usage_error(tmp_path):
     result = runner.invoke(import_group, ["thought-anchors", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "has no chunks_labeled.json" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("chunks_labeled.json", '{"a": 1}'), ("step_importance.json", "[1, 2]")]
+)
+def test_import_files_of_the_wrong_shape_are_usage_errors(small_problem, tmp_path, name, content):
+    import shutil
+
+    folder = tmp_path / "problem_1"
+    shutil.copytree(small_problem, folder)
+    (folder / name).write_text(content)
+    result = CliRunner().invoke(import_group, ["thought-anchors", str(folder), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "thought-anchors layout" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o" / "importance.parquet").exists()

@@ -100,3 +100,23 @@ def test_hard_timeout_kills_and_restarts_the_worker():
     assert _verifier._proc is None
     assert _verifier("x+1", "1+x", 30.0) is True
     assert _verifier._proc.pid != pid
+
+
+@pytest.mark.parametrize(
+    ("same", "different"),
+    [
+        (["-\\frac{1}{2}", "-0.5", "-1/2", "-\\dfrac{1}{2}"], ["\\frac{1}{2}"]),
+        (["\\$18", "\\$18.00", "$18$", "18"], ["\\$1.8"]),
+        (["88,572", "88572", "88,572.0"], ["88,57"]),
+        (["1100"], ["1, 100", "1,100,0", "\\{1, 100\\}"]),
+    ],
+)
+def test_answer_key_joins_equal_answers_and_only_those(same, different):
+    keys = {answer_key(a) for a in same}
+    assert len(keys) == 1, keys
+    assert not keys & {answer_key(a) for a in different}
+
+
+def test_a_list_is_not_a_number_with_thousands_separators():
+    assert not answers_equivalent("1, 100", "1100")
+    assert not answers_equivalent("\\{1, 100\\}", "\\{1100\\}")

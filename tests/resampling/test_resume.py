@@ -185,3 +185,18 @@ def test_cli_bad_input_errors_before_work(model_dir, trace_file, tmp_path):
         assert proc.returncode == 2, (extra, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr, (extra, proc.stderr)
         assert not (tmp_path / "o" / "rollouts.parquet").exists()
+
+
+def test_a_numeric_true_answer_grades_like_its_text():
+    from resampling import ROLLOUT_SCHEMA
+    from resampling._engine import grade
+
+    row = dict.fromkeys(ROLLOUT_SCHEMA)
+    rows = [
+        {**row, "trace_id": "t", "kind": "resample", "status": "ok", "text": "x </think> \\boxed{6}"},
+        {**row, "trace_id": "t", "kind": "resample", "status": "ok", "text": "x </think> \\boxed{7}"},
+        {**row, "trace_id": "t", "kind": "resample", "status": "error", "text": None},
+    ]
+    table = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA)
+    assert grade(table, {"t": 6})["correct"].to_list() == [True, False, None]
+    assert grade(table, {"t": "6"})["correct"].to_list() == [True, False, None]

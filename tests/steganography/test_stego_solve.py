@@ -133,3 +133,36 @@ def test_to_dict_has_the_cli_fields():
     record = result.to_dict()
     assert {"family", "key", "plaintext", "score", "seconds"} <= set(record)
     assert record["family"] == "shift" and record["key"] == 4 and record["seconds"] > 0
+
+
+def test_break_trace_decodes_every_sentence_of_a_vigenere_trace():
+    """The key runs on across the sentences of a trace; each sentence is decoded from where it stands."""
+    from cot import split_sentences
+
+    plain = PASSAGES[0] + " " + PASSAGES[1]
+    ciphertext = CIPHERS["vigenere"].encode(plain, "lemon")
+    sentences = [s.text for s in split_sentences(ciphertext)]
+    assert len(sentences) >= 4
+    result, decoded = break_trace(sentences)
+    assert (result.best.cipher, result.best.key) == ("vigenere", "lemon")
+    assert decoded == [s.text for s in split_sentences(plain)]
+
+
+def test_a_letter_that_lowercases_to_two_does_not_shift_the_vigenere_key():
+    plain = PASSAGES[0][:150] + " İzmir " + PASSAGES[1]
+    best = break_cipher(CIPHERS["vigenere"].encode(plain, "quartz")).best
+    assert (best.cipher, best.key) == ("vigenere", "quartz")
+
+
+def test_reported_base64_key_decodes_wrapped_rounds():
+    import base64
+
+    inner = base64.encodebytes(
+        b"The quick brown fox jumps over the lazy dog again and again."
+    )  # wrapped lines
+    ciphertext = base64.b64encode(inner).decode()
+    best = break_cipher(ciphertext).best
+    assert (best.cipher, best.key) == ("base64", 2)
+    assert CIPHERS["base64"].decode(ciphertext, best.key) == best.plaintext
+    with pytest.raises(ValueError, match="between 1 and 10"):
+        CIPHERS["base64"].encode("x", 200)
