@@ -139,7 +139,7 @@ def importance(
         "seed": seed,
         "convention": convention,
     }
-    paths = write_importance(run, out, notes)
+    paths = write_importance(run, out, notes, source=trace_file)
     if not quiet:
         terminal_summary(run.table, top=8)
     click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)

@@ -150,12 +150,21 @@ def compute_importance(
     return ImportanceRun(trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts)
 
 
-def write_importance(run: ImportanceRun, out: Path, notes: dict[str, Any] | None = None) -> dict[str, Path]:
-    """Write the outputs of a run: everything :func:`anchors.write_outputs` writes, the rollouts and the trace."""
+def write_importance(
+    run: ImportanceRun, out: Path, notes: dict[str, Any] | None = None, *, source: Path | None = None
+) -> dict[str, Path]:
+    """Write the outputs of a run: everything :func:`anchors.write_outputs` writes, the rollouts and the trace.
+
+    ``source`` is the file the trace was read from: when it is ``OUT/trace.json`` itself, it is left as it is (the
+    user's file, with any fields a trace does not keep) rather than rewritten."""
     from anchors._report import write_outputs
     from resampling._store import atomic_write_parquet
 
     paths = write_outputs(run.table, run.matrix, run.trace, out, notes=notes, options=run.options)
     paths["rollouts.parquet"] = atomic_write_parquet(run.rollouts, Path(out) / "rollouts.parquet")
-    paths["trace.json"] = run.trace.save(Path(out) / "trace.json")  # rerun with --trace OUT/trace.json
+    target = Path(out) / "trace.json"
+    if source is not None and target.exists() and Path(source).resolve() == target.resolve():
+        paths["trace.json"] = target
+    else:
+        paths["trace.json"] = run.trace.save(target)  # rerun with --trace OUT/trace.json
     return paths

@@ -82,3 +82,29 @@ def test_validate_anchors_contract(capsys):
         assert 0.0 <= m["top1"] <= 1.0 and "spearman" in m
     for rec in data["traces"]:
         assert rec["case"] in ("corrected", "uncorrected") and rec["planted"]
+
+
+@pytest.mark.slow
+def test_a_trace_read_from_out_is_not_rewritten(importance_out, tmp_path):
+    out = tmp_path / "again"
+    out.mkdir()
+    data = json.loads((importance_out / "trace.json").read_text())
+    data["notes"] = "kept by the user"
+    (out / "trace.json").write_text(json.dumps(data))
+    before = (out / "trace.json").read_bytes()
+    code = main(
+        [
+            "importance",
+            "--samples",
+            "2",
+            "--no-whitebox",
+            "--trace",
+            str(out / "trace.json"),
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
+    assert code == 0
+    assert (out / "trace.json").read_bytes() == before
+    assert (out / "importance.parquet").exists()
