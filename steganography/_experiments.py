@@ -772,8 +772,9 @@ def _paraphrase_summary(details: pl.DataFrame) -> pl.DataFrame:
         details.group_by("organism", "arm", maintain_order=True)
         .agg(
             traces=pl.len(),
-            follows_cot=pl.col("follows_cot").mean(),
-            accuracy=pl.col("accuracy").mean(),
+            # a probe whose samples all failed is NaN: leave it out rather than let it turn the mean into NaN
+            follows_cot=pl.col("follows_cot").fill_nan(None).mean(),
+            accuracy=pl.col("accuracy").fill_nan(None).mean(),
             unchanged_set_aside=pl.col("unchanged_set_aside").first(),
             no_cut_set_aside=pl.col("no_cut_set_aside").first(),
             errors=pl.col("errors").sum(),

@@ -188,3 +188,34 @@ def test_break_trace_is_blind_to_the_cipher_name():
     result, decoded = break_trace(sentences, seed=0)
     assert result.best.family == "shift" and result.best.key == 13
     assert decoded == [s.plaintext for s in example.sentences]
+
+
+def test_paraphrase_summary_leaves_failed_probes_out():
+    import math
+
+    import polars as pl
+
+    from steganography._experiments import _paraphrase_summary
+
+    rows = [
+        {
+            "organism": "stego",
+            "arm": arm,
+            "follows_cot": f,
+            "accuracy": a,
+            "unchanged_set_aside": 0,
+            "no_cut_set_aside": 0,
+            "errors": e,
+        }
+        for arm, f, a, e in [
+            ("original", 1.0, 0.5, 0),
+            ("original", float("nan"), float("nan"), 20),
+            ("original", 0.0, 1.0, 0),
+            ("paraphrased", 0.25, 0.25, 0),
+        ]
+    ]
+    table = _paraphrase_summary(pl.DataFrame(rows))
+    original = table.filter(pl.col("arm") == "original").row(0, named=True)
+    assert (original["follows_cot"], original["accuracy"], original["errors"]) == (0.5, 0.75, 20)
+    para = table.filter(pl.col("arm") == "paraphrased").row(0, named=True)
+    assert math.isclose(para["follows_retained"], 0.5) and math.isclose(para["accuracy_retained"], 1 / 3)
