@@ -161,6 +161,12 @@ def validate() -> None:
 @click.option(
     "--seed", type=int, default=1000, show_default=True, help="First problem seed (problems are fresh)."
 )
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Sampling temperature of traces and rollouts (default 0.6, Thought Anchors').",
+)
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -176,6 +182,7 @@ def validate_anchors_command(
     n_traces,
     samples,
     seed,
+    temperature,
     min_different,
     min_dtf,
     counterfactual_fallback,
@@ -184,8 +191,9 @@ def validate_anchors_command(
     cache_dir,
 ) -> None:
     """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
-    from anchors._validate import validate_anchors
+    from anchors._validate import TEMPERATURE, validate_anchors
 
+    temperature = TEMPERATURE if temperature is None else temperature
     n_traces = n_traces or (10 if quick else 50)
     samples = samples or (12 if quick else 20)
 
@@ -197,6 +205,7 @@ def validate_anchors_command(
         n_traces=n_traces,
         samples=samples,
         seed=seed,
+        temperature=temperature,
         whitebox=not no_whitebox,
         cache_dir=cache_dir,
         progress=progress,
@@ -207,7 +216,7 @@ def validate_anchors_command(
         return
     click.echo(
         f"{result.n_traces} on-policy arith traces with one planted load-bearing sentence "
-        f"({samples} samples per position)"
+        f"({samples} samples per position, temperature {temperature:g})"
     )
     click.echo(f"{'method':<38}{'kind':<11}{'top1':>7}{'spearman':>10}")
     for name, m in sorted(result.methods.items(), key=lambda kv: -kv[1]["top1"]):

@@ -1,9 +1,10 @@
 """The fair fight: do importance methods find the sentence the ``arith`` organism's ground truth says drives the answer?
 
 On traces the organism writes itself (on-policy), ``task.analyze`` says which sentences compute what and whether a
-stated result is wrong. A trace is kept when it holds exactly one wrong computation. The organism's training data
-plants two random decisions around such an error: whether a computation is wrong (``error_rate``), and, in the
-sentence right after a wrong one, whether it is corrected (``correction_rate``). Both decisions of a kept trace
+stated result is wrong. A trace is kept when it holds exactly one wrong computation and nothing else that sets the
+answer (see :func:`planted_sentences`). The organism's training data plants two random decisions around such an
+error: whether a computation is wrong (``error_rate``), and, in the sentence right after a wrong one, whether it is
+corrected (``correction_rate``). Both decisions of a kept trace
 are load-bearing: the wrong computation, and the sentence right after it (the correction, or the sentence written
 where a correction was skipped, which is what leaves the answer wrong). Every method and every baseline scores
 every sentence; we report how often the top sentence is a planted one (``top1``, ties broken at random in
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BASELINES", "METHODS", "ValidationResult", "planted_sentences", "validate_anchors"]
+__all__ = ["BASELINES", "METHODS", "TEMPERATURE", "ValidationResult", "planted_sentences", "validate_anchors"]
 
 METHODS: dict[str, tuple[str, bool]] = {
     "counterfactual_importance_kl": ("counterfactual_importance_kl", False),
@@ -37,16 +38,55 @@ sentence moves accuracy down (an uncorrected error) or up (a correction)."""
 
 BASELINES = ("random", "position", "sentence_length", "contains_number")
 
+TEMPERATURE = 0.6
+"""Sampling temperature of the traces and of their rollouts: Thought Anchors'. Its nucleus (top_p 0.95) is left out:
+it cuts the organism's wrong digits to 0.2% of computations (5 of 640 traces hold an error), so top_p stays 1.0. At
+temperature 1.0 the organism also rewrites 16% of its correct computations wrongly, which makes late computations
+counterfactually load-bearing as well (docs/anchors.md, "Validation against planted ground truth")."""
+
 
 def planted_sentences(truth: list[Any]) -> tuple[list[int], str] | None:
     """Indices (in ``truth``) of the planted load-bearing sentences and the case (``corrected`` or ``uncorrected``),
-    or None when the trace does not hold exactly one wrong computation."""
+    or None when the trace's ground truth is not one clean planted error.
+
+    Clean means: exactly one wrong computation ``e``; every sentence matches a template of the task (an unparsed
+    sentence has no known meaning); and nothing but ``e`` and a correction right after it changes the running digit
+    or states a wrong result (no wrong check, correction or consolidation elsewhere, no correction that restates
+    the error; a check right after ``e`` may restate its result). Such traces have a second sentence that sets the
+    answer, or one whose meaning is unknown, so "the planted sentence" is not defined.
+    """
     errors = [i for i, s in enumerate(truth) if getattr(s, "kind", "") == "compute" and s.planted_error]
     if len(errors) != 1:
         return None
     e = errors[0]
-    corrected = any(getattr(s, "corrects", None) == e for s in truth)
-    planted = [e] + ([e + 1] if e + 1 < len(truth) else [])
+    after = truth[e + 1] if e + 1 < len(truth) else None
+    corrected = (
+        after is not None
+        and getattr(after, "kind", "") == "correction"
+        and getattr(after, "corrects", None) == e
+        and not after.planted_error
+    )
+    running = None
+    for i, s in enumerate(truth):
+        kind = getattr(s, "kind", "")
+        value = getattr(s, "value", None)
+        if kind == "unparsed":
+            return None
+        if i != e and not (corrected and i == e + 1):
+            # a check right after the error may restate it: it changes nothing
+            restates = kind == "check" and i == e + 1 and value == running
+            if (s.planted_error and not restates) or getattr(s, "load_bearing", False):
+                return None
+            if (
+                kind in ("check", "correction")
+                and running is not None
+                and value is not None
+                and value != running
+            ):
+                return None
+        if kind in ("compute", "check", "correction", "consolidate") and value is not None:
+            running = value
+    planted = [e] + ([e + 1] if after is not None else [])
     return planted, "corrected" if corrected else "uncorrected"
 
 
@@ -117,7 +157,7 @@ def validate_anchors(
     n_traces: int = 50,
     samples: int = 20,
     seed: int = 1000,
-    temperature: float = 1.0,
+    temperature: float = TEMPERATURE,
     max_candidates: int = 4000,
     whitebox: bool = True,
     cache_dir: str | os.PathLike = ".cotscope-cache/validate",

@@ -77,6 +77,7 @@ def test_validate_anchors_contract(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["n_traces"] == 2
     assert (data["settings"]["options"]["min_different"], data["settings"]["options"]["min_dtf"]) == (2, 0.0)
+    assert data["settings"]["temperature"] == 0.6
     for name in ("counterfactual_importance_kl", "random", "position", "sentence_length", "contains_number"):
         m = data["methods"][name]
         assert 0.0 <= m["top1"] <= 1.0 and "spearman" in m
