@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from cot._segment import Sentence
 
@@ -197,13 +197,7 @@ class JudgeLabeller:
         if not sentences:
             return []
         reply = self.complete(self.prompt(sentences))
-        match = re.search(r"\{.*\}", reply, re.DOTALL)
-        if match is None:
-            raise ValueError(f"judge reply has no JSON object: {reply[:200]!r}")
-        try:
-            data = json.loads(match.group(0))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"judge reply is not valid JSON ({exc.msg}): {reply[:200]!r}") from exc
+        data = _reply_object(reply)
         labels = []
         for i in range(len(sentences)):
             role = data.get(str(i))
@@ -215,6 +209,27 @@ class JudgeLabeller:
                 )
             labels.append(role)
         return labels
+
+
+def _reply_object(reply: str) -> dict[str, Any]:
+    """The JSON object of a judge's reply: the last one that labels sentence "0" (a reasoning model may draft one
+    first, and prose around it may hold braces), else the last object; ``ValueError`` when none parses."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    start = reply.find("{")
+    while start >= 0:
+        try:
+            obj, end = decoder.raw_decode(reply, start)
+        except json.JSONDecodeError:
+            start = reply.find("{", start + 1)
+            continue
+        if isinstance(obj, dict):
+            found.append(obj)
+        start = reply.find("{", end)
+    if not found:
+        raise ValueError(f"judge reply holds no JSON object that parses: {reply[:200]!r}")
+    labelled = [obj for obj in found if "0" in obj]
+    return (labelled or found)[-1]
 
 
 _LABELLERS = {"rules": RuleLabeller}

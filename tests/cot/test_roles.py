@@ -60,6 +60,7 @@ def test_judge_labeller_parses_and_validates():
     ("reply", "match"),
     [
         ("no json", "no JSON"),
+        ('{"0": "plan_generation",}', "no JSON"),
         ('{"0": "plan_generation"}', "sentence 1"),
         ('{"0": "x", "1": "y"}', "label 'x'"),
     ],
@@ -67,6 +68,22 @@ def test_judge_labeller_parses_and_validates():
 def test_judge_labeller_rejects_bad_replies(reply, match):
     with pytest.raises(ValueError, match=match):
         label_sentences(["a.", "b."], JudgeLabeller(lambda _: reply))
+
+
+def test_judge_reply_with_braces_around_the_object():
+    prose = 'Using {category} names: {"0": "plan_generation", "1": "active_computation"} (set {a, b}).'
+    assert label_sentences(["a.", "b."], JudgeLabeller(lambda _: prose)) == [
+        "plan_generation",
+        "active_computation",
+    ]
+    drafted = (
+        '<think>Draft: {"0": "unknown", "1": "unknown"} no, sentence 1 computes.</think>\n'
+        '{"0": "plan_generation", "1": "active_computation"}'
+    )
+    assert label_sentences(["a.", "b."], JudgeLabeller(lambda _: drafted)) == [
+        "plan_generation",
+        "active_computation",
+    ]
 
 
 def test_unknown_labeller_name():
