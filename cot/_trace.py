@@ -62,6 +62,17 @@ class Trace:
             raise TraceError(
                 f"trace 'prompt' must be text or a list of chat messages, got {type(self.prompt)}"
             )
+        checks = (
+            ("answer_text", (str, type(None)), "text or null"),
+            ("metadata", dict, "an object"),
+            ("truncated", bool, "true or false"),
+            ("missing_open_tag", bool, "true or false"),
+            ("id", str, "text"),
+        )
+        for name, kind, want in checks:
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise TraceError(f"trace {name!r} must be {want}, got {type(value).__name__} {value!r:.60}")
         if not self.id:
             self.id = self._content_id()
 
@@ -145,6 +156,8 @@ class Trace:
                 "Trace.from_completion for a raw '<think>...</think>' completion"
             )
         version = data.get("version", TRACE_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TraceError(f"{source}: trace 'version' must be an integer, got {version!r:.60}")
         if version > TRACE_VERSION:
             raise TraceError(
                 f"{source}: trace version {version} is newer than this cotscope reads; upgrade cotscope"
@@ -209,7 +222,15 @@ def load_trace(path: str | os.PathLike) -> Trace:
         raise TraceError(
             f"{p} is not UTF-8 text ({exc.reason}); give a JSON trace or a text completion"
         ) from exc
-    if p.suffix.lower() != ".json":
+    if p.suffix.lower() in (".jsonl", ".ndjson"):
+        lines = [line for line in raw.splitlines() if line.strip()]
+        if len(lines) != 1:
+            raise TraceError(
+                f"{p} holds {len(lines)} JSON lines; a trace file holds one trace: save the one you want as "
+                "its own .json file"
+            )
+        raw = lines[0]
+    elif p.suffix.lower() != ".json":
         return Trace.from_completion(raw, metadata={"source": str(p)})
     try:
         data = json.loads(raw)
@@ -228,9 +249,15 @@ def _from_thought_anchors(data: dict[str, Any], p: Path) -> Trace:
         completion = data["full_cot"][len(prompt) :]
     else:
         completion = data.get("solution", "")
-    trace = Trace.from_completion(
-        completion, prompt=prompt, metadata={"source": str(p), "format": "thought-anchors"}
-    )
+    # The reference sends the prompt raw, ending in "Solution: \n<think>\n"; here it becomes a user message and the
+    # chat template opens the think block, so a trailing tag would put a second <think> before the reasoning.
+    user = prompt.rstrip()
+    if user.endswith(THINK_OPEN):
+        user = user[: -len(THINK_OPEN)].rstrip()
+    metadata = {"source": str(p), "format": "thought-anchors"}
+    if user != prompt:
+        metadata["raw_prompt"] = prompt
+    trace = Trace.from_completion(completion, prompt=user, metadata=metadata)
     problem = p.parent / "problem.json"
     if problem.exists():
         info = json.loads(problem.read_text(encoding="utf-8"))

@@ -54,6 +54,11 @@ def test_id_is_content_hash():
         ('{"prompt": 3, "cot": "x"}', "prompt"),
         ('{"prompt": [{"content": "x"}], "cot": "x"}', "role"),
         ('{"prompt": "x", "cot": "x", "version": 99}', "newer"),
+        ('{"prompt": "x", "cot": "x", "version": "1"}', "'version' must be an integer"),
+        ('{"prompt": "x", "cot": "x", "metadata": []}', "'metadata' must be an object"),
+        ('{"prompt": "x", "cot": "x", "answer_text": 4}', "'answer_text' must be text or null"),
+        ('{"prompt": "x", "cot": "x", "truncated": "no"}', "'truncated' must be true or false"),
+        ('{"prompt": "x", "cot": "x", "id": 7}', "'id' must be text"),
     ],
 )
 def test_bad_trace_files_get_clear_errors(tmp_path, content, match):
@@ -61,6 +66,16 @@ def test_bad_trace_files_get_clear_errors(tmp_path, content, match):
     p.write_text(content)
     with pytest.raises(TraceError, match=match):
         load_trace(p)
+
+
+def test_jsonl_trace_files(tmp_path):
+    one = tmp_path / "one.jsonl"
+    one.write_text('\n{"prompt": "p", "cot": "Think. Done."}\n')
+    assert load_trace(one).cot == "Think. Done."
+    two = tmp_path / "two.jsonl"
+    two.write_text('{"prompt": "p", "cot": "a"}\n{"prompt": "p", "cot": "b"}\n')
+    with pytest.raises(TraceError, match="holds 2 JSON lines"):
+        load_trace(two)
 
 
 def test_missing_file(tmp_path):
@@ -83,6 +98,10 @@ def test_thought_anchors_problem_folder(problem_dirs):
     assert t.metadata["gt_answer"] == json.loads((d / "problem.json").read_text())["gt_answer"]
     assert base["solution"].startswith(t.cot[:200])
     assert "</think>" not in t.cot and not t.truncated
+    # the chat template opens the think block; the prompt must not open it a second time
+    assert base["prompt"].rstrip().endswith("<think>")
+    assert t.prompt == base["prompt"].rstrip().removesuffix("<think>").rstrip()
+    assert t.prompt.endswith("Solution:") and t.metadata["raw_prompt"] == base["prompt"]
 
 
 def test_cot_package_does_not_import_torch():
