@@ -134,7 +134,7 @@ def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
     greedy = _answers(generate(o, _prompts(o, ex)))
     acc = sum(task.answer_correct(a, e) for e, (_, a, _) in zip(ex, greedy, strict=True)) / n
     sampled = _answers(generate(o, _prompts(o, ex), temperature=TEMPERATURE))
-    n_compute = n_err = n_corr = n_check = n_unparsed = n_sent = consistent = 0
+    n_compute = n_err = n_corr = n_check = n_unparsed = n_sent = consistent = n_spurious = 0
     acc_t = 0
     for e, (cot, a, _) in zip(ex, sampled, strict=True):
         sents = task.analyze(e, cot)
@@ -145,6 +145,10 @@ def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
         errs = [s for s in comp if s.planted_error]
         n_err += len(errs)
         n_corr += sum("corrected_by" in s.extra for s in errs)
+        n_spurious += sum(
+            s.kind == "correction" and s.corrects is not None and not sents[s.corrects].planted_error
+            for s in sents
+        )
         n_check += sum(s.kind == "check" for s in sents)
         from ._arith import implied_answer
 
@@ -166,6 +170,11 @@ def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
         ),
         _row(
             f"corrected fraction of errors (T={TEMPERATURE})", _rate(n_corr, n_err), f"{r['correction_rate']}"
+        ),
+        _row(
+            f"corrections after a correct computation (T={TEMPERATURE})",
+            _rate(n_spurious, n_compute - n_err),
+            "0 (a correction follows an error)",
         ),
         _row(
             f"checks per computation (T={TEMPERATURE})",

@@ -83,6 +83,10 @@ class TracePrefixes:
     cue_ids: list[int]
     min_chars: int
     edit: dict = field(default_factory=dict)
+    cue_after_newline_ids: list[int] = field(default_factory=list)
+    """The cue without its leading newline, for prefixes whose CoT text already ends in one."""
+    newline_before: list[bool] = field(default_factory=list)
+    """``newline_before[i]``: the CoT text of position i's prefix ends in a newline (never for position 0)."""
 
     @classmethod
     def build(
@@ -116,9 +120,23 @@ class TracePrefixes:
                 raise EngineInputError(
                     "the tokenizer's offsets are not monotonic; it cannot cut exact prefixes"
                 )
-        cue_ids = _ids(tokenizer(answer_cue(trace), add_special_tokens=False))
+        cue = answer_cue(trace)
+        cue_ids = _ids(tokenizer(cue, add_special_tokens=False))
+        # A prefix cut at a sentence start keeps the newline that ends the previous sentence; the cue then starts at
+        # "</think>", so the probe reads "...last sentence.\n</think>" as the model wrote it, not "\n\n</think>".
+        newline_before = [cut > 0 and trace.cot[: offsets[cut - 1][1]].endswith("\n") for cut in cuts]
         return cls(
-            trace, tokenizer, sentences, template_ids, cot_ids, cuts, cue_ids, min_chars, dict(edit or {})
+            trace,
+            tokenizer,
+            sentences,
+            template_ids,
+            cot_ids,
+            cuts,
+            cue_ids,
+            min_chars,
+            dict(edit or {}),
+            cue_after_newline_ids=_ids(tokenizer(cue.removeprefix("\n"), add_special_tokens=False)),
+            newline_before=newline_before,
         )
 
     # -- views --------------------------------------------------------------------------------------------------
@@ -145,7 +163,10 @@ class TracePrefixes:
         return self.template_ids + self.cot_ids[: self.cuts[position]]
 
     def forced_answer_ids(self, position: int) -> list[int]:
-        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in)."""
+        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in); one newline
+        before ``</think>``, whether the prefix ends in one or not."""
+        if self.newline_before and self.newline_before[position]:
+            return self.prefix_ids(position) + self.cue_after_newline_ids
         return self.prefix_ids(position) + self.cue_ids
 
     # -- plans --------------------------------------------------------------------------------------------------

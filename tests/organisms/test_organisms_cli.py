@@ -61,4 +61,5 @@ def test_eval_json_without_touching_the_card():
     rows = {r["metric"]: r for r in result["rows"]}
     assert result["organism"] == "arith" and result["n"] == 8
     assert 0.0 <= rows["greedy accuracy"]["value"] <= 1.0 and "pass" in rows["greedy accuracy"]
+    assert 0.0 <= rows["corrections after a correct computation (T=1.0)"]["value"] <= 1.0
     assert (organisms.load("arith").path / "card.md").read_text() == card

@@ -37,6 +37,27 @@ def test_forced_answer_cue_is_the_models_own(tp, tiny_tokenizer):
     assert answer_cue(Trace(prompt="p", cot="c")) == "\n</think>\n\nTherefore, the final answer is \\boxed{"
 
 
+def test_forced_answer_probe_has_one_newline_before_think_close(tiny_tokenizer):
+    lines = Trace.from_completion(
+        "<think>\nFirst we add.\nThen we carry the one.\nSo it is 6.\n</think>\n\nThe answer is \\boxed{6}.",
+        prompt="Compute.",
+    )
+    spaced = Trace.from_completion(
+        "<think>First we add. Then we carry the one. So it is 6.</think>The answer is \\boxed{6}.",
+        prompt="Compute.",
+    )
+    for trace in (lines, spaced):
+        tp = TracePrefixes.build(trace, tiny_tokenizer, min_chars=0)
+        for p in range(1, tp.n_positions):
+            text = tiny_tokenizer.decode(tp.forced_answer_ids(p)[len(tp.template_ids) :])
+            head = text[: text.index("</think>")]
+            assert head.endswith("\n") and not head.endswith("\n\n"), (p, text)
+            assert (
+                head.rstrip()
+                == trace.cot[: tp.sentences[p].start if p < len(tp.sentences) else None].rstrip()
+            )
+
+
 @pytest.mark.parametrize(
     "answer_text",
     [
