@@ -218,6 +218,11 @@ def validate_anchors_command(
         f"{result.n_traces} on-policy arith traces with one planted load-bearing sentence "
         f"({samples} samples per position, temperature {temperature:g})"
     )
-    click.echo(f"{'method':<38}{'kind':<11}{'top1':>7}{'spearman':>10}")
+    click.echo(f"{'method':<38}{'kind':<11}{'top1':>7}{'spearman':>10}{'defined':>9}")
     for name, m in sorted(result.methods.items(), key=lambda kv: -kv[1]["top1"]):
-        click.echo(f"{name:<38}{m['kind']:<11}{m['top1']:>7.2f}{m['spearman']:>10.2f}")
+        click.echo(
+            f"{name:<38}{m['kind']:<11}{m['top1']:>7.2f}{m['spearman']:>10.2f}{m['defined_per_trace']:>9.1f}"
+        )
+    click.echo(
+        f"defined: sentences with a value, mean per trace (of {result.settings['sentences_per_trace']:.1f})"
+    )

@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BASELINES", "METHODS", "TEMPERATURE", "ValidationResult", "planted_sentences", "validate_anchors"]
+__all__ = [
+    "BASELINES",
+    "CONTROLS",
+    "METHODS",
+    "TEMPERATURE",
+    "ValidationResult",
+    "planted_sentences",
+    "validate_anchors",
+]
 
 METHODS: dict[str, tuple[str, bool]] = {
     "counterfactual_importance_kl": ("counterfactual_importance_kl", False),
@@ -32,9 +40,14 @@ METHODS: dict[str, tuple[str, bool]] = {
     "outgoing_importance": ("outgoing_importance", True),
     "receiver_score": ("receiver_score", False),
     "suppression_outgoing": ("suppression_outgoing", False),
+    "different_trajectories_fraction": ("different_trajectories_fraction", False),
 }
 """method -> (table column, rank by absolute value). Accuracy-signed metrics are ranked by magnitude: the planted
 sentence moves accuracy down (an uncorrected error) or up (a correction)."""
+
+CONTROLS = ("different_trajectories_fraction",)
+"""Scored like the methods but not importance: how often the model rewrites a sentence with another meaning. A
+counterfactual method that only found the sentences the model rewrites would score no better than this."""
 
 BASELINES = ("random", "position", "sentence_length", "contains_number")
 
@@ -207,7 +220,7 @@ def validate_anchors(
 
     rng = np.random.default_rng(seed)
     cases = [c for _, _, (_, c) in chosen]
-    per_method: dict[str, list[tuple[float, float]]] = {m: [] for m in [*METHODS, *BASELINES]}
+    per_method: dict[str, list[tuple[float, float, int]]] = {m: [] for m in [*METHODS, *BASELINES]}
     records = []
     emb = TextEmbeddings()
     options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
@@ -241,7 +254,7 @@ def validate_anchors(
         }
         for name, s in scores.items():
             t1, rho = _top1(s, targets), _spearman(s, targets)
-            per_method[name].append((t1, rho))
+            per_method[name].append((t1, rho, int(np.isfinite(s).sum())))
             rec[name] = (
                 int(np.nanargmax(np.where(np.isfinite(s), s, -np.inf))) if np.isfinite(s).any() else None
             )
@@ -258,8 +271,11 @@ def validate_anchors(
             "top1": top1,
             "spearman": float(np.mean(rhos)) if rhos else float("nan"),
             "n": len(vals),
+            "defined_per_trace": float(np.mean([v[2] for v in vals])),
             "kind": "baseline"
             if name in BASELINES
+            else "control"
+            if name in CONTROLS
             else ("white-box" if name in ("receiver_score", "suppression_outgoing") else "black-box"),
         }
     settings = {
@@ -269,6 +285,9 @@ def validate_anchors(
         "temperature": temperature,
         "candidates_sampled": next_seed - seed,
         "options": options.to_dict(),
+        "sentences_per_trace": float(np.mean([r["n_sentences"] for r in records]))
+        if records
+        else float("nan"),
         "corrected": cases.count("corrected"),
         "uncorrected": cases.count("uncorrected"),
     }

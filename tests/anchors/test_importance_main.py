@@ -83,6 +83,11 @@ def test_validate_anchors_contract(capsys):
         assert 0.0 <= m["top1"] <= 1.0 and "spearman" in m
     for rec in data["traces"]:
         assert rec["case"] in ("corrected", "uncorrected") and rec["planted"]
+    assert data["methods"]["different_trajectories_fraction"]["kind"] == "control"
+    per_trace = data["settings"]["sentences_per_trace"]
+    assert per_trace == sum(r["n_sentences"] for r in data["traces"]) / 2
+    assert data["methods"]["position"]["defined_per_trace"] == per_trace
+    assert 0 <= data["methods"]["counterfactual_importance_kl"]["defined_per_trace"] <= per_trace
 
 
 @pytest.mark.slow
