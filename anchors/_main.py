@@ -212,7 +212,7 @@ def validate_anchors_command(
         options=_floors(min_different, min_dtf, counterfactual_fallback),
     )
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        click.echo(json.dumps(result.to_json(), indent=2, default=str, allow_nan=False))
         return
     click.echo(
         f"{result.n_traces} on-policy arith traces with one planted load-bearing sentence "

@@ -58,27 +58,46 @@ temperature 1.0 the organism also rewrites 16% of its correct computations wrong
 counterfactually load-bearing as well (docs/anchors.md, "Validation against planted ground truth")."""
 
 
-def planted_sentences(truth: list[Any]) -> tuple[list[int], str] | None:
+def planted_sentences(
+    truth: list[Any], *, n_steps: int | None = None, answer: str | None = None
+) -> tuple[list[int], str] | None:
     """Indices (in ``truth``) of the planted load-bearing sentences and the case (``corrected`` or ``uncorrected``),
     or None when the trace's ground truth is not one clean planted error.
 
-    Clean means: exactly one wrong computation ``e``; every sentence matches a template of the task (an unparsed
-    sentence has no known meaning); and nothing but ``e`` and a correction right after it changes the running digit
-    or states a wrong result (no wrong check, correction or consolidation elsewhere, no correction that restates
-    the error; a check right after ``e`` may restate its result). Such traces have a second sentence that sets the
-    answer, or one whose meaning is unknown, so "the planted sentence" is not defined.
+    Clean means:
+
+    - exactly one wrong computation ``e``, and the computations take the steps in order, one each (all
+      ``n_steps`` of them when given);
+    - every sentence matches a template of the task (an unparsed sentence has no known meaning);
+    - a correction right after ``e`` gives ``e``'s correct result (one that restates the error or gives another
+      wrong digit is not a correction of it);
+    - nothing else changes the running digit or states a wrong result: no wrong check, correction, consolidation
+      or emitted digit elsewhere (a check right after ``e`` may restate its result);
+    - the final answer, when given, is the last running digit.
+
+    Other traces have a second sentence that sets the answer, or one whose meaning is unknown, so "the planted
+    sentence" is not defined for them.
     """
-    errors = [i for i, s in enumerate(truth) if getattr(s, "kind", "") == "compute" and s.planted_error]
+    computes = [i for i, s in enumerate(truth) if getattr(s, "kind", "") == "compute"]
+    errors = [i for i in computes if truth[i].planted_error]
     if len(errors) != 1:
+        return None
+    steps = [getattr(truth[i], "step", None) for i in computes]
+    if any(st is not None for st in steps) and steps != list(range(len(computes))):
+        return None
+    if n_steps is not None and len(computes) != n_steps:
         return None
     e = errors[0]
     after = truth[e + 1] if e + 1 < len(truth) else None
-    corrected = (
+    corrected = False
+    if (
         after is not None
         and getattr(after, "kind", "") == "correction"
         and getattr(after, "corrects", None) == e
-        and not after.planted_error
-    )
+    ):
+        if after.planted_error or getattr(after, "value", None) != getattr(truth[e], "expected", None):
+            return None
+        corrected = True
     running = None
     for i, s in enumerate(truth):
         kind = getattr(s, "kind", "")
@@ -91,7 +110,7 @@ def planted_sentences(truth: list[Any]) -> tuple[list[int], str] | None:
             if (s.planted_error and not restates) or getattr(s, "load_bearing", False):
                 return None
             if (
-                kind in ("check", "correction")
+                kind in ("check", "correction", "consolidate", "emit")
                 and running is not None
                 and value is not None
                 and value != running
@@ -99,6 +118,8 @@ def planted_sentences(truth: list[Any]) -> tuple[list[int], str] | None:
                 return None
         if kind in ("compute", "check", "correction", "consolidate") and value is not None:
             running = value
+    if answer is not None and (running is None or str(answer).strip() != str(running)):
+        return None
     planted = [e] + ([e + 1] if after is not None else [])
     return planted, "corrected" if corrected else "uncorrected"
 
@@ -156,12 +177,25 @@ class ValidationResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "n_traces": self.n_traces,
-            "methods": self.methods,
-            "settings": self.settings,
-            "traces": self.traces,
-        }
+        """Everything as plain JSON values; undefined numbers (NaN) become null."""
+        return _strict(
+            {
+                "n_traces": self.n_traces,
+                "methods": self.methods,
+                "settings": self.settings,
+                "traces": self.traces,
+            }
+        )
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def validate_anchors(
@@ -210,7 +244,11 @@ def validate_anchors(
         for ex, tr in zip(examples, traces, strict=True):
             if tr.truncated or len(chosen) >= n_traces:
                 continue
-            planted = planted_sentences(task.analyze(ex, tr.cot))
+            planted = planted_sentences(
+                task.analyze(ex, tr.cot),
+                n_steps=sum(s.kind == "compute" for s in ex.sentences),
+                answer=tr.answer,
+            )
             if planted is not None:
                 chosen.append((ex, tr, planted))
     if len(chosen) < n_traces:

@@ -213,7 +213,7 @@ class JudgeLabeller:
 
 def _reply_object(reply: str) -> dict[str, Any]:
     """The JSON object of a judge's reply: the last one that labels sentence "0" (a reasoning model may draft one
-    first, and prose around it may hold braces), else the last object; ``ValueError`` when none parses."""
+    first, and prose around it may hold braces); ``ValueError`` when none does."""
     decoder = json.JSONDecoder()
     found: list[dict[str, Any]] = []
     start = reply.find("{")
@@ -226,10 +226,12 @@ def _reply_object(reply: str) -> dict[str, Any]:
         if isinstance(obj, dict):
             found.append(obj)
         start = reply.find("{", end)
-    if not found:
-        raise ValueError(f"judge reply holds no JSON object that parses: {reply[:200]!r}")
     labelled = [obj for obj in found if "0" in obj]
-    return (labelled or found)[-1]
+    if not labelled:
+        raise ValueError(
+            f'judge reply holds no JSON object that parses and labels sentence "0": {reply[:200]!r}'
+        )
+    return labelled[-1]
 
 
 _LABELLERS = {"rules": RuleLabeller}

@@ -156,6 +156,8 @@ class Trace:
                 "Trace.from_completion for a raw '<think>...</think>' completion"
             )
         version = data.get("version", TRACE_VERSION)
+        if isinstance(version, float) and version.is_integer():
+            version = int(version)
         if isinstance(version, bool) or not isinstance(version, int):
             raise TraceError(f"{source}: trace 'version' must be an integer, got {version!r:.60}")
         if version > TRACE_VERSION:
@@ -164,11 +166,15 @@ class Trace:
             )
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         known.setdefault("prompt", "")
+        if known.get("id") is None:
+            known["id"] = ""
         return cls(**known)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the trace as JSON, atomically (temp file, then rename)."""
-        return atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        """Write the trace as JSON, atomically (temp file, then rename); on one line for a ``.jsonl`` path."""
+        path = Path(path)
+        indent = None if path.suffix.lower() in (".jsonl", ".ndjson") else 2
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:
@@ -223,7 +229,7 @@ def load_trace(path: str | os.PathLike) -> Trace:
             f"{p} is not UTF-8 text ({exc.reason}); give a JSON trace or a text completion"
         ) from exc
     if p.suffix.lower() in (".jsonl", ".ndjson"):
-        lines = [line for line in raw.splitlines() if line.strip()]
+        lines = [line for line in raw.split("\n") if line.strip()]
         if len(lines) != 1:
             raise TraceError(
                 f"{p} holds {len(lines)} JSON lines; a trace file holds one trace: save the one you want as "
@@ -251,9 +257,11 @@ def _from_thought_anchors(data: dict[str, Any], p: Path) -> Trace:
         completion = data.get("solution", "")
     # The reference sends the prompt raw, ending in "Solution: \n<think>\n"; here it becomes a user message and the
     # chat template opens the think block, so a trailing tag would put a second <think> before the reasoning.
-    user = prompt.rstrip()
-    if user.endswith(THINK_OPEN):
-        user = user[: -len(THINK_OPEN)].rstrip()
+    if not isinstance(prompt, str):
+        raise TraceError(f"{p}: 'prompt' must be text, got {type(prompt).__name__}")
+    user = prompt
+    if prompt.rstrip().endswith(THINK_OPEN):
+        user = prompt.rstrip()[: -len(THINK_OPEN)].rstrip()
     metadata = {"source": str(p), "format": "thought-anchors"}
     if user != prompt:
         metadata["raw_prompt"] = prompt

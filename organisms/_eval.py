@@ -146,7 +146,7 @@ def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
         n_err += len(errs)
         n_corr += sum("corrected_by" in s.extra for s in errs)
         n_spurious += sum(
-            s.kind == "correction" and s.corrects is not None and not sents[s.corrects].planted_error
+            s.kind == "correction" and (s.corrects is None or not sents[s.corrects].planted_error)
             for s in sents
         )
         n_check += sum(s.kind == "check" for s in sents)

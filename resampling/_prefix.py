@@ -163,8 +163,8 @@ class TracePrefixes:
         return self.template_ids + self.cot_ids[: self.cuts[position]]
 
     def forced_answer_ids(self, position: int) -> list[int]:
-        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in); one newline
-        before ``</think>``, whether the prefix ends in one or not."""
+        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in). The cue's
+        newline before ``</think>`` is left out when the prefix's CoT text already ends in a newline."""
         if self.newline_before and self.newline_before[position]:
             return self.prefix_ids(position) + self.cue_after_newline_ids
         return self.prefix_ids(position) + self.cue_ids

@@ -3,68 +3,87 @@ from types import SimpleNamespace as S
 import numpy as np
 import pytest
 
-from anchors._validate import _spearman, _top1, baseline_scores, planted_sentences
+from anchors._validate import ValidationResult, _spearman, _top1, baseline_scores, planted_sentences
 
 
-def truth(kinds_errors, corrects=None):
-    corrects = corrects or {}
-    return [S(kind=k, planted_error=e, corrects=corrects.get(i)) for i, (k, e) in enumerate(kinds_errors)]
+def _trace_truth(*sentences):
+    """Ground truth of a hand-written CoT for "Start with 9, add 2, add 3, subtract 7" (true digits 1, 4, 7), as the
+    arith task itself reads it."""
+    import organisms
+    from organisms._tasks import Problem
+
+    task = organisms.get_task("arith")
+    problem = Problem(9, (("add", 2), ("add", 3), ("sub", 7)))
+    example = S(messages=[{"role": "user", "content": problem.prompt()}])
+    return task.analyze(example, "\n".join(("We start with 9 and have three steps.", *sentences)))
 
 
-def test_planted_sentences_cases():
-    uncorrected = truth([("setup", False), ("compute", True), ("compute", False), ("answer", False)])
-    assert planted_sentences(uncorrected) == ([1, 2], "uncorrected")
-    corrected = truth(
-        [("setup", False), ("compute", True), ("correction", False), ("compute", False)], {2: 1}
-    )
-    assert planted_sentences(corrected) == ([1, 2], "corrected")
-    assert planted_sentences(truth([("compute", True), ("compute", True)])) is None
-    assert planted_sentences(truth([("compute", False)])) is None
+WRONG = "Step one adds 2 to 9, giving 4."  # should be 1
+AFTER_WRONG = ("Step two adds 3 to 4, giving 7.", "Step three subtracts 7 from 7, giving 0.")
+END_WRONG = ("So the final digit is 0.", "I will answer 0.")
+FIXED = (
+    "Step two adds 3 to 1, giving 4.",
+    "Step three subtracts 7 from 4, giving 7.",
+    "So the final digit is 7.",
+    "I will answer 7.",
+)
 
 
-def walk(*rows):
-    """Sentences (kind, stated value, planted_error[, load_bearing]) with corrections pointing at the last compute."""
-    out, last = [], None
-    for kind, value, wrong, *lb in rows:
-        out.append(
-            S(
-                kind=kind,
-                value=value,
-                planted_error=wrong,
-                load_bearing=bool(lb and lb[0]),
-                corrects=last if kind == "correction" else None,
-            )
-        )
-        last = len(out) - 1 if kind == "compute" else last
-    return out
-
-
-def test_planted_sentences_needs_one_clean_planted_error():
-    # start 3; +2 -> 5 (stated 7, wrong); later steps continue from 7
-    setup = ("setup", None, False)
-    error = ("compute", 7, True, True)
-    clean = walk(setup, error, ("compute", 9, False), ("consolidate", 9, False))
-    assert planted_sentences(clean) == ([1, 2], "uncorrected")
-    fixed = walk(setup, ("compute", 7, True), ("correction", 5, False, True), ("compute", 7, False))
-    assert planted_sentences(fixed) == ([1, 2], "corrected")
-    # a check right after the error that restates it changes nothing
-    restated = walk(setup, error, ("check", 7, True), ("compute", 9, False))
+def test_planted_sentences_on_clean_traces():
+    uncorrected = _trace_truth(WRONG, *AFTER_WRONG, *END_WRONG)
+    assert planted_sentences(uncorrected, n_steps=3, answer="0") == ([1, 2], "uncorrected")
+    corrected = _trace_truth(WRONG, "Wait, 9 plus 2 is not 4, it is 1.", *FIXED)
+    assert planted_sentences(corrected, n_steps=3, answer="7") == ([1, 2], "corrected")
+    # a check right after the error may restate it; a correction of a correct step that keeps its digit is harmless
+    restated = _trace_truth(WRONG, "Let me check, 9 plus 2 is 4.", *AFTER_WRONG, *END_WRONG)
     assert planted_sentences(restated) == ([1, 2], "uncorrected")
-    # a spurious correction elsewhere that keeps the running digit is harmless
-    spurious = walk(setup, ("compute", 5, False), ("correction", 5, False), error, ("compute", 9, False))
+    spurious = _trace_truth(
+        "Step one adds 2 to 9, giving 1.",
+        "Wait, 9 plus 2 is not 1, it is 1.",
+        "Step two adds 3 to 1, giving 5.",
+        "Step three subtracts 7 from 5, giving 8.",
+        "So the final digit is 8.",
+    )
     assert planted_sentences(spurious) == ([3, 4], "uncorrected")
-    dirty = {
-        "unparsed sentence": walk(setup, error, ("unparsed", None, False), ("compute", 9, False)),
-        "correction restating the error": walk(setup, ("compute", 7, True), ("correction", 7, True)),
-        "wrong check elsewhere": walk(setup, error, ("compute", 9, False), ("check", 4, True)),
-        "check that moves the digit": walk(setup, ("compute", 5, False), ("check", 6, False), error),
-        "wrong consolidation": walk(setup, error, ("compute", 9, False), ("consolidate", 1, True, True)),
-        "correction that moves the digit": walk(
-            setup, error, ("compute", 9, False), ("correction", 2, False, True)
+
+
+@pytest.mark.parametrize(
+    ("why", "sentences", "answer"),
+    [
+        ("two errors", (WRONG, "Step two adds 3 to 4, giving 8.", *AFTER_WRONG[1:], *END_WRONG), None),
+        ("unparsed sentence", (WRONG, "Blah blah.", *AFTER_WRONG, *END_WRONG), None),
+        ("correction restating the error", (WRONG, "Wait, 9 plus 5 is not 1, it is 4.", *AFTER_WRONG), None),
+        (
+            "correction to another wrong digit",
+            (
+                WRONG,
+                "Wait, 9 plus 7 is not 4, it is 6.",
+                "Step two adds 3 to 6, giving 9.",
+                "Step three subtracts 7 from 9, giving 2.",
+            ),
+            None,
         ),
-    }
-    for why, sentences in dirty.items():
-        assert planted_sentences(sentences) is None, why
+        (
+            "wrong check elsewhere",
+            (WRONG, AFTER_WRONG[0], "Let me check, 4 plus 3 is 8.", AFTER_WRONG[1]),
+            None,
+        ),
+        ("wrong consolidation", (WRONG, *AFTER_WRONG, "So the final digit is 3.", "I will answer 3."), None),
+        (
+            "emitted digit differs",
+            (WRONG, *AFTER_WRONG, "So the final digit is 0.", "I will answer 1."),
+            None,
+        ),
+        (
+            "skipped step",
+            (WRONG, "Step three subtracts 7 from 4, giving 7.", "So the final digit is 7."),
+            None,
+        ),
+        ("answer differs from the CoT", (WRONG, *AFTER_WRONG, *END_WRONG), "5"),
+    ],
+)
+def test_planted_sentences_rejects_unclear_ground_truth(why, sentences, answer):
+    assert planted_sentences(_trace_truth(*sentences), n_steps=3, answer=answer) is None, why
 
 
 def test_top1_breaks_ties_in_expectation_and_ignores_nan():
@@ -86,3 +105,11 @@ def test_baselines_are_what_they_say():
     assert list(b["contains_number"]) == [0, 1, 1]
     assert b["sentence_length"][1] == len("Step one adds 2 to 3, giving 5.")
     assert len(set(b["random"])) == 3
+
+
+def test_validation_json_is_strict():
+    import json
+
+    result = ValidationResult(1, {"m": {"top1": 1.0, "spearman": float("nan")}}, [{"x": [float("inf")]}])
+    data = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    assert data["methods"]["m"] == {"top1": 1.0, "spearman": None} and data["traces"] == [{"x": [None]}]

@@ -61,6 +61,7 @@ def test_judge_labeller_parses_and_validates():
     [
         ("no json", "no JSON"),
         ('{"0": "plan_generation",}', "no JSON"),
+        ('{"0": {"role": "plan_generation"}, "1": bad}', "no JSON"),
         ('{"0": "plan_generation"}', "sentence 1"),
         ('{"0": "x", "1": "y"}', "label 'x'"),
     ],

@@ -72,10 +72,21 @@ def test_jsonl_trace_files(tmp_path):
     one = tmp_path / "one.jsonl"
     one.write_text('\n{"prompt": "p", "cot": "Think. Done."}\n')
     assert load_trace(one).cot == "Think. Done."
+    # a line separator inside the text is not a line break of the file, and save writes one line
+    saved = Trace(prompt="p", cot="First.\u2028Second.", metadata={"k": [1, 2]}).save(tmp_path / "s.jsonl")
+    assert len(saved.read_text().rstrip("\n").split("\n")) == 1
+    assert load_trace(saved).cot == "First.\u2028Second."
     two = tmp_path / "two.jsonl"
     two.write_text('{"prompt": "p", "cot": "a"}\n{"prompt": "p", "cot": "b"}\n')
     with pytest.raises(TraceError, match="holds 2 JSON lines"):
         load_trace(two)
+
+
+def test_lenient_where_the_meaning_is_clear(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text('{"prompt": "p", "cot": "c", "id": null, "version": 1.0}')
+    t = load_trace(p)
+    assert t.id == Trace(prompt="p", cot="c").id and t.version == 1
 
 
 def test_missing_file(tmp_path):
