@@ -208,8 +208,10 @@ def _umask() -> int:
 def load_trace(path: str | os.PathLike) -> Trace:
     """Read a trace from a file.
 
-    Accepted: a cotscope trace JSON (``prompt``, ``cot``, ...); a thought-anchors ``base_solution.json`` (``prompt``
-    and ``solution``/``full_cot``); or a text file holding a raw completion with ``<think> ... </think>``.
+    Accepted: a cotscope trace JSON (``prompt``, ``cot``, ...), or a ``.jsonl`` file holding one such line; a
+    thought-anchors ``base_solution.json`` (``prompt`` and ``solution``/``full_cot``; the prompt's trailing
+    ``<think>`` is dropped, since the chat template opens the think block, and the original is kept as
+    ``metadata["raw_prompt"]``); or a text file holding a raw completion with ``<think> ... </think>``.
     """
     p = Path(path)
     if not p.exists():
