@@ -124,7 +124,9 @@ class TracePrefixes:
         cue_ids = _ids(tokenizer(cue, add_special_tokens=False))
         # A prefix cut at a sentence start keeps the newline that ends the previous sentence; the cue then starts at
         # "</think>", so the probe reads "...last sentence.\n</think>" as the model wrote it, not "\n\n</think>".
-        newline_before = [cut > 0 and trace.cot[: offsets[cut - 1][1]].endswith("\n") for cut in cuts]
+        newline_before = [
+            cut > 0 and trace.cot[offsets[cut - 1][1] - 1 : offsets[cut - 1][1]] == "\n" for cut in cuts
+        ]
         return cls(
             trace,
             tokenizer,
