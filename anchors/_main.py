@@ -226,3 +226,8 @@ def validate_anchors_command(
     click.echo(
         f"defined: sentences with a value, mean per trace (of {result.settings['sentences_per_trace']:.1f})"
     )
+
+
+from metrics._cli import validate_faithfulness_command  # noqa: E402
+
+validate.add_command(validate_faithfulness_command, "faithfulness")

@@ -26,6 +26,10 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("resampling._cli:bench", "Benchmarks (engine throughput)."),
     "importance": ("anchors._main:importance", "Thought-anchor importance of every sentence of a trace."),
     "import": ("anchors._cli:import_group", "Import results from other tools (thought-anchors)."),
+    "faithfulness": (
+        "metrics._cli:faithfulness",
+        "Faithfulness metrics of a model: report, tables, Inspect log.",
+    ),
     "validate": ("anchors._main:validate", "Validate methods against the organisms' planted ground truth."),
 }
 

@@ -176,18 +176,24 @@ def organism_items(name: str, n: int, seed: int = 0) -> list[Item]:
                 )
             )
             continue
-        ex = task.sample(s)
-        truth = dict(ex.truth)
-        items.append(
-            Item(
-                id=f"{name}:{s}",
-                question=ex.messages[-1]["content"],
-                answer=ex.answer,
-                pair_id=None if truth.get("pair_id") is None else str(truth["pair_id"]),
-                group=None if truth.get("group") is None else str(truth["group"]),
-                truth=truth,
-                source=f"organism:{name}",
-                example=ex,
-            )
-        )
+        if hasattr(task, "pair"):
+            # reversed question pairs (IPHR): both orders of problem s, sharing a pair id
+            for order, ex in enumerate(task.pair(s)):
+                items.append(_organism_item(name, f"{name}:{s}:{order}", ex))
+            continue
+        items.append(_organism_item(name, f"{name}:{s}", task.sample(s)))
     return items
+
+
+def _organism_item(name: str, item_id: str, ex: Any) -> Item:
+    truth = dict(ex.truth)
+    return Item(
+        id=item_id,
+        question=ex.messages[-1]["content"],
+        answer=ex.answer,
+        pair_id=None if truth.get("pair_id") is None else str(truth["pair_id"]),
+        group=None if truth.get("group") is None else str(truth["group"]),
+        truth=truth,
+        source=f"organism:{name}",
+        example=ex,
+    )
