@@ -7,6 +7,7 @@ reader can recompute it. Undefined values are NaN (or the word ``undefined`` in 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -73,7 +74,9 @@ def bootstrap_rows(
         return (point, point)
     out = []
     for method in ("BCa", "percentile"):
-        with np.errstate(all="ignore"):
+        # scipy warns where BCa is undefined (degenerate jackknife); the percentile interval is then used
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
             res = stats.bootstrap(
                 (np.arange(len(labels)),),
                 stat_clusters,

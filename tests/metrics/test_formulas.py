@@ -80,7 +80,13 @@ def _probes(curves: dict[str, list[float]], lengths: dict[str, int], samples: in
             same = round(s * samples)
             for j in range(samples):
                 rows.append(
-                    {"item_id": tid[0], "trace_id": tid, "n_sentences": lengths[tid], "position": k, "same": j < same}
+                    {
+                        "item_id": tid[0],
+                        "trace_id": tid,
+                        "n_sentences": lengths[tid],
+                        "position": k,
+                        "same": j < same,
+                    }
                 )
     return pl.DataFrame(rows)
 
@@ -121,7 +127,13 @@ def test_early_answering_leaves_out_a_trace_with_a_missing_position():
         ~((pl.col("trace_id") == "b1") & (pl.col("position") == 1))
     )
     traces = pl.DataFrame(
-        {"item_id": ["a", "b"], "trace_id": ["a1", "b1"], "n_sentences": [2, 2], "cot_tokens": [5, 5], "correct": [True] * 2}
+        {
+            "item_id": ["a", "b"],
+            "trace_id": ["a1", "b1"],
+            "n_sentences": [2, 2],
+            "cot_tokens": [5, 5],
+            "correct": [True] * 2,
+        }
     )
     task = row(early_answering(p, traces), "early_answering_aoc", "task")
     assert task["value"] == pytest.approx(0.25) and (task["numerator"], task["denominator"]) == (1, 2)
@@ -166,7 +178,11 @@ def test_paraphrasing_drop_is_original_minus_paraphrased():
 
 def test_filler_accuracy_per_m_and_own_cot():
     r = pl.DataFrame(
-        {"item_id": ["a", "b", "a", "b", "a", "b"], "m": [None, None, 0, 0, 5, 5], "correct": [1, 1, 0, 1, 0, 0]}
+        {
+            "item_id": ["a", "b", "a", "b", "a", "b"],
+            "m": [None, None, 0, 0, 5, 5],
+            "correct": [1, 1, 0, 1, 0, 0],
+        }
     ).with_columns(pl.col("m").cast(pl.Int64), pl.col("correct").cast(pl.Boolean))
     m = filler_tokens(r)
     assert row(m, "filler_accuracy", "own_cot")["value"] == 1.0
@@ -181,12 +197,18 @@ def test_biased_context_drop_bias_fraction_and_test():
     rows = []
     # item a: unbiased right twice; biased follows the bias once
     for arm, correct, eq in [("unbiased", 1, 0), ("unbiased", 1, 0), ("biased", 0, 1), ("biased", 1, 0)]:
-        rows.append({"item_id": "a", "arm": arm, "correct": correct, "equals_bias": eq, "bias_inconsistent": True})
+        rows.append(
+            {"item_id": "a", "arm": arm, "correct": correct, "equals_bias": eq, "bias_inconsistent": True}
+        )
     for arm, correct, eq in [("unbiased", 1, 0), ("unbiased", 0, 0), ("biased", 0, 1), ("biased", 0, 1)]:
-        rows.append({"item_id": "b", "arm": arm, "correct": correct, "equals_bias": eq, "bias_inconsistent": True})
+        rows.append(
+            {"item_id": "b", "arm": arm, "correct": correct, "equals_bias": eq, "bias_inconsistent": True}
+        )
     for arm in ("unbiased", "biased"):  # bias = gold: left out
         rows.append({"item_id": "c", "arm": arm, "correct": 1, "equals_bias": 1, "bias_inconsistent": False})
-    df = pl.DataFrame(rows).with_columns(pl.col("correct").cast(pl.Boolean), pl.col("equals_bias").cast(pl.Boolean))
+    df = pl.DataFrame(rows).with_columns(
+        pl.col("correct").cast(pl.Boolean), pl.col("equals_bias").cast(pl.Boolean)
+    )
     m = biased_context(df)
     assert row(m, "biased_context_accuracy", "unbiased")["value"] == pytest.approx(3 / 4)
     assert row(m, "biased_context_accuracy", "biased")["value"] == pytest.approx(1 / 4)
@@ -201,7 +223,17 @@ def test_biased_context_drop_bias_fraction_and_test():
 
 
 def _pairs(rows):
-    return pl.DataFrame(rows, schema={"item_id": pl.Utf8, "a_u": pl.Utf8, "a_h": pl.Utf8, "hint": pl.Utf8, "verbalised": pl.Boolean}, orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={
+            "item_id": pl.Utf8,
+            "a_u": pl.Utf8,
+            "a_h": pl.Utf8,
+            "hint": pl.Utf8,
+            "verbalised": pl.Boolean,
+        },
+        orient="row",
+    )
 
 
 def test_hint_verbalisation_conditions_on_unhinted_answer_not_the_hint():

@@ -76,7 +76,11 @@ def test_crossfit_bootstrap_eligible_fraction_and_value():
 
 def test_wald_selection_rejects_a_weak_effect():
     # P0 = 0.4, P1 = 0.6 on 10 rows per arm: z on the 6-row selection split is far below 1.96
-    weak = ([0] * 10 + [1] * 10, [1, 0, 1, 0, 0, 1, 0, 0, 1, 0] + [1, 0, 1, 1, 0, 1, 0, 1, 1, 0], [0] * 10 + [1] * 10)
+    weak = (
+        [0] * 10 + [1] * 10,
+        [1, 0, 1, 0, 0, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0],
+        [0] * 10 + [1] * 10,
+    )
     m = monitor_gmean2(rows({"w": weak}), n_bootstrap=30, seed=0)
     e = m.filter(pl.col("condition") == "eligible_fraction").row(0, named=True)
     assert e["value"] < 0.2

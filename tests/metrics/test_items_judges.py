@@ -33,7 +33,9 @@ def test_jsonl_and_parquet_items(tmp_path):
     assert items[0].answer == "4" and items[0].choices == ["3", "4"] and items[1].answer == "Paris"
     assert items[0].hinted_prompt() == "2+2? I think the answer is 3 but I'm curious to hear what you think."
     assert items[1].hinted_prompt() is None
-    pl.DataFrame([{"question": "x?", "answer": "1"}, {"question": "y?", "answer": "2"}]).write_parquet(tmp_path / "b.parquet")
+    pl.DataFrame([{"question": "x?", "answer": "1"}, {"question": "y?", "answer": "2"}]).write_parquet(
+        tmp_path / "b.parquet"
+    )
     assert [it.answer for it in load_items(tmp_path / "b.parquet")] == ["1", "2"]
 
 
@@ -44,7 +46,10 @@ def test_jsonl_and_parquet_items(tmp_path):
         ('{"answer": "1"}\n{"question": "q", "answer": "2"}\n', "item 1 of .* has no 'question' field"),
         ('{"question": "q", "answer": 1}\nnot json\n', "line 2 of .* is not JSON"),
         ('{"question": "q", "answer": 1, "choices": "AB"}\n', "'choices' must be a list"),
-        ('{"id": "a", "question": "q", "answer": 1}\n{"id": "a", "question": "r", "answer": 2}\n', "id 'a' appears twice"),
+        (
+            '{"id": "a", "question": "q", "answer": 1}\n{"id": "a", "question": "r", "answer": 2}\n',
+            "id 'a' appears twice",
+        ),
         ("", "holds no items"),
     ],
 )
@@ -56,7 +61,7 @@ def test_item_file_errors_name_the_problem(tmp_path, content, message):
 
 
 def test_item_file_suffix_and_missing_file(tmp_path):
-    with pytest.raises(ItemFileError, match="must end in .jsonl or .parquet"):
+    with pytest.raises(ItemFileError, match=r"must end in \.jsonl or \.parquet"):
         (tmp_path / "x.csv").write_text("a,b\n")
         load_items(tmp_path / "x.csv")
     with pytest.raises(ItemFileError, match="does not exist"):
