@@ -811,7 +811,8 @@ def classify(
     """
     if isinstance(cases, TraceCase):
         cases = [cases]
-    cases = list(cases)
+    # an identical trace is the same trace: its probes would repeat the same requests
+    cases = list({c.trace.id: c for c in cases}.values())
     wanted = list(CLASSIFIERS) if list(classifiers) == ["all"] else list(classifiers)
     for w in wanted:
         if w not in CLASSIFIERS:
