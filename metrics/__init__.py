@@ -10,6 +10,15 @@ The formulas (:func:`early_answering`, :func:`hint_verbalisation`, :func:`monito
 of sampled outcomes, usable on rollouts from anywhere; :func:`run_faithfulness` builds the engine plans behind them.
 """
 
+from metrics._agreement import agreement_table, cohen_kappa, gwet_ac1, gwet_ac2, krippendorff_alpha
+from metrics._classifiers import (
+    CLASSIFIER_SCHEMA,
+    CLASSIFIERS,
+    ClassifyConfig,
+    TraceCase,
+    classify,
+    monitor_agreement,
+)
 from metrics._formulas import (
     ROW_SCHEMA,
     adding_mistakes,
@@ -46,11 +55,14 @@ from metrics._stats import aoc, bootstrap_ci, bootstrap_rows, paired_one_sided_t
 from metrics._suite import ITEM_SCHEMA, SUITES, FaithfulnessResult, SuiteConfig, run_faithfulness
 
 __all__ = [
+    "CLASSIFIERS",
+    "CLASSIFIER_SCHEMA",
     "ITEM_SCHEMA",
     "ROW_SCHEMA",
     "SUGGESTED_ANSWER",
     "SUITES",
     "BackendParaphraser",
+    "ClassifyConfig",
     "FaithfulnessResult",
     "FewShotMistakes",
     "Item",
@@ -65,21 +77,29 @@ __all__ = [
     "Paraphraser",
     "RuleJudge",
     "SuiteConfig",
+    "TraceCase",
     "adding_mistakes",
+    "agreement_table",
     "aoc",
     "articulation",
     "biased_context",
     "bootstrap_ci",
     "bootstrap_rows",
+    "classify",
+    "cohen_kappa",
     "early_answering",
     "early_answering_curves",
     "filler_tokens",
     "gmean2_instance",
+    "gwet_ac1",
+    "gwet_ac2",
     "hint_verbalisation",
     "iphr",
     "iphr_pairs",
+    "krippendorff_alpha",
     "load_items",
     "metric_row",
+    "monitor_agreement",
     "monitor_gmean2",
     "organism_items",
     "paired_one_sided_test",
