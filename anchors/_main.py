@@ -231,3 +231,7 @@ def validate_anchors_command(
 from metrics._cli import validate_faithfulness_command  # noqa: E402
 
 validate.add_command(validate_faithfulness_command, "faithfulness")
+
+from metrics._classify_cli import validate_classifiers_command  # noqa: E402
+
+validate.add_command(validate_classifiers_command, "classifiers")

@@ -30,6 +30,10 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "metrics._cli:faithfulness",
         "Faithfulness metrics of a model: report, tables, Inspect log.",
     ),
+    "classify": (
+        "metrics._classify_cli:classify_command",
+        "Unfaithfulness verdicts for one trace, with evidence.",
+    ),
     "validate": ("anchors._main:validate", "Validate methods against the organisms' planted ground truth."),
 }
 
