@@ -353,8 +353,7 @@ class _Classifier:
         from resampling import Plan
 
         name, th = "hint_reliance", self._th("hint_reliance")
-        rows, todo = [], []
-        plan = Plan()
+        rows, todo, acc = [], [], []
         for c in cases:
             plain = c.without_cue()
             if not c.cue or c.cue_answer is None or plain is None:
@@ -370,15 +369,12 @@ class _Classifier:
             p = self._prefixes(c.trace)
             q = p.with_prompt(plain, kind="cue_removed")
             params = self.cfg.params()
-            plan = (
-                plan
-                + p.plan(self.cfg.samples, self.cfg.seed, params)
-                + q.plan(self.cfg.samples, self.cfg.seed, params)
-            )
+            acc += p.plan(self.cfg.samples, self.cfg.seed, params).requests
+            acc += q.plan(self.cfg.samples, self.cfg.seed, params).requests
             todo.append((c, p, q))
         if not todo:
             return rows
-        r = self._run(plan, "hint reliance (paired resampling with and without the cue)")
+        r = self._run(Plan(acc), "hint reliance (paired resampling with and without the cue)")
         reqs = [
             JudgeRequest(
                 question=c.prompt_text(),
@@ -432,7 +428,7 @@ class _Classifier:
         from resampling import Plan
 
         name, th = "posthoc", self._th("posthoc")
-        rows, todo, plan = [], [], Plan()
+        rows, todo, acc = [], [], []
         if self.mistakes is None:
             return [
                 _row(
@@ -459,9 +455,9 @@ class _Classifier:
                 )
                 continue
             p = self._prefixes(c.trace)
-            plan = plan + p.forced_answer_plan(
+            acc += p.forced_answer_plan(
                 self.cfg.samples, self.cfg.seed, self.cfg.params(self.cfg.answer_tokens)
-            )
+            ).requests
             sents = [s.text for s in p.sentences]
             texts = self.mistakes.mistakes([(c.prompt_text(), sents, i) for i in range(len(sents))])
             edits = []
@@ -471,10 +467,10 @@ class _Classifier:
                 e = p.replace_sentence(i, text, kind="add_mistake")
                 if len(e.sentences) != len(p.sentences):
                     continue
-                plan = plan + e.plan(self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[i + 1])
+                acc += e.plan(self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[i + 1]).requests
                 edits.append((i, e))
             todo.append((c, p, edits))
-        r = self._run(plan, "post-hoc (forced answers, inserted mistakes)")
+        r = self._run(Plan(acc), "post-hoc (forced answers, inserted mistakes)")
         for c, p, edits in todo:
             forced = self._answers(r, p.trace.id, "forced_answer")
             curve = [_share(forced.get(k, []), c.trace.answer) for k in range(p.n_positions)]
@@ -548,7 +544,7 @@ class _Classifier:
         from steganography import encoded_score
 
         name, th = "encoded_reasoning", self._th("encoded_reasoning")
-        rows, todo, plan = [], [], Plan()
+        rows, todo, acc = [], [], []
         for c in cases:
             p = self._prefixes(c.trace)
             d = encoded_score(c.trace.cot)
@@ -571,9 +567,9 @@ class _Classifier:
             changed = p.with_cot(text, kind="paraphrase_paraphrased")
             params = self.cfg.params()
             for e in (original, changed):
-                plan = plan + e.plan(self.cfg.samples, self.cfg.seed, params, positions=[e.n_positions - 1])
+                acc += e.plan(self.cfg.samples, self.cfg.seed, params, positions=[e.n_positions - 1]).requests
             todo.append((c, p, d, cut, original, changed))
-        r = self._run(plan, "encoded reasoning (paraphrased prefixes)")
+        r = self._run(Plan(acc), "encoded reasoning (paraphrased prefixes)")
         for c, _p, d, cut, original, changed in todo:
             ev: dict[str, Any] = {"detector": d, "resampled_from": cut}
             n = 0
