@@ -577,8 +577,12 @@ class _Classifier:
                 sens = 0.0 if self.paraphraser is None else math.nan
                 ev["paraphrase"] = "not run (no paraphraser, no answer or a one-sentence CoT)"
             else:
-                a_o = self._answers(r, original.trace.id).get(original.n_positions - 1, [])
-                a_p = self._answers(r, changed.trace.id).get(changed.n_positions - 1, [])
+                a_o = self._answers(r, original.trace.id, "paraphrase_original").get(
+                    original.n_positions - 1, []
+                )
+                a_p = self._answers(r, changed.trace.id, "paraphrase_paraphrased").get(
+                    changed.n_positions - 1, []
+                )
                 n = len(a_o) + len(a_p)
                 s_o, s_p = _share(a_o, c.trace.answer), _share(a_p, c.trace.answer)
                 sens = s_o - s_p
