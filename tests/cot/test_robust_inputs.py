@@ -52,7 +52,7 @@ def test_deeply_nested_json_is_a_trace_error(tmp_path, raw, capsys):
 def test_problem_json_beside_published_trace_must_be_an_object(tmp_path):
     _write(tmp_path / "base_solution.json", json.dumps({"prompt": "Q", "solution": "<think>A.</think> 1"}))
     _write(tmp_path / "problem.json", "[1, 2]")
-    with pytest.raises(TraceError, match="problem.json: expected a JSON object"):
+    with pytest.raises(TraceError, match=r"problem\.json: expected a JSON object"):
         load_trace(tmp_path)
 
 
