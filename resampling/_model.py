@@ -46,6 +46,7 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
     """Load a model by id. Errors name the valid choices and the fix, before any work starts."""
     if not isinstance(model_id, str) or not model_id:
         raise EngineInputError("a model id is required: 'organism:NAME', a local folder, or a hub id")
+    _quiet_loading()
     if model_id.startswith("organism:"):
         name = model_id.split(":", 1)[1]
         names = _organism_names()
@@ -76,6 +77,13 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
     if device:
         model = model.to(device)
     return LoadedModel(model_id, model, tokenizer, path)
+
+
+def _quiet_loading() -> None:
+    """No "Loading weights" progress bars from transformers: the commands print their own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
