@@ -165,6 +165,12 @@ def validate_faithfulness(
                 "arith_original_hi": ao["hi"],
                 "arith_paraphrased": ap["value"],
                 "arith_drop": ad["value"],
+                **{
+                    f"stego_drop_{cond.split('=')[1]}": _row(results["stego"], "paraphrasing_drop", cond)[
+                        "value"
+                    ]
+                    for cond in ("fraction=0.25", "fraction=0.50", "fraction=0.75")
+                },
             },
         )
     )
