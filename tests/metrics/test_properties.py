@@ -3,6 +3,7 @@
 import math
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ def test_aoc_of_a_curve_in_unit_interval_is_in_unit_interval(ys):
 answers = st.sampled_from(["1", "2", "3", "7"])
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(answers, answers, st.one_of(st.none(), st.booleans())), min_size=1, max_size=25))
 def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
