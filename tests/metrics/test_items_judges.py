@@ -185,3 +185,22 @@ def test_fewshot_mistakes_and_backend_paraphraser_read_replies_strictly():
     assert mist == ["So 12 times 3 is 34.", None]
     para = BackendParaphraser(engine, _ByteTok()).paraphrase([["TWO a.", "b."], ["x.", "y."]])
     assert para == [["Line one reworded.", "Line two reworded."], None]  # wrong line count: None, not a guess
+
+
+def test_validation_checks_wait_for_untrained_organisms_and_print_strict_json(tmp_path, monkeypatch):
+    import math
+
+    import metrics._validate as v
+    from organisms import _load
+
+    assert v._has("hint") and not v._has("no-such-organism")
+    monkeypatch.setattr(_load, "WEIGHTS_DIR", tmp_path)  # registered, but no weights there: still waiting
+    assert not v._has("hint")
+    check = v.Check("x", False, {"value": math.nan, "k": 3}, status="waiting")
+    assert json.loads(json.dumps(check.to_json(), allow_nan=False)) == {
+        "name": "x",
+        "passed": False,
+        "status": "waiting",
+        "value": None,
+        "k": 3,
+    }
