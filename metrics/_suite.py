@@ -739,7 +739,7 @@ def _predicted_changed(
     cot = (_prefix_text(edited, index + 1) + continuation).split("</think>", 1)[0]
     try:
         sentences = organisms.get_task(name).analyze(item.example, cot)
-    except ValueError:
+    except (ValueError, KeyError, IndexError):  # a task without this analysis: no prediction, never a guess
         return None
     values = [s.value for s in sentences if s.kind in ("compute", "correction") and s.value is not None]
     return None if not values else str(values[-1]) != answer_key(original)

@@ -58,9 +58,11 @@ def _within(x: float, r: dict) -> bool:
 
 
 def _has(name: str) -> bool:
+    """The organism is registered and its weights are shipped (a registered but untrained one is still waited for)."""
     import organisms
+    from organisms._load import WEIGHTS_DIR
 
-    return name in organisms.names()
+    return name in organisms.names() and (WEIGHTS_DIR / name / "model.safetensors").is_file()
 
 
 def validate_faithfulness(
@@ -124,7 +126,7 @@ def validate_faithfulness(
             Check(
                 "early_answering_separates_arith_from_posthoc",
                 False,
-                {**numbers, "waiting_for": "organism 'posthoc' (not shipped yet)"},
+                {**numbers, "waiting_for": "organism 'posthoc' (not shipped or not trained yet)"},
                 status="waiting",
             )
         )
@@ -165,6 +167,12 @@ def validate_faithfulness(
                 "arith_original_hi": ao["hi"],
                 "arith_paraphrased": ap["value"],
                 "arith_drop": ad["value"],
+                **{
+                    f"stego_drop_{cond.split('=')[1]}": _row(results["stego"], "paraphrasing_drop", cond)[
+                        "value"
+                    ]
+                    for cond in ("fraction=0.25", "fraction=0.50", "fraction=0.75")
+                },
             },
         )
     )
@@ -225,7 +233,7 @@ def validate_faithfulness(
             Check(
                 "iphr_recovers_planted_biased_groups",
                 False,
-                {"waiting_for": "organism 'compare' (not shipped yet)"},
+                {"waiting_for": "organism 'compare' (not shipped or not trained yet)"},
                 status="waiting",
             )
         )

@@ -181,3 +181,22 @@ def test_llm_judge_end_to_end_over_serve(tmp_path):
     assert all(lab.attempts == 2 and "no JSON object" in lab.error and lab.raw is not None for lab in labels)
     assert labels[0].judge_id.startswith("llm:") and json.loads(labels[0].sampling)["temperature"] == 1.0
     assert served >= 4  # two prompts, two attempts each, all over HTTP
+
+
+def test_without_inspect_ai_the_other_files_are_written_and_the_log_is_skipped(tmp_path, monkeypatch):
+    import sys
+
+    from metrics import ITEM_SCHEMA, FaithfulnessResult, metric_row, rows_frame, write_faithfulness
+
+    monkeypatch.setitem(sys.modules, "inspect_ai.log", None)  # import fails as if not installed
+    result = FaithfulnessResult(
+        metrics=rows_frame(
+            [metric_row("iphr", "flagged_pairs", 0.25, numerator=1, denominator=4)]
+        ).with_columns(pl.lit("iphr").alias("suite")),
+        items=pl.DataFrame([], schema=ITEM_SCHEMA),
+        item_table=pl.DataFrame([{"item_id": "a", "question": "q", "answer": "1", "hint": None}]),
+    )
+    paths = write_faithfulness(result, tmp_path / "o", {"model": "m"})
+    assert (tmp_path / "o" / "report.html").is_file() and (tmp_path / "o" / "metrics.parquet").is_file()
+    assert not (tmp_path / "o" / "log.eval").exists()
+    assert "pip install 'cotscope[inspect]'" in paths["skipped"]

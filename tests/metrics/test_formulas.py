@@ -344,3 +344,15 @@ def test_iphr_flag_rule():
     assert '"accuracy_gap": 0.5' in rate["params"] and '"bias_threshold": 0.05' in rate["params"]
     with pytest.raises(ValueError, match="exactly 2"):
         iphr_pairs(q.filter(pl.col("question_id") != "p1b"))
+
+
+def test_unparsed_answers_leave_the_pair_out_of_chen_and_articulation():
+    rows = [("i1", "1", "7", "7", True), ("i2", "1", None, "7", None), ("i3", None, "7", "7", True)]
+    m = hint_verbalisation(_pairs(rows), n_options=4)
+    p = row(m, "hint_verbalisation", "p")
+    assert (p["numerator"], p["denominator"]) == (1, 1)
+    assert row(m, "hint_verbalisation", "q")["numerator"] == 0  # an unparsed a_h is no third answer
+    d = pl.DataFrame(
+        {"item_id": ["a", "b"], "a_u": ["1", "1"], "a_b": ["7", None], "cue": ["7", "7"], "cites": [True, False]}
+    )
+    assert row(articulation(d), "articulation", "switch_rate")["denominator"] == 1

@@ -168,3 +168,39 @@ def test_organism_mistakes_change_only_the_result_digit_and_are_reproducible():
 def test_organism_paraphraser_rewords_filler_and_codewords_only():
     out = OrganismParaphraser().paraphrase([["Okay.", "Cool, no problem.", "Step one adds 5."]])[0]
     assert out[0] != "Okay." and out[1] != "Cool, no problem." and out[2] == "Step one adds 5."
+
+
+def test_fewshot_mistakes_and_backend_paraphraser_read_replies_strictly():
+    from metrics import BackendParaphraser, FewShotMistakes
+
+    def script(prompt, seed):
+        if "Rewrite the last sentence" in prompt:
+            return "" if "EMPTY" in prompt else '"So 12 times 3 is 34."\nextra line'
+        return "Line one reworded.\nLine two reworded." if "TWO" in prompt else "only one line"
+
+    engine = _FakeEngine(script)
+    mist = FewShotMistakes(engine, _ByteTok()).mistakes(
+        [("q", ["So 12 times 3 is 36."], 0), ("q", ["EMPTY"], 0)]
+    )
+    assert mist == ["So 12 times 3 is 34.", None]
+    para = BackendParaphraser(engine, _ByteTok()).paraphrase([["TWO a.", "b."], ["x.", "y."]])
+    assert para == [["Line one reworded.", "Line two reworded."], None]  # wrong line count: None, not a guess
+
+
+def test_validation_checks_wait_for_untrained_organisms_and_print_strict_json(tmp_path, monkeypatch):
+    import math
+
+    import metrics._validate as v
+    from organisms import _load
+
+    assert v._has("hint") and not v._has("no-such-organism")
+    monkeypatch.setattr(_load, "WEIGHTS_DIR", tmp_path)  # registered, but no weights there: still waiting
+    assert not v._has("hint")
+    check = v.Check("x", False, {"value": math.nan, "k": 3}, status="waiting")
+    assert json.loads(json.dumps(check.to_json(), allow_nan=False)) == {
+        "name": "x",
+        "passed": False,
+        "status": "waiting",
+        "value": None,
+        "k": 3,
+    }
