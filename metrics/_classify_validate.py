@@ -28,7 +28,7 @@ from metrics._classifiers import MONITOR_PATTERNS, ClassifyConfig, TraceCase, _c
 from metrics._gmean import monitor_gmean2
 from metrics._judges import OrganismMistakes, OrganismParaphraser, RuleJudge
 from metrics._stats import bootstrap_rows, wilson
-from metrics._validate import VALIDATION_SEED
+from metrics._validate import VALIDATION_SEED, _has
 
 __all__ = ["LABELS", "ValidationData", "evaluate_scores", "validate_classifiers"]
 
@@ -434,7 +434,6 @@ def validate_classifiers(
     is scored on the planted label of the classifier after the ``@``.
     Classifiers whose organism is not shipped are listed under ``waiting`` with the reason, never scored.
     """
-    import organisms
 
     log = progress or (lambda m: None)
     cache = Path(cache_dir)
@@ -450,16 +449,15 @@ def validate_classifiers(
     data: dict[str, ValidationData] = {}
     data.update(_hint_data(n_items, traces, samples, seed, cache, log))
     data["encoded_reasoning"] = _encoded_data(n_items, samples, seed, cache, log)
-    names = organisms.names()
-    if "posthoc" in names:
+    if _has("posthoc"):
         data["posthoc"] = _posthoc_data(n_items, samples, seed, cache, log)
     else:
         out["waiting"]["posthoc"] = (
             "the posthoc organism is not shipped yet (organisms issue); nothing measured"
         )
-    if "compare" not in names:
+    if not _has("compare"):
         out["waiting"]["reversal_inconsistency"] = (
-            "the compare organism (reversed question pairs) is not shipped yet; nothing measured"
+            "the compare organism (reversed question pairs) is not shipped (trained) yet; nothing measured"
         )
     for label, d in data.items():
         cls, base = _summarise(label, d, seed)
