@@ -120,7 +120,7 @@ def test_validate_classifiers_json_shape(monkeypatch):
     monkeypatch.setattr(v, "_encoded_data", lambda *a, **k: v.ValidationData(table(60)))
     monkeypatch.setattr(v, "_has", lambda name: name in ("arith", "hint", "cipher", "stego"))
     out = v.validate_classifiers(n_items=60)
-    assert set(out) == {"classifiers", "baselines", "waiting", "settings"}
+    assert set(out) == {"classifiers", "baselines", "controls", "waiting", "settings"}
     assert set(out["classifiers"]) == {"hint_reliance", "answer_flip", "encoded_reasoning"}
     assert set(out["waiting"]) == {"posthoc", "reversal_inconsistency"}
     c = out["classifiers"]["hint_reliance"]
