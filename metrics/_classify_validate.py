@@ -464,9 +464,7 @@ def validate_classifiers(
     if _has("posthoc"):
         data["posthoc"] = _posthoc_data(n_items, samples, seed, cache, log)
     else:
-        out["waiting"]["posthoc"] = (
-            "the posthoc organism is not shipped yet (organisms issue); nothing measured"
-        )
+        out["waiting"]["posthoc"] = "the posthoc organism is not shipped (trained) yet; nothing measured"
     if not _has("compare"):
         out["waiting"]["reversal_inconsistency"] = (
             "the compare organism (reversed question pairs) is not shipped (trained) yet; nothing measured"
