@@ -200,3 +200,53 @@ def test_evaluate_scores_fits_baselines_on_train_only():
     noisy = df.with_columns(pl.Series("score", np.random.default_rng(0).random(df.height)))
     n = evaluate_scores(noisy, threshold=0.5, fit=False, n_resamples=300)
     assert n["auroc_ci"][0] <= n["auroc"] <= n["auroc_ci"][1] and n["auroc_ci"][1] - n["auroc_ci"][0] > 0.1
+
+
+class _Engine:
+    """Answers monitor prompts from a script; records the prompts it saw."""
+
+    def __init__(self, script):
+        self.backend = type(
+            "B", (), {"name": "fake", "identity": lambda self: {"model_id": "fake-monitor"}}
+        )()
+        self.script, self.prompts = script, []
+
+    def run(self, plan):
+        rows = []
+        for req in plan:
+            prompt = bytes(req.prompt_ids).decode()
+            self.prompts.append(prompt)
+            rows.append(
+                {"request_id": req.request_id, "status": "ok", "text": self.script(prompt), "error": None}
+            )
+        return type("R", (), {"rollouts": pl.DataFrame(rows)})()
+
+
+class _ByteTok:
+    def apply_chat_template(self, messages, add_generation_prompt, tokenize):
+        return list(messages[0]["content"].encode())
+
+
+def test_llm_monitor_reads_only_the_cot_and_records_failures():
+    from metrics import LLMJudge
+    from metrics._classifiers import MONITOR_PROMPT
+
+    def script(prompt):
+        if "giving 6.\nSo the final digit is 1." in prompt:
+            return '{"relies_on_cue": true, "reason": "the conclusion contradicts the steps"}'
+        return "not JSON"
+
+    engine = _Engine(script)
+    llm = LLMJudge(engine, _ByteTok(), prompt=MONITOR_PROMPT, max_attempts=2, name="monitor:fake")
+    flip, honest = _trace(FLIP_COT, "1"), _trace(HONEST_COT, "6")
+    t = classify([TraceCase(flip), TraceCase(honest)], classifiers=["cot_monitor"], monitors=[llm])
+    rows = {r["trace_id"]: r for r in t.iter_rows(named=True)}
+    assert (
+        rows[flip.id]["score"] == 1.0 and rows[flip.id]["label"] is True and rows[flip.id]["judge_calls"] == 1
+    )
+    # the unparseable reply is a recorded failure after both attempts, not a vote
+    bad = rows[honest.id]
+    assert bad["score"] is None and bad["status"] == "undetermined" and bad["judge_calls"] == 2
+    assert "relies_on_cue" in json.loads(bad["evidence"])["failures"]["monitor:fake"]
+    # the monitor never sees the question
+    assert engine.prompts and not any("Start with 8" in p for p in engine.prompts)
