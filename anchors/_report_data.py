@@ -24,8 +24,8 @@ MAX_CONTINUATIONS = 6
 CONTINUATION_CHARS = 700
 """Characters of a continuation kept after its first sentence (the rest is cut, and the cut is said)."""
 
-MAX_ANSWERS = 8
-"""Answers listed per distribution; rarer ones are summed into one "other answers" bar."""
+MAX_ANSWERS = 10
+"""Answers listed per pair of distributions (most frequent over both); rarer ones are summed into "other answers"."""
 
 _STRUCTURAL = {
     "trace_id",
@@ -229,22 +229,38 @@ def _segments(table: pl.DataFrame, trace: Any) -> tuple[list[str], str]:
     return ["" if k == 0 else " " for k in range(len(texts))], ""
 
 
-def _distribution(frame: pl.DataFrame, no_answer: str) -> dict[str, Any]:
-    """Answer counts of one set of rollouts: the ``MAX_ANSWERS`` most frequent, then the rest summed."""
+def _answer_counts(frame: pl.DataFrame, no_answer: str) -> dict[str, tuple[int, bool]]:
+    """Rollouts per answer (no answer counted as ``no_answer``), and whether the answer was graded correct."""
     if frame.height == 0:
-        return {"n": 0, "answers": [], "other": 0}
+        return {}
     counts = (
         frame.select(
             pl.col("answer_norm").fill_null(no_answer).replace("", no_answer).alias("a"),
-            pl.col("correct"),
+            pl.col("correct").fill_null(False),
         )
         .group_by("a")
         .agg(pl.len().alias("c"), pl.col("correct").any().alias("ok"))
-        .sort(["c", "a"], descending=[True, False])
     )
-    rows = counts.rows()
-    top = [[a, int(c), bool(ok)] for a, c, ok in rows[:MAX_ANSWERS]]
-    return {"n": frame.height, "answers": top, "other": int(sum(c for _, c, _ in rows[MAX_ANSWERS:]))}
+    return {a: (int(c), bool(ok)) for a, c, ok in counts.rows()}
+
+
+def _distribution(here: pl.DataFrame, after: pl.DataFrame | None, no_answer: str) -> dict[str, Any]:
+    """Answer counts of a position's rollouts beside the next position's: the ``MAX_ANSWERS`` answers most frequent
+    over both sets as rows ``[answer, here, next, correct]``, the rest summed in ``other`` (``[here, next]``)."""
+    h = _answer_counts(here, no_answer)
+    n = _answer_counts(after, no_answer) if after is not None else {}
+    answers = sorted(set(h) | set(n), key=lambda a: (-(h.get(a, (0,))[0] + n.get(a, (0,))[0]), a))
+    rows = [
+        [a, h.get(a, (0, False))[0], n.get(a, (0, False))[0], h.get(a, (0, False))[1] or n.get(a, (0, False))[1]]
+        for a in answers
+    ]
+    rest = rows[MAX_ANSWERS:]
+    return {
+        "n": here.height,
+        "n_next": None if after is None else after.height,
+        "rows": rows[:MAX_ANSWERS],
+        "other": [sum(r[1] for r in rest), sum(r[2] for r in rest)],
+    }
 
 
 def _pick(frame: pl.DataFrame, cap: int, no_answer: str) -> list[dict[str, Any]]:
@@ -302,15 +318,17 @@ def _rollout_data(
         r = r.filter(pl.col("status") == "ok")
     have = sorted(set(r["position"].to_list()))
     out: dict[str, Any] = {"positions": have, "by_position": {}}
+    kinds = {"resample": "resample", "forced": "forced_answer"}
     for p in sorted(set(have) | set(positions)):
-        here = r.filter(pl.col("position") == p)
-        resampled = here.filter(pl.col("kind") == "resample")
-        forced = here.filter(pl.col("kind") == "forced_answer")
-        out["by_position"][str(p)] = {
-            "resample": _distribution(resampled, NO_ANSWER),
-            "forced": _distribution(forced, NO_ANSWER),
-            "continuations": _pick(resampled, cap, NO_ANSWER),
-        }
+        nxt = next((q for q in have if q > p), None)
+        entry: dict[str, Any] = {"next": nxt}
+        for key, kind in kinds.items():
+            here = r.filter((pl.col("position") == p) & (pl.col("kind") == kind))
+            after = None if nxt is None else r.filter((pl.col("position") == nxt) & (pl.col("kind") == kind))
+            entry[key] = _distribution(here, after, NO_ANSWER)
+            if key == "resample":
+                entry["continuations"] = _pick(here, cap, NO_ANSWER)
+        out["by_position"][str(p)] = entry
     return out
 
 

@@ -189,42 +189,33 @@
   // -- the panel ---------------------------------------------------------------------------------------------
   const panel = document.getElementById('panel');
   const R = D.rollouts;
-  const nextPos = pos => (R ? R.positions.find(p => p > pos) : undefined);
-  const distChart = (title, here, next, hereLabel, nextLabel, set) => {
+  const distChart = (title, d, hereLabel, nextLabel, set) => {
     const box = el('div');
     box.append(el('h4', null, title));
     const key = el('div', 'key');
     const k1 = el('i'), k2 = el('i');
     k1.style.background = '#e08a3c';
     k2.style.background = '#8c8c8c';
-    key.append(k1, document.createTextNode(`${hereLabel} (n=${here.n})`), k2,
-      document.createTextNode(next ? `${nextLabel} (n=${next.n})` : `${nextLabel}: none`));
+    key.append(k1, document.createTextNode(`${hereLabel} (n=${d.n})`), k2,
+      document.createTextNode(d.n_next === null ? `${nextLabel}: none` : `${nextLabel} (n=${d.n_next})`));
     box.append(key);
     const grid = el('div', 'dist');
     grid.dataset.set = set;
-    const answers = new Map();
-    for (const [a, c, ok] of here.answers) answers.set(a, {here: c, next: 0, ok});
-    for (const [a, c, ok] of (next ? next.answers : [])) {
-      const cur = answers.get(a) || {here: 0, next: 0, ok};
-      cur.next = c;
-      cur.ok = cur.ok || ok;
-      answers.set(a, cur);
-    }
-    const rows = [...answers.entries()].sort((x, y) => (y[1].here + y[1].next) - (x[1].here + x[1].next));
-    if (here.other || (next && next.other)) rows.push(['other answers', {here: here.other, next: next ? next.other : 0}]);
-    for (const [a, r] of rows) {
-      const label = el('div', 'a' + (r.ok ? ' ok' : ''), (r.ok ? '✓ ' : '') + a);
+    const rows = d.rows.slice();
+    if (d.other[0] || d.other[1]) rows.push(['other answers', d.other[0], d.other[1], false]);
+    for (const [a, here, next, ok] of rows) {
+      const label = el('div', 'a' + (ok ? ' ok' : ''), (ok ? '✓ ' : '') + a);
       label.title = a;
       const bars = el('div', 'bars ans');
       bars.dataset.answer = a;
-      bars.dataset.here = String(r.here);
-      bars.dataset.next = String(r.next);
+      bars.dataset.here = String(here);
+      bars.dataset.next = String(next);
       const b1 = el('div', 'b here'), b2 = el('div', 'b next');
-      b1.style.width = pct(r.here, here.n) + '%';
-      b2.style.width = (next ? pct(r.next, next.n) : 0) + '%';
+      b1.style.width = pct(here, d.n) + '%';
+      b2.style.width = pct(next, d.n_next) + '%';
       const pc = el('div', 'pct');
-      pc.append(el('span', null, `${r.here} (${pct(r.here, here.n).toFixed(0)}%)`),
-        el('span', null, next ? `${r.next} (${pct(r.next, next.n).toFixed(0)}%)` : ''));
+      pc.append(el('span', null, `${here} (${pct(here, d.n).toFixed(0)}%)`),
+        el('span', null, d.n_next === null ? '' : `${next} (${pct(next, d.n_next).toFixed(0)}%)`));
       bars.append(b1, b2, pc);
       grid.append(label, bars);
     }
@@ -280,14 +271,13 @@
       return;
     }
     const here = R.by_position[String(s.pos)];
-    const np = nextPos(s.pos);
-    const next = np === undefined ? null : R.by_position[String(np)];
-    const nextName = np === undefined ? 'kept' : `kept: resampled from ${np} (R_${np})`;
-    panel.append(distChart('Answers when sentence is resampled vs kept', here.resample, next && next.resample,
+    const np = here.next;
+    const nextName = np === null ? 'kept' : `kept: resampled from ${np} (R_${np})`;
+    panel.append(distChart('Answers when sentence is resampled vs kept', here.resample,
       `resampled here (R_${s.pos})`, nextName, 'resample'));
-    if (here.forced.n || (next && next.forced.n)) {
-      panel.append(distChart('Forced answers (answer right after the prefix)', here.forced, next && next.forced,
-        `without it (F_${s.pos})`, np === undefined ? 'with it' : `with it (F_${np})`, 'forced'));
+    if (here.forced.n || here.forced.n_next) {
+      panel.append(distChart('Forced answers (answer right after the prefix)', here.forced,
+        `without it (F_${s.pos})`, np === null ? 'with it' : `with it (F_${np})`, 'forced'));
     }
     const conts = here.continuations;
     panel.append(el('h4', null, `Resampled continuations (${conts.length} of ${here.resample.n})`));
