@@ -250,9 +250,9 @@ def _distribution(here: pl.DataFrame, after: pl.DataFrame | None, no_answer: str
     h = _answer_counts(here, no_answer)
     n = _answer_counts(after, no_answer) if after is not None else {}
     answers = sorted(set(h) | set(n), key=lambda a: (-(h.get(a, (0,))[0] + n.get(a, (0,))[0]), a))
+    none = (0, False)
     rows = [
-        [a, h.get(a, (0, False))[0], n.get(a, (0, False))[0], h.get(a, (0, False))[1] or n.get(a, (0, False))[1]]
-        for a in answers
+        [a, h.get(a, none)[0], n.get(a, none)[0], h.get(a, none)[1] or n.get(a, none)[1]] for a in answers
     ]
     rest = rows[MAX_ANSWERS:]
     return {

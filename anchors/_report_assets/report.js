@@ -344,7 +344,7 @@
     if (!graph) return;
     graph.replaceChildren();
     if (!K) return;
-    const step = Math.max(8, Math.min(40, 900 / K)), pad = 24, H = 230, base = H - 26;
+    const step = Math.max(8, Math.min(80, 1100 / K)), pad = 24, H = 230, base = H - 26;
     const W = pad * 2 + step * (K - 1);
     graph.setAttribute('width', String(W));
     graph.setAttribute('height', String(H));
