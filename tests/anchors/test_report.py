@@ -294,3 +294,26 @@ def test_demo_report_in_a_browser(demo, tmp_path):
     assert got["cell"] == {"sel": [int(ci)], "sel2": [int(cj)]}
     # every figure decodes
     assert got["images"] == 4 and got["broken"] == 0
+
+
+@needs_browser
+def test_report_without_rollouts_matrix_or_values_still_works(tmp_path):
+    t = pl.DataFrame(
+        {
+            "position": [0, 1],
+            "text": ["Alpha one.", "Beta two."],
+            "role": [None, "unknown"],
+            "resampling_importance_kl": [float("nan"), float("nan")],
+        }
+    )
+    page = render_report(t)
+    assert "id='graph'" not in page and "id='matrix'" not in page
+    got = probe(
+        page,
+        """document.querySelector('#cot .sent[data-pos="1"]').click();
+        return {ready: document.body.dataset.ready, undef: document.querySelectorAll('#cot .sent.undef').length,
+                panel: document.getElementById('panel').textContent};""",
+        tmp_path,
+    )
+    assert got["ready"] == "1" and got["undef"] == 2
+    assert "No rollouts were given" in got["panel"]
