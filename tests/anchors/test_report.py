@@ -206,6 +206,10 @@ out.panel = {pos: panel.dataset.pos, resample: bars('resample'), forced: bars('f
     c.querySelector('mark.first').textContent]),
   text: panel.textContent};
 out.selected = [...document.querySelectorAll('#cot .sent.sel')].map(s => +s.dataset.pos);
+const tip = document.getElementById('tip');
+document.querySelector('#cot .sent[data-pos="' + TOP + '"]')
+  .dispatchEvent(new MouseEvent('mousemove', {bubbles: true, clientX: 20, clientY: 20}));
+out.tip = {hidden: tip.hidden, rows: [...tip.querySelectorAll('tr')].map(r => [...r.cells].map(c => c.textContent))};
 document.querySelector('#graph circle[data-i="2"]').dispatchEvent(new MouseEvent('click', {bubbles: true}));
 out.node = {sel: [...document.querySelectorAll('#cot .sent.sel')].map(s => +s.dataset.pos), panel: panel.dataset.pos};
 const cv = document.getElementById('matrix'), r = cv.getBoundingClientRect(), cell = r.width / spans.length;
@@ -287,6 +291,18 @@ def test_demo_report_in_a_browser(demo, tmp_path):
     assert len(got["panel"]["conts"]) == 6
     for sample, answer, first_sentence in got["panel"]["conts"]:
         assert rows[sample]["first_sentence"] == first_sentence and rows[sample]["answer_norm"] == answer
+    # hovering it lists every defined metric with its interval and n
+    row = t.filter(pl.col("position") == top).row(0, named=True)
+    assert not got["tip"]["hidden"]
+    tip = {r[0]: r[1:] for r in got["tip"]["rows"]}
+    value, interval, n, _ = tip[first]
+    lo, hi = (float(x) for x in interval.strip("[]").split(","))
+    assert [float(value), lo, hi] == pytest.approx(
+        [row[first], row[first + "_lo"], row[first + "_hi"]], abs=1.1e-3
+    )
+    assert n == f"n={row[first + '_n']}"
+    defined = {m for m in tip if m in row and isinstance(row[m], float) and math.isfinite(row[m])}
+    assert defined == set(tip) and "accuracy" in tip and "resampling_importance_kl" in tip
     dtf = t.filter(pl.col("position") == top)["different_trajectories_fraction"][0]
     assert f"{dtf:.3f}" in got["panel"]["text"]
     # the graph and the matrix select sentences in the text
