@@ -10,7 +10,7 @@ from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, ma
 from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, LoadedModel, load_model, model_identity
-from resampling._plan import Plan, SamplingParams, SamplingRequest
+from resampling._plan import Plan, SamplingParams, SamplingRequest, request_seed
 from resampling._prefix import DEFAULT_LEAD, DEFAULT_MIN_CHARS, SEED_STRIDE, TracePrefixes, answer_cue
 from resampling._sample import sample_traces
 from resampling._store import ROLLOUT_SCHEMA, RunStore, run_key
@@ -38,6 +38,7 @@ __all__ = [
     "load_model",
     "make_backend",
     "model_identity",
+    "request_seed",
     "rollout_row",
     "run_key",
     "sample_traces",

@@ -15,7 +15,7 @@ from typing import Any
 
 from cot import Sentence, Trace, split_sentences
 from resampling._errors import EngineInputError
-from resampling._plan import Plan, SamplingParams, SamplingRequest
+from resampling._plan import Plan, SamplingParams, SamplingRequest, request_seed
 
 __all__ = ["DEFAULT_LEAD", "DEFAULT_MIN_CHARS", "SEED_STRIDE", "TracePrefixes", "answer_cue"]
 
@@ -26,8 +26,9 @@ THINK_CLOSE = "\n</think>\n\n"
 DEFAULT_LEAD = "Therefore, the final answer is \\boxed{"
 """The forced-answer lead-in when the trace's own cannot be used (the reference code's wording)."""
 SEED_STRIDE = 1 << 20
-"""Seeds of one position's samples: ``base + k`` for ``k < SEED_STRIDE``; bases are ``SEED_STRIDE`` apart, so a
-position's seeds do not depend on how many samples are drawn and more samples extend the same sequence."""
+"""Most samples per request. Seeds of one request's samples are ``base + k`` with ``base`` =
+:func:`resampling.request_seed` (seed, position, kind): a position's seeds do not depend on how many samples are
+drawn, so more samples extend the same sequence."""
 
 
 def answer_cue(trace: Trace) -> str:
@@ -191,9 +192,9 @@ class TracePrefixes:
     ) -> Plan:
         """``n`` continuations from every position (or ``positions``), plus forced-answer probes if asked.
 
-        Seeds: position i's samples use ``seed + i*S + k`` and forced-answer probes at position i use
-        ``seed + (K + 1 + i)*S + k``, with ``S`` = :data:`SEED_STRIDE`: no two rollouts of a trace share a seed, and
-        a larger ``n`` later extends each position's samples (the cache computes only the new ones).
+        Seeds: sample k of position i uses ``request_seed(seed, i, kind) + k`` (a hash, see
+        :func:`resampling.request_seed`): no two rollouts of a trace share a seed, runs with different ``seed``
+        share none, and a larger ``n`` later extends each position's samples (the cache computes only the new ones).
         """
         _check_n(n)
         params = params or SamplingParams()
@@ -202,7 +203,7 @@ class TracePrefixes:
             SamplingRequest(
                 prompt_ids=tuple(self.prefix_ids(p)),
                 n=n,
-                seed=seed + p * SEED_STRIDE,
+                seed=request_seed(seed, p, kind),
                 params=params,
                 trace_id=self.trace.id,
                 kind=kind,
@@ -221,12 +222,11 @@ class TracePrefixes:
         """Short continuations right after the answer cue at every position: the answer distribution so far."""
         _check_n(n)
         params = params or SamplingParams(max_new_tokens=24)
-        k1 = self.n_positions
         reqs = [
             SamplingRequest(
                 prompt_ids=tuple(self.forced_answer_ids(p)),
                 n=n,
-                seed=seed + (k1 + p) * SEED_STRIDE,
+                seed=request_seed(seed, p, "forced_answer"),
                 params=params,
                 trace_id=self.trace.id,
                 kind="forced_answer",

@@ -1,7 +1,7 @@
 import pytest
 
 from cot import Trace
-from resampling import SEED_STRIDE, EngineInputError, SamplingParams, TracePrefixes, answer_cue
+from resampling import SEED_STRIDE, EngineInputError, SamplingParams, TracePrefixes, answer_cue, request_seed
 
 
 @pytest.fixture
@@ -76,7 +76,10 @@ def test_plan_seeds_are_disjoint_and_identity_kept(tp):
     seeds = [s for r in plan for s in r.seeds()]
     assert len(seeds) == len(set(seeds)) == 2 * 6 * 3
     r = plan[4]
-    assert (r.kind, r.position, r.seed, r.trace_id) == ("resample", 4, 100 + 4 * SEED_STRIDE, tp.trace.id)
+    assert (r.kind, r.position, r.trace_id) == ("resample", 4, tp.trace.id)
+    assert r.seed == request_seed(100, 4, "resample") and plan[10].seed == request_seed(
+        100, 4, "forced_answer"
+    )
     # a larger n extends every position's seeds: the first 3 stay the same
     bigger = tp.plan(n=5, seed=100, forced_answer=True)
     assert [r.seeds()[:3] for r in bigger] == [r.seeds() for r in plan]
@@ -84,6 +87,16 @@ def test_plan_seeds_are_disjoint_and_identity_kept(tp):
     with pytest.raises(EngineInputError, match="n must be between 1 and"):
         tp.plan(n=SEED_STRIDE + 1)
     assert plan[6].kind == "forced_answer" and plan[6].position == 0
+
+
+def test_runs_with_different_seeds_share_no_rollout_seed(tp):
+    """A replicate with another --seed is new data: no seed of one run appears in the other (nearby seeds too)."""
+    runs = {s: {x for r in tp.plan(n=50, seed=s, forced_answer=True) for x in r.seeds()} for s in range(4)}
+    for a in runs:
+        for b in runs:
+            if a < b:
+                assert not runs[a] & runs[b], (a, b)
+    assert all(0 <= x < 2**63 for x in runs[0])
 
 
 def test_min_chars_is_recorded_in_the_plan(tiny_trace, tiny_tokenizer):
