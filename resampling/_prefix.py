@@ -84,10 +84,11 @@ class TracePrefixes:
     cue_ids: list[int]
     min_chars: int
     edit: dict = field(default_factory=dict)
-    cue_after_newline_ids: list[int] = field(default_factory=list)
-    """The cue without its leading newline, for prefixes whose CoT text already ends in one."""
-    newline_before: list[bool] = field(default_factory=list)
-    """``newline_before[i]``: the CoT text of position i's prefix ends in a newline (never for position 0)."""
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    """Character span of every CoT token (the tokenizer's offset mapping)."""
+    cue: str = ""
+    """The answer cue text (:func:`answer_cue`)."""
+    _forced_tail: dict[int, tuple[int, list[int]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -123,11 +124,6 @@ class TracePrefixes:
                 )
         cue = answer_cue(trace)
         cue_ids = _ids(tokenizer(cue, add_special_tokens=False))
-        # A prefix cut at a sentence start keeps the newline that ends the previous sentence; the cue then starts at
-        # "</think>", so the probe reads "...last sentence.\n</think>" as the model wrote it, not "\n\n</think>".
-        newline_before = [
-            cut > 0 and trace.cot[offsets[cut - 1][1] - 1 : offsets[cut - 1][1]] == "\n" for cut in cuts
-        ]
         return cls(
             trace,
             tokenizer,
@@ -138,8 +134,8 @@ class TracePrefixes:
             cue_ids,
             min_chars,
             dict(edit or {}),
-            cue_after_newline_ids=_ids(tokenizer(cue.removeprefix("\n"), add_special_tokens=False)),
-            newline_before=newline_before,
+            offsets=offsets,
+            cue=cue,
         )
 
     # -- views --------------------------------------------------------------------------------------------------
@@ -166,11 +162,29 @@ class TracePrefixes:
         return self.template_ids + self.cot_ids[: self.cuts[position]]
 
     def forced_answer_ids(self, position: int) -> list[int]:
-        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in). The cue's
-        newline before ``</think>`` is left out when the prefix's CoT text already ends in a newline."""
-        if self.newline_before and self.newline_before[position]:
-            return self.prefix_ids(position) + self.cue_after_newline_ids
-        return self.prefix_ids(position) + self.cue_ids
+        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in), tokenized as
+        the model's tokenizer tokenizes the joined text: the CoT text of the prefix and the cue are tokenized
+        together, so a boundary such as ``".\\n</think>"`` becomes the tokenizer's ``'.\\n' '</think>'`` and not
+        ``'.' '\\n' '</think>'`` (which a byte-level BPE model never writes). The tokens before the boundary that
+        the joined text keeps are the prefix's own, so the prefix cache still hits them. The cue's newline before
+        ``</think>`` is left out when the prefix's CoT text already ends in one."""
+        self._check(position)
+        cut = self.cuts[position]
+        if cut == 0:
+            return self.template_ids + self.cue_ids
+        found = self._forced_tail.get(position)
+        if found is None:
+            end = self.offsets[cut - 1][1]
+            text = self.trace.cot[:end]
+            cue = self.cue.removeprefix("\n") if text.endswith("\n") else self.cue
+            joined = _ids(self.tokenizer(text + cue, add_special_tokens=False))
+            keep = 0
+            limit = min(cut, len(joined))
+            while keep < limit and joined[keep] == self.cot_ids[keep]:
+                keep += 1
+            found = self._forced_tail[position] = (keep, joined[keep:])
+        keep, tail = found
+        return self.template_ids + self.cot_ids[:keep] + tail
 
     # -- plans --------------------------------------------------------------------------------------------------
 
