@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cot import Trace
@@ -51,3 +53,78 @@ def test_forced_answer_probe_has_the_tokens_the_model_writes(deepseek_tokenizer)
     p = next(i for i, s in enumerate(tp.sentences) if s.text.startswith("That gives"))
     k = pieces[p].index("</think>")
     assert pieces[p][k - 1] == ".\n", pieces[p][k - 3 : k + 1]
+
+
+@pytest.mark.slow
+def test_importance_runs_on_a_published_trace_with_a_real_tokenizer(deepseek_tokenizer, tmp_path):
+    """A published thought-anchors trace (its first sentences, to stay small), a random-weight model on DeepSeek's
+    real vocabulary, and Thought Anchors' sampling (T=0.6, top-p 0.95) set from the command line."""
+    import json
+
+    import polars as pl
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cot import load_trace, split_sentences
+    from cotscope.cli import main
+
+    shared = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "thought-anchors"
+    problem = next(
+        (shared / "deepseek-r1-distill-llama-8b" / "correct_base_solution").glob("problem_*"), None
+    )
+    if problem is None:
+        pytest.skip("the published thought-anchors traces are not in ../shared/data/thought-anchors")
+    trace = load_trace(problem)
+    cut = split_sentences(trace.cot, min_chars=10)[3].end
+    trace.cot = trace.cot[:cut]
+    trace_file = trace.save(tmp_path / "trace.json")
+
+    tok = deepseek_tokenizer
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        bos_token_id=tok.convert_tokens_to_ids("<｜begin▁of▁sentence｜>"),
+        eos_token_id=tok.convert_tokens_to_ids("<｜end▁of▁sentence｜>"),
+    )
+    model_dir = tmp_path / "model"
+    LlamaForCausalLM(config).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+
+    out = tmp_path / "out"
+    args = ["importance", "--model", str(model_dir), "--trace", str(trace_file), "--samples", "2"]
+    args += [
+        "--temperature",
+        "0.6",
+        "--top-p",
+        "0.95",
+        "--max-new-tokens",
+        "4",
+        "--forced-max-new-tokens",
+        "2",
+    ]
+    assert main([*args, "--no-whitebox", "--out", str(out), "--quiet"]) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    rollouts = pl.read_parquet(out / "rollouts.parquet")
+    assert table.height == 4 and rollouts.height == 2 * 2 * 5
+    settings = json.loads(_settings(out / "importance.parquet"))
+    assert settings["sampling"] == {
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "max_new_tokens": 4,
+        "forced_max_new_tokens": 2,
+    }
+    # 4 random tokens never finish the reasoning: every rollout is cut off, counted, and has no answer
+    assert table["n_truncated"].sum() == 2 * 4 and rollouts["answer"].null_count() >= 2 * 5
+    assert "gt_answer" in settings["graded_against"] or "own final answer" in settings["graded_against"]
+
+
+def _settings(path) -> str:
+    import polars as pl
+
+    return pl.read_parquet_metadata(path)["cotscope.importance.settings"]

@@ -179,3 +179,33 @@ def test_templates_that_leave_the_think_tag_to_the_model(tiny_trace, tiny_tokeni
     ):
         (trace,) = sample_traces(Writes(text), plain, ["q"], [0])
         assert trace.cot == "First step. Second step." and trace.answer == "4"
+
+
+def test_weight_hashes_are_remembered_across_processes_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    from resampling._model import _file_sha256
+
+    monkeypatch.setenv("COTSCOPE_HASH_CACHE", str(tmp_path / "hashes.json"))
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"a" * 1000)
+    st = os.stat(f)
+    first = _file_sha256.__wrapped__(str(f), st.st_size, st.st_mtime)  # a fresh process: no in-memory cache
+    assert (tmp_path / "hashes.json").exists()
+    f.write_bytes(b"b" * 1000)  # same size, mtime put back: the remembered hash is used, the file is not read
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _file_sha256.__wrapped__(str(f), st.st_size, st.st_mtime) == first
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file is hashed again
+    st2 = os.stat(f)
+    assert _file_sha256.__wrapped__(str(f), st2.st_size, st2.st_mtime) != first
+
+
+def test_model_identity_names_versions_and_attention(tiny_model, tiny_tokenizer):
+    import torch
+    import transformers
+
+    from resampling import model_identity
+
+    ident = model_identity("m", tiny_model, tiny_tokenizer, None)
+    assert ident["torch"] == torch.__version__ and ident["transformers"] == transformers.__version__
+    assert ident["attn_implementation"] == str(tiny_model.config._attn_implementation)
