@@ -61,3 +61,29 @@ def test_receiver_heads_file_is_read_or_refused_in_one_line(tmp_path):
         with pytest.raises(ValueError, match="receiver-heads") as err:
             read_receiver_heads(bad)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_receiver_heads_chosen_on_other_traces_score_a_new_one(tmp_path):
+    """The receiver-heads command picks heads over several traces; importance scores another trace with them."""
+    from anchors._pipeline import onpolicy_trace, pick_receiver_heads, whitebox_columns
+    from cotscope.cli import main
+    from resampling import TracePrefixes, make_backend
+
+    be = make_backend("hf", model_id="organism:arith")
+    traces = [onpolicy_trace(be, "organism:arith", s, max_new_tokens=160)[0] for s in (1, 2, 3)]
+    files = [str(t.save(tmp_path / f"t{i}.json")) for i, t in enumerate(traces[:2])]
+    out = tmp_path / "heads.json"
+    args = ["receiver-heads", "--model", "organism:arith", "--top-k", "3", "--out", str(out)]
+    assert main([*args, "--trace", files[0], "--trace", files[1]]) == 0
+    chosen = read_receiver_heads(out)
+    assert chosen["traces"] == [traces[0].id, traces[1].id] and len(chosen["heads"]) == 3
+    assert all(layer > 0 for layer, _ in chosen["heads"])  # layer 0 is excluded, as in the paper
+    assert chosen["heads"] == [
+        tuple(h) for h in pick_receiver_heads(be.model, be.tokenizer, traces[:2], top_k=3)["heads"]
+    ]
+    prefixes = TracePrefixes.build(traces[2], be.tokenizer)
+    cols, _, heads = whitebox_columns(be.model, prefixes, heads=chosen["heads"], suppression=False)
+    assert heads == chosen["heads"] and len(cols["receiver_score"]) == len(prefixes.sentences)
+    with pytest.raises(ValueError, match="not in this model"):
+        whitebox_columns(be.model, prefixes, heads=[(99, 0)], suppression=False)
