@@ -326,14 +326,18 @@ def validate_anchors_command(
     )
     click.echo(
         "\nnoise floor (permutation test, p < 0.05): share of sentences flagged significant"
-        f"\n{'method':<38}{'planted':>9}{'n':>6}{'filler':>9}{'n':>6}"
+        f"\n{'method':<38}{'planted':>9}{'n':>6}{'error':>9}{'n':>6}{'filler':>9}{'n':>6}"
     )
     for name, sig in result.significance.items():
         click.echo(
             f"{name:<38}{sig['planted_flagged']:>9.2f}{sig['planted_n']:>6}"
+            f"{sig['error_flagged']:>9.2f}{sig['error_n']:>6}"
             f"{sig['filler_flagged']:>9.2f}{sig['filler_n']:>6}"
         )
-    click.echo("planted: the load-bearing sentences (target >= 0.9); filler: role unknown (target <= 0.1)")
+    click.echo(
+        "planted: the load-bearing sentences (target >= 0.9); error: the wrong computations alone; "
+        "filler: role unknown (target <= 0.1)"
+    )
 
 
 @click.command("receiver-heads")

@@ -206,7 +206,8 @@ class ValidationResult:
     settings: dict[str, Any] = field(default_factory=dict)
     significance: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per method: share of planted load-bearing sentences flagged significant (``planted_flagged``, over
-    ``planted_n`` defined values) and of filler sentences (``filler_flagged`` over ``filler_n``)."""
+    ``planted_n`` defined values), of the wrong computations alone (``error_flagged`` over ``error_n``) and of filler
+    sentences (``filler_flagged`` over ``filler_n``)."""
 
     def to_json(self) -> dict[str, Any]:
         """Everything as plain JSON values; undefined numbers (NaN) become null."""
@@ -295,6 +296,7 @@ def validate_anchors(
     per_method: dict[str, list[tuple[float, float, int]]] = {m: [] for m in [*METHODS, *BASELINES]}
     # per significance method: flags of planted sentences, flags of filler sentences (None: undefined)
     flags: dict[str, tuple[list[Any], list[Any]]] = {m: ([], []) for m in SIGNIFICANCE_METHODS}
+    error_flags: dict[str, list[Any]] = {m: [] for m in SIGNIFICANCE_METHODS}  # the wrong computation alone
     records = []
     emb = TextEmbeddings()
     options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
@@ -320,6 +322,7 @@ def validate_anchors(
                 values = run.table[column].to_list()
                 planted_flags += [values[i] for i in targets]
                 filler_flags += [values[i] for i in filler]
+                error_flags[name].append(values[_merged_index(tr.cot, planted_plain[0], run.sentences)])
         scores = {
             name: (np.abs(col) if absolute else col)
             for name, (column, absolute) in METHODS.items()
@@ -364,8 +367,11 @@ def validate_anchors(
     for name, (planted_flags, filler_flags) in flags.items():
         p_def = [bool(f) for f in planted_flags if f is not None]
         f_def = [bool(f) for f in filler_flags if f is not None]
+        e_def = [bool(f) for f in error_flags[name] if f is not None]
         significance[name] = {
             "planted_flagged": float(np.mean(p_def)) if p_def else float("nan"),
+            "error_flagged": float(np.mean(e_def)) if e_def else float("nan"),
+            "error_n": len(e_def),
             "planted_n": len(p_def),
             "planted_undefined": len(planted_flags) - len(p_def),
             "filler_flagged": float(np.mean(f_def)) if f_def else float("nan"),
