@@ -312,7 +312,7 @@ def write_importance(
     ``source`` is the file the trace was read from: when it is ``OUT/trace.json`` itself, it is left as it is (the
     user's file, with any fields a trace does not keep) rather than rewritten."""
     from anchors._report import write_outputs
-    from resampling._store import atomic_write_parquet
+    from resampling import atomic_write_parquet
 
     paths = write_outputs(run.table, run.matrix, run.trace, out, notes=notes, options=run.options)
     paths["rollouts.parquet"] = atomic_write_parquet(run.rollouts, Path(out) / "rollouts.parquet")
