@@ -384,6 +384,175 @@ def _join(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray] | None) -> d
     return {key: np.concatenate([a[key], b[key]]) for key in a}
 
 
+# -- the metrics of one position ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Sets:
+    """The rollout sets position i's metrics read, each a dict of statistics with one entry per replicate (the data,
+    the bootstrap replicates, the jackknife values; see :func:`importance_table`), or None when there are none:
+    R_i (``cur``), the next position's R (``nxt``; the next chunk with rollouts in the reference convention),
+    R_{i+1} (``nxt1``), F_i (``fcur``) and the next F (``fnxt``)."""
+
+    cur: dict[str, Any] | None
+    nxt: dict[str, Any] | None
+    nxt1: dict[str, Any] | None
+    fcur: dict[str, Any] | None
+    fnxt: dict[str, Any] | None
+    nan: np.ndarray
+    keep: slice
+    alpha: float
+
+    def get(self, s: dict[str, Any] | None, key: str) -> np.ndarray:
+        """A statistic for every replicate; NaN when the set is missing."""
+        return s[key] if s is not None and key in s else self.nan
+
+    @staticmethod
+    def n_of(s: dict[str, Any] | None, key: str) -> float:
+        """A count on the data itself (replicate 0)."""
+        return float(s[key][0]) if s is not None and key in s else 0.0
+
+    def kl(self, p_stats, p_key: str, q_stats, extra: np.ndarray | None = None) -> np.ndarray:
+        """KL(P || Q) per replicate, P = answer counts ``p_key`` of ``p_stats``, Q = all answers of ``q_stats``."""
+        if p_stats is None or q_stats is None or p_key not in p_stats:
+            return self.nan
+        q = q_stats["counts"] if extra is None else q_stats["counts"] + extra
+        return kl_divergence(p_stats[p_key][:, self.keep], q[:, self.keep], self.alpha)
+
+    def kl_n(self, p_stats, p_key: str, q_stats) -> float:
+        if p_stats is None or q_stats is None or p_key not in p_stats:
+            return 0.0
+        return float(min(p_stats[p_key][0, self.keep].sum(), q_stats["counts"][0, self.keep].sum()))
+
+    @staticmethod
+    def rows(s: dict[str, Any] | None, which: str = "all") -> dict[str, np.ndarray] | None:
+        """The per-rollout arrays of a set (or of its subset ``d``, ``same``, ``gone``) for the permutation test."""
+        return None if s is None else s["_rows"].get(which)
+
+
+Metrics = dict[str, tuple[np.ndarray, float]]
+"""metric -> (value per replicate, sample size)."""
+Comparisons = dict[str, tuple[Any, Any]]
+"""metric -> the two sets of rollouts it compares (per-rollout arrays), for its permutation test."""
+
+
+def _shared_metrics(ps: _Sets) -> tuple[Metrics, Comparisons]:
+    """The metrics both conventions define the same way, and every comparison's two sets as cotscope reads them."""
+    cur, nxt, fcur, fnxt = ps.cur, ps.nxt, ps.fcur, ps.fnxt
+    m: Metrics = {
+        "accuracy": (ps.get(cur, "acc"), ps.n_of(cur, "graded")),
+        "resampling_importance_kl": (ps.kl(cur, "counts", nxt), ps.kl_n(cur, "counts", nxt)),
+        "forced_importance_kl": (ps.kl(fcur, "counts", fnxt), ps.kl_n(fcur, "counts", fnxt)),
+        "overdeterminedness": (ps.get(cur, "od"), ps.n_of(cur, "n_first")),
+        "resilience": (ps.get(cur, "resilience"), ps.n_of(cur, "n_d")),
+        "counterfactual_pp_importance_accuracy": (
+            ps.get(nxt, "acc") - ps.get(cur, "acc_gone"),
+            min(ps.n_of(cur, "graded_gone"), ps.n_of(nxt, "graded")),
+        ),
+        "counterfactual_pp_importance_kl": (ps.kl(cur, "counts_gone", nxt), ps.kl_n(cur, "counts_gone", nxt)),
+    }
+    rows = ps.rows
+    sets: Comparisons = {
+        "resampling_importance_accuracy": (rows(cur), rows(nxt)),
+        "resampling_importance_kl": (rows(cur), rows(nxt)),
+        "counterfactual_importance_accuracy": (rows(cur, "d"), rows(nxt)),
+        "counterfactual_importance_kl": (rows(cur, "d"), rows(nxt)),
+        "forced_importance_accuracy": (rows(fcur), rows(fnxt)),
+        "forced_importance_kl": (rows(fcur), rows(fnxt)),
+        "counterfactual_pp_importance_accuracy": (rows(cur, "gone"), rows(nxt)),
+        "counterfactual_pp_importance_kl": (rows(cur, "gone"), rows(nxt)),
+    }
+    return m, sets
+
+
+def _cotscope_metrics(ps: _Sets, m: Metrics, sets: Comparisons, opts: ImportanceOptions) -> str:
+    """This toolkit's definitions (one sign, NaN when undefined, the counterfactual floors); returns what the floors
+    decided for counterfactual importance (``counterfactual``, ``resampling`` or ``undefined``)."""
+    cur, nxt, fcur, fnxt = ps.cur, ps.nxt, ps.fcur, ps.fnxt
+    m["resampling_importance_accuracy"] = (
+        ps.get(nxt, "acc") - ps.get(cur, "acc"),
+        min(ps.n_of(cur, "graded"), ps.n_of(nxt, "graded")),
+    )
+    m["counterfactual_importance_accuracy"] = (
+        ps.get(nxt, "acc") - ps.get(cur, "acc_d"),
+        min(ps.n_of(cur, "graded_d"), ps.n_of(nxt, "graded")),
+    )
+    m["counterfactual_importance_kl"] = (ps.kl(cur, "counts_d", nxt), ps.kl_n(cur, "counts_d", nxt))
+    m["forced_importance_accuracy"] = (
+        ps.get(fnxt, "acc") - ps.get(fcur, "acc"),
+        min(ps.n_of(fcur, "graded"), ps.n_of(fnxt, "graded")),
+    )
+    dtf = ps.get(cur, "dtf")
+    m["different_trajectories_fraction"] = (dtf, ps.n_of(cur, "n_first"))
+    source = "counterfactual"
+    # the floors hold per bootstrap replicate too, so the interval is of the same statistic as the value
+    for prefix, n_key in (("counterfactual", "n_d"), ("counterfactual_pp", "n_gone")):
+        with np.errstate(invalid="ignore"):
+            ok = (ps.get(cur, n_key) >= opts.min_different) & (dtf > opts.min_dtf)
+        for what in ("accuracy", "kl"):
+            name = f"{prefix}_importance_{what}"
+            values, n = m[name]
+            if ok[0]:  # replicates below the floors are skipped, never mixed with another statistic
+                m[name] = (np.where(ok, values, np.nan), n)
+            elif opts.counterfactual_fallback == "resampling":
+                m[name] = m[f"resampling_importance_{what}"]
+                sets[name] = sets[f"resampling_importance_{what}"]
+            else:
+                m[name] = (np.full_like(values, np.nan), n)
+        if prefix == "counterfactual" and not ok[0]:
+            source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
+    return source
+
+
+def _reference_metrics(
+    ps: _Sets,
+    m: Metrics,
+    sets: Comparisons,
+    *,
+    i: int,
+    known: Any,
+    next_forced: int | None,
+    last: bool,
+) -> None:
+    """The reference code's definitions (``convention="thought_anchors"``; docs/anchors.md lists every rule):
+    accuracy 0.0 for a known chunk with nothing graded, resampling accuracy against exactly chunk i+1, the opposite
+    sign and another reference set for counterfactual importance, and 0.0 trajectory metrics for the last chunk.
+    ``known(kind, p)`` says whether the reference has chunk p."""
+    cur, nxt, nxt1, fcur, fnxt = ps.cur, ps.nxt, ps.nxt1, ps.fcur, ps.fnxt
+
+    def ref_acc(kind: int, p: int | None, s: dict[str, Any] | None) -> np.ndarray:
+        value = ps.get(s, "acc")
+        return np.nan_to_num(value, nan=0.0) if known(kind, p) else value
+
+    m["accuracy"] = (ref_acc(0, i, cur), ps.n_of(cur, "graded"))
+    m["resampling_importance_accuracy"] = (
+        ref_acc(0, i + 1, nxt1) - ref_acc(0, i, cur),
+        min(ps.n_of(cur, "graded"), ps.n_of(nxt1, "graded")),
+    )
+    sets["resampling_importance_accuracy"] = (ps.rows(cur), ps.rows(nxt1))
+    # 0.0 (via NaN) when D_i or the next chunk's answered rollouts are empty; otherwise ungraded -> 0.0
+    cf_acc = np.nan_to_num(ps.get(cur, "acc_d"), nan=0.0) - np.nan_to_num(ps.get(nxt, "acc"), nan=0.0)
+    if nxt is None or ps.n_of(cur, "n_d") == 0:
+        cf_acc = ps.nan
+    m["counterfactual_importance_accuracy"] = (cf_acc, min(ps.n_of(cur, "graded_d"), ps.n_of(nxt, "graded")))
+    same = cur["counts_same"] if cur is not None and "counts_same" in cur else None
+    m["counterfactual_importance_kl"] = (
+        ps.kl(cur, "counts_d", nxt, extra=same) if same is not None else ps.nan,
+        ps.kl_n(cur, "counts_d", nxt),
+    )
+    sets["counterfactual_importance_kl"] = (ps.rows(cur, "d"), _join(ps.rows(nxt), ps.rows(cur, "same")))
+    m["forced_importance_accuracy"] = (
+        ref_acc(1, next_forced, fnxt) - ref_acc(1, i, fcur),
+        min(ps.n_of(fcur, "graded"), ps.n_of(fnxt, "graded")),
+    )
+    dtf = _safe_div(ps.get(cur, "n_d"), ps.get(cur, "n"))
+    od = m["overdeterminedness"][0]
+    if last:  # the reference returns 0.0 for both when no later chunk exists
+        dtf, od = np.zeros_like(dtf), np.zeros_like(od)
+    m["different_trajectories_fraction"] = (dtf, ps.n_of(cur, "n"))
+    m["overdeterminedness"] = (od, ps.n_of(cur, "n_first"))
+
+
 # -- input checks --------------------------------------------------------------------------------------------------
 
 
@@ -724,130 +893,31 @@ def importance_table(
                 out[name] = np.concatenate(parts)
             return out
 
-        cur, nxt = view((0, i)), view((0, next_pos(0, i)))
-        nxt1 = view((0, i + 1))
-        fcur, fnxt = view((1, i)), view((1, next_pos(1, i)))
-        nan = np.full(length, np.nan)
-
-        def get(s: dict[str, np.ndarray] | None, key: str, nan=nan) -> np.ndarray:
-            """A statistic for every replicate; NaN when the set is missing."""
-            return s[key] if s is not None and key in s else nan
-
-        def ref_acc(kind: int, p: int | None, s: dict[str, np.ndarray] | None, get=get) -> np.ndarray:
-            """Accuracy as the reference keeps it: 0.0 for a chunk it knows (see ``present``) with no graded
-            rollout."""
-            value = get(s, "acc")
-            known = p is not None and p < k and (p in present if kind == 0 else any_forced)
-            return np.nan_to_num(value, nan=0.0) if known else value
-
-        def n_of(s: dict[str, np.ndarray] | None, key: str) -> float:
-            """A count on the data itself (replicate 0)."""
-            return float(s[key][0]) if s is not None and key in s else 0.0
-
-        def kl(p_stats, p_key, q_stats, extra=None, nan=nan) -> np.ndarray:
-            """KL(P || Q) per replicate, P = answer counts ``p_key`` of ``p_stats``, Q = all answers of
-            ``q_stats``."""
-            if p_stats is None or q_stats is None or p_key not in p_stats:
-                return nan
-            q = q_stats["counts"] if extra is None else q_stats["counts"] + extra
-            return kl_divergence(p_stats[p_key][:, keep], q[:, keep], opts.alpha)
-
-        def kl_n(p_stats, p_key, q_stats) -> float:
-            if p_stats is None or q_stats is None or p_key not in p_stats:
-                return 0.0
-            return float(min(p_stats[p_key][0, keep].sum(), q_stats["counts"][0, keep].sum()))
-
-        m: dict[str, tuple[np.ndarray, float]] = {}
-        # the two sets each comparison reads, for its permutation test: (set A, set B) of per-rollout arrays
-        sets: dict[str, tuple[Any, Any]] = {}
-
-        def rows_of(s, which="all"):
-            return None if s is None else s["_rows"].get(which)
-
-        m["accuracy"] = (get(cur, "acc"), n_of(cur, "graded"))
-        sets["resampling_importance_accuracy"] = (rows_of(cur), rows_of(nxt))
-        sets["resampling_importance_kl"] = (rows_of(cur), rows_of(nxt))
-        sets["counterfactual_importance_accuracy"] = (rows_of(cur, "d"), rows_of(nxt))
-        sets["counterfactual_importance_kl"] = (rows_of(cur, "d"), rows_of(nxt))
-        sets["forced_importance_accuracy"] = (rows_of(fcur), rows_of(fnxt))
-        sets["forced_importance_kl"] = (rows_of(fcur), rows_of(fnxt))
-        sets["counterfactual_pp_importance_accuracy"] = (rows_of(cur, "gone"), rows_of(nxt))
-        sets["counterfactual_pp_importance_kl"] = (rows_of(cur, "gone"), rows_of(nxt))
+        ps = _Sets(
+            cur=view((0, i)),
+            nxt=view((0, next_pos(0, i))),
+            nxt1=view((0, i + 1)),
+            fcur=view((1, i)),
+            fnxt=view((1, next_pos(1, i))),
+            nan=np.full(length, np.nan),
+            keep=keep,
+            alpha=opts.alpha,
+        )
+        m, sets = _shared_metrics(ps)
         if opts.compat:
-            m["accuracy"] = (ref_acc(0, i, cur), n_of(cur, "graded"))
-            m["resampling_importance_accuracy"] = (
-                ref_acc(0, i + 1, nxt1) - ref_acc(0, i, cur),
-                min(n_of(cur, "graded"), n_of(nxt1, "graded")),
+
+            def known(kind: int, p: int | None) -> bool:
+                """A chunk the reference has (see ``present``): one without graded rollouts has accuracy 0.0."""
+                return p is not None and p < k and (p in present if kind == 0 else any_forced)
+
+            _reference_metrics(
+                ps, m, sets, i=i, known=known, next_forced=next_pos(1, i), last=next_pos(0, i) is None
             )
-            sets["resampling_importance_accuracy"] = (rows_of(cur), rows_of(nxt1))
-            same = cur["counts_same"] if cur is not None and "counts_same" in cur else None
-            # 0.0 (via NaN) when D_i or the next chunk's answered rollouts are empty; otherwise ungraded -> 0.0
-            cf_acc = np.nan_to_num(get(cur, "acc_d"), nan=0.0) - np.nan_to_num(get(nxt, "acc"), nan=0.0)
-            if nxt is None or n_of(cur, "n_d") == 0:
-                cf_acc = nan
-            m["counterfactual_importance_accuracy"] = (
-                cf_acc,
-                min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
-            )
-            m["counterfactual_importance_kl"] = (
-                kl(cur, "counts_d", nxt, extra=same) if same is not None else nan,
-                kl_n(cur, "counts_d", nxt),
-            )
-            sets["counterfactual_importance_kl"] = (
-                rows_of(cur, "d"),
-                _join(rows_of(nxt), rows_of(cur, "same")),
-            )
-            dtf = _safe_div(get(cur, "n_d"), get(cur, "n"))
-            if next_pos(0, i) is None:  # the reference returns 0.0 for both when no later chunk exists
-                dtf = np.zeros_like(dtf)
+            source = "counterfactual"
         else:
-            m["resampling_importance_accuracy"] = (
-                get(nxt, "acc") - get(cur, "acc"),
-                min(n_of(cur, "graded"), n_of(nxt, "graded")),
-            )
-            m["counterfactual_importance_accuracy"] = (
-                get(nxt, "acc") - get(cur, "acc_d"),
-                min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
-            )
-            m["counterfactual_importance_kl"] = (kl(cur, "counts_d", nxt), kl_n(cur, "counts_d", nxt))
-            dtf = get(cur, "dtf")
-        m["resampling_importance_kl"] = (kl(cur, "counts", nxt), kl_n(cur, "counts", nxt))
-        m["forced_importance_accuracy"] = (
-            (ref_acc(1, next_pos(1, i), fnxt) - ref_acc(1, i, fcur))
-            if opts.compat
-            else get(fnxt, "acc") - get(fcur, "acc"),
-            min(n_of(fcur, "graded"), n_of(fnxt, "graded")),
-        )
-        m["forced_importance_kl"] = (kl(fcur, "counts", fnxt), kl_n(fcur, "counts", fnxt))
-        m["different_trajectories_fraction"] = (dtf, n_of(cur, "n" if opts.compat else "n_first"))
-        od = get(cur, "od")
-        if opts.compat and next_pos(0, i) is None:
-            od = np.zeros_like(od)
-        m["overdeterminedness"] = (od, n_of(cur, "n_first"))
-        m["resilience"] = (get(cur, "resilience"), n_of(cur, "n_d"))
-        m["counterfactual_pp_importance_accuracy"] = (
-            get(nxt, "acc") - get(cur, "acc_gone"),
-            min(n_of(cur, "graded_gone"), n_of(nxt, "graded")),
-        )
-        m["counterfactual_pp_importance_kl"] = (kl(cur, "counts_gone", nxt), kl_n(cur, "counts_gone", nxt))
-        source = "counterfactual"
-        if not opts.compat:
-            # the floors hold per bootstrap replicate too, so the interval is of the same statistic as the value
-            for prefix, n_key in (("counterfactual", "n_d"), ("counterfactual_pp", "n_gone")):
-                with np.errstate(invalid="ignore"):
-                    ok = (get(cur, n_key) >= opts.min_different) & (dtf > opts.min_dtf)
-                for what in ("accuracy", "kl"):
-                    name = f"{prefix}_importance_{what}"
-                    values, n = m[name]
-                    if ok[0]:  # replicates below the floors are skipped, never mixed with another statistic
-                        m[name] = (np.where(ok, values, np.nan), n)
-                    elif opts.counterfactual_fallback == "resampling":
-                        m[name] = m[f"resampling_importance_{what}"]
-                        sets[name] = sets[f"resampling_importance_{what}"]
-                    else:
-                        m[name] = (np.full_like(values, np.nan), n)
-                if prefix == "counterfactual" and not ok[0]:
-                    source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
+            source = _cotscope_metrics(ps, m, sets, opts)
+        cur, fcur = ps.cur, ps.fcur
+        n_of = ps.n_of
 
         sentence = sentences[i]
         rec: dict[str, Any] = {
