@@ -259,7 +259,9 @@ def compute_importance(
         max_new_tokens=REAL_MODEL_SAMPLING["max_new_tokens"],
     )
     forced_params = forced_params or SamplingParams(
-        temperature=params.temperature, top_p=params.top_p, max_new_tokens=16
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=REAL_MODEL_SAMPLING["forced_max_new_tokens"],
     )
     prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)

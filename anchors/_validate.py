@@ -254,13 +254,18 @@ def validate_anchors(
     import organisms
     from anchors._blackbox import ImportanceOptions
     from anchors._embedding import TextEmbeddings
-    from anchors._pipeline import compute_importance
+    from anchors._pipeline import compute_importance, sampling_defaults
     from resampling import SamplingParams, make_backend, sample_traces
 
     backend = make_backend("hf", model_id=model_id)
     task = organisms.get_task(model_id.split(":", 1)[1])
     params = SamplingParams(
         temperature=temperature, top_p=1.0, max_new_tokens=getattr(task, "max_new_tokens", 256)
+    )
+    forced_params = SamplingParams(
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
     )
     chosen: list[tuple[Any, Any, int]] = []
     next_seed, batch = seed, 64
@@ -307,6 +312,7 @@ def validate_anchors(
             samples=samples,
             seed=seed + k,
             params=params,
+            forced_params=forced_params,
             options=options,
             whitebox=whitebox,
             cache_dir=cache_dir,
