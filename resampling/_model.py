@@ -206,27 +206,15 @@ def _weights_hash(model: Any, path: Path | None) -> str:
 
 
 def model_identity(model_id: str, model: Any, tokenizer: Any, path: Path | None) -> dict[str, str]:
-    """Hashes of what changes the output: weights, tokenizer vocabulary and merges, chat template; for a model run
-    here (a transformers model), also the torch and transformers versions and the attention implementation, which
-    change the logits' rounding and so the sampled tokens."""
+    """Hashes of what changes the output: weights, tokenizer vocabulary and merges, chat template. (The ``hf``
+    backend adds what runs them: torch and transformers versions, attention implementation, dtype, device.)"""
     tok_state = (
         tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else repr(tokenizer)
     )
     template = getattr(tokenizer, "chat_template", None) or ""
-    out = {
+    return {
         "model_id": model_id,
         "weights_sha256": _weights_hash(model, path),
         "tokenizer_sha256": hashlib.sha256(tok_state.encode()).hexdigest()[:16],
         "chat_template_sha256": hashlib.sha256(json.dumps(template).encode()).hexdigest()[:16],
     }
-    config = getattr(model, "config", None)
-    if config is not None and hasattr(model, "parameters"):
-        import torch
-        import transformers
-
-        out.update(
-            torch=torch.__version__,
-            transformers=transformers.__version__,
-            attn_implementation=str(getattr(config, "_attn_implementation", None)),
-        )
-    return out

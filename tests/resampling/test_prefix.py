@@ -200,12 +200,12 @@ def test_weight_hashes_are_remembered_across_processes_by_path_size_and_mtime(tm
     assert _file_sha256.__wrapped__(str(f), st2.st_size, st2.st_mtime) != first
 
 
-def test_model_identity_names_versions_and_attention(tiny_model, tiny_tokenizer):
+def test_hf_identity_names_versions_and_attention(tiny_model, tiny_tokenizer):
     import torch
     import transformers
 
-    from resampling import model_identity
+    from resampling._hf import HFBackend
 
-    ident = model_identity("m", tiny_model, tiny_tokenizer, None)
+    ident = HFBackend(tiny_model, tiny_tokenizer).identity()
     assert ident["torch"] == torch.__version__ and ident["transformers"] == transformers.__version__
     assert ident["attn_implementation"] == str(tiny_model.config._attn_implementation)
