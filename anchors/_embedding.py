@@ -25,17 +25,18 @@ class TextEmbeddings:
         self._index: dict[str, int] = {}
         self._blocks: list[np.ndarray] = []
         self._matrix: np.ndarray | None = None
-        self._split: dict[str, list[str]] = {}
+        self._split: dict[tuple[str, int], list[str]] = {}
 
-    def continuation_sentences(self, text: str | None) -> list[str]:
-        """``anchors.continuation_sentences(text)``, remembered: the matrix and the table split each text once."""
+    def continuation_sentences(self, text: str | None, min_chars: int = 0) -> list[str]:
+        """``anchors.continuation_sentences(text, min_chars)``, remembered: the matrix and the table split each text
+        once."""
         if not text:
             return []
-        found = self._split.get(text)
+        found = self._split.get((text, min_chars))
         if found is None:
             from anchors._blackbox import continuation_sentences
 
-            found = self._split[text] = continuation_sentences(text)
+            found = self._split[(text, min_chars)] = continuation_sentences(text, min_chars)
         return found
 
     def _fn(self) -> EmbedFn:

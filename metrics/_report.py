@@ -238,7 +238,39 @@ def _metric_table(rows: list[dict]) -> str:
     return f'<table class="sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
+def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
+    """A few traces with their curve s(k/n) and their CoT."""
+    probes = items.filter((pl.col("suite") == "early_answering") & pl.col("value").is_not_null())
+    own = items.filter(pl.col("suite") == "traces")
+    out = [
+        "<p>Examples: each trace's curve (share of forced answers equal to its final answer after k sentences; "
+        "the rows of <code>items.parquet</code> with <code>suite = early_answering</code> give every probe's "
+        "rollout id):</p><ul>"
+    ]
+    for tid in probes["trace_id"].unique(maintain_order=True).head(k).to_list():
+        g = probes.filter(pl.col("trace_id") == tid)
+        curve = (
+            g.with_columns(pl.col("condition").str.strip_prefix("k=").cast(pl.Int64).alias("k"))
+            .group_by("k")
+            .agg(pl.col("value").mean())
+            .sort("k")
+        )
+        pts = ", ".join(f"{a}: {b:.2f}" for a, b in curve.iter_rows())
+        t = own.filter(pl.col("trace_id") == tid)
+        text = html.escape((t["text"][0] or "")[:700]) if t.height else ""
+        item = html.escape(g["item_id"][0])
+        ans = html.escape(str(g["reference"][0]))
+        out.append(
+            f"<li id='early_answering-{item}'><b>{item}</b> trace <code>{html.escape(tid)}</code>, final answer "
+            f"<b>{ans}</b>; s(k) = {pts}<pre>{text}</pre></li>"
+        )
+    out.append("</ul>")
+    return "".join(out)
+
+
 def _examples(items: pl.DataFrame, suite: str, k: int = 3) -> str:
+    if suite == "early_answering":
+        return _early_examples(items, k)
     source = {
         "biased_context": "hint_pairs",
         "hint_verbalisation": "hint_pairs",

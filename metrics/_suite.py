@@ -736,6 +736,10 @@ def _predicted_changed(
     name = item.source.removeprefix("organism:")
     if name not in organisms.names() or original is None:
         return None
+    if organisms.get_task(name).planted.get("answer_from_prompt") == 1.0:
+        return False  # a post-hoc task: the answer comes from the prompt, nothing in the CoT propagates to it
+    if name not in ("arith", "hint"):
+        return None  # the running-digit rule below is these tasks' rule only
     cot = (_prefix_text(edited, index + 1) + continuation).split("</think>", 1)[0]
     try:
         sentences = organisms.get_task(name).analyze(item.example, cot)

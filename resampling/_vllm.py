@@ -1,8 +1,11 @@
 """The ``vllm`` backend: vLLM's offline engine (``vllm.LLM``) on a CUDA GPU, with automatic prefix caching.
 
-Work per call: every job of a ``generate`` call goes to vLLM in **one** ``LLM.generate``, so the K x N requests of
-a trace are scheduled together and share the automatic prefix cache. The prefixes of a trace nest (each is an exact
-token prefix of the next), so every full KV block of the trace is computed once; decode is unchanged.
+Work per call: the jobs of a ``generate`` call go to vLLM in chunks of about ``chunk_rollouts`` rollouts (4096),
+one ``LLM.generate`` each, in plan order, so the K x N requests of a trace are scheduled together and share the
+automatic prefix cache. Each chunk's completions are yielded as soon as it finishes, so the engine stores them
+(and its progress bar moves) chunk by chunk: a crash loses one chunk, not the run. The prefixes of a trace nest
+(each is an exact token prefix of the next), so every full KV block of the trace is computed once; decode is
+unchanged.
 
 Seeds follow vLLM's own convention, which is also :class:`resampling.SamplingRequest`'s: child ``k`` of
 ``vllm.SamplingParams(n=n, seed=s)`` samples with seed ``s + k`` (``ParentRequest`` in vLLM 0.32). So
@@ -17,7 +20,7 @@ Seeds follow vLLM's own convention, which is also :class:`resampling.SamplingReq
 vLLM's Model Runner V2 (the 0.32 default where the model supports it) draws the Gumbel noise of a token from
 ``hash(seed, absolute position, token id)``: the same seed at two prefixes of a trace gives *coupled* samples
 (common random numbers). Plans built by :class:`resampling.TracePrefixes` give every position disjoint seeds
-(``seed + i*n + k``), so positions stay independent.
+(``request_seed(seed, i, kind) + k``, a hash), so positions stay independent.
 
 Forced-answer scores (:meth:`VLLMBackend.score`) are teacher-forced log-probabilities read from vLLM's
 ``prompt_logprobs``: the prompt ``prefix + answer`` is run with ``SamplingParams(max_tokens=1, prompt_logprobs=0)``
@@ -375,7 +378,12 @@ class VLLMBackend:
         sampling_params_cls: Callable[..., Any] | None = None,
         tokens_prompt_cls: Callable[..., Any] | None = None,
         engine_settings: dict[str, Any] | None = None,
+        chunk_rollouts: int = 4096,
     ) -> None:
+        if chunk_rollouts < 1:
+            raise EngineInputError(f"chunk_rollouts must be >= 1, got {chunk_rollouts}")
+        self.chunk_rollouts = int(chunk_rollouts)
+        """About this many rollouts per ``LLM.generate`` call; their completions are stored before the next call."""
         self.llm = llm
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -474,10 +482,23 @@ class VLLMBackend:
         return self._identity
 
     def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
-        """All jobs in one ``LLM.generate`` call; yields each job with its completions in sample order."""
+        """The jobs in chunks of about ``chunk_rollouts`` rollouts, one ``LLM.generate`` call each; yields each job
+        with its completions in sample order, a chunk as soon as it is done."""
         jobs = list(jobs)
-        prompts, params, index = build_requests(jobs, stop_token_ids=self.stop_token_ids, **self._classes)
         self._check_lengths(len(j.prompt_ids) for j in jobs if j.samples)
+        chunk: list[GenerationJob] = []
+        size = 0
+        for job in jobs:
+            chunk.append(job)
+            size += len(job.samples)
+            if size >= self.chunk_rollouts:
+                yield from self._generate_chunk(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield from self._generate_chunk(chunk)
+
+    def _generate_chunk(self, jobs: list[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
+        prompts, params, index = build_requests(jobs, stop_token_ids=self.stop_token_ids, **self._classes)
         if not prompts:
             return
         outputs = self.llm.generate(prompts, params, use_tqdm=self.use_tqdm)

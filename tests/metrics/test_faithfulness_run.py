@@ -200,3 +200,28 @@ def test_without_inspect_ai_the_other_files_are_written_and_the_log_is_skipped(t
     assert (tmp_path / "o" / "report.html").is_file() and (tmp_path / "o" / "metrics.parquet").is_file()
     assert not (tmp_path / "o" / "log.eval").exists()
     assert "pip install 'cotscope[inspect]'" in paths["skipped"]
+
+
+@pytest.mark.slow
+def test_iphr_on_the_compare_organism_flags_the_planted_biased_pairs(tmp_path):
+    from metrics import SuiteConfig, organism_items, run_faithfulness
+    from resampling import make_backend
+
+    items = organism_items("compare", 8, seed=10**9)
+    assert len(items) == 16 and len({it.pair_id for it in items}) == 8
+    res = run_faithfulness(
+        make_backend("hf", model_id="organism:compare", device="cpu"),
+        items,
+        ["iphr"],
+        cache_dir=tmp_path,
+        config=SuiteConfig(samples=3, max_new_tokens=160),
+        quiet=True,
+    )
+    flags = {r["pair_id"]: r["flagged"] for r in res.curves["iphr_pairs"].iter_rows(named=True)}
+    planted = {it.pair_id: bool(it.truth["biased"]) for it in items}
+    assert set(flags) == set(planted)
+    assert any(planted.values()) and not all(planted.values())  # both kinds among the 8 pairs
+    agree = sum(flags[p] == planted[p] for p in planted)
+    assert agree >= 7, (flags, planted)
+    rate = res.metrics.filter(pl.col("metric") == "iphr").row(0, named=True)
+    assert rate["denominator"] == 8 and rate["numerator"] == sum(flags.values())

@@ -353,6 +353,12 @@ def test_unparsed_answers_leave_the_pair_out_of_chen_and_articulation():
     assert (p["numerator"], p["denominator"]) == (1, 1)
     assert row(m, "hint_verbalisation", "q")["numerator"] == 0  # an unparsed a_h is no third answer
     d = pl.DataFrame(
-        {"item_id": ["a", "b"], "a_u": ["1", "1"], "a_b": ["7", None], "cue": ["7", "7"], "cites": [True, False]}
+        {
+            "item_id": ["a", "b"],
+            "a_u": ["1", "1"],
+            "a_b": ["7", None],
+            "cue": ["7", "7"],
+            "cites": [True, False],
+        }
     )
     assert row(articulation(d), "articulation", "switch_rate")["denominator"] == 1
