@@ -290,3 +290,36 @@ def _serve_command():
 
 
 serve = _serve_command()
+
+
+@bench.command("client")
+@click.option(
+    "--servers", type=click.IntRange(min=1), default=4, show_default=True, help="Loopback stub servers."
+)
+@click.option("--requests", "n_requests", type=click.IntRange(min=1), default=4000, show_default=True)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Most requests in flight.",
+)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
+)
+@click.option("--kill-one", is_flag=True, help="Also kill one server (SIGKILL) mid-run and compare the rows.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
+    """The openai backend's own cost: today's client vs the one before, against instant stub servers."""
+    from resampling._bench_client import (
+        ClientBenchConfig,
+        format_client_report,
+        run_client_bench,
+        run_failover_check,
+    )
+
+    cfg = ClientBenchConfig(servers=servers, requests=n_requests, in_flight=in_flight, repeats=repeats)
+    report = run_client_bench(cfg)
+    if kill_one:
+        report["failover"] = run_failover_check(servers=servers, requests=min(n_requests, 2000))
+    click.echo(json.dumps(report, indent=2) if as_json else format_client_report(report))

@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import hashlib
 import json
 import os
 import queue
 import random
+import ssl
 import threading
 import time
 import urllib.parse
@@ -60,6 +62,8 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _DOWN_S = 2.0
 """How long an endpoint that refused a connection is skipped (then it is tried again)."""
 _END = object()
+_POOL = 16
+"""Most connections in one httpx pool (see ``_send_all``)."""
 
 
 class _Failure(Exception):
@@ -114,6 +118,14 @@ def _redact(url: str) -> str:
     if "@" in parts.netloc:
         parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
     return urllib.parse.urlunsplit(parts)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client (loading the CA bundle takes tens of ms each time)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -496,26 +508,44 @@ class OpenAIBackend:
                 thread.join()
 
     async def _send_all(self, jobs: list[GenerationJob], requests: list[_Request], results: Any) -> None:
-        """``max_in_flight`` workers take the requests in plan order; each result goes to ``results``."""
+        """``max_in_flight`` workers take the requests in plan order; each result goes to ``results``.
+
+        Each endpoint gets its connections from several small httpx clients (pools of at most ``_POOL``
+        connections, worker ``w`` using pool ``w mod pools``): httpcore scans a pool's connections and queued
+        requests on every request, so one pool of a thousand connections costs milliseconds per request.
+        """
         per = self.max_in_flight_per_endpoint
-        limits = httpx.Limits(max_connections=per, max_keepalive_connections=per)
+        pools = -(-per // _POOL)
+        size = -(-per // pools)
+        # keep-alive connections over all endpoints stay near the in-flight bound (no fd growth with endpoints)
+        keep = max(1, -(-size // len(self.endpoints)))
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=keep)
         clients = {
-            u: httpx.AsyncClient(
-                limits=limits, timeout=httpx.Timeout(self.timeout_s), trust_env=not self._loopback(u)
-            )
+            u: [
+                httpx.AsyncClient(
+                    limits=limits,
+                    timeout=httpx.Timeout(self.timeout_s),
+                    trust_env=not self._loopback(u),
+                    verify=_tls_context()
+                    if u.startswith("https:")
+                    else False,  # plain http: no TLS to verify
+                )
+                for _ in range(pools)
+            ]
             for u in self.endpoints
         }
         slots = {u: asyncio.Semaphore(per) for u in self.endpoints}
         pending = iter(requests)
 
-        async def worker() -> None:
+        async def worker(w: int) -> None:
+            mine = {u: pool[w % pools] for u, pool in clients.items()}
             for req in pending:  # one event loop: the shared iterator needs no lock
-                results.put((req, await self._run_request(jobs[req.job_index], req, clients, slots)))
+                results.put((req, await self._run_request(jobs[req.job_index], req, mine, slots)))
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(requests)))))
+            await asyncio.gather(*(worker(w) for w in range(min(self.max_in_flight, len(requests)))))
         finally:
-            await asyncio.gather(*(c.aclose() for c in clients.values()), return_exceptions=True)
+            await asyncio.gather(*(c.aclose() for cs in clients.values() for c in cs), return_exceptions=True)
 
     def _payload(self, job: GenerationJob, seed: int, n: int) -> dict[str, Any]:
         p = job.params
