@@ -138,6 +138,15 @@ def make_backend_from_options(
     return make_backend(backend, **kwargs)
 
 
+def warn_batch_invariance(backend) -> None:
+    """One line on stderr where the same seed may give other rollouts in another batch (see _reproducibility)."""
+    from resampling._reproducibility import batch_invariance_warning
+
+    warning = batch_invariance_warning(backend)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+
+
 @click.command("resample")
 @backend_options
 @click.option(
@@ -231,6 +240,7 @@ def resample(
             ) from None
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    warn_batch_invariance(be)
     tokenizer = be.tokenizer
     prefixes = TracePrefixes.build(trace, tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, positions=pos, forced_answer=forced_answer)
