@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from resampling._cli import backend_options, make_backend_from_options
+from resampling._cli import backend_options, make_backend_from_options, warn_batch_invariance
 
 
 def counterfactual_options(f):
@@ -110,11 +110,12 @@ def importance(
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
+    # a bad trace file fails before the model loads
+    trace = load_trace(trace_file) if trace_file is not None else None
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    warn_batch_invariance(be)
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
-    if trace_file is not None:
-        trace = load_trace(trace_file)
-    else:
+    if trace is None:
         trace, _ = onpolicy_trace(be, model_id, seed, temperature=temperature, max_new_tokens=max_new_tokens)
     options = (
         ImportanceOptions.thought_anchors()
