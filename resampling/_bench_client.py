@@ -79,7 +79,7 @@ async def _stub(port: int, delay_s: float) -> None:
                 }
                 raw = await reader.readexactly(int(headers.get("content-length") or 0))
                 if path.endswith("/stats"):
-                    payload = dict(stats)
+                    payload = dict(stats, connections=stats["connections"] - 1)  # not this query's own
                     if method == "POST":  # reset
                         stats.update(connections=0, peak_open=stats["open"], requests=0)
                 elif path.endswith("/models"):
