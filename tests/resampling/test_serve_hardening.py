@@ -253,3 +253,33 @@ def test_an_endpoint_with_user_and_password_is_refused_in_one_line():
     with pytest.raises(EngineInputError, match=r"user:password") as exc:
         OpenAIBackend("m", "http://user:hunter2@127.0.0.1:8000/v1")
     assert "hunter2" not in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_the_client_waits_out_a_full_queue_and_every_rollout_arrives(hf, tiny_tokenizer):
+    from resampling import GenerationJob, SamplingParams
+    from resampling._openai import _retry_after
+
+    assert _retry_after("2") == 2.0 and _retry_after("nonsense") is None
+    assert 0 <= _retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 1  # a date in the past: now
+    gated = _Gated(hf)
+    limits = ServeLimits(max_request_tokens=40, max_queued_tokens=40)
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=10)
+    jobs = [
+        GenerationJob(
+            f"j{i}", tuple(PROMPT), (0, 1, 2, 3), (10 * i, 10 * i + 1, 10 * i + 2, 10 * i + 3), params
+        )
+        for i in range(2)
+    ]
+    with CompletionServer(gated, model_name="tiny", port=0, limits=limits) as srv:
+        client = OpenAIBackend(
+            "tiny", srv.url, max_in_flight=2, backoff_s=0.01, backoff_max_s=5, timeout_s=30
+        )
+        threading.Timer(0.3, gated.gate.set).start()
+        start = time.monotonic()
+        got = {job.key: comps for job, comps in client.generate(jobs)}
+        waited = time.monotonic() - start
+    assert client.retry_counts["429"] >= 1 and srv.stats["refused_busy"] >= 1
+    assert waited >= 1.0  # Retry-After: 1 was honoured over the 0.01 s backoff
+    want = {job.key: comps for job, comps in hf.generate(jobs)}
+    for key in want:
+        assert [c.token_ids for c in got[key]] == [c.token_ids for c in want[key]]
