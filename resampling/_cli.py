@@ -147,7 +147,7 @@ def warn_batch_invariance(backend) -> None:
 
     warning = batch_invariance_warning(backend)
     if warning:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"cotscope: warning: {warning}", err=True)
 
 
 @click.command("resample")

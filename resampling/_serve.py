@@ -1084,7 +1084,7 @@ def serve(
     key = api_key or os.environ.get(api_key_env) or None
     if not key and not is_loopback(host):
         click.echo(
-            f"warning: listening on {host} without an API key: anyone who reaches this address can use the "
+            f"cotscope: warning: listening on {host} without an API key: anyone who reaches this address can use the "
             f"model; set ${api_key_env} (or --host 127.0.0.1)",
             err=True,
         )
