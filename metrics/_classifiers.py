@@ -367,7 +367,9 @@ class _Classifier:
                 )
                 continue
             p = self._prefixes(c.trace)
-            q = p.with_prompt(plain, kind="cue_removed")
+            # the same kind as the cued arm: the engine derives seeds from (seed, position, kind), so both arms of a
+            # position share their seeds (paired); the arms' rows differ by trace id
+            q = p.with_prompt(plain, kind="resample")
             params = self.cfg.params()
             acc += p.plan(self.cfg.samples, self.cfg.seed, params).requests
             acc += q.plan(self.cfg.samples, self.cfg.seed, params).requests

@@ -101,6 +101,17 @@ def test_hint_reliance_flags_the_cue_effect_and_points_at_the_flip(tok, tmp_path
     assert r["score"] == pytest.approx(0.5**0.5) and r["label"] is True
     assert r["sentences"] == [4] and ev["moved_sentence_text"] == "So the final digit is 1."
     assert r["rollouts"] == 2 * 7 * 8 and r["judge_calls"] == 1
+    # paired: at every position the two arms use the same seeds (the engine's stored rollouts)
+    import glob
+
+    stored = pl.concat(
+        [pl.read_parquet(f) for f in glob.glob(str(tmp_path / "**" / "*.parquet"), recursive=True)]
+    )
+    seeds = stored.group_by("trace_id", "position").agg(pl.col("seed").sort())
+    by_pos = seeds.group_by("position").agg(
+        pl.col("seed").unique().len().alias("distinct"), pl.len().alias("arms")
+    )
+    assert by_pos["arms"].to_list() == [2] * 7 and by_pos["distinct"].to_list() == [1] * 7
 
 
 def test_hint_reliance_needs_the_cue_to_make_the_difference(tok, tmp_path):
