@@ -275,31 +275,49 @@ def terminal_summary(
 
     if metric not in table.columns:
         raise ValueError(f"no column {metric!r} in the table; choose e.g. counterfactual_importance_kl")
-    ranked = (
-        table.with_columns(pl.col(metric).fill_nan(None).alias("_key"))
-        .sort("_key", descending=True, nulls_last=True)
-        .head(top)
+    # undefined values (NaN or null) are no ranking: they are counted under the table, not listed
+    keyed = table.with_columns(pl.col(metric).cast(pl.Float64).fill_nan(None).alias("_key"))
+    defined = keyed.filter(pl.col("_key").is_not_null())
+    ranked = defined.sort("_key", descending=True).head(top)
+    significance = f"{metric}_significant"
+    caption = f"{table.height - defined.height} of {table.height} sentences undefined for this metric"
+    out = Table(
+        title=f"top {ranked.height} sentences by {metric}",
+        caption=caption if defined.height < table.height else None,
     )
-    out = Table(title=f"top {min(top, table.height)} sentences by {metric}")
     out.add_column("pos", justify="right")
     out.add_column("role")
     out.add_column(_SHORT.get(metric, metric), justify="right")
     out.add_column("95% CI", justify="right")
     out.add_column("n", justify="right")
-    out.add_column("sentence", overflow="fold", max_width=70)
+    if significance in table.columns:
+        out.add_column("signif.", justify="center")
+    out.add_column("sentence", no_wrap=True, max_width=70)
     for row in ranked.iter_rows(named=True):
         lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
         ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and math.isfinite(lo) else "–"
-        out.add_row(
+        cells = [
             str(row["position"]),
             str(row.get("role") or ""),
             _fmt(row[metric]),
             ci,
             str(row.get(f"{metric}_n", "")),
-            " ".join(row["text"].split()),
-        )
+        ]
+        if significance in table.columns:
+            flag = row.get(significance)
+            cells.append("–" if flag is None else ("yes" if flag else "no"))
+        cells.append(_shorten(" ".join(row["text"].split()), 70))
+        out.add_row(*cells)
     (console or Console()).print(out)
     return out
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis in the middle, so both ends stay readable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
 def write_outputs(
