@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options
+from resampling import backend_options, make_backend_from_options, warn_batch_invariance
 
 
 def counterfactual_options(f):
@@ -172,7 +172,10 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
+    # a bad trace file fails before the model loads
+    trace = load_trace(trace_file) if trace_file is not None else None
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    warn_batch_invariance(be)
     defaults, defaults_for = sampling_defaults(model_id)
     given = {
         "temperature": temperature,
@@ -191,9 +194,7 @@ def importance(
         top_p=sampling["top_p"],
         max_new_tokens=sampling["forced_max_new_tokens"],
     )
-    if trace_file is not None:
-        trace = load_trace(trace_file)
-    else:
+    if trace is None:
         trace, _ = onpolicy_trace(
             be,
             model_id,
