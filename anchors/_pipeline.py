@@ -240,6 +240,8 @@ def compute_importance(
     whitebox: bool = True,
     quiet: bool = True,
     embed: Any = None,
+    out: str | os.PathLike | None = None,
+    header: dict[str, Any] | None = None,
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
@@ -251,7 +253,7 @@ def compute_importance(
     from dataclasses import replace
 
     from anchors._blackbox import ImportanceOptions, importance_table, sentence_matrix
-    from resampling import Engine, SamplingParams, TracePrefixes
+    from resampling import Engine, SamplingParams, TracePrefixes, run_health
 
     params = params or SamplingParams(
         temperature=REAL_MODEL_SAMPLING["temperature"],
@@ -266,7 +268,13 @@ def compute_importance(
     prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)
     truth, graded_against = _truth(trace, gt_answer)
-    result = Engine(backend, cache_dir, quiet=quiet).run(plan, truths={trace.id: truth})
+    # with ``out``, the engine writes OUT/rollouts.parquet and OUT/run.json (model identity, sampling, seeds,
+    # versions, and ``header``) as ``cotscope resample`` does
+    result = Engine(backend, cache_dir, quiet=quiet).run(
+        plan, truths={trace.id: truth}, out=out, header={**(header or {}), "graded_against": graded_against}
+    )
+    # a run whose rollouts (mostly) failed has nothing to score: one line with the cause, the rows stay cached
+    run_health(result.rollouts).check()
     result.stats["graded_against"] = graded_against
     result.stats["truth"] = truth
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)

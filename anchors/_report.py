@@ -66,6 +66,27 @@ _SHORT = {
 }
 
 
+_LEGEND = {
+    "acc": "accuracy of the rollouts resampled from sentence i on",
+    "RS": "resampling importance: sentence i kept (R_{i+1}) against resampled (R_i)",
+    "CF": "counterfactual importance: as RS, but only over rollouts whose sentence i differs in meaning",
+    "forced": "forced-answer importance: the answer forced right after the prefix, with and without sentence i",
+    "DTF": "different-trajectories fraction: share of rollouts whose regenerated sentence i differs in meaning",
+    "resil.": "resilience: share of rewrites of sentence i whose continuation brings its content back",
+    "out / in": "outgoing / incoming importance: mean of the sentence matrix over later / earlier sentences",
+    "p, signif.": "permutation p-value against 'no change'; hatched = not distinguishable from noise",
+}
+
+
+def _legend(table: pl.DataFrame) -> str:
+    """The abbreviations the table and the selector use, each in a few words."""
+    shown = {
+        k: v for k, v in _LEGEND.items() if k != "p, signif." or any(c.endswith("_p") for c in table.columns)
+    }
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in shown.items())
+    return f"<details class='legend-abbr'><summary>Abbreviations</summary><dl>{items}</dl></details>"
+
+
 def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary path in the target folder, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,8 +236,10 @@ def render_report(
         "<p class='meta'>Sign convention: positive = keeping the sentence raises accuracy or moves the answer "
         "distribution (accuracy: kept minus resampled; KL(resampled || kept)). Intervals: 95% bootstrap over the "
         "rollouts of each position; – = undefined. R_i: rollouts resampled from sentence i on (sentence i "
-        "rewritten); R_{i+1} keeps it.</p></header><main>"
+        "rewritten); R_{i+1} keeps it.</p>"
     )
+    parts.append(_legend(table))
+    parts.append("</header><main>")
     parts.append(_CONTROLS)
     if payload["edges"] or payload["matrix"] is not None:
         parts.append(
@@ -385,8 +408,11 @@ def write_outputs(
     for p in write_thought_anchors(table, matrix, out / "thought_anchors", trace=trace):
         paths[f"thought_anchors/{p.name}"] = p
     report_notes = {"embedder": EMBEDDER, **(notes or {})}
-    if options is not None:
-        report_notes.update(settings["options"] if isinstance(settings["options"], dict) else {})
+    if options is not None and isinstance(settings["options"], dict):
+        # the options' own settings never hide the run's (its seed is the bootstrap's, not the rollouts')
+        for key, value in settings["options"].items():
+            name = f"bootstrap {key}" if key in ("seed", "n_bootstrap", "level") else key
+            report_notes.setdefault(name if name not in report_notes else f"option {key}", value)
     paths["report.html"] = atomic_write_text(
         out / "report.html",
         render_report(
