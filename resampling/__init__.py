@@ -7,7 +7,7 @@
 """
 
 from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, make_backend
-from resampling._cli import backend_options, make_backend_from_options
+from resampling._cli import backend_options, make_backend_from_options, warn_batch_invariance
 from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
 from resampling._health import RunFailedError, RunHealth, run_health
@@ -51,4 +51,5 @@ __all__ = [
     "run_key",
     "sample_traces",
     "traces_truths",
+    "warn_batch_invariance",
 ]

@@ -35,6 +35,7 @@ tested without an engine.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,6 +479,7 @@ class VLLMBackend:
                 json.dumps(self.engine_settings, sort_keys=True, default=str)
             )
             engine["stop_token_ids"] = sorted(int(t) for t in self.stop_token_ids)
+            engine.update(_runner_identity())
             self._identity = {**engine, **model_identity(self.model_id, None, self.tokenizer, path)}
         return self._identity
 
@@ -536,3 +538,30 @@ class VLLMBackend:
             ids = [*prompt_ids, *continuations[i]]
             scores[i] = continuation_logprob(out.prompt_logprobs, ids, len(prompt_ids))
         return scores
+
+
+def _runner_identity() -> dict[str, Any]:
+    """The vLLM model runner that samples and whether batch-invariant kernels are on.
+
+    Model Runner V2 draws its sampling noise from hash(seed, position, token); the V1 runner keeps a
+    ``torch.Generator`` per seeded request: the same seed gives different rollouts under the two, so rows of one
+    must never be served for the other. ``VLLM_BATCH_INVARIANT=1`` is what makes a rollout independent of the batch
+    it was decoded in (without it, the same seed can give other tokens when the batch changes).
+    """
+
+    def setting(name: str) -> Any:
+        try:
+            import vllm.envs as envs
+
+            return getattr(envs, name)
+        except Exception:  # vllm not importable here, or a version without the setting
+            return os.environ.get(name)
+
+    def on(value: Any) -> bool:
+        return str(value).strip().lower() in ("1", "true", "yes")
+
+    v2 = setting("VLLM_USE_V2_MODEL_RUNNER")
+    return {
+        "model_runner": "default" if v2 is None else ("v2" if on(v2) else "v1"),
+        "batch_invariant": on(setting("VLLM_BATCH_INVARIANT")),
+    }
