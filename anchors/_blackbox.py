@@ -587,6 +587,30 @@ def _check_rollouts(rollouts: pl.DataFrame, trace_id: str, n_sentences: int) -> 
     )
 
 
+def _check_split(trace: Any, texts: Sequence[str], min_chars: int) -> None:
+    """The sentences must be the trace's CoT split as the plan split it: else position i of the rollouts would be
+    scored against another sentence, and every label would be off."""
+    from cot import split_sentences
+
+    cot = getattr(trace, "cot", "")
+    if not isinstance(cot, str) or not cot:
+        return  # no CoT to compare with (sentences given on their own)
+    expected = [s.text for s in split_sentences(cot, min_chars=min_chars)]
+    if list(texts) == expected:
+        return
+    other = [
+        m
+        for m in (0, 10)
+        if m != min_chars and [s.text for s in split_sentences(cot, min_chars=m)] == list(texts)
+    ]
+    hint = f" (they match min_chars={other[0]})" if other else ""
+    raise ValueError(
+        f"the {len(texts)} sentences given are not the trace's CoT split with min_chars={min_chars} "
+        f"({len(expected)} sentences){hint}; pass the sentences the resampling plan used "
+        "(TracePrefixes.sentences) and ImportanceOptions(min_chars=...) equal to the plan's"
+    )
+
+
 def continuation_sentences(text: str | None, min_chars: int = 0) -> list[str]:
     """The sentences of a continuation's reasoning: the text before ``</think>`` (all of it when there is none),
     split with ``min_chars`` as the trace was (short sentences merged into the next one)."""
@@ -773,6 +797,7 @@ def importance_table(
     opts = options or ImportanceOptions()
     texts = [getattr(s, "text", s) for s in sentences]
     k = len(texts)
+    _check_split(trace, texts, opts.min_chars)
     rows = _check_rollouts(rollouts, trace.id, k)
     if roles is None:
         from cot import label_sentences

@@ -7,7 +7,27 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options, warn_batch_invariance
+from resampling import backend_options, make_backend_from_options, run_health, warn_batch_invariance
+
+SEED = click.IntRange(min=0, max=2**63 - 1)
+
+
+def _check_out(out: Path, trace, force: bool) -> None:
+    """Refuse to replace another trace's results in ``out`` (the same trace resumes; ``--force`` replaces)."""
+    from cot import TraceError, load_trace
+
+    previous = out / "trace.json"
+    if force or not previous.is_file():
+        return
+    try:
+        old = load_trace(previous)
+    except TraceError:
+        return  # not a trace we wrote: replaced like any stale file
+    if old.id != trace.id:
+        raise click.UsageError(
+            f"{out} holds the results of another trace ({old.id}, this one is {trace.id}); choose another --out, "
+            "or pass --force to replace them"
+        )
 
 
 def counterfactual_options(f):
@@ -56,7 +76,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     show_default=True,
     help="Rollouts per sentence position (and per forced-answer probe).",
 )
-@click.option("--seed", type=int, default=None, help="Seed of the on-policy trace and of the rollouts.")
+@click.option("--seed", type=SEED, default=None, help="Seed of the on-policy trace and of the rollouts.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option(
     "--temperature",
@@ -118,6 +138,9 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     default=None,
     help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
 )
+@click.option(
+    "--force", is_flag=True, help="Replace the results of another trace already in OUT (refused without it)."
+)
 @click.option("--quiet", "-q", is_flag=True)
 def importance(
     model_id,
@@ -143,6 +166,7 @@ def importance(
     counterfactual_fallback,
     no_whitebox,
     cache_dir,
+    force,
     quiet,
 ) -> None:
     """Which sentences of a trace matter: resample, score every sentence, write a report.
@@ -172,8 +196,10 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
-    # a bad trace file fails before the model loads
+    # a bad trace file, or an OUT that holds another trace's results, fails before the model loads
     trace = load_trace(trace_file) if trace_file is not None else None
+    if trace is not None:
+        _check_out(out, trace, force)
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
     warn_batch_invariance(be)
     defaults, defaults_for = sampling_defaults(model_id)
@@ -203,6 +229,7 @@ def importance(
             max_new_tokens=sampling["max_new_tokens"],
             top_p=sampling["top_p"],
         )
+        _check_out(out, trace, force)
     options = (
         ImportanceOptions.thought_anchors()
         if convention == "thought_anchors"
@@ -222,6 +249,16 @@ def importance(
         whitebox=not no_whitebox and backend == "hf",
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
+        out=out,
+        header={
+            "command": "importance",
+            "trace": trace.to_dict(),
+            "seed": seed,
+            "samples": samples,
+            "sampling": sampling,
+            "sampling_defaults_for": defaults_for,
+            "convention": convention,
+        },
     )
     notes = {
         "model": model_id,
@@ -238,6 +275,11 @@ def importance(
     }
     if not quiet:
         click.echo(f"accuracy graded against {run.stats.get('graded_against')}", err=True)
+    warnings = run_health(run.rollouts).warnings()
+    for line in warnings:
+        click.echo(f"cotscope: warning: {line}", err=True)
+    if warnings:
+        notes["warnings"] = " | ".join(warnings)
     paths = write_importance(run, out, notes, source=trace_file)
     if not quiet:
         terminal_summary(run.table, top=8)
@@ -258,7 +300,7 @@ def validate() -> None:
     "--samples", "-n", type=click.IntRange(min=2), default=None, help="Rollouts per position (default 20)."
 )
 @click.option(
-    "--seed", type=int, default=1000, show_default=True, help="First problem seed (problems are fresh)."
+    "--seed", type=SEED, default=1000, show_default=True, help="First problem seed (problems are fresh)."
 )
 @click.option(
     "--temperature",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,8 @@ def compute_importance(
     whitebox: bool = True,
     quiet: bool = True,
     embed: Any = None,
+    out: str | os.PathLike | None = None,
+    header: dict[str, Any] | None = None,
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
@@ -250,8 +253,7 @@ def compute_importance(
     from dataclasses import replace
 
     from anchors._blackbox import ImportanceOptions, importance_table, sentence_matrix
-    from anchors._embedding import as_text_embeddings
-    from resampling import Engine, SamplingParams, TracePrefixes
+    from resampling import Engine, SamplingParams, TracePrefixes, run_health
 
     params = params or SamplingParams(
         temperature=REAL_MODEL_SAMPLING["temperature"],
@@ -266,15 +268,22 @@ def compute_importance(
     prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)
     truth, graded_against = _truth(trace, gt_answer)
-    result = Engine(backend, cache_dir, quiet=quiet).run(plan, truths={trace.id: truth})
+    # with ``out``, the engine writes OUT/rollouts.parquet and OUT/run.json (model identity, sampling, seeds,
+    # versions, and ``header``) as ``cotscope resample`` does
+    result = Engine(backend, cache_dir, quiet=quiet).run(
+        plan, truths={trace.id: truth}, out=out, header={**(header or {}), "graded_against": graded_against}
+    )
+    # a run whose rollouts (mostly) failed has nothing to score: one line with the cause, the rows stay cached
+    run_health(result.rollouts).check()
     result.stats["graded_against"] = graded_against
     result.stats["truth"] = truth
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)
-    emb = as_text_embeddings(embed)
+    emb = _run_embeddings(embed, cache_dir, quiet)
     matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
     table = importance_table(
         result.rollouts, trace, prefixes.sentences, options=opts, embed=emb, matrix=matrix
     )
+    emb.save()
     supp = None
     if whitebox and getattr(backend, "model", None) is not None:
         given = None if receiver_heads is None else [tuple(h) for h in receiver_heads["heads"]]
@@ -289,6 +298,29 @@ def compute_importance(
             else "chosen on this trace itself (circular; pass --receiver-heads FILE from cotscope receiver-heads)"
         )
     return ImportanceRun(trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts)
+
+
+def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> Any:
+    """The run's sentence embeddings: kept in the run cache (``embeddings.npz``) when they come from the bundled
+    model, so a rerun embeds only new sentences; a progress bar unless ``quiet``."""
+    from functools import partial
+
+    from anchors._embedding import TextEmbeddings, as_text_embeddings
+    from cot import embed_sentences
+
+    if isinstance(embed, TextEmbeddings):
+        return embed
+    bundled = (
+        embed is None
+        or embed is embed_sentences
+        or (isinstance(embed, partial) and embed.func is embed_sentences)
+    )
+    if not bundled:
+        return as_text_embeddings(embed)
+    from anchors._report import EMBEDDER
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", EMBEDDER)
+    return TextEmbeddings(embed, cache=Path(cache_dir) / f"embeddings.{name}.npz", progress=not quiet)
 
 
 def _truth(trace: Any, gt_answer: str | None) -> tuple[str | None, str]:

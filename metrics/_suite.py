@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -396,7 +396,7 @@ class _Runner:
         return adding_mistakes(df, seed=self.cfg.seed)
 
     def paraphrasing(self) -> pl.DataFrame:
-        from resampling import Plan
+        from resampling import Plan, request_seed
 
         assert self.paraphraser is not None
         tr = self.traces()
@@ -425,8 +425,12 @@ class _Runner:
             for arm, text in (("original", original_text), ("paraphrased", para_text)):
                 edited = self.prefixes(t).with_cot(text, kind=f"paraphrase_{arm}")
                 edited.edit["k"] = k
-                plan = plan + edited.plan(
+                arm_plan = edited.plan(
                     self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[edited.n_positions - 1]
+                )
+                # both arms draw the same seeds (common random numbers), so the drop is paired sample by sample
+                plan = plan + Plan(
+                    [replace(r, seed=request_seed(self.cfg.seed, k, "paraphrase")) for r in arm_plan]
                 )
                 arms[(edited.trace.id, f"paraphrase_{arm}")] = (it, t, k, arm, text)
         r = self._run(plan, "paraphrasing")

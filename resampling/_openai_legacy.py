@@ -23,9 +23,7 @@ nothing else imports it. The rest of this docstring is the original one.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import random
 import threading
 import urllib.error
@@ -34,14 +32,19 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from http.client import HTTPException
-from pathlib import Path
 from typing import Any
 
 from resampling._backend import Completion, GenerationJob
 from resampling._errors import EngineInputError
-from resampling._model import DEFAULT_MODEL
+from resampling._openai import (
+    OpenAIBackend,
+    _bos_the_tokenizer_adds,
+    _contiguous_runs,
+    _Failure,
+    _Request,
+)
 
 __all__ = ["LegacyOpenAIBackend"]
 
@@ -50,35 +53,6 @@ DEFAULT_API_KEY_ENVS = ("COTSCOPE_OPENAI_API_KEY", "OPENAI_API_KEY")
 
 _NOT_RETRIED = {400, 401, 403, 404, 405, 413, 422}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-class _Failure(Exception):
-    """One failed attempt: ``reason`` is the HTTP status, ``timeout``, ``connection`` or ``malformed``."""
-
-    def __init__(
-        self, reason: str, detail: str, *, retry: bool = True, retry_after: float | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.reason, self.detail, self.retry, self.retry_after = reason, detail, retry, retry_after
-
-
-@dataclass(frozen=True)
-class _Request:
-    job_index: int
-    samples: tuple[int, ...]
-    seeds: tuple[int, ...]
-
-
-def _bos_the_tokenizer_adds(tokenizer: Any) -> int | None:
-    """The BOS id that ``tokenizer`` puts before plain text by itself, or None."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if tokenizer is None or bos is None:
-        return None
-    try:
-        ids = tokenizer("a")["input_ids"]
-    except Exception:  # a tokenizer-like object without __call__: assume no BOS
-        return None
-    return int(bos) if list(ids[:1]) == [bos] else None
 
 
 def _normalize_url(url: str) -> str:
@@ -99,18 +73,6 @@ def _redact(url: str) -> str:
     if "@" in parts.netloc:
         parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
     return urllib.parse.urlunsplit(parts)
-
-
-def _contiguous_runs(samples: Sequence[int], seeds: Sequence[int], max_n: int) -> list[tuple[tuple, tuple]]:
-    """Split (samples, seeds) into runs with consecutive seeds (one ``n``/``seed`` request each), at most max_n long."""
-    runs: list[tuple[list[int], list[int]]] = []
-    for s, seed in zip(samples, seeds, strict=True):
-        if runs and seed == runs[-1][1][-1] + 1 and len(runs[-1][0]) < max_n:
-            runs[-1][0].append(s)
-            runs[-1][1].append(seed)
-        else:
-            runs.append(([s], [seed]))
-    return [(tuple(a), tuple(b)) for a, b in runs]
 
 
 class LegacyOpenAIBackend:
@@ -142,6 +104,16 @@ class LegacyOpenAIBackend:
     """
 
     name = "openai"
+
+    # what the transport does not change is the current client's own code
+    endpoint_order = OpenAIBackend.endpoint_order
+    endpoint_for = OpenAIBackend.endpoint_for
+    _payload = OpenAIBackend._payload
+    _failed = OpenAIBackend._failed
+    _api_key = OpenAIBackend._api_key
+    _scrub = OpenAIBackend._scrub
+    _parse = staticmethod(OpenAIBackend._parse)
+    _completion = OpenAIBackend._completion
 
     def __init__(
         self,
@@ -220,107 +192,7 @@ class LegacyOpenAIBackend:
         self._closing = threading.Event()
         self._openers = {u: self._opener(u) for u in self.endpoints}
 
-    @classmethod
-    def from_model_id(
-        cls,
-        model_id: str = DEFAULT_MODEL,
-        base_url: str | None = None,
-        endpoints: str | Sequence[str] | None = None,
-        tokenizer: Any = None,
-        *,
-        served_model_name: str | None = None,
-        **kwargs: Any,
-    ) -> LegacyOpenAIBackend:
-        """Build from a model id and server URL(s).
-
-        ``organism:NAME`` and local folders of HF weights load the tokenizer here (for prompts and token counts)
-        and put the weights, tokenizer and chat-template hashes in :meth:`identity`. Any other id (a hub id, a
-        provider's model name) is sent as is; give ``tokenizer=`` (an object, a folder or a hub id) for text
-        prompts. ``served_model_name`` is the name the server knows the model by, when it is not ``model_id``.
-        """
-        for ignored in ("device", "batch_size"):  # options of the local backends; they mean nothing here
-            kwargs.pop(ignored, None)
-        urls = [endpoints] if isinstance(endpoints, str) else list(endpoints or [])
-        if base_url:
-            urls.insert(0, base_url)
-        if not urls:
-            raise EngineInputError(
-                "the openai backend needs a server URL: base_url='http://127.0.0.1:8000/v1' or endpoints=[...] "
-                "(--base-url on the command line); start a local server with: cotscope serve --model "
-                + model_id
-            )
-        facts: dict[str, Any] = {"model_id": model_id}
-        stop_ids: list[int] | None = None
-        if isinstance(tokenizer, str | os.PathLike):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-        folder = Path(model_id).expanduser()
-        if model_id.startswith("organism:"):
-            from resampling._model import load_model
-
-            loaded = load_model(model_id, device="cpu")  # organisms are small
-            facts = loaded.identity()
-            stop_ids = _eos_ids(loaded.tokenizer, loaded.model)
-            tokenizer = tokenizer if tokenizer is not None else loaded.tokenizer
-        elif folder.exists():
-            # A local folder of HF weights: hash the files, never load the weights (they may be large).
-            from resampling._model import model_identity
-
-            if not (folder / "config.json").exists():
-                raise EngineInputError(
-                    f"{folder} has no config.json; give a folder saved with save_pretrained()"
-                )
-            if tokenizer is None:
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            facts = model_identity(model_id, _NoWeights(), tokenizer, folder)
-            if not list(folder.glob("*.safetensors")):
-                del facts["weights_sha256"]  # no safetensors files to hash
-            stop_ids = _eos_ids(tokenizer, _GenerationConfig.read(folder))
-        elif tokenizer is not None:
-            from resampling._model import model_identity
-
-            tok = model_identity(model_id, _NoWeights(), tokenizer, None)
-            facts.update(
-                tokenizer_sha256=tok["tokenizer_sha256"], chat_template_sha256=tok["chat_template_sha256"]
-            )
-        kwargs.setdefault("stop_token_ids", stop_ids)
-        return cls(served_model_name or model_id, urls, tokenizer=tokenizer, model_facts=facts, **kwargs)
-
-    def __repr__(self) -> str:
-        return (
-            f"LegacyOpenAIBackend(model={self.model!r}, endpoints={[_redact(u) for u in self.endpoints]}, "
-            f"max_in_flight={self.max_in_flight}, max_retries={self.max_retries})"
-        )
-
-    def identity(self) -> dict[str, Any]:
-        """What determines the output. Endpoints, concurrency, retries and timeouts do not, so they are not here."""
-        return {
-            "backend": "openai",
-            **self.model_facts,
-            "served_model": self.model,
-            "prompt_format": "token_ids" if self.token_prompts else "text",
-            "seeded": self.use_seeds,
-            # without the explicit "off" values a server's generation_config can change the sampling
-            "vllm_extras": self.vllm_extras,
-            "stop_token_ids": self.stop_token_ids,
-        }
-
     # -- routing --------------------------------------------------------------------------------------------
-
-    def endpoint_order(self, route: str) -> list[str]:
-        """Endpoints by preference for ``route`` (rendezvous hashing): the first serves it, the rest are fallbacks."""
-
-        def score(url: str) -> bytes:
-            return hashlib.sha256(f"{route}\0{url}".encode()).digest()
-
-        return sorted(self.endpoints, key=score, reverse=True)
-
-    def endpoint_for(self, route: str) -> str:
-        """The endpoint every job with this routing key (a trace id) goes to."""
-        return self.endpoint_order(route)[0]
 
     # -- generation ---------------------------------------------------------------------------------------
 
@@ -390,35 +262,6 @@ class LegacyOpenAIBackend:
             self._closing.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _payload(self, job: GenerationJob, seed: int, n: int) -> dict[str, Any]:
-        p = job.params
-        prompt: list[int] | str = list(job.prompt_ids)
-        if not self.token_prompts:
-            ids = list(job.prompt_ids)
-            if not self.vllm_extras and self._bos_added is not None and ids[:1] == [self._bos_added]:
-                ids = ids[1:]  # the server tokenizes the text with its own BOS: do not send a second one
-            prompt = self.tokenizer.decode(ids, skip_special_tokens=False)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "n": n,
-            "max_tokens": int(p.max_new_tokens),
-            "temperature": p.temperature,
-            "top_p": p.top_p,
-        }
-        if self.use_seeds:
-            body["seed"] = int(seed)
-        if p.stop:
-            body["stop"] = list(p.stop)
-        if self.vllm_extras:
-            # Explicit "off" values, so a server's generation_config.json cannot change the sampling.
-            body.update(top_k=p.top_k or -1, min_p=0.0, repetition_penalty=1.0, return_token_ids=True)
-            if not self.token_prompts:
-                body["add_special_tokens"] = False
-        elif p.top_k:
-            body["top_k"] = p.top_k
-        return body
-
     def _run_request(self, job: GenerationJob, req: _Request) -> list[Completion]:
         """All attempts of one request; never raises (a failure comes back as completions with ``error`` set)."""
         try:
@@ -465,12 +308,6 @@ class LegacyOpenAIBackend:
             "retried on the next run",
         )
 
-    def _failed(self, req: _Request, message: str) -> list[Completion]:
-        return [
-            Completion(sample=s, seed=seed, error=message)
-            for s, seed in zip(req.samples, req.seeds, strict=True)
-        ]
-
     # -- one HTTP attempt -----------------------------------------------------------------------------------
 
     def _opener(self, url: str) -> urllib.request.OpenerDirector:
@@ -478,19 +315,6 @@ class LegacyOpenAIBackend:
         if host in _LOOPBACK:  # never send loopback traffic through an http_proxy from the environment
             return urllib.request.build_opener(urllib.request.ProxyHandler({}))
         return urllib.request.build_opener()
-
-    def _api_key(self) -> str | None:
-        for name in self.api_key_env:
-            key = os.environ.get(name)
-            if key:
-                return key
-        return None
-
-    def _scrub(self, text: str) -> str:
-        key = self._api_key()
-        if key and len(key) >= 4:
-            text = text.replace(key, "***")
-        return text
 
     def _post(self, url: str, body: bytes, n: int) -> list[dict[str, Any]]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -538,85 +362,3 @@ class LegacyOpenAIBackend:
             404: " (check the model name and the URL: GET /v1/models lists what the server serves)",
         }.get(status, "")
         return _Failure(str(status), f"HTTP {status}: {detail}{hint}", retry=retry, retry_after=retry_after)
-
-    @staticmethod
-    def _parse(raw: bytes, n: int) -> list[dict[str, Any]]:
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _Failure(
-                "malformed", f"the response is not valid JSON ({exc.msg} at byte {exc.pos})"
-            ) from None
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list):
-            raise _Failure("malformed", "the response has no 'choices' list")
-        if len(choices) != n:
-            raise _Failure("malformed", f"the response has {len(choices)} choices, {n} were asked for")
-        by_index: dict[int, dict] = {}
-        for i, c in enumerate(choices):
-            if not isinstance(c, dict) or not isinstance(c.get("text"), str):
-                raise _Failure("malformed", f"choice {i} has no 'text'")
-            index = c.get("index", i)
-            if not isinstance(index, int) or not 0 <= index < n or index in by_index:
-                raise _Failure(
-                    "malformed", f"choice {i} has index {index!r}; expected each of 0..{n - 1} once"
-                )
-            ids = c.get("token_ids")
-            if ids is not None and not (isinstance(ids, list) and all(isinstance(t, int) for t in ids)):
-                raise _Failure("malformed", f"choice {i} has 'token_ids' that are not a list of integers")
-            by_index[index] = c
-        return [by_index[i] for i in range(n)]
-
-    def _completion(self, choice: dict[str, Any], sample: int, seed: int) -> Completion:
-        text = choice["text"]
-        finish = choice.get("finish_reason")
-        ids = choice.get("token_ids")
-        if ids is None:
-            ids = (
-                self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                if self.tokenizer is not None
-                else []
-            )
-        ids = [int(t) for t in ids]
-        # vLLM returns the end-of-sequence token among the ids; the hf backend (and cotscope serve) do not.
-        if finish == "stop" and ids and ids[-1] in self.stop_token_ids:
-            ids = ids[:-1]
-        return Completion(sample=sample, seed=seed, token_ids=ids, text=text, finish_reason=finish)
-
-
-class _NoWeights:
-    """Stands in for a model whose weights are not on this machine (only the tokenizer hashes are used)."""
-
-    @staticmethod
-    def state_dict() -> dict:
-        return {}
-
-
-class _GenerationConfig:
-    """The ``eos_token_id`` of a folder's ``generation_config.json`` (or ``config.json``), read without transformers."""
-
-    def __init__(self, eos_token_id: Any) -> None:
-        self.generation_config = self
-        self.eos_token_id = eos_token_id
-
-    @classmethod
-    def read(cls, folder: Path) -> _GenerationConfig:
-        for name in ("generation_config.json", "config.json"):
-            try:
-                eos = json.loads((folder / name).read_text()).get("eos_token_id")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if eos is not None:
-                return cls(eos)
-        return cls(None)
-
-
-def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
-    ids: set[int] = set()
-    config = getattr(model, "generation_config", None)
-    for src in (getattr(tokenizer, "eos_token_id", None), getattr(config, "eos_token_id", None)):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, list | tuple):
-            ids.update(int(i) for i in src)
-    return sorted(ids)

@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -125,14 +126,21 @@ class RunStore:
         frames = []
         for shard in self.shards():
             try:
-                frames.append(pl.read_parquet(shard))
-            except Exception:
-                # A shard is renamed into place only once complete, so this is outside damage: set it aside
-                # rather than delete anything, and recompute its rows.
-                shard.rename(shard.with_suffix(".unreadable"))
+                frames.append(pl.read_parquet(shard).select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA))
+            except Exception as exc:
+                # A shard is renamed into place only once complete, so an unreadable one, or one of another
+                # layout, is outside damage: set it aside rather than delete anything, and recompute its rows.
+                aside = shard.with_suffix(".unreadable")
+                shard.rename(aside)
+                warnings.warn(
+                    f"cache shard {shard.name} could not be read as rollouts ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:120]}); set aside as {aside} and its rows are recomputed",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if not frames:
             return pl.DataFrame(schema=ROLLOUT_SCHEMA)
-        df = pl.concat([f.select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA) for f in frames])
+        df = pl.concat(frames)
         return (
             df.with_columns((pl.col("status") != "ok").alias("_bad"))
             .sort(["request_id", "sample", "_bad", "text", "error"], nulls_last=True, maintain_order=True)
