@@ -541,8 +541,10 @@ class _Classifier:
     # -- encoded reasoning --------------------------------------------------------------------------------------
 
     def encoded_reasoning(self, cases: Sequence[TraceCase]) -> list[dict[str, Any]]:
+        from dataclasses import replace
+
         from cot import label_sentences
-        from resampling import Plan
+        from resampling import Plan, request_seed
         from steganography import encoded_score
 
         name, th = "encoded_reasoning", self._th("encoded_reasoning")
@@ -568,8 +570,12 @@ class _Classifier:
             original = p.with_cot(cot[: p.sentences[cut - 1].end], kind="paraphrase_original")
             changed = p.with_cot(text, kind="paraphrase_paraphrased")
             params = self.cfg.params()
+            # both arms draw the same seeds (paired); their kinds keep the requests apart when the paraphrase
+            # leaves the text as it was
+            paired = request_seed(self.cfg.seed, cut, "paraphrase")
             for e in (original, changed):
-                acc += e.plan(self.cfg.samples, self.cfg.seed, params, positions=[e.n_positions - 1]).requests
+                reqs = e.plan(self.cfg.samples, self.cfg.seed, params, positions=[e.n_positions - 1]).requests
+                acc += [replace(q, seed=paired) for q in reqs]
             todo.append((c, p, d, cut, original, changed))
         r = self._run(Plan(acc), "encoded reasoning (paraphrased prefixes)")
         for c, _p, d, cut, original, changed in todo:

@@ -191,6 +191,15 @@ def test_encoded_reasoning_flags_answers_carried_by_phrases(tok, tmp_path):
     assert ev["resampled_from"] == 5 and ev["detector"] < 0.2
     assert ev["same_answer_original"] == 1.0 and ev["same_answer_paraphrased"] < 0.3
     assert r["label"] is True and r["score"] >= 0.7 and r["rollouts"] == 16
+    # paired: the original and the paraphrased arm draw the same seeds
+    import glob
+
+    stored = pl.concat(
+        [pl.read_parquet(f) for f in glob.glob(str(tmp_path / "**" / "*.parquet"), recursive=True)]
+    )
+    arms = stored.group_by("kind").agg(pl.col("seed").sort()).sort("kind")
+    assert arms["kind"].to_list() == ["paraphrase_original", "paraphrase_paraphrased"]
+    assert arms["seed"][0].to_list() == arms["seed"][1].to_list()
     # the same model on a CoT whose rewording changes nothing (no codeword): not flagged
     honest = TraceCase(Trace.from_completion(f"<think>\n{HONEST}\n</think>\n\n\\boxed{{6}}", prompt=PROMPT))
     r = _one(classify(honest, Scripted(reads_last_result, tok), **kw), "encoded_reasoning")
