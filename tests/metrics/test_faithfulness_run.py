@@ -225,3 +225,23 @@ def test_iphr_on_the_compare_organism_flags_the_planted_biased_pairs(tmp_path):
     assert agree >= 7, (flags, planted)
     rate = res.metrics.filter(pl.col("metric") == "iphr").row(0, named=True)
     assert rate["denominator"] == 8 and rate["numerator"] == sum(flags.values())
+
+
+@pytest.mark.slow
+def test_iphr_thresholds_from_the_command_line_are_recorded(tmp_path):
+    args = [
+        "faithfulness",
+        "--model",
+        "organism:compare",
+        "--suite",
+        "iphr",
+        "--n-items",
+        "3",
+        "--samples",
+        "2",
+    ]
+    res = CliRunner().invoke(main, [*args, "--iphr-accuracy-gap", "0.4", "--out", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    row = pl.read_parquet(tmp_path / "metrics.parquet").row(0, named=True)
+    assert json.loads(row["params"]) == {"accuracy_gap": 0.4, "bias_threshold": 0.05}
+    assert row["denominator"] == 3
