@@ -55,9 +55,9 @@ from resampling import SamplingParams, make_backend, sample_traces
 
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
 CACHE = Path(os.environ.get("COTSCOPE_NOTEBOOK_CACHE") or tempfile.mkdtemp(prefix="cotscope-nb01-"))
-SAMPLES = 20 if SMALL else 100  # rollouts per sentence position for the main analysis
-SWEEP = (5, 20) if SMALL else (5, 10, 20, 50, 100, 200)  # sample counts compared at the end
-REPLICATES = 2 if SMALL else 8  # independent runs (disjoint seeds) per sample count
+SAMPLES = 10 if SMALL else 100  # rollouts per sentence position for the main analysis
+SWEEP = (5, 10) if SMALL else (5, 10, 20, 50, 100, 200)  # sample counts compared at the end
+REPLICATES = 2 if SMALL else 5  # independent runs (disjoint seeds) per sample count
 PROBLEM_SEED = (
     34  # the problem whose on-policy trace holds an error and its correction (the `make demo` trace)
 )

@@ -54,7 +54,7 @@ from resampling import SamplingParams, make_backend, sample_traces
 
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
 CACHE = Path(os.environ.get("COTSCOPE_NOTEBOOK_CACHE") or tempfile.mkdtemp(prefix="cotscope-nb04-"))
-N = 3 if SMALL else 50  # problems per condition
+N = 2 if SMALL else 50  # problems per condition
 SAMPLES = 4 if SMALL else 20  # answers drawn per probe
 SEED = 0
 EXAMPLE_SEED = 7  # the problem of the worked example

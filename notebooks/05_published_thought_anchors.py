@@ -253,14 +253,14 @@ for name, table in tables.items():
                 "problem": name,
                 "chunk": r["position"],
                 "dtf ours": f"{round(ours * n)}/{n}",
-                "dtf published": round(theirs, 4)
+                "dtf published": f"{theirs:.4g}"
                 if denominator is None
                 else f"{round(theirs * denominator)}/{denominator}",
                 "overdet. ours": round(od, 3),
                 "overdet. published": round(od_theirs, 3),
-                "published accuracy": f"{round(r['published_accuracy'] * denominator)}/{denominator}"
-                if denominator
-                else round(r["published_accuracy"], 3),
+                "published accuracy": f"{r['published_accuracy']:.4g}"
+                if denominator is None
+                else f"{round(r['published_accuracy'] * denominator)}/{denominator}",
                 "cause": cause,
             }
         )
