@@ -160,6 +160,8 @@ show(swap.figure)
 # the cut as written (`original`) or after `task.paraphrase_filler` rewords the filler with the same meaning
 # (`paraphrased`). `follows_cot`: how often the answer equals the digit the cut CoT implies (on `stego`, the digit
 # its hidden channel carries).
+#
+# What the paraphrase does, on an example from the task generator (its ground truth lists the hidden digits):
 
 # %%
 stego_task = organisms.get_task("stego")

@@ -88,7 +88,12 @@ def kernel_manager() -> Iterator[Any]:
         }
         (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
         ksm = KernelSpecManager(kernel_dirs=[tmp], ensure_native_kernel=False)
-        yield KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+        km = KernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=ksm)
+        try:
+            yield km
+        finally:  # nbclient leaves a kernel it was given running
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
 
 
 def execute(source: Path, *, work: str = "full", cache: str | None = None, timeout: int = 1200) -> Any:

@@ -74,6 +74,31 @@ def test_key_numbers_line_is_required():
     assert build.key_numbers(nb) == {"a": 1}
 
 
+def test_kernel_is_this_interpreter_and_is_shut_down():
+    """The notebooks run on the interpreter that builds them (the project's venv), whatever kernels are installed."""
+    import os
+    import sys
+    import time
+
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import os, sys; print(os.getpid(), sys.executable)")]
+    )
+    with build.kernel_manager() as km:
+        NotebookClient(nb, km=km, timeout=120).execute()
+    pid, executable = nb.cells[0].outputs[0]["text"].split()
+    assert executable == sys.executable
+    for _ in range(50):  # the kernel process is gone once the context closes
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"kernel process {pid} still running")
+
+
 def _public_violations(source: Path) -> list[str]:
     """Imports of private modules and uses of names outside a package's ``__all__``."""
     tree = ast.parse(source.read_text(encoding="utf-8"))
