@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,10 @@ def read_source(path: Path) -> Any:
     """The notebook a percent-format source stands for (no outputs)."""
     import jupytext
 
-    return jupytext.read(path, fmt="py:percent")
+    nb = jupytext.read(path, fmt="py:percent")
+    for k, cell in enumerate(nb.cells):  # stable ids, so a rebuild with the same outputs changes nothing
+        cell["id"] = f"cell-{k:03d}"
+    return nb
 
 
 def cells(nb: Any) -> list[tuple[str, str]]:
@@ -180,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     for path in chosen:
         print(f"{path.name}: executing ({args.work} work)", flush=True)
+        started = time.perf_counter()
         out = write(execute(path, work=args.work, timeout=args.timeout), path.with_suffix(".ipynb"))
-        print(f"{path.name} -> {out.name}", flush=True)
+        print(f"{path.name} -> {out.name} ({time.perf_counter() - started:.0f} s)", flush=True)
     return 0
 
 
