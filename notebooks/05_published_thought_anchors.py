@@ -266,6 +266,15 @@ for name, table in tables.items():
         )
 differences = pl.DataFrame(diff_rows)
 display(differences)
+if differences.height:  # the same, counted by problem and cause
+    kind = (
+        pl.when(pl.col("cause").str.starts_with("last"))
+        .then(pl.lit("last chunk"))
+        .when(pl.col("cause") == "unexplained")
+        .then(pl.lit("unexplained"))
+        .otherwise(pl.lit("unanswered rollouts"))
+    )
+    display(differences.group_by("problem", kind.alias("cause"), maintain_order=True).len(name="chunks"))
 recomputed = sum(t["different_trajectories_fraction"].drop_nulls().len() for t in tables.values())
 unexplained = int((differences["cause"] == "unexplained").sum()) if differences.height else 0
 print(
