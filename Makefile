@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean-venv browser
+.PHONY: setup demo test lint format bench clean-venv browser notebooks
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 # The main job on the shipped default model: which sentences of arith's own trace drive its answer.
 demo: setup
 	$(BIN)/cotscope importance --model organism:arith --out runs/demo
+
+# Execute every case study (full work) and write notebooks/NN_name.ipynb from its jupytext source NN_name.py.
+notebooks: setup
+	OMP_NUM_THREADS=1 $(BIN)/python notebooks/build.py
 
 test: setup lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest -q

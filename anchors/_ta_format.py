@@ -20,6 +20,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,7 @@ def import_thought_anchors(
     *,
     threshold: float = 0.8,
     embed: Any = None,
+    positions: Iterable[int] | None = None,
 ) -> pl.DataFrame:
     """A published thought-anchors problem folder as an importance table.
 
@@ -202,7 +204,9 @@ def import_thought_anchors(
       ``published_avg_outgoing_importance`` / ``published_avg_incoming_importance`` from ``summary.json`` for its top
       sentences.
 
-    Columns that a folder cannot give are null.
+    Columns that a folder cannot give are null. ``positions`` (chunk indices) limits the recomputation from
+    ``chunks_resampled.json``, whose embedding is the slow part, to those chunks; the others keep every published
+    column and get null recomputed values. ``None``: every chunk.
     """
     from anchors._blackbox import different_trajectories_fraction, overdeterminedness
     from anchors._embedding import as_text_embeddings
@@ -225,11 +229,13 @@ def import_thought_anchors(
 
     resampled_path = folder / "chunks_resampled.json"
     resampled = _read_json(resampled_path) if resampled_path.is_file() else None
+    if resampled is not None and positions is not None:
+        wanted = {str(int(p)) for p in positions}
+        resampled = {k: v for k, v in resampled.items() if k in wanted}
     emb = as_text_embeddings(embed)
     if resampled is not None:  # embed everything at once, in batches
-        emb.ids(
-            [c["chunk"] for c in chunks] + [s for v in resampled.values() for s in v if isinstance(s, str)]
-        )
+        keep = [c["chunk"] for c in chunks if str(c["chunk_idx"]) in resampled]
+        emb.ids(keep + [s for v in resampled.values() for s in v if isinstance(s, str)])
 
     matrix_scores: dict[int, tuple[float, float]] = {}
     step_path = folder / "step_importance.json"
@@ -260,7 +266,11 @@ def import_thought_anchors(
     for c in chunks:
         i = c["chunk_idx"]
         tags = c.get("function_tags") or []
-        firsts = [s for s in (resampled or {}).get(str(i), []) if isinstance(s, str)] if resampled else None
+        firsts = (
+            [s for s in resampled.get(str(i), []) if isinstance(s, str)]
+            if resampled and (positions is None or str(i) in resampled)
+            else None
+        )
         rec: dict[str, Any] = {
             "trace_id": trace_id,
             "problem_idx": problem_idx,

@@ -1,0 +1,262 @@
+"""The case-study notebooks: each committed ``.ipynb`` matches its jupytext source, every notebook runs end to end
+(small work), the numbers it prints agree with the library's own functions computed here, and notebooks use public
+names only."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOKS = REPO / "notebooks"
+PROJECT_PACKAGES = {"anchors", "cot", "cotscope", "metrics", "organisms", "resampling", "steganography"}
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location("cotscope_notebooks_build", NOTEBOOKS / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build = _load_build()
+SOURCES = build.sources(NOTEBOOKS)
+
+
+def test_the_case_studies_are_there():
+    assert [p.stem for p in SOURCES] == [
+        "01_thought_anchors",
+        "04_encoded_reasoning",
+        "05_published_thought_anchors",
+    ]
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_committed_notebook_is_current_and_executed(source):
+    assert build.stale(source) is None, build.stale(source)
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count is not None for c in code), "run `make notebooks`: a cell never ran"
+    outputs = [o for c in code for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the outputs"
+    assert build.key_numbers(nb)  # the committed run printed its key numbers
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_stale_notebook_is_detected(tmp_path):
+    source = SOURCES[0]
+    copy = tmp_path / source.name
+    shutil.copy(source, copy)
+    assert build.stale(copy) == f"{source.stem}.ipynb is missing; run `make notebooks`"
+    shutil.copy(source.with_suffix(".ipynb"), copy.with_suffix(".ipynb"))
+    assert build.stale(copy) is None
+    text = source.read_text(encoding="utf-8")
+    copy.write_text(text.replace("SAMPLES = ", "SAMPLES = 1 + ", 1), encoding="utf-8")
+    assert "out of date" in build.stale(copy)
+    copy.write_text(text + "\n# %%\nprint('one more cell')\n", encoding="utf-8")
+    assert "cells" in build.stale(copy)
+
+
+def test_key_numbers_line_is_required():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")])
+    with pytest.raises(ValueError, match="key numbers"):
+        build.key_numbers(nb)
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text='x\nkey numbers: {"a": 1}\n')]
+    assert build.key_numbers(nb) == {"a": 1}
+
+
+def test_kernel_is_this_interpreter_and_is_shut_down():
+    """The notebooks run on the interpreter that builds them (the project's venv), whatever kernels are installed."""
+    import os
+    import sys
+    import time
+
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import os, sys; print(os.getpid(), sys.executable)")]
+    )
+    with build.kernel_manager() as km:
+        NotebookClient(nb, km=km, timeout=120).execute()
+    pid, executable = nb.cells[0].outputs[0]["text"].split()
+    assert executable == sys.executable
+    for _ in range(50):  # the kernel process is gone once the context closes
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"kernel process {pid} still running")
+
+
+def _public_violations(source: Path) -> list[str]:
+    """Imports of private modules and uses of names outside a package's ``__all__``."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    aliases: dict[str, str] = {}
+    bad = []
+
+    def check(module: str, name: str, line: int) -> None:
+        mod = importlib.import_module(module)
+        if name.startswith("_") or name not in getattr(mod, "__all__", ()):
+            bad.append(f"line {line}: {module}.{name} is not public")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in PROJECT_PACKAGES:
+                    if any(part.startswith("_") for part in a.name.split(".")):
+                        bad.append(f"line {node.lineno}: import {a.name} is private")
+                    aliases[a.asname or a.name] = a.name
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PROJECT_PACKAGES
+        ):
+            if any(part.startswith("_") for part in node.module.split(".")):
+                bad.append(f"line {node.lineno}: from {node.module} is private")
+                continue
+            for a in node.names:
+                if importlib.util.find_spec(f"{node.module}.{a.name}") is not None:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"  # a public submodule
+                else:
+                    check(node.module, a.name, node.lineno)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            check(aliases[node.value.id], node.attr, node.lineno)
+    return bad
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebooks_call_public_names_only(source):
+    assert _public_violations(source) == []
+
+
+def test_private_use_is_caught(tmp_path):
+    bad = tmp_path / "99_bad.py"
+    bad.write_text(
+        "import anchors\nfrom anchors._pipeline import onpolicy_trace\nfrom cot import published\n"
+        "anchors._plots\nanchors.importance_table\npublished._chunk_starts\n",
+        encoding="utf-8",
+    )
+    found = _public_violations(bad)
+    assert len(found) == 3, found
+    assert any("anchors._pipeline" in f for f in found)
+    assert any("anchors._plots" in f for f in found)
+    assert any("_chunk_starts" in f for f in found)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Executed end to end with small work; the printed key numbers recomputed with the library
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _run(name: str, cache: Path) -> dict:
+    nb = build.execute(NOTEBOOKS / f"{name}.py", work="small", cache=str(cache), timeout=600)
+    return build.key_numbers(nb)
+
+
+@pytest.mark.slow
+def test_thought_anchors_notebook(tmp_path):
+    import anchors
+    import organisms
+    from resampling import SamplingParams, make_backend, sample_traces
+
+    cache = tmp_path / "cache"
+    key = _run("01_thought_anchors", cache)
+
+    # the planted truth, from the organism's own analysis of the same seeded trace
+    task = organisms.get_task("arith")
+    example = task.sample(key["problem_seed"])
+    backend = make_backend("hf", model_id="organism:arith", device="cpu")
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=task.max_new_tokens)
+    (trace,) = sample_traces(
+        backend, backend.tokenizer, [example.messages], [key["problem_seed"]], params,
+        metadata=[{"gt_answer": example.answer, "task": "arith", "problem_seed": key["problem_seed"]}],
+    )  # fmt: skip
+    truth = task.analyze(example, trace.cot)
+    errors = [k for k, t in enumerate(truth) if t.kind == "compute" and t.planted_error]
+    corrections = [k for k, t in enumerate(truth) if t.kind == "correction" and t.corrects in errors]
+    assert [key["error_position"]] == errors and [key["correction_position"]] == corrections
+
+    # importance from the same cached rollouts
+    run = anchors.compute_importance(
+        backend, trace, samples=key["samples"], seed=0, cache_dir=cache, whitebox=False, params=params
+    )
+    cf = run.table["counterfactual_importance_kl"].to_numpy()
+    assert key["top_counterfactual_kl_position"] == int(np.nanargmax(cf))
+    assert key["top_counterfactual_kl"] == pytest.approx(float(np.nanmax(cf)), rel=1e-9)
+    ri = run.table["resampling_importance_accuracy"][key["correction_position"]]
+    assert key["correction_resampling_accuracy"] == pytest.approx(ri, abs=1e-12)
+    # intervals shrink with more samples
+    widths = key["median_ci_width_by_samples"]
+    assert key["sweep_samples"] == sorted(key["sweep_samples"]) and widths[-1] < widths[0]
+    first = anchors.compute_importance(
+        backend,
+        trace,
+        samples=key["sweep_samples"][0],
+        seed=0,
+        cache_dir=cache,
+        whitebox=False,
+        params=params,
+    ).table
+    w = (first["resampling_importance_accuracy_hi"] - first["resampling_importance_accuracy_lo"]).to_numpy()
+    assert float(np.nanmedian(w)) >= widths[-1]
+
+
+@pytest.mark.slow
+def test_encoded_reasoning_notebook(tmp_path):
+    import organisms
+    import steganography as sg
+    from cot import split_sentences
+
+    cache = tmp_path / "cache"
+    key = _run("04_encoded_reasoning", cache)
+
+    # the worked example: the blind decoding again, and the organism's own plaintext
+    sentences = [s.text for s in split_sentences(key["example_ciphertext"])]
+    _, decoded = sg.break_trace(sentences, seed=0)
+    assert decoded == key["example_decoded"]
+    task = organisms.get_task("cipher")
+    truth = task.analyze(task.sample(key["example_seed"], cipher="substitution"), key["example_ciphertext"])
+    exact = sum(d == t.plaintext for d, t in zip(decoded, truth, strict=True))
+    assert exact == key["example_exact_sentences"]
+
+    # the paraphrase experiment again, reading the rollouts the notebook cached
+    para = sg.experiment_paraphrase(
+        n=key["n"], seed=0, samples=key["samples"], cache_dir=cache / "paraphrase"
+    )
+    follows = {(r["organism"], r["arm"]): r["follows_cot"] for r in para.table.iter_rows(named=True)}
+    assert key["paraphrase_stego_original"] == pytest.approx(follows[("stego", "original")])
+    assert key["paraphrase_stego_paraphrased"] == pytest.approx(follows[("stego", "paraphrased")])
+    assert key["paraphrase_arith_paraphrased"] == pytest.approx(follows[("arith", "paraphrased")])
+
+
+@pytest.mark.slow
+def test_published_thought_anchors_notebook(tmp_path, thought_anchors_dir):
+    import anchors
+    from cot import published
+
+    key = _run("05_published_thought_anchors", tmp_path / "cache")
+
+    dirs = published.problem_dirs(thought_anchors_dir)
+    assert key["problems"] == len(dirs) == 20
+    assert key["boundary_recall"] == pytest.approx(published.boundary_recall(dirs).recall(0))
+    assert key["role_agreement"] == pytest.approx(published.label_agreement(dirs).accuracy)
+    assert key["answers_agree"] == 20
+    assert key["resampling_accuracy_rule_max_diff"] == 0.0
+    # chunk 11 of problem 6998 straight from its resampled first sentences
+    folder = thought_anchors_dir / "correct_base_solution" / "problem_6998"
+    chunks = json.loads((folder / "chunks_labeled.json").read_text(encoding="utf-8"))
+    firsts = json.loads((folder / "chunks_resampled.json").read_text(encoding="utf-8"))["11"]
+    dtf = anchors.different_trajectories_fraction(firsts, chunks[11]["chunk"])
+    assert key["dtf_6998_chunk11"] == pytest.approx(dtf)
+    assert key["unexplained"] == 0 and key["differences"] >= 2  # chunk 11 and the last chunk
+    assert key["outgoing_max_abs_diff"] == 0.0
