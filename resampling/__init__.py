@@ -14,6 +14,7 @@ from resampling._plan import Plan, SamplingParams, SamplingRequest
 from resampling._prefix import DEFAULT_LEAD, DEFAULT_MIN_CHARS, SEED_STRIDE, TracePrefixes, answer_cue
 from resampling._sample import sample_traces
 from resampling._store import ROLLOUT_SCHEMA, RunStore, run_key
+from resampling._synthetic import deepseek_tokenizer, synthetic_model
 
 __all__ = [
     "BACKENDS",
@@ -35,11 +36,13 @@ __all__ = [
     "SamplingRequest",
     "TracePrefixes",
     "answer_cue",
+    "deepseek_tokenizer",
     "load_model",
     "make_backend",
     "model_identity",
     "rollout_row",
     "run_key",
     "sample_traces",
+    "synthetic_model",
     "traces_truths",
 ]
