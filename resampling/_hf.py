@@ -399,7 +399,7 @@ class HFBackend:
         out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=keep)
         self.stats["prefill_tokens"] += len(ids)
         self.stats["forward_calls"] += 1
-        cache = out.past_key_values
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         logits = out.logits[0].float()
         self.stats["prefill_seconds"] += time.perf_counter() - start
@@ -480,7 +480,7 @@ class HFBackend:
                 input_ids=tokens[:, None],
                 attention_mask=full_mask[:, : lmax + step + 1],
                 position_ids=(lengths + step)[:, None],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             logits = out.logits[:, -1].float()
