@@ -81,7 +81,7 @@ def synthetic_model(
     tokenizer: Any = None,
     seed: int = 0,
     dtype: Any = None,
-    logit_scale: float = 8.0,
+    logit_std: float = 6.0,
 ) -> tuple[Any, Any]:
     """A random-weight causal LM of the tokenizer's full vocabulary, and the tokenizer.
 
@@ -93,8 +93,11 @@ def synthetic_model(
         tokenizer: default :func:`deepseek_tokenizer` (129,280 ids).
         seed: weights are a function of the seed and the shape.
         dtype: e.g. ``torch.float64`` for exact parity tests; default float32.
-        logit_scale: the output embedding is multiplied by this, so next-token distributions are peaked like a
-            trained model's (a fresh init gives logits of standard deviation ~0.5, nearly uniform over 129k ids).
+        logit_std: the output embedding is drawn with standard deviation ``logit_std / sqrt(hidden)``; the final
+            RMSNorm gives hidden states of norm ``sqrt(hidden)``, so every next-token logit vector is i.i.d.
+            normal with this standard deviation, for any hidden size. At 6 and temperature 0.6 the top-p 0.95
+            nucleus is a few tokens, as for a trained reasoning model (a fresh init gives a standard deviation of
+            ``0.02 sqrt(hidden)``, nearly uniform over 129k ids).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -129,7 +132,7 @@ def synthetic_model(
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     with torch.no_grad():
-        model.lm_head.weight.mul_(logit_scale)
+        model.lm_head.weight.normal_(0.0, logit_std / hidden**0.5)
     if dtype is not None:
         model = model.to(dtype)
     return model, tok
