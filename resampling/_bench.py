@@ -26,7 +26,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["WAYS", "BenchConfig", "find_trace", "format_report", "run_engine_bench"]
+__all__ = [
+    "WAYS",
+    "BenchConfig",
+    "find_trace",
+    "format_report",
+    "format_sampler_report",
+    "run_engine_bench",
+    "run_sampler_bench",
+]
 
 WAYS = ("naive", "generate_n", "engine")
 
@@ -408,4 +416,90 @@ def format_report(r: dict[str, Any], work: bool = True) -> str:
         )
     if "naive" in r["ways"] and r["naive_positions_timed"] < r["positions"]:
         lines.append(f"(naive timed on {r['naive_positions_timed']} positions and scaled to all)")
+    return "\n".join(lines)
+
+
+def _noise64(seeds: torch.Tensor, steps: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The previous sampler's noise: the same hash, a 32-bit uniform ``(h + 0.5) / 2**32``, float64."""
+    from resampling._hf import _MASK32, _hash32
+
+    lo, hi = seeds & _MASK32, (seeds >> 32) & _MASK32
+    key = _hash32(_hash32(lo) ^ _hash32(hi ^ 0x5BD1E995))
+    key = _hash32(key ^ _hash32(steps & _MASK32))
+    h = _hash32(key[:, None] ^ _hash32(ids * 0x27D4EB2F & _MASK32))
+    return -torch.log(-torch.log((h.double() + 0.5) / 4294967296.0))
+
+
+@torch.inference_mode()
+def run_sampler_bench(
+    rows: int = 64, vocab: int = 129_280, repeats: int = 7, check_rows: int = 5_120, hidden: int = 512
+) -> dict[str, Any]:
+    """The sampler against the step it belongs to, and its float32 noise against float64.
+
+    Times (medians of ``repeats``) of ``sample_tokens`` on ``rows`` x ``vocab`` logits, i.i.d. normal with
+    standard deviation 6 (what :func:`resampling.synthetic_model` gives; a few tokens in the nucleus) and 1 (nearly
+    flat: the full-sort fallback), at temperature 0.6 and top-p 0.95, beside the output projection alone
+    (``rows`` x ``hidden`` x ``vocab``). Then, for ``check_rows`` rows of the same kind x 3 settings, how often the
+    float32 draw differs from the one with the previous float64 noise and float64 scores from the same hashes: an
+    upper bound on the total variation distance between the two samplers.
+    """
+    from resampling._hf import gumbel_noise, sample_tokens
+    from resampling._plan import SamplingParams
+
+    g = torch.Generator().manual_seed(0)
+    params = SamplingParams(temperature=0.6, top_p=0.95)
+    seeds, steps = torch.arange(rows), torch.zeros(rows, dtype=torch.long)
+
+    def median_seconds(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    out: dict[str, Any] = {"rows": rows, "vocab": vocab, "hidden": hidden, "threads": torch.get_num_threads()}
+    weight = torch.randn(vocab, hidden, generator=g) / hidden**0.5
+    h = torch.randn(rows, hidden, generator=g)
+    out["lm_head_seconds"] = median_seconds(lambda: torch.nn.functional.linear(h, weight))
+    for name, sd in (("peaked", 6.0), ("flat", 1.0)):
+        logits = torch.randn(rows, vocab, generator=g) * sd
+        counts: dict[str, int] = {}
+        sample_tokens(logits, seeds, steps, params, counts)
+        out[f"{name}_sampler_seconds"] = median_seconds(
+            lambda logits=logits: sample_tokens(logits, seeds, steps, params)
+        )
+        out[f"{name}_rows_by_candidates"] = {
+            k.removeprefix("sampler_rows_"): v for k, v in counts.items() if v
+        }
+    differ = total = 0
+    for sd, temperature in ((6.0, 0.6), (6.0, 1.0), (3.0, 1.0)):
+        for chunk in range(max(1, check_rows // 256)):
+            logits = torch.randn(256, vocab, generator=g) * sd
+            vals, ids = torch.log_softmax(logits / temperature, -1).topk(64, -1)
+            s = torch.arange(256) + 1_000_003 * (chunk + 1)
+            t = torch.full((256,), chunk)
+            a = (vals + gumbel_noise(s, t, ids)).argmax(-1)
+            b = (vals.double() + _noise64(s, t, ids)).argmax(-1)
+            differ += int((a != b).sum())
+            total += 256
+    out["float32_vs_float64"] = {"draws": total, "differ": differ}
+    return out
+
+
+def format_sampler_report(r: dict[str, Any]) -> str:
+    lines = [
+        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 ({r['threads']} threads)",
+        f"  output projection alone ({r['rows']} x {r['hidden']} x {r['vocab']:,}): {1000 * r['lm_head_seconds']:.1f} ms",
+    ]
+    for name, what in (("peaked", "logit sd 6"), ("flat", "logit sd 1, full-sort fallback")):
+        lines.append(
+            f"  sample_tokens, {what}: {1000 * r[f'{name}_sampler_seconds']:.1f} ms "
+            f"({r[f'{name}_sampler_seconds'] / r['lm_head_seconds']:.2f}x the projection); rows settled by "
+            f"candidate-set size: {r[f'{name}_rows_by_candidates']}"
+        )
+    c = r["float32_vs_float64"]
+    lines.append(
+        f"  float32 noise vs the previous float64 noise, same hashes: {c['differ']} of {c['draws']:,} draws differ"
+    )
     return "\n".join(lines)

@@ -368,6 +368,19 @@ def bench_engine(
         click.echo(format_report(report, work=False))
 
 
+@bench.command("sampler")
+@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--vocab", type=click.IntRange(min=2), default=129_280, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_sampler(rows, vocab, repeats, as_json) -> None:
+    """The sampler's time beside the output projection it follows, and its float32 noise against float64."""
+    from resampling._bench import format_sampler_report, run_sampler_bench
+
+    report = run_sampler_bench(rows=rows, vocab=vocab, repeats=repeats)
+    click.echo(json.dumps(report, indent=2) if as_json else format_sampler_report(report))
+
+
 def _serve_command():
     try:
         from resampling._serve import serve as command
