@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cot import load_trace
-from resampling import GenerationJob, SamplingParams, TracePrefixes, synthetic_model
+from resampling import EngineInputError, GenerationJob, SamplingParams, TracePrefixes, synthetic_model
 from resampling._hf import CANDIDATES, HFBackend, gumbel_noise, sample_tokens
 
 V = 129_280
@@ -171,5 +171,5 @@ def test_batches_respect_the_memory_budget(real_vocab_model, deepseek_tok):
         assert len(b) * backend.row_bytes(max(lengths[i] for i in b) + 16) <= 0.05 * 2**30
     # KV of a row: tokens x layers (2) x key-value heads (1) x head dim (16) x 2 x 4 bytes, plus 3 logit rows
     assert backend.row_bytes(100) == 100 * 2 * 1 * 16 * 2 * 4 + 3 * 4 * V
-    with pytest.raises(Exception, match="kv_budget_gb must be > 0"):
+    with pytest.raises(EngineInputError, match="kv_budget_gb must be > 0"):
         HFBackend(real_vocab_model, deepseek_tok, kv_budget_gb=0)
