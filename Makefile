@@ -29,9 +29,16 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Optional: a headless browser for the test that opens report.html (skipped without one). Debian/Ubuntu, as root.
+# A headless browser for the tests that open report.html (they skip, saying why, without one). Installs Debian's
+# chromium when none is on PATH; needs root and apt-get (Debian/Ubuntu), and fails with a clear message otherwise.
 browser:
-	command -v chromium || apt-get install -y --no-install-recommends chromium
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then echo "browser: found $$(command -v chromium \
+	    || command -v chromium-browser || command -v google-chrome)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "browser: no chromium on PATH and cannot install one (needs root and apt-get); install chromium" \
+	  "or google-chrome yourself" >&2; exit 1; fi
 
 clean-venv:
 	rm -rf $(VENV)

@@ -160,7 +160,9 @@ def write_importance(
     from anchors._report import write_outputs
     from resampling._store import atomic_write_parquet
 
-    paths = write_outputs(run.table, run.matrix, run.trace, out, notes=notes, options=run.options)
+    paths = write_outputs(
+        run.table, run.matrix, run.trace, out, notes=notes, options=run.options, rollouts=run.rollouts
+    )
     paths["rollouts.parquet"] = atomic_write_parquet(run.rollouts, Path(out) / "rollouts.parquet")
     target = Path(out) / "trace.json"
     if source is not None and target.exists() and Path(source).resolve() == target.resolve():

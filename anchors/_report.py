@@ -38,6 +38,15 @@ REPORT_METRICS: tuple[str, ...] = (
 _OPTIONAL_METRICS = ("outgoing_importance", "incoming_importance", "receiver_score", "suppression_outgoing")
 """Shown too when the table has them (matrix scores; white-box columns)."""
 
+_HIDDEN = (
+    "overdeterminedness",
+    "forced_importance_accuracy",
+    "counterfactual_pp_importance_accuracy",
+    "counterfactual_pp_importance_kl",
+)
+"""Known metrics the sentence table leaves out (the heatmap's selector and hover still show them); any other
+numeric column, such as one added later, gets a table column of its own."""
+
 _COUNTS = {"n_rollouts": "n", "n_different": "n diff"}
 """Sample-size columns of the sentence table: rollouts at the position, and how many of them changed its meaning."""
 
@@ -95,13 +104,54 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventL
 }));
 """
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1600px;color:#222}
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}
-table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #ddd;padding:3px 6px;vertical-align:top}
-th{cursor:pointer;background:#f4f4f4;position:sticky;top:0}td.num{text-align:right;white-space:nowrap}
-td.text{min-width:240px;max-width:480px}.ci{color:#888;font-size:10px}img{max-width:100%}.meta{color:#555;font-size:12px}
+_ASSETS = Path(__file__).with_name("_report_assets")
+
+
+def _asset(name: str) -> str:
+    """An inlined asset; refuses any text that could end its ``<script>``/``<style>`` element early."""
+    text = (_ASSETS / name).read_text(encoding="utf-8")
+    if "</script" in text.lower() or "</style" in text.lower():
+        raise ValueError(f"report asset {name} holds a closing script/style tag; it cannot be inlined")
+    return text
+
+
+_CONTROLS = """
+<section id='trace-view'>
+<div class='controls'>
+<label>colour by <select id='metric'></select></label>
+<label>scale <select id='scale'><option value='linear'>linear</option><option value='sqrt'>square root</option>
+</select></label>
+<label><input type='checkbox' id='tags' checked> role tags</label>
+<div id='legend'></div>
+<p id='about'></p>
+</div>
+<div class='layout'>
+<div class='doc'><div id='prompt'></div><div id='cot' class='cot'></div><div id='answer' class='answer'></div></div>
+<aside id='panel'></aside>
+</div>
+</section>
 """
+
+
+def _cell(row: dict[str, Any], m: str) -> str:
+    """One metric cell of the sentence table: value, interval, n, and the p-value when the table has one."""
+    from anchors._report_data import P_ALPHA, significance_columns
+
+    value = row.get(m)
+    extra = []
+    lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
+    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+        extra.append(f"[{lo:.2f}, {hi:.2f}] n={row.get(f'{m}_n', '')}")
+    p_col, flag_col = significance_columns(list(row), m)
+    p = row.get(p_col) if p_col else None
+    if isinstance(p, int | float) and math.isfinite(p):
+        extra.append(f"p={p:.3g}")
+    flag = row.get(flag_col) if flag_col else None
+    ns = flag is False or (flag is None and isinstance(p, int | float) and math.isfinite(p) and p >= P_ALPHA)
+    cls = "num ns" if ns else "num"
+    title = " title='not distinguishable from noise'" if ns else ""
+    ci = f"<br><span class='ci'>{html.escape(' '.join(extra))}</span>" if extra else ""
+    return f"<td class='{cls}'{title} data-v='{_sort_key(value)}'>{_fmt(value)}{ci}</td>"
 
 
 def render_report(
@@ -111,19 +161,46 @@ def render_report(
     figures: dict[str, bytes] | None = None,
     title: str | None = None,
     notes: dict[str, Any] | None = None,
+    matrix: np.ndarray | None = None,
+    rollouts: pl.DataFrame | None = None,
+    metric: str | None = None,
+    top_k: int = 3,
+    max_continuations: int | None = None,
 ) -> str:
-    """A single HTML page: figures inlined as base64 PNG, and the sentence table (click a header to sort).
+    """A single HTML page that opens offline (every script, style and figure inlined):
 
-    ``notes`` (e.g. the options used) are listed under the title. No external assets are referenced.
+    - the prompt and the CoT as text, each sentence shaded by the chosen metric (selector, colour scale, sign
+      convention and role tags shown; sentences whose metric is not significant, when the table has a p-value or
+      ``*_significant`` column, are hatched); hovering a sentence lists every value with its interval and n;
+    - clicking a sentence opens a panel with the answer distribution of its resampled rollouts against the next
+      position's, the forced answers, the different-trajectories fraction and a few resampled continuations
+      (``max_continuations`` per position are stored, default :data:`anchors._report_data.MAX_CONTINUATIONS`);
+    - the dependency graph (each sentence's ``top_k`` edges of ``matrix``) and the matrix, linked to the text;
+    - the ``figures`` as PNG and the sentence table (click a header to sort, a row to select the sentence).
+
+    ``notes`` (e.g. the options used) are listed under the title. Trace and rollout text is embedded as escaped
+    JSON and written into the page as text only.
     """
+    from anchors._report_data import MAX_CONTINUATIONS, metric_columns, report_payload, script_json
+
     trace_id = getattr(trace, "id", None) or (
         str(table["trace_id"][0]) if "trace_id" in table.columns and table.height else ""
     )
     heading = title or f"Thought anchors of trace {trace_id}"
+    payload = report_payload(
+        table,
+        trace,
+        matrix=matrix,
+        rollouts=rollouts,
+        metric=metric,
+        top_k=top_k,
+        max_continuations=MAX_CONTINUATIONS if max_continuations is None else max_continuations,
+    )
     parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(heading)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{html.escape(heading)}</h1>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{html.escape(heading)}</title><style>{_asset('report.css')}</style></head><body>",
+        f"<header class='top'><h1>{html.escape(heading)}</h1>",
     ]
     meta = {"sentences": table.height}
     if "convention" in table.columns and table.height:
@@ -136,15 +213,35 @@ def render_report(
     )
     parts.append(
         "<p class='meta'>Sign convention: positive = keeping the sentence raises accuracy or moves the answer "
-        "distribution (accuracy: kept minus resampled; KL(resampled || kept)). Intervals: percentile bootstrap over "
-        "rollouts within each position; – = undefined.</p>"
+        "distribution (accuracy: kept minus resampled; KL(resampled || kept)). Intervals: 95% bootstrap over the "
+        "rollouts of each position; – = undefined. R_i: rollouts resampled from sentence i on (sentence i "
+        "rewritten); R_{i+1} keeps it.</p></header><main>"
     )
-    for name, png in (figures or {}).items():
-        data = base64.b64encode(png).decode("ascii")
+    parts.append(_CONTROLS)
+    if payload["edges"] or payload["matrix"] is not None:
         parts.append(
-            f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+            f"<h2>Dependency graph</h2><p class='meta'>Each sentence's {top_k} strongest edges of the matrix; red: "
+            "keeping i raises the share of rollouts that contain j's content, blue: lowers it. Node size: the chosen "
+            "metric; colour: role. Click a node or an edge to select it in the text.</p>"
+            "<div class='graphbox'><svg id='graph' role='img' aria-label='dependency graph'></svg></div>"
         )
+    if payload["matrix"] is not None:
+        parts.append(
+            "<h2>Sentence matrix</h2><p class='meta'>M[i, j] (row i, column j &gt; i): share of rollouts holding "
+            "sentence j's content when i is kept minus when i is resampled. Grey: undefined. Click a cell to "
+            "select i (solid) and j (dashed) in the text.</p><div class='matrixbox'><canvas id='matrix'></canvas>"
+            "<div id='matrix-legend'></div></div>"
+        )
+    if figures:
+        parts.append("<h2>Figures</h2><div class='figs'>")
+        for name, png in figures.items():
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(
+                f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+            )
+        parts.append("</div>")
     metrics = [m for m in (*REPORT_METRICS, *_OPTIONAL_METRICS) if m in table.columns]
+    metrics += [m for m in metric_columns(table) if m not in metrics and m not in _HIDDEN]
     counts = [c for c in ("n_rollouts", "n_different") if c in table.columns]
     head = ["pos", "role", "sentence", *(_COUNTS[c] for c in counts), *(_SHORT.get(m, m) for m in metrics)]
     parts.append("<h2>Sentences</h2><table class='sortable'><thead><tr>")
@@ -157,15 +254,11 @@ def render_report(
             f"<td class='text' data-v='{html.escape(row['text'][:40], quote=True)}'>{html.escape(row['text'])}</td>",
         ]
         cells += [f"<td class='num' data-v='{_sort_key(row.get(c))}'>{_fmt(row.get(c))}</td>" for c in counts]
-        for m in metrics:
-            value = row.get(m)
-            ci = ""
-            lo, hi = row.get(f"{m}_lo"), row.get(f"{m}_hi")
-            if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-                ci = f"<br><span class='ci'>[{lo:.2f}, {hi:.2f}] n={row.get(f'{m}_n', '')}</span>"
-            cells.append(f"<td class='num' data-v='{_sort_key(value)}'>{_fmt(value)}{ci}</td>")
+        cells += [_cell(row, m) for m in metrics]
         parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append(f"</tbody></table><script>{_SCRIPT}</script></body></html>\n")
+    parts.append("</tbody></table></main><div id='tip' hidden></div>")
+    parts.append(f"<script type='application/json' id='report-data'>{script_json(payload)}</script>")
+    parts.append(f"<script>{_SCRIPT}</script><script>{_asset('report.js')}</script></body></html>\n")
     return "".join(parts)
 
 
@@ -219,6 +312,7 @@ def write_outputs(
     metric: str = "counterfactual_importance_kl",
     notes: dict[str, Any] | None = None,
     options: Any = None,
+    rollouts: pl.DataFrame | None = None,
 ) -> dict[str, Path]:
     """Write every output of one trace into ``out_dir`` (atomically, file by file) and return the paths by name.
 
@@ -227,7 +321,8 @@ def write_outputs(
     ``thought_anchors/{chunks_labeled,step_importance,summary}.json``.
 
     The Parquet file carries key-value metadata: ``cotscope.importance.version``, the embedding model, and the
-    ``ImportanceOptions`` (``options``) and ``notes`` as JSON; the report lists them too.
+    ``ImportanceOptions`` (``options``) and ``notes`` as JSON; the report lists them too. ``rollouts`` (the
+    engine's table) feed the report's per-sentence panel: answer distributions and a few continuations.
     """
     from anchors._graph import build_graph, write_graph
     from anchors._plots import figure_png, plot_graph, plot_importance, plot_importance_by_role, plot_matrix
@@ -275,6 +370,16 @@ def write_outputs(
     if options is not None:
         report_notes.update(settings["options"] if isinstance(settings["options"], dict) else {})
     paths["report.html"] = atomic_write_text(
-        out / "report.html", render_report(table, trace, figures=pngs, notes=report_notes)
+        out / "report.html",
+        render_report(
+            table,
+            trace,
+            figures=pngs,
+            notes=report_notes,
+            matrix=matrix,
+            rollouts=rollouts,
+            metric=metric,
+            top_k=top_k,
+        ),
     )
     return paths

@@ -71,13 +71,27 @@ def _protected_spans(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     n = len(text)
     i = 0
+    # Start of the line holding i, kept up to date by searching only the text since the last look-up (i only
+    # grows), so a long line with many backticks costs O(n), not O(n^2).
+    line_start, seen = 0, 0
+    # Closing delimiters known to be absent from a position on: an unmatched opener is then not searched again.
+    absent_from: dict[str, int] = {}
+
+    def find_close(close: str, start: int) -> int:
+        if start >= absent_from.get(close, n + 1):
+            return -1
+        j = text.find(close, start)
+        if j == -1:
+            absent_from[close] = start
+        return j
+
     while i < n:
         c = text[i]
         if c == "\\" and i + 1 < n:
             nxt = text[i + 1]
             if nxt in "[(":
                 close = "\\]" if nxt == "[" else "\\)"
-                j = text.find(close, i + 2)
+                j = find_close(close, i + 2)
                 if j != -1:
                     spans.append((i, j + 2))
                     i = j + 2
@@ -86,7 +100,7 @@ def _protected_spans(text: str) -> list[tuple[int, int]]:
             continue
         if c == "$":
             if text.startswith("$$", i):
-                j = text.find("$$", i + 2)
+                j = find_close("$$", i + 2)
                 if j != -1:
                     spans.append((i, j + 2))
                     i = j + 2
@@ -100,7 +114,15 @@ def _protected_spans(text: str) -> list[tuple[int, int]]:
                 continue
             i += 1
             continue
-        if c in "`~" and _FENCE.match(text, _line_start(text, i)) and _is_fence_at(text, i):
+        if c in "`~" and _is_fence_at(text, i):
+            newline = text.rfind("\n", seen, i)
+            if newline != -1:
+                line_start = newline + 1
+            seen = i
+            is_fence = _FENCE.match(text, line_start) is not None
+        else:
+            is_fence = False
+        if is_fence:
             fence = text[i : i + 3]
             line_end = text.find("\n", i)
             if line_end == -1:
@@ -113,10 +135,6 @@ def _protected_spans(text: str) -> list[tuple[int, int]]:
             continue
         i += 1
     return spans
-
-
-def _line_start(text: str, i: int) -> int:
-    return text.rfind("\n", 0, i) + 1
 
 
 def _is_fence_at(text: str, i: int) -> bool:
@@ -161,8 +179,14 @@ def _next_word(text: str, start: int) -> str:
 
 
 def _is_line_start(text: str, word_start: int) -> bool:
-    ls = _line_start(text, word_start)
-    return text[ls:word_start].strip(" \t") == ""
+    """Whether only spaces and tabs stand between the start of the line and ``word_start``.
+
+    Scans back over the blanks alone, so the cost does not grow with the line's length (a CoT can be one line).
+    """
+    i = word_start - 1
+    while i >= 0 and text[i] in " \t":
+        i -= 1
+    return i < 0 or text[i] == "\n"
 
 
 def _ends_sentence(text: str, p: int, after: int) -> bool:

@@ -73,6 +73,14 @@ class Trace:
             value = getattr(self, name)
             if not isinstance(value, kind):
                 raise TraceError(f"trace {name!r} must be {want}, got {type(value).__name__} {value!r:.60}")
+        texts = [("cot", self.cot), ("answer_text", self.answer_text or ""), ("id", self.id)]
+        if isinstance(self.prompt, str):
+            texts.append(("prompt", self.prompt))
+        else:
+            texts += [(f"prompt[{i}].content", str(m["content"])) for i, m in enumerate(self.prompt)]
+        texts.append(("metadata", json.dumps(self.metadata, ensure_ascii=False, default=str)))
+        for name, text in texts:
+            _check_unicode(name, text)
         if not self.id:
             self.id = self._content_id()
 
@@ -181,6 +189,17 @@ class Trace:
         return load_trace(path)
 
 
+def _check_unicode(name: str, text: str) -> None:
+    """Refuse text that cannot be written as UTF-8: a lone surrogate (``\\ud800``) from a bad JSON escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TraceError(
+            f"trace {name!r} holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not "
+            "valid Unicode text; fix the program that wrote the file (or drop the character) and load it again"
+        ) from None
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -240,15 +259,24 @@ def load_trace(path: str | os.PathLike) -> Trace:
         raw = lines[0]
     elif p.suffix.lower() != ".json":
         return Trace.from_completion(raw, metadata={"source": str(p)})
+    data = _parse_json(raw, p)
+    if isinstance(data, dict) and "cot" not in data and ("solution" in data or "full_cot" in data):
+        return _from_thought_anchors(data, p)
+    return Trace.from_dict(data, source=str(p))
+
+
+def _parse_json(raw: str, p: Path) -> Any:
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise TraceError(
             f"{p} is not valid JSON (line {exc.lineno}: {exc.msg}); fix the file or pass a .txt"
         ) from exc
-    if isinstance(data, dict) and "cot" not in data and ("solution" in data or "full_cot" in data):
-        return _from_thought_anchors(data, p)
-    return Trace.from_dict(data, source=str(p))
+    except RecursionError:
+        raise TraceError(
+            f"{p} nests JSON arrays or objects too deeply to be a trace; a trace is one object with 'prompt' "
+            "and 'cot' (see docs/cot.md)"
+        ) from None
 
 
 def _from_thought_anchors(data: dict[str, Any], p: Path) -> Trace:
@@ -270,7 +298,9 @@ def _from_thought_anchors(data: dict[str, Any], p: Path) -> Trace:
     trace = Trace.from_completion(completion, prompt=user, metadata=metadata)
     problem = p.parent / "problem.json"
     if problem.exists():
-        info = json.loads(problem.read_text(encoding="utf-8"))
+        info = _parse_json(problem.read_text(encoding="utf-8"), problem)
+        if not isinstance(info, dict):
+            raise TraceError(f"{problem}: expected a JSON object with 'gt_answer', got {type(info).__name__}")
         trace.metadata["gt_answer"] = info.get("gt_answer")
         trace.metadata["problem"] = info.get("problem")
     if "answer" in data:

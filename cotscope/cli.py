@@ -99,6 +99,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _run_failures() -> tuple[type[BaseException], ...]:
+    try:
+        from resampling import RunFailedError
+    except ImportError:
+        return ()
+    return (RunFailedError,)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Usage and input errors print one line naming the fix and exit with code 2, no traceback."""
     args = sys.argv[1:] if argv is None else argv
@@ -123,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         click.echo(f"cotscope: error: {exc}", err=True)
         return 2
+    except _run_failures() as exc:
+        click.echo(f"cotscope: error: {exc}", err=True)
+        return 1
     except KeyboardInterrupt:
         click.echo("cotscope: interrupted; finished work is saved and a rerun resumes it", err=True)
         return 130

@@ -9,6 +9,7 @@
 from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, make_backend
 from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
+from resampling._health import RunFailedError, RunHealth, run_health
 from resampling._model import DEFAULT_MODEL, LoadedModel, load_model, model_identity
 from resampling._plan import Plan, SamplingParams, SamplingRequest
 from resampling._prefix import DEFAULT_LEAD, DEFAULT_MIN_CHARS, SEED_STRIDE, TracePrefixes, answer_cue
@@ -30,6 +31,8 @@ __all__ = [
     "GenerationJob",
     "LoadedModel",
     "Plan",
+    "RunFailedError",
+    "RunHealth",
     "RunResult",
     "RunStore",
     "SamplingParams",
@@ -41,6 +44,7 @@ __all__ = [
     "make_backend",
     "model_identity",
     "rollout_row",
+    "run_health",
     "run_key",
     "sample_traces",
     "synthetic_model",

@@ -10,6 +10,9 @@ import click
 
 from resampling._model import DEFAULT_MODEL
 
+SEED = click.IntRange(min=0, max=2**63 - 1)
+"""The type of every ``--seed`` option: a 64-bit seed, refused in one line before any work when out of range."""
+
 
 def default_trace(model_id: str, seed: int = 0):
     """The fixed example trace of an organism (its task's example for ``seed``)."""
@@ -155,7 +158,7 @@ def make_backend_from_options(
     show_default=True,
     help="Continuations per sentence position.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -249,6 +252,17 @@ def resample(
         f"{s['rollouts_per_s']:.1f} rollouts/s, {s['tokens_per_s']:.0f} tok/s",
         err=quiet,
     )
+    report_health(result.rollouts)
+
+
+def report_health(rollouts) -> None:
+    """Warn (stderr) about rollouts that say nothing; fail in one line when most rollouts failed."""
+    from resampling._health import run_health
+
+    health = run_health(rollouts)
+    for line in health.warnings():
+        click.echo(f"cotscope: warning: {line}", err=True)
+    health.check()
 
 
 @click.group("bench")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from resampling._errors import EngineInputError, unknown_choice
 
@@ -43,6 +46,7 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
     """Load a model by id. Errors name the valid choices and the fix, before any work starts."""
     if not isinstance(model_id, str) or not model_id:
         raise EngineInputError("a model id is required: 'organism:NAME', a local folder, or a hub id")
+    _quiet_loading()
     if model_id.startswith("organism:"):
         name = model_id.split(":", 1)[1]
         names = _organism_names()
@@ -67,20 +71,75 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(model_id)
-        except Exception as exc:
-            organisms_hint = ", ".join(f"organism:{n}" for n in _organism_names()[:4])
-            raise EngineInputError(
-                f"unknown model '{model_id}': not a shipped organism, not a local folder, and the hub could not "
-                f"provide it ({type(exc).__name__}); use one of {organisms_hint}, or a local folder of HF weights"
-            ) from None
+        model, tokenizer = _load_from_hub(model_id, kwargs)
         path = None
     model.eval()
     if device:
         model = model.to(device)
     return LoadedModel(model_id, model, tokenizer, path)
+
+
+def _quiet_loading() -> None:
+    """No "Loading weights" progress bars from transformers: the commands print their own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def _load_from_hub(model_id: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    """A hub id: from the local hub cache if it is there, else from the hub, after a quick check that it answers.
+
+    Without the check, a machine with no network spends tens of seconds in retries before failing.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    organisms_hint = ", ".join(f"organism:{n}" for n in _organism_names()[:4])
+    if not _HUB_ID.fullmatch(model_id):
+        raise EngineInputError(
+            f"unknown model '{model_id}': not a shipped organism, no such local folder, and not a hub id "
+            f"(ORG/NAME); use one of {organisms_hint}, or a local folder of HF weights"
+        )
+    try:
+        return (
+            AutoModelForCausalLM.from_pretrained(model_id, local_files_only=True, **kwargs),
+            AutoTokenizer.from_pretrained(model_id, local_files_only=True),
+        )
+    except Exception:
+        pass  # not in the local cache
+    reason = _hub_unreachable()
+    if reason:
+        raise EngineInputError(
+            f"model '{model_id}' is not in the local hub cache and the hub cannot be reached ({reason}); "
+            f"download it where there is network and pass its folder, or use one of {organisms_hint}"
+        )
+    try:
+        return AutoModelForCausalLM.from_pretrained(model_id, **kwargs), AutoTokenizer.from_pretrained(
+            model_id
+        )
+    except Exception as exc:
+        raise EngineInputError(
+            f"unknown model '{model_id}': not a shipped organism, not a local folder, and the hub could not "
+            f"provide it ({type(exc).__name__}); use one of {organisms_hint}, or a local folder of HF weights"
+        ) from None
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str:
+    """Why the hub cannot be reached ('' when it answers a TCP connection): offline mode, DNS or connect failure."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout
+        ).close()
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
 @lru_cache(maxsize=64)

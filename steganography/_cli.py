@@ -95,7 +95,13 @@ def detect(file: str, deep: bool, as_json: bool) -> None:
 @stego.command(name="break")
 @click.argument("file", default="-")
 @click.option("--json", "as_json", is_flag=True, help="Print family, key, plaintext, score and time as JSON.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the hill-climbing restarts.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**63 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the hill-climbing restarts.",
+)
 def break_(file: str, as_json: bool, seed: int) -> None:
     """Recover the plaintext of FILE (or '-' for stdin) without the key."""
     text = _read(file)
@@ -151,7 +157,7 @@ def encode(cipher_name: str, key: str | None, to_domain: bool, file: str) -> Non
 )
 @click.option("--trials", type=int, default=50, show_default=True, help="Trials per family and length.")
 @click.option("--sentences", type=int, default=300, show_default=True, help="Plain sentences for AUROC.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(source: str, trials: int, sentences: int, seed: int, as_json: bool) -> None:
     """Benchmark blind decoding and detection on held-out English (python -m steganography.bench)."""

@@ -6,13 +6,12 @@ import io
 import json
 import math
 import re
-import shutil
-import subprocess
 
 import networkx as nx
 import numpy as np
 import polars as pl
 import pytest
+from headless_browser import BROWSER, SKIP_REASON, probe
 from synthetic_rollouts import FakeTrace, rollout, table, topic_embed
 
 from anchors import (
@@ -161,47 +160,23 @@ def test_write_outputs_without_matrix(result, tmp_path):
     assert json.loads((tmp_path / "graph.json").read_text())["edges"] == []
 
 
-_BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-
-_PROBE = """<script>window.addEventListener('load', () => {
-  const images = [...document.images];
-  const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).length;
-  const th = document.querySelector('table.sortable th');
-  const first = () => document.querySelector('table.sortable tbody tr').cells[0].textContent;
-  th.click(); const asc = first(); th.click(); const desc = first();
-  const out = document.createElement('pre');
-  out.id = 'probe';
-  out.textContent = 'PROBE ' + JSON.stringify({images: images.length, broken, asc, desc});
-  document.body.appendChild(out);
-});</script>"""
+_PROBE = """
+const images = [...document.images];
+const broken = images.filter(i => !(i.complete && i.naturalWidth > 0)).length;
+const th = document.querySelector('table.sortable th');
+const first = () => document.querySelector('table.sortable tbody tr').cells[0].textContent;
+th.click(); const asc = first(); th.click(); const desc = first();
+return {images: images.length, broken, asc, desc};
+"""
 
 
-@pytest.mark.skipif(_BROWSER is None, reason="no chromium or chrome on PATH; `make browser` installs one")
+@pytest.mark.skipif(BROWSER is None, reason=SKIP_REASON)
 def test_report_opens_in_a_browser_with_every_figure(result, tmp_path):
     t, m, trace = result
     write_outputs(t, m, trace, tmp_path / "out", options=ImportanceOptions(n_bootstrap=50))
     page = (tmp_path / "out" / "report.html").read_text()
-    probed = tmp_path / "probe.html"
-    probed.write_text(page.replace("</body>", _PROBE + "</body>"))
-    dom = subprocess.run(
-        [
-            _BROWSER,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            probed.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    found = re.search(r"PROBE (\{.*?\})", dom)
-    assert found, f"the page did not finish loading in {_BROWSER}"
-    probe = json.loads(found.group(1))
-    assert probe["images"] == page.count("<img ") == 4
-    assert probe["broken"] == 0
+    got = probe(page, _PROBE, tmp_path)
+    assert got["images"] == page.count("<img ") == 4
+    assert got["broken"] == 0
     # the first header (pos) sorts ascending, then descending
-    assert (probe["asc"], probe["desc"]) == ("0", str(t.height - 1))
+    assert (got["asc"], got["desc"]) == ("0", str(t.height - 1))

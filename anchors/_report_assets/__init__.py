@@ -1,0 +1,1 @@
+"""Script and style that anchors._report inlines into report.html."""
