@@ -100,9 +100,10 @@ def sample_tokens(
     order, token j is kept iff ``sum_{i<j} p_i < top_p``, and every token tied with the last kept one is kept too,
     so the set depends on the values only. It is found without sorting the vocabulary: the 64 most likely tokens
     (``torch.topk``) hold the whole nucleus as soon as one of them falls outside it; rows where none does try
-    1,024, and the rest sort the full vocabulary, so the set is exact in every case. The softmax normaliser is a
-    logsumexp over the whole vocabulary (over the top-k set when ``top_k`` is set). Among the kept tokens the draw
-    is ``argmax(logits / T + g)`` with Gumbel noise ``g = gumbel_noise(seed, step, token id)`` computed for the
+    1,024, and the rest sort the full vocabulary, so the set is exact in every case. The softmax normaliser comes
+    from one fused ``log_softmax`` over the whole vocabulary (renormalised over the top-k set when ``top_k`` is
+    set). Among the kept tokens the draw is ``argmax(log p + g)`` (the same as ``argmax(logits / T + g)``) with
+    Gumbel noise ``g = gumbel_noise(seed, step, token id)`` computed for the
     candidates only: an exact draw from the renormalised nucleus (the Gumbel-max trick) that depends on the row's
     own logits and (seed, step) only, never on the batch. Scores and noise are float32. ``counts`` (if given)
     tallies the rows settled by each candidate-set size.
