@@ -8,8 +8,12 @@ sentence differs in meaning from ``S_i``: embedding cosine below ``similarity_th
 
 Sign convention (one for every metric here): **positive means that keeping sentence i raises accuracy, or moves the
 answer distribution**. Accuracy metrics are "kept minus removed"; KL metrics are ``KL(removed || kept)`` and are
-never negative. Undefined values are NaN, never 0, and every value has its sample size (``_n``) and a percentile
-bootstrap interval (``_lo``, ``_hi``) beside it.
+never negative. Undefined values are NaN, never 0, and every value has its sample size (``_n``) and a BCa
+bootstrap interval (``_lo``, ``_hi``; Efron 1987, Efron & Tibshirani 1993 ch. 14) beside it. Every comparison of
+two rollout sets (the importance metrics) also has a permutation p-value (``_p``) and a significance flag
+(``_significant``): how often relabelling the two sets' rollouts at random gives a value at least as far from "no
+change" as the observed one. Smoothed KL is never negative, so its interval never holds 0; the p-value says whether
+a value is distinguishable from sampling noise.
 
 ``convention="thought_anchors"`` reproduces the reference code instead (see :class:`ImportanceOptions`).
 """
@@ -20,7 +24,7 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +36,7 @@ __all__ = [
     "METRICS",
     "NO_ANSWER",
     "ROLLOUT_COLUMNS",
+    "SIGNIFICANCE_METRICS",
     "ImportanceOptions",
     "add_matrix_scores",
     "continuation_sentences",
@@ -93,7 +98,27 @@ The counterfactual metrics (plain and ++) are defined only when the set they rea
 ``counterfactual_fallback="resampling"`` (Thought Branches' rule). The ``counterfactual_source`` column says which.
 """
 
-_KINDS = {"resample": 0, "forced_answer": 1}
+SIGNIFICANCE_METRICS: tuple[str, ...] = (
+    "resampling_importance_accuracy",
+    "resampling_importance_kl",
+    "counterfactual_importance_accuracy",
+    "counterfactual_importance_kl",
+    "forced_importance_accuracy",
+    "forced_importance_kl",
+    "counterfactual_pp_importance_accuracy",
+    "counterfactual_pp_importance_kl",
+)
+"""The metrics that compare two sets of rollouts; each has ``<metric>_p`` (permutation p-value, NaN where the metric
+is undefined or ``n_permutations`` is 0) and ``<metric>_significant`` (``p < significance_level``; null where p is
+NaN) columns.
+
+Null hypothesis: both sets' rollouts come from one distribution (the sentence changes nothing). The rollouts of the
+two sets are pooled and split at random into sets of the original sizes, ``n_permutations`` times; ``p = (1 + #{null
+statistic >= observed}) / (1 + n_permutations)`` (Phipson & Smyth 2010), where the statistic is the KL itself for KL
+metrics (one-sided: KL is never negative) and the absolute accuracy difference for accuracy metrics (two-sided;
+only graded rollouts are relabelled). This is the exact test of "no change" for these statistics, whatever their
+bias: two samples of one 3-answer distribution give an add-one KL of about 0.05 at 30 rollouts a side, and the
+null distribution holds the same bias."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +139,24 @@ class ImportanceOptions:
     n_bootstrap: int = 1000
     """Bootstrap replicates for the intervals (rollouts resampled with replacement within each position); 0 = none."""
     ci_level: float = 0.95
-    """Coverage of the percentile bootstrap interval."""
+    """Coverage of the BCa bootstrap interval (bias-corrected and accelerated, Efron 1987): the percentiles of the
+    replicates at levels moved by the bias ``z0`` (how many replicates fall below the estimate) and the acceleration
+    ``a`` (the skew of the multi-sample jackknife, as ``scipy.stats.bootstrap`` computes it). A plain percentile
+    interval is wrong for biased statistics such as smoothed KL, whose replicates sit above the estimate (a value of
+    0.058 had the interval [0.061, 0.433]); BCa corrects for that bias. BCa cannot reach past the replicates, so
+    where its adjusted levels put both ends on one side of the estimate, that end is moved to the estimate: every
+    interval contains its point estimate."""
     seed: int = 0
-    """Seed of the bootstrap; the same seed gives the same intervals."""
+    """Seed of the bootstrap and of the permutations; the same seed gives the same intervals and p-values."""
+    n_permutations: int = 1000
+    """Random relabellings for the permutation p-values of :data:`SIGNIFICANCE_METRICS`; 0 = none."""
+    significance_level: float = 0.05
+    """``<metric>_significant`` is ``p < significance_level`` (one test per sentence and metric, not corrected for
+    multiple comparisons: about this share of sentences that change nothing are flagged)."""
+    min_chars: int = 10
+    """Sentences shorter than this are merged into the next one (as ``split_sentences(min_chars=...)``), on both
+    sides of every comparison: the regenerated first sentence and the continuation sentences are split the way the
+    trace was (thought-anchors merges at 10 on both sides). Must equal the ``min_chars`` the plan was built with."""
     convention: Literal["cotscope", "thought_anchors"] = "cotscope"
     """``thought_anchors`` reproduces the reference ``analyze_rollouts.py`` / ``step_attribution.py`` for side-by-side
     comparison: alpha=1e-9 and unanswered rollouts dropped from the metrics (``kl_alpha`` and ``no_answer`` are then
@@ -161,6 +201,12 @@ class ImportanceOptions:
             raise ValueError(f"n_bootstrap must be >= 0, got {self.n_bootstrap}")
         if not 0.0 < self.ci_level < 1.0:
             raise ValueError(f"ci_level must be in (0, 1), got {self.ci_level}")
+        if self.n_permutations < 0:
+            raise ValueError(f"n_permutations must be >= 0, got {self.n_permutations}")
+        if not 0.0 < self.significance_level < 1.0:
+            raise ValueError(f"significance_level must be in (0, 1), got {self.significance_level}")
+        if self.min_chars < 0:
+            raise ValueError(f"min_chars must be >= 0, got {self.min_chars}")
         if self.min_different < 1:
             raise ValueError(f"min_different must be >= 1, got {self.min_different}")
         if not 0.0 <= self.min_dtf < 1.0:
@@ -214,14 +260,6 @@ def kl_divergence(p_counts: np.ndarray, q_counts: np.ndarray, alpha: float = 1.0
 # -- per-position data -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Position:
-    """The rollouts of one (kind, position), as arrays, and their statistics for every bootstrap replicate."""
-
-    n: int
-    stats: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 def _weights(n: int, n_boot: int, seed: int, kind: int, position: int) -> np.ndarray:
     """Row 0: every rollout once (the point estimate); rows 1..B: multinomial bootstrap counts."""
     w = np.ones((n_boot + 1, n), dtype=np.float64)
@@ -230,6 +268,14 @@ def _weights(n: int, n_boot: int, seed: int, kind: int, position: int) -> np.nda
         draws = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
         w[1:] = np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n)
     return w
+
+
+def _replicate_weights(n: int, n_boot: int, seed: int, kind: int, position: int) -> np.ndarray:
+    """:func:`_weights`, then (when there is a bootstrap) ``n`` jackknife rows that each leave one rollout out."""
+    w = _weights(n, n_boot, seed, kind, position)
+    if not n_boot or not n:
+        return w
+    return np.vstack([w, 1.0 - np.eye(n)])
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -295,6 +341,218 @@ def _position_stats(
     return out
 
 
+def _row_sets(
+    frame: pl.DataFrame,
+    answer_codes: dict[str, int],
+    no_answer_code: int,
+    differs: np.ndarray | None,
+    reappears: np.ndarray | None,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per-rollout arrays of one position for the permutation tests: every rollout (``all``), D_i (``d``), its
+    complement among rollouts with a first sentence (``same``) and D_i⁻ (``gone``), as in :func:`_position_stats`.
+    ``code`` is the answer code, ``no_answer_code`` for no answer (-1: left out of KL)."""
+    answer = frame["answer_norm"].to_list()
+    correct = frame["correct"].to_list()
+    every = {
+        "code": np.array(
+            [answer_codes[a] if a is not None else no_answer_code for a in answer], dtype=np.int64
+        ),
+        "graded": np.array(
+            [a is not None and c is not None for a, c in zip(answer, correct, strict=True)], float
+        ),
+        "right": np.array([bool(c) and a is not None for a, c in zip(answer, correct, strict=True)], float),
+    }
+    out = {"all": every}
+    if differs is None:
+        return out
+
+    def subset(mask: np.ndarray) -> dict[str, np.ndarray]:
+        return {key: value[mask] for key, value in every.items()}
+
+    has_first = np.array([f is not None for f in frame["first_sentence"].to_list()])
+    d = (np.nan_to_num(differs, nan=0.0) > 0) & has_first
+    out["d"] = subset(d)
+    out["same"] = subset(has_first & ~d)
+    if reappears is not None:
+        out["gone"] = subset(d & (reappears == 0))
+    return out
+
+
+def _join(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return {key: np.concatenate([a[key], b[key]]) for key in a}
+
+
+# -- the metrics of one position ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Sets:
+    """The rollout sets position i's metrics read, each a dict of statistics with one entry per replicate (the data,
+    the bootstrap replicates, the jackknife values; see :func:`importance_table`), or None when there are none:
+    R_i (``cur``), the next position's R (``nxt``; the next chunk with rollouts in the reference convention),
+    R_{i+1} (``nxt1``), F_i (``fcur``) and the next F (``fnxt``)."""
+
+    cur: dict[str, Any] | None
+    nxt: dict[str, Any] | None
+    nxt1: dict[str, Any] | None
+    fcur: dict[str, Any] | None
+    fnxt: dict[str, Any] | None
+    nan: np.ndarray
+    keep: slice
+    alpha: float
+
+    def get(self, s: dict[str, Any] | None, key: str) -> np.ndarray:
+        """A statistic for every replicate; NaN when the set is missing."""
+        return s[key] if s is not None and key in s else self.nan
+
+    @staticmethod
+    def n_of(s: dict[str, Any] | None, key: str) -> float:
+        """A count on the data itself (replicate 0)."""
+        return float(s[key][0]) if s is not None and key in s else 0.0
+
+    def kl(self, p_stats, p_key: str, q_stats, extra: np.ndarray | None = None) -> np.ndarray:
+        """KL(P || Q) per replicate, P = answer counts ``p_key`` of ``p_stats``, Q = all answers of ``q_stats``."""
+        if p_stats is None or q_stats is None or p_key not in p_stats:
+            return self.nan
+        q = q_stats["counts"] if extra is None else q_stats["counts"] + extra
+        return kl_divergence(p_stats[p_key][:, self.keep], q[:, self.keep], self.alpha)
+
+    def kl_n(self, p_stats, p_key: str, q_stats) -> float:
+        if p_stats is None or q_stats is None or p_key not in p_stats:
+            return 0.0
+        return float(min(p_stats[p_key][0, self.keep].sum(), q_stats["counts"][0, self.keep].sum()))
+
+    @staticmethod
+    def rows(s: dict[str, Any] | None, which: str = "all") -> dict[str, np.ndarray] | None:
+        """The per-rollout arrays of a set (or of its subset ``d``, ``same``, ``gone``) for the permutation test."""
+        return None if s is None else s["_rows"].get(which)
+
+
+Metrics = dict[str, tuple[np.ndarray, float]]
+"""metric -> (value per replicate, sample size)."""
+Comparisons = dict[str, tuple[Any, Any]]
+"""metric -> the two sets of rollouts it compares (per-rollout arrays), for its permutation test."""
+
+
+def _shared_metrics(ps: _Sets) -> tuple[Metrics, Comparisons]:
+    """The metrics both conventions define the same way, and every comparison's two sets as cotscope reads them."""
+    cur, nxt, fcur, fnxt = ps.cur, ps.nxt, ps.fcur, ps.fnxt
+    m: Metrics = {
+        "accuracy": (ps.get(cur, "acc"), ps.n_of(cur, "graded")),
+        "resampling_importance_kl": (ps.kl(cur, "counts", nxt), ps.kl_n(cur, "counts", nxt)),
+        "forced_importance_kl": (ps.kl(fcur, "counts", fnxt), ps.kl_n(fcur, "counts", fnxt)),
+        "overdeterminedness": (ps.get(cur, "od"), ps.n_of(cur, "n_first")),
+        "resilience": (ps.get(cur, "resilience"), ps.n_of(cur, "n_d")),
+        "counterfactual_pp_importance_accuracy": (
+            ps.get(nxt, "acc") - ps.get(cur, "acc_gone"),
+            min(ps.n_of(cur, "graded_gone"), ps.n_of(nxt, "graded")),
+        ),
+        "counterfactual_pp_importance_kl": (ps.kl(cur, "counts_gone", nxt), ps.kl_n(cur, "counts_gone", nxt)),
+    }
+    rows = ps.rows
+    sets: Comparisons = {
+        "resampling_importance_accuracy": (rows(cur), rows(nxt)),
+        "resampling_importance_kl": (rows(cur), rows(nxt)),
+        "counterfactual_importance_accuracy": (rows(cur, "d"), rows(nxt)),
+        "counterfactual_importance_kl": (rows(cur, "d"), rows(nxt)),
+        "forced_importance_accuracy": (rows(fcur), rows(fnxt)),
+        "forced_importance_kl": (rows(fcur), rows(fnxt)),
+        "counterfactual_pp_importance_accuracy": (rows(cur, "gone"), rows(nxt)),
+        "counterfactual_pp_importance_kl": (rows(cur, "gone"), rows(nxt)),
+    }
+    return m, sets
+
+
+def _cotscope_metrics(ps: _Sets, m: Metrics, sets: Comparisons, opts: ImportanceOptions) -> str:
+    """This toolkit's definitions (one sign, NaN when undefined, the counterfactual floors); returns what the floors
+    decided for counterfactual importance (``counterfactual``, ``resampling`` or ``undefined``)."""
+    cur, nxt, fcur, fnxt = ps.cur, ps.nxt, ps.fcur, ps.fnxt
+    m["resampling_importance_accuracy"] = (
+        ps.get(nxt, "acc") - ps.get(cur, "acc"),
+        min(ps.n_of(cur, "graded"), ps.n_of(nxt, "graded")),
+    )
+    m["counterfactual_importance_accuracy"] = (
+        ps.get(nxt, "acc") - ps.get(cur, "acc_d"),
+        min(ps.n_of(cur, "graded_d"), ps.n_of(nxt, "graded")),
+    )
+    m["counterfactual_importance_kl"] = (ps.kl(cur, "counts_d", nxt), ps.kl_n(cur, "counts_d", nxt))
+    m["forced_importance_accuracy"] = (
+        ps.get(fnxt, "acc") - ps.get(fcur, "acc"),
+        min(ps.n_of(fcur, "graded"), ps.n_of(fnxt, "graded")),
+    )
+    dtf = ps.get(cur, "dtf")
+    m["different_trajectories_fraction"] = (dtf, ps.n_of(cur, "n_first"))
+    source = "counterfactual"
+    # the floors hold per bootstrap replicate too, so the interval is of the same statistic as the value
+    for prefix, n_key in (("counterfactual", "n_d"), ("counterfactual_pp", "n_gone")):
+        with np.errstate(invalid="ignore"):
+            ok = (ps.get(cur, n_key) >= opts.min_different) & (dtf > opts.min_dtf)
+        for what in ("accuracy", "kl"):
+            name = f"{prefix}_importance_{what}"
+            values, n = m[name]
+            if ok[0]:  # replicates below the floors are skipped, never mixed with another statistic
+                m[name] = (np.where(ok, values, np.nan), n)
+            elif opts.counterfactual_fallback == "resampling":
+                m[name] = m[f"resampling_importance_{what}"]
+                sets[name] = sets[f"resampling_importance_{what}"]
+            else:
+                m[name] = (np.full_like(values, np.nan), n)
+        if prefix == "counterfactual" and not ok[0]:
+            source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
+    return source
+
+
+def _reference_metrics(
+    ps: _Sets,
+    m: Metrics,
+    sets: Comparisons,
+    *,
+    i: int,
+    known: Any,
+    next_forced: int | None,
+    last: bool,
+) -> None:
+    """The reference code's definitions (``convention="thought_anchors"``; docs/anchors.md lists every rule):
+    accuracy 0.0 for a known chunk with nothing graded, resampling accuracy against exactly chunk i+1, the opposite
+    sign and another reference set for counterfactual importance, and 0.0 trajectory metrics for the last chunk.
+    ``known(kind, p)`` says whether the reference has chunk p."""
+    cur, nxt, nxt1, fcur, fnxt = ps.cur, ps.nxt, ps.nxt1, ps.fcur, ps.fnxt
+
+    def ref_acc(kind: int, p: int | None, s: dict[str, Any] | None) -> np.ndarray:
+        value = ps.get(s, "acc")
+        return np.nan_to_num(value, nan=0.0) if known(kind, p) else value
+
+    m["accuracy"] = (ref_acc(0, i, cur), ps.n_of(cur, "graded"))
+    m["resampling_importance_accuracy"] = (
+        ref_acc(0, i + 1, nxt1) - ref_acc(0, i, cur),
+        min(ps.n_of(cur, "graded"), ps.n_of(nxt1, "graded")),
+    )
+    sets["resampling_importance_accuracy"] = (ps.rows(cur), ps.rows(nxt1))
+    # 0.0 (via NaN) when D_i or the next chunk's answered rollouts are empty; otherwise ungraded -> 0.0
+    cf_acc = np.nan_to_num(ps.get(cur, "acc_d"), nan=0.0) - np.nan_to_num(ps.get(nxt, "acc"), nan=0.0)
+    if nxt is None or ps.n_of(cur, "n_d") == 0:
+        cf_acc = ps.nan
+    m["counterfactual_importance_accuracy"] = (cf_acc, min(ps.n_of(cur, "graded_d"), ps.n_of(nxt, "graded")))
+    same = cur["counts_same"] if cur is not None and "counts_same" in cur else None
+    m["counterfactual_importance_kl"] = (
+        ps.kl(cur, "counts_d", nxt, extra=same) if same is not None else ps.nan,
+        ps.kl_n(cur, "counts_d", nxt),
+    )
+    sets["counterfactual_importance_kl"] = (ps.rows(cur, "d"), _join(ps.rows(nxt), ps.rows(cur, "same")))
+    m["forced_importance_accuracy"] = (
+        ref_acc(1, next_forced, fnxt) - ref_acc(1, i, fcur),
+        min(ps.n_of(fcur, "graded"), ps.n_of(fnxt, "graded")),
+    )
+    dtf = _safe_div(ps.get(cur, "n_d"), ps.get(cur, "n"))
+    od = m["overdeterminedness"][0]
+    if last:  # the reference returns 0.0 for both when no later chunk exists
+        dtf, od = np.zeros_like(dtf), np.zeros_like(od)
+    m["different_trajectories_fraction"] = (dtf, ps.n_of(cur, "n"))
+    m["overdeterminedness"] = (od, ps.n_of(cur, "n_first"))
+
+
 # -- input checks --------------------------------------------------------------------------------------------------
 
 
@@ -329,14 +587,39 @@ def _check_rollouts(rollouts: pl.DataFrame, trace_id: str, n_sentences: int) -> 
     )
 
 
-def continuation_sentences(text: str | None) -> list[str]:
-    """The sentences of a continuation's reasoning: the text before ``</think>`` (all of it when there is none)."""
+def _check_split(trace: Any, texts: Sequence[str], min_chars: int) -> None:
+    """The sentences must be the trace's CoT split as the plan split it: else position i of the rollouts would be
+    scored against another sentence, and every label would be off."""
+    from cot import split_sentences
+
+    cot = getattr(trace, "cot", "")
+    if not isinstance(cot, str) or not cot:
+        return  # no CoT to compare with (sentences given on their own)
+    expected = [s.text for s in split_sentences(cot, min_chars=min_chars)]
+    if list(texts) == expected:
+        return
+    other = [
+        m
+        for m in (0, 10)
+        if m != min_chars and [s.text for s in split_sentences(cot, min_chars=m)] == list(texts)
+    ]
+    hint = f" (they match min_chars={other[0]})" if other else ""
+    raise ValueError(
+        f"the {len(texts)} sentences given are not the trace's CoT split with min_chars={min_chars} "
+        f"({len(expected)} sentences){hint}; pass the sentences the resampling plan used "
+        "(TracePrefixes.sentences) and ImportanceOptions(min_chars=...) equal to the plan's"
+    )
+
+
+def continuation_sentences(text: str | None, min_chars: int = 0) -> list[str]:
+    """The sentences of a continuation's reasoning: the text before ``</think>`` (all of it when there is none),
+    split with ``min_chars`` as the trace was (short sentences merged into the next one)."""
     if not text:
         return []
     from cot import split_sentences
 
     cut = text.find("</think>")
-    return [s.text for s in split_sentences(text if cut < 0 else text[:cut])]
+    return [s.text for s in split_sentences(text if cut < 0 else text[:cut], min_chars=min_chars)]
 
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -365,10 +648,11 @@ def _continuation_matches(
     emb: TextEmbeddings,
     threshold: float,
     target_texts: Sequence[str] | None = None,
+    min_chars: int = 0,
 ) -> np.ndarray:
     """``out[r, j]``: some sentence of continuation ``r`` has cosine >= threshold with target ``j`` (and, when
     ``target_texts`` is given, states the same numbers)."""
-    per_row = [emb.continuation_sentences(t) for t in texts]
+    per_row = [emb.continuation_sentences(t, min_chars) for t in texts]
     flat = [s for row in per_row for s in row]
     out = np.zeros((len(texts), targets.shape[0]), dtype=bool)
     if not flat or targets.shape[0] == 0:
@@ -411,15 +695,84 @@ def _first_sentence_similarity(
 # -- the table -----------------------------------------------------------------------------------------------------
 
 
-def _ci(values: np.ndarray, level: float) -> tuple[float, float]:
-    boot = values[1:]
-    if not np.isfinite(values[0]) or boot.size == 0 or not np.isfinite(boot).any():
+def _ci(values: np.ndarray, level: float, n_boot: int, segments: Sequence[int] = ()) -> tuple[float, float]:
+    """BCa interval (Efron & Tibshirani 1993, eq. 14.10-14.15) from ``values``: the estimate, ``n_boot`` bootstrap
+    replicates, then jackknife values in ``segments`` (one per set of rollouts the statistic reads, each leaving
+    one rollout of that set out). Replicates that are NaN (below a floor) are left out. The interval is widened to
+    the estimate where BCa's adjusted levels leave it outside (see ``ImportanceOptions.ci_level``)."""
+    from scipy.special import ndtr, ndtri
+
+    point = values[0]
+    boot = values[1 : 1 + n_boot]
+    boot = boot[np.isfinite(boot)]
+    if not np.isfinite(point) or boot.size == 0:
         return math.nan, math.nan
-    tail = (1.0 - level) / 2 * 100
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanpercentile(boot, [tail, 100 - tail])
-    return float(lo), float(hi)
+    # z0: the share of replicates below the estimate (ties count half, as scipy does), kept off 0 and 1
+    share = (np.sum(boot < point) + 0.5 * np.sum(boot == point)) / boot.size
+    share = min(max(share, 0.5 / boot.size), 1.0 - 0.5 / boot.size)
+    z0 = float(ndtri(share))
+    # acceleration from the multi-sample jackknife (scipy.stats.bootstrap's formula)
+    num = den = 0.0
+    start = 1 + n_boot
+    for n in segments:
+        jack = values[start : start + n]
+        start += n
+        jack = jack[np.isfinite(jack)]
+        if jack.size < 2:
+            continue
+        u = (jack.size - 1) * (jack.mean() - jack)
+        num += float(np.sum(u**3)) / jack.size**3
+        den += float(np.sum(u**2)) / jack.size**2
+    accel = num / (6.0 * den**1.5) if den > 0 else 0.0
+    z = float(ndtri((1.0 - level) / 2))
+    levels = []
+    for zz in (z, -z):
+        t = z0 + zz
+        levels.append(
+            float(ndtr(z0 + t / (1.0 - accel * t))) if 1.0 - accel * t > 0 else (0.0 if zz < 0 else 1.0)
+        )
+    lo, hi = np.quantile(boot, levels)
+    return float(min(lo, point)), float(max(hi, point))
+
+
+def _perm_p(
+    a: dict[str, np.ndarray] | None,
+    b: dict[str, np.ndarray] | None,
+    what: str,
+    observed: float,
+    n_perm: int,
+    rng: np.random.Generator,
+    alpha: float,
+    n_codes: int,
+) -> float:
+    """Permutation p-value of "sets a and b come from one distribution" (see :data:`SIGNIFICANCE_METRICS`).
+
+    ``a`` and ``b`` hold per-rollout arrays: ``code`` (answer code, -1 when left out of KL), ``graded`` and ``right``.
+    ``what`` is ``accuracy`` (|acc(b) - acc(a)|, graded rollouts relabelled) or ``kl`` (KL(a || b))."""
+    if a is None or b is None or n_perm == 0 or not math.isfinite(observed):
+        return math.nan
+    if what == "accuracy":
+        xa, xb = a["right"][a["graded"] > 0], b["right"][b["graded"] > 0]
+    else:
+        xa, xb = a["code"][a["code"] >= 0], b["code"][b["code"] >= 0]
+    na, nb = xa.size, xb.size
+    if na == 0 or nb == 0:
+        return math.nan
+    pool = np.concatenate([xa, xb])
+    order = np.argsort(rng.random((n_perm, na + nb)), axis=1)
+    in_a = np.zeros((n_perm, na + nb))
+    np.put_along_axis(in_a, order[:, :na], 1.0, axis=1)
+    if what == "accuracy":
+        right_a = in_a @ pool
+        null = np.abs((pool.sum() - right_a) / nb - right_a / na)
+        stat = abs(observed)
+    else:
+        onehot = np.zeros((na + nb, n_codes))
+        onehot[np.arange(na + nb), pool.astype(int)] = 1.0
+        counts_a = in_a @ onehot
+        null = kl_divergence(counts_a, onehot.sum(0)[None, :] - counts_a, alpha)
+        stat = observed
+    return float((1 + np.sum(null >= stat - 1e-12)) / (1 + n_perm))
 
 
 def importance_table(
@@ -444,6 +797,7 @@ def importance_table(
     opts = options or ImportanceOptions()
     texts = [getattr(s, "text", s) for s in sentences]
     k = len(texts)
+    _check_split(trace, texts, opts.min_chars)
     rows = _check_rollouts(rollouts, trace.id, k)
     if roles is None:
         from cot import label_sentences
@@ -454,6 +808,18 @@ def importance_table(
     emb = as_text_embeddings(embed)
     resample = rows.filter(pl.col("kind") == "resample")
     forced = rows.filter(pl.col("kind") == "forced_answer")
+    if opts.min_chars:
+        # the regenerated first sentence, split the way the trace was (short sentences merged into the next)
+        firsts = [
+            (emb.continuation_sentences(t, opts.min_chars) or [None])[0] if t is not None else f
+            for t, f in zip(resample["text"].to_list(), resample["first_sentence"].to_list(), strict=True)
+        ]
+        resample = resample.with_columns(pl.Series("first_sentence", firsts, dtype=pl.String))
+    # rollouts cut at max_new_tokens before an answer: in the no-answer bucket, and counted apart
+    truncated_at: dict[int, int] = {}
+    if "finish_reason" in resample.columns:
+        cut = resample.filter((pl.col("finish_reason") == "length") & pl.col("answer_norm").is_null())
+        truncated_at = dict(cut.group_by("position").len().iter_rows())
     # The reference's chunk set: positions 0..K-1 that have rollouts, answered or not (a position whose rollouts
     # all lack an answer is still the "next" one, with accuracy 0.0); forced probes exist for every such chunk once
     # any exist (a missing one counts as accuracy 0.0 and an empty answer distribution).
@@ -482,6 +848,7 @@ def importance_table(
             emb,
             opts.similarity_threshold,
             target_texts=texts if opts.numbers_differ and not opts.compat else None,
+            min_chars=opts.min_chars,
         )
         pos = resample["position"].to_numpy()
         inside = np.flatnonzero(pos < k)
@@ -490,26 +857,28 @@ def importance_table(
     resample = resample.with_row_index("_row")
     by_pos = {p[0]: f for p, f in resample.partition_by("position", as_dict=True).items()}
     forced_by_pos = {p[0]: f for p, f in forced.partition_by("position", as_dict=True).items()}
-    cache: dict[tuple[int, int], dict[str, np.ndarray] | None] = {}
+    n_boot = opts.n_bootstrap
+    base_cache: dict[tuple[int, int], dict[str, Any] | None] = {}
+    no_answer_code = codes[NO_ANSWER] if opts.no_answer == "bucket" and not opts.compat else -1
 
-    def stats(kind: int, p: int | None) -> dict[str, np.ndarray] | None:
+    def base(kind: int, p: int | None) -> dict[str, Any] | None:
+        """Statistics of one set for: the data, each bootstrap replicate, then each jackknife leave-one-out."""
         if p is None:
             return None
-        if (kind, p) not in cache:
+        if (kind, p) not in base_cache:
             frame = (by_pos if kind == 0 else forced_by_pos).get(p)
             if frame is None:
-                cache[(kind, p)] = None
+                base_cache[(kind, p)] = None
             else:
-                w = _weights(frame.height, opts.n_bootstrap, opts.seed, kind, p)
+                w = _replicate_weights(frame.height, n_boot, opts.seed, kind, p)
                 idx = frame["_row"].to_numpy() if kind == 0 else None
-                cache[(kind, p)] = _position_stats(
-                    frame,
-                    codes,
-                    w,
-                    differs[idx] if idx is not None and p < k else None,
-                    reappears[idx] if idx is not None and reappears is not None and p < k else None,
-                )
-        return cache[(kind, p)]
+                d = differs[idx] if idx is not None and p < k else None
+                back = reappears[idx] if idx is not None and reappears is not None and p < k else None
+                out: dict[str, Any] = _position_stats(frame, codes, w, d, back)
+                out["_rows"] = _row_sets(frame, codes, no_answer_code, d, back)
+                out["_jack"] = w.shape[0] - 1 - n_boot if n_boot else 0
+                base_cache[(kind, p)] = out
+        return base_cache[(kind, p)]
 
     def next_pos(kind: int, i: int) -> int | None:
         if not opts.compat:
@@ -519,113 +888,61 @@ def importance_table(
         later = [p for p in present if p > i]
         return min(later) if later else None
 
-    nan = np.full(opts.n_bootstrap + 1, np.nan)
-
-    def get(s: dict[str, np.ndarray] | None, key: str) -> np.ndarray:
-        """A statistic for every replicate; NaN when the set is missing."""
-        return s[key] if s is not None and key in s else nan
-
-    def ref_acc(kind: int, p: int | None) -> np.ndarray:
-        """Accuracy as the reference keeps it: 0.0 for a chunk it knows (see ``present``) with no graded rollout."""
-        value = get(stats(kind, p), "acc")
-        known = p is not None and p < k and (p in present if kind == 0 else any_forced)
-        return np.nan_to_num(value, nan=0.0) if known else value
-
-    def n_of(s: dict[str, np.ndarray] | None, key: str) -> float:
-        """A count on the data itself (replicate 0)."""
-        return float(s[key][0]) if s is not None and key in s else 0.0
-
-    def kl(p_stats, p_key, q_stats, extra=None) -> np.ndarray:
-        """KL(P || Q) per replicate, P = answer counts ``p_key`` of ``p_stats``, Q = all answers of ``q_stats``."""
-        if p_stats is None or q_stats is None or p_key not in p_stats:
-            return nan
-        q = q_stats["counts"] if extra is None else q_stats["counts"] + extra
-        return kl_divergence(p_stats[p_key][:, keep], q[:, keep], opts.alpha)
-
-    def kl_n(p_stats, p_key, q_stats) -> float:
-        if p_stats is None or q_stats is None or p_key not in p_stats:
-            return 0.0
-        return float(min(p_stats[p_key][0, keep].sum(), q_stats["counts"][0, keep].sum()))
-
     records: list[dict[str, Any]] = []
     for i in range(k):
-        for key in [key for key in cache if key[1] < i]:  # earlier positions are not needed again
-            del cache[key]
-        cur, nxt = stats(0, i), stats(0, next_pos(0, i))
-        nxt1 = stats(0, i + 1)
-        fcur, fnxt = stats(1, i), stats(1, next_pos(1, i))
-        m: dict[str, tuple[np.ndarray, float]] = {}
+        for key in [key for key in base_cache if key[1] < i]:  # earlier positions are not needed again
+            del base_cache[key]
+        # Every statistic of position i reads up to five sets. Their arrays share one layout: the data, the
+        # bootstrap replicates (drawn independently per set), then one jackknife segment per set, in which only
+        # that set leaves a rollout out and the others stay whole. Any formula of the sets, applied elementwise,
+        # then gives its own multi-sample jackknife for the BCa acceleration.
+        keys = list(dict.fromkeys([(0, i), (0, next_pos(0, i)), (0, i + 1), (1, i), (1, next_pos(1, i))]))
+        bases = {key: base(*key) for key in keys if key[1] is not None}
+        present_keys = [key for key, b in bases.items() if b is not None]
+        segments = [bases[key]["_jack"] for key in present_keys]
+        length = 1 + n_boot + sum(segments)
 
-        m["accuracy"] = (get(cur, "acc"), n_of(cur, "graded"))
+        def view(key: tuple[int, int | None], bases=bases, present_keys=present_keys, segments=segments):
+            b = bases.get(key) if key[1] is not None else None
+            if b is None:
+                return None
+            out = {}
+            for name, arr in b.items():
+                if name.startswith("_"):
+                    out[name] = arr
+                    continue
+                parts = [arr[: 1 + n_boot]]
+                for other, n in zip(present_keys, segments, strict=True):
+                    if n:
+                        parts.append(arr[1 + n_boot :] if other == key else np.repeat(arr[:1], n, axis=0))
+                out[name] = np.concatenate(parts)
+            return out
+
+        ps = _Sets(
+            cur=view((0, i)),
+            nxt=view((0, next_pos(0, i))),
+            nxt1=view((0, i + 1)),
+            fcur=view((1, i)),
+            fnxt=view((1, next_pos(1, i))),
+            nan=np.full(length, np.nan),
+            keep=keep,
+            alpha=opts.alpha,
+        )
+        m, sets = _shared_metrics(ps)
         if opts.compat:
-            m["accuracy"] = (ref_acc(0, i), n_of(cur, "graded"))
-            m["resampling_importance_accuracy"] = (
-                ref_acc(0, i + 1) - ref_acc(0, i),
-                min(n_of(cur, "graded"), n_of(nxt1, "graded")),
+
+            def known(kind: int, p: int | None) -> bool:
+                """A chunk the reference has (see ``present``): one without graded rollouts has accuracy 0.0."""
+                return p is not None and p < k and (p in present if kind == 0 else any_forced)
+
+            _reference_metrics(
+                ps, m, sets, i=i, known=known, next_forced=next_pos(1, i), last=next_pos(0, i) is None
             )
-            same = cur["counts_same"] if cur is not None and "counts_same" in cur else None
-            # 0.0 (via NaN) when D_i or the next chunk's answered rollouts are empty; otherwise ungraded -> 0.0
-            cf_acc = np.nan_to_num(get(cur, "acc_d"), nan=0.0) - np.nan_to_num(get(nxt, "acc"), nan=0.0)
-            if nxt is None or n_of(cur, "n_d") == 0:
-                cf_acc = nan
-            m["counterfactual_importance_accuracy"] = (
-                cf_acc,
-                min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
-            )
-            m["counterfactual_importance_kl"] = (
-                kl(cur, "counts_d", nxt, extra=same) if same is not None else nan,
-                kl_n(cur, "counts_d", nxt),
-            )
-            dtf = _safe_div(get(cur, "n_d"), get(cur, "n"))
-            if next_pos(0, i) is None:  # the reference returns 0.0 for both when no later chunk exists
-                dtf = np.zeros_like(dtf)
+            source = "counterfactual"
         else:
-            m["resampling_importance_accuracy"] = (
-                get(nxt, "acc") - get(cur, "acc"),
-                min(n_of(cur, "graded"), n_of(nxt, "graded")),
-            )
-            m["counterfactual_importance_accuracy"] = (
-                get(nxt, "acc") - get(cur, "acc_d"),
-                min(n_of(cur, "graded_d"), n_of(nxt, "graded")),
-            )
-            m["counterfactual_importance_kl"] = (kl(cur, "counts_d", nxt), kl_n(cur, "counts_d", nxt))
-            dtf = get(cur, "dtf")
-        m["resampling_importance_kl"] = (kl(cur, "counts", nxt), kl_n(cur, "counts", nxt))
-        m["forced_importance_accuracy"] = (
-            (ref_acc(1, next_pos(1, i)) - ref_acc(1, i))
-            if opts.compat
-            else get(fnxt, "acc") - get(fcur, "acc"),
-            min(n_of(fcur, "graded"), n_of(fnxt, "graded")),
-        )
-        m["forced_importance_kl"] = (kl(fcur, "counts", fnxt), kl_n(fcur, "counts", fnxt))
-        m["different_trajectories_fraction"] = (dtf, n_of(cur, "n" if opts.compat else "n_first"))
-        od = get(cur, "od")
-        if opts.compat and next_pos(0, i) is None:
-            od = np.zeros_like(od)
-        m["overdeterminedness"] = (od, n_of(cur, "n_first"))
-        m["resilience"] = (get(cur, "resilience"), n_of(cur, "n_d"))
-        m["counterfactual_pp_importance_accuracy"] = (
-            get(nxt, "acc") - get(cur, "acc_gone"),
-            min(n_of(cur, "graded_gone"), n_of(nxt, "graded")),
-        )
-        m["counterfactual_pp_importance_kl"] = (kl(cur, "counts_gone", nxt), kl_n(cur, "counts_gone", nxt))
-        source = "counterfactual"
-        if not opts.compat:
-            # the floors hold per bootstrap replicate too, so the interval is of the same statistic as the value
-            for prefix, n_key in (("counterfactual", "n_d"), ("counterfactual_pp", "n_gone")):
-                with np.errstate(invalid="ignore"):
-                    ok = (get(cur, n_key) >= opts.min_different) & (dtf > opts.min_dtf)
-                for what in ("accuracy", "kl"):
-                    name = f"{prefix}_importance_{what}"
-                    values, n = m[name]
-                    if ok[0]:  # replicates below the floors are skipped, never mixed with another statistic
-                        m[name] = (np.where(ok, values, np.nan), n)
-                    elif opts.counterfactual_fallback == "resampling":
-                        m[name] = m[f"resampling_importance_{what}"]
-                    else:
-                        m[name] = (np.full_like(values, np.nan), n)
-                if prefix == "counterfactual" and not ok[0]:
-                    source = "resampling" if opts.counterfactual_fallback == "resampling" else "undefined"
+            source = _cotscope_metrics(ps, m, sets, opts)
+        cur, fcur = ps.cur, ps.fcur
+        n_of = ps.n_of
 
         sentence = sentences[i]
         rec: dict[str, Any] = {
@@ -643,17 +960,32 @@ def importance_table(
             "counterfactual_source": source,
         }
         rec["n_no_answer"] = rec["n_rollouts"] - rec["n_answered"]
+        rec["n_truncated"] = truncated_at.get(i, 0)
         for name in METRICS:
             values, n = m[name]
             point = float(values[0])
             # resampling with replacement duplicates first sentences, so a bootstrap of a distinct count is biased
             # (all-distinct data gives replicates near 0.37): no interval for overdeterminedness
-            lo, hi = (math.nan, math.nan) if name == "overdeterminedness" else _ci(values, opts.ci_level)
+            lo, hi = (
+                (math.nan, math.nan)
+                if name == "overdeterminedness"
+                else _ci(values, opts.ci_level, n_boot, segments)
+            )
             if opts.compat and not math.isfinite(point) and name not in _NO_REFERENCE:
                 point = 0.0
             if opts.compat and name.endswith("_kl") and name not in _NO_REFERENCE:
                 point = max(point, 0.0)
             rec[name], rec[f"{name}_lo"], rec[f"{name}_hi"], rec[f"{name}_n"] = point, lo, hi, int(n)
+            if name in SIGNIFICANCE_METRICS:
+                a, b = sets[name]
+                what = "accuracy" if name.endswith("_accuracy") else "kl"
+                observed = float(values[0])  # as computed: the reference's 0.0 for undefined is not tested
+                rng = np.random.default_rng([opts.seed, 7, i, SIGNIFICANCE_METRICS.index(name)])
+                pval = _perm_p(a, b, what, observed, opts.n_permutations, rng, opts.alpha, len(codes))
+                rec[f"{name}_p"] = pval
+                rec[f"{name}_significant"] = (
+                    None if math.isnan(pval) else bool(pval < opts.significance_level)
+                )
         records.append(rec)
 
     table = (
@@ -685,11 +1017,14 @@ def _schema() -> dict[str, pl.DataType]:
         "n_different": pl.Int64,
         "counterfactual_source": pl.String,
         "n_no_answer": pl.Int64,
+        "n_truncated": pl.Int64,
     }
     for name in METRICS:
         schema.update(
             {name: pl.Float64, f"{name}_lo": pl.Float64, f"{name}_hi": pl.Float64, f"{name}_n": pl.Int64}
         )
+        if name in SIGNIFICANCE_METRICS:
+            schema.update({f"{name}_p": pl.Float64, f"{name}_significant": pl.Boolean})
     return schema
 
 
@@ -750,6 +1085,7 @@ def sentence_matrix(
         emb,
         opts.similarity_threshold,
         target_texts=texts if opts.numbers_differ and not opts.compat else None,
+        min_chars=opts.min_chars,
     )
     pos = rows["position"].to_numpy()
     rate = np.full((k + 1, k), np.nan)

@@ -36,7 +36,6 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     Recomputed: different-trajectories fraction and overdeterminedness (from chunks_resampled.json), outgoing and
     incoming importance (from step_importance.json). Published values are kept as published_* columns.
     """
-    from anchors._report import _atomic_write_bytes
     from anchors._ta_format import compare_published, import_thought_anchors
 
     if not problem_dir.is_dir():
@@ -59,8 +58,8 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             "compare it with a published problem folder",
             param_hint="PROBLEM_DIR",
         ) from exc
-    path = _atomic_write_bytes(out_dir / "importance.parquet", table.write_parquet)
-    click.echo(f"{table.height} sentences -> {path}")
+    paths = write_imported(table, problem_dir, out_dir, threshold=threshold)
+    click.echo(f"{table.height} sentences -> {paths['importance.parquet']} (report: {paths['report.html']})")
     comparison = compare_published(table)
     if not comparison:
         click.echo(
@@ -73,6 +72,28 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             f"(max {c['max_abs_diff']:.3f}; {c['share_over_0.05']:.1%} differ by more than 0.05; "
             f"{c['mean_abs_diff_without_last']:.4f} without the last chunk)"
         )
+
+
+def write_imported(table, problem_dir: Path, out_dir: Path, *, threshold: float) -> dict[str, Path]:
+    """The outputs ``cotscope importance`` writes (table, report, figures, graph, export) for an imported folder."""
+    from anchors._report import write_outputs
+    from cot import load_trace
+
+    trace = load_trace(problem_dir) if (problem_dir / "base_solution.json").is_file() else None
+    metric = next(
+        (
+            m
+            for m in ("published_counterfactual_importance_kl", "different_trajectories_fraction")
+            if m in table.columns and table[m].drop_nulls().len()
+        ),
+        "different_trajectories_fraction",
+    )
+    notes = {
+        "imported from": str(problem_dir),
+        "format": "thought-anchors",
+        "similarity threshold": threshold,
+    }
+    return write_outputs(table, None, trace, out_dir, metric=metric, notes=notes)
 
 
 # -- `cotscope importance` and `cotscope validate` -----------------------------------------------------------------

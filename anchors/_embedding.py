@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -19,23 +25,39 @@ class TextEmbeddings:
     sentence matrix and resilience, which all compare the same sentences.
     """
 
-    def __init__(self, embed: EmbedFn | None = None, *, batch_size: int = 4096) -> None:
+    def __init__(
+        self,
+        embed: EmbedFn | None = None,
+        *,
+        batch_size: int = 4096,
+        cache: str | os.PathLike | None = None,
+        progress: bool = False,
+    ) -> None:
+        """``cache``: a file (``.npz``) that keeps the embedded texts across runs: read here, written by
+        :meth:`save`; only meaningful for one embedding model. ``progress``: a progress bar (stderr) while more
+        than a batch of new texts is embedded."""
         self._embed = embed
         self._batch_size = batch_size
         self._index: dict[str, int] = {}
         self._blocks: list[np.ndarray] = []
         self._matrix: np.ndarray | None = None
-        self._split: dict[str, list[str]] = {}
+        self._split: dict[tuple[str, int], list[str]] = {}
+        self._progress = progress
+        self._cache = None if cache is None else Path(cache)
+        self._saved = 0
+        if self._cache is not None and self._cache.is_file():
+            self._load(self._cache)
 
-    def continuation_sentences(self, text: str | None) -> list[str]:
-        """``anchors.continuation_sentences(text)``, remembered: the matrix and the table split each text once."""
+    def continuation_sentences(self, text: str | None, min_chars: int = 0) -> list[str]:
+        """``anchors.continuation_sentences(text, min_chars)``, remembered: the matrix and the table split each text
+        once."""
         if not text:
             return []
-        found = self._split.get(text)
+        found = self._split.get((text, min_chars))
         if found is None:
             from anchors._blackbox import continuation_sentences
 
-            found = self._split[text] = continuation_sentences(text)
+            found = self._split[(text, min_chars)] = continuation_sentences(text, min_chars)
         return found
 
     def _fn(self) -> EmbedFn:
@@ -51,18 +73,60 @@ class TextEmbeddings:
     def ids(self, texts: Sequence[str]) -> np.ndarray:
         """Row ids of ``texts`` in :attr:`matrix`, embedding the texts not seen before."""
         new = list(dict.fromkeys(t for t in texts if t not in self._index))
-        for start in range(0, len(new), self._batch_size):
-            batch = new[start : start + self._batch_size]
-            vectors = np.asarray(self._fn()(batch), dtype=np.float32)
-            if vectors.shape[0] != len(batch):
-                raise ValueError(
-                    f"the embedding function returned {vectors.shape[0]} rows for {len(batch)} texts"
-                )
-            for t in batch:
-                self._index[t] = len(self._index)
-            self._blocks.append(vectors)
-            self._matrix = None
+        step = min(self._batch_size, 512) if self._progress else self._batch_size
+        with _progress_bar(len(new) if self._progress and len(new) > step else 0) as advance:
+            for start in range(0, len(new), step):
+                batch = new[start : start + step]
+                vectors = np.asarray(self._fn()(batch), dtype=np.float32)
+                if vectors.shape[0] != len(batch):
+                    raise ValueError(
+                        f"the embedding function returned {vectors.shape[0]} rows for {len(batch)} texts"
+                    )
+                for t in batch:
+                    self._index[t] = len(self._index)
+                self._blocks.append(vectors)
+                self._matrix = None
+                advance(len(batch))
         return np.fromiter((self._index[t] for t in texts), dtype=np.int64, count=len(texts))
+
+    # -- the cache file -----------------------------------------------------------------------------------------
+
+    def _load(self, path: Path) -> None:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                texts = json.loads(bytes(data["texts"]).decode("utf-8"))
+                vectors = np.asarray(data["vectors"], dtype=np.float32)
+        except (OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+            warnings.warn(
+                f"ignoring the unreadable embedding cache {path} ({exc}); it is rebuilt", stacklevel=2
+            )
+            return
+        if not isinstance(texts, list) or len(texts) != vectors.shape[0]:
+            warnings.warn(
+                f"ignoring the embedding cache {path}: texts and vectors differ in number", stacklevel=2
+            )
+            return
+        self._index = {t: i for i, t in enumerate(texts)}
+        self._blocks = [vectors] if len(texts) else []
+        self._saved = len(texts)
+
+    def save(self) -> Path | None:
+        """Write every embedded text to the cache file (atomically), when one was given and anything is new."""
+        if self._cache is None or len(self._index) == self._saved or not self._index:
+            return None
+        texts = list(self._index)  # insertion order is row order
+        payload = np.frombuffer(json.dumps(texts, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+        self._cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self._cache.name}.", suffix=".tmp", dir=self._cache.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, texts=payload, vectors=self.matrix)
+            os.replace(tmp, self._cache)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._saved = len(texts)
+        return self._cache
 
     @property
     def matrix(self) -> np.ndarray:
@@ -77,6 +141,27 @@ class TextEmbeddings:
         if len(ids) == 0:
             return np.zeros((0, self.matrix.shape[1]), np.float32)
         return self.matrix[ids]
+
+
+@contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr for ``total`` texts (nothing when ``total`` is 0)."""
+    if not total:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("embedding sentences"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("embed", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def as_text_embeddings(embed: TextEmbeddings | EmbedFn | None) -> TextEmbeddings:

@@ -7,7 +7,27 @@ from pathlib import Path
 
 import click
 
-from resampling._cli import backend_options, make_backend_from_options
+from resampling import backend_options, make_backend_from_options, run_health, warn_batch_invariance
+
+SEED = click.IntRange(min=0, max=2**63 - 1)
+
+
+def _check_out(out: Path, trace, force: bool) -> None:
+    """Refuse to replace another trace's results in ``out`` (the same trace resumes; ``--force`` replaces)."""
+    from cot import TraceError, load_trace
+
+    previous = out / "trace.json"
+    if force or not previous.is_file():
+        return
+    try:
+        old = load_trace(previous)
+    except TraceError:
+        return  # not a trace we wrote: replaced like any stale file
+    if old.id != trace.id:
+        raise click.UsageError(
+            f"{out} holds the results of another trace ({old.id}, this one is {trace.id}); choose another --out, "
+            "or pass --force to replace them"
+        )
 
 
 def counterfactual_options(f):
@@ -56,10 +76,52 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     show_default=True,
     help="Rollouts per sentence position (and per forced-answer probe).",
 )
-@click.option("--seed", type=int, default=None, help="Seed of the on-policy trace and of the rollouts.")
+@click.option("--seed", type=SEED, default=None, help="Seed of the on-policy trace and of the rollouts.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Sampling temperature [default: 0.6, Thought Anchors', for every command].",
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Nucleus mass [default: 0.95 for a real model; 1.0 for organism:*, whose planted errors a nucleus cuts].",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token budget of each rollout [default: 8192 for a real model; the task's for organism:*]. A rollout "
+    "that hits it before answering has no answer (counted in n_truncated).",
+)
+@click.option(
+    "--forced-max-new-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Token budget of each forced-answer probe after \\boxed{ [default: 64; 16 for organism:*].",
+)
+@click.option(
+    "--gt-answer",
+    default=None,
+    help="The true answer to grade rollouts against [default: the trace's gt_answer, else its own final answer].",
+)
+@click.option(
+    "--receiver-heads",
+    "receiver_heads_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Receiver heads chosen on other traces (cotscope receiver-heads); default: chosen on this trace "
+    "(circular).",
+)
+@click.option(
+    "--embedding-device",
+    default="cpu",
+    show_default=True,
+    help="Device of the sentence-embedding model (cpu, cuda, cuda:1, mps).",
+)
 @click.option(
     "--convention",
     type=click.Choice(["cotscope", "thought_anchors"]),
@@ -76,6 +138,9 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     default=None,
     help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
 )
+@click.option(
+    "--force", is_flag=True, help="Replace the results of another trace already in OUT (refused without it)."
+)
 @click.option("--quiet", "-q", is_flag=True)
 def importance(
     model_id,
@@ -89,13 +154,19 @@ def importance(
     seed,
     out,
     temperature,
+    top_p,
     max_new_tokens,
+    forced_max_new_tokens,
+    gt_answer,
+    receiver_heads_file,
+    embedding_device,
     convention,
     min_different,
     min_dtf,
     counterfactual_fallback,
     no_whitebox,
     cache_dir,
+    force,
     quiet,
 ) -> None:
     """Which sentences of a trace matter: resample, score every sentence, write a report.
@@ -103,19 +174,62 @@ def importance(
     Writes OUT/importance.parquet, OUT/report.html, PNG figures, OUT/graph.graphml, OUT/thought_anchors/ and the
     rollouts.
     """
+    from functools import partial
+
     from anchors._blackbox import ImportanceOptions
-    from anchors._pipeline import DEFAULT_TRACE_SEED, compute_importance, onpolicy_trace, write_importance
+    from anchors._pipeline import (
+        DEFAULT_TRACE_SEED,
+        compute_importance,
+        onpolicy_trace,
+        read_receiver_heads,
+        sampling_defaults,
+        write_importance,
+    )
     from anchors._report import terminal_summary
-    from cot import load_trace
+    from cot import embed_sentences, load_trace
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
+    heads = None
+    if receiver_heads_file is not None:
+        try:
+            heads = read_receiver_heads(receiver_heads_file)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
+    # a bad trace file, or an OUT that holds another trace's results, fails before the model loads
+    trace = load_trace(trace_file) if trace_file is not None else None
+    if trace is not None:
+        _check_out(out, trace, force)
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
-    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
-    if trace_file is not None:
-        trace = load_trace(trace_file)
-    else:
-        trace, _ = onpolicy_trace(be, model_id, seed, temperature=temperature, max_new_tokens=max_new_tokens)
+    warn_batch_invariance(be)
+    defaults, defaults_for = sampling_defaults(model_id)
+    given = {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "forced_max_new_tokens": forced_max_new_tokens,
+    }
+    sampling = {key: defaults[key] if value is None else value for key, value in given.items()}
+    params = SamplingParams(
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        max_new_tokens=sampling["max_new_tokens"],
+    )
+    forced_params = SamplingParams(
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        max_new_tokens=sampling["forced_max_new_tokens"],
+    )
+    if trace is None:
+        trace, _ = onpolicy_trace(
+            be,
+            model_id,
+            seed,
+            temperature=sampling["temperature"],
+            max_new_tokens=sampling["max_new_tokens"],
+            top_p=sampling["top_p"],
+        )
+        _check_out(out, trace, force)
     options = (
         ImportanceOptions.thought_anchors()
         if convention == "thought_anchors"
@@ -127,10 +241,24 @@ def importance(
         samples=samples,
         seed=seed,
         params=params,
+        forced_params=forced_params,
+        gt_answer=gt_answer,
+        receiver_heads=heads,
         cache_dir=cache_dir or out / ".cache",
         options=options,
         whitebox=not no_whitebox and backend == "hf",
         quiet=quiet,
+        embed=partial(embed_sentences, device=embedding_device),
+        out=out,
+        header={
+            "command": "importance",
+            "trace": trace.to_dict(),
+            "seed": seed,
+            "samples": samples,
+            "sampling": sampling,
+            "sampling_defaults_for": defaults_for,
+            "convention": convention,
+        },
     )
     notes = {
         "model": model_id,
@@ -138,7 +266,20 @@ def importance(
         "samples": samples,
         "seed": seed,
         "convention": convention,
+        "sampling": sampling,
+        "sampling_defaults_for": defaults_for
+        + ("" if all(v is None for v in given.values()) else " (some set by flags)"),
+        "graded_against": run.stats.get("graded_against"),
+        "receiver_heads": run.stats.get("receiver_heads_source", "not computed"),
+        "embedding_device": embedding_device,
     }
+    if not quiet:
+        click.echo(f"accuracy graded against {run.stats.get('graded_against')}", err=True)
+    warnings = run_health(run.rollouts).warnings()
+    for line in warnings:
+        click.echo(f"cotscope: warning: {line}", err=True)
+    if warnings:
+        notes["warnings"] = " | ".join(warnings)
     paths = write_importance(run, out, notes, source=trace_file)
     if not quiet:
         terminal_summary(run.table, top=8)
@@ -159,7 +300,7 @@ def validate() -> None:
     "--samples", "-n", type=click.IntRange(min=2), default=None, help="Rollouts per position (default 20)."
 )
 @click.option(
-    "--seed", type=int, default=1000, show_default=True, help="First problem seed (problems are fresh)."
+    "--seed", type=SEED, default=1000, show_default=True, help="First problem seed (problems are fresh)."
 )
 @click.option(
     "--temperature",
@@ -191,7 +332,7 @@ def validate_anchors_command(
     cache_dir,
 ) -> None:
     """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
-    from anchors._validate import TEMPERATURE, validate_anchors
+    from anchors._validate import TEMPERATURE, validate_anchors  # TEMPERATURE is DEFAULT_TEMPERATURE
 
     temperature = TEMPERATURE if temperature is None else temperature
     n_traces = n_traces or (10 if quick else 50)
@@ -226,3 +367,62 @@ def validate_anchors_command(
     click.echo(
         f"defined: sentences with a value, mean per trace (of {result.settings['sentences_per_trace']:.1f})"
     )
+    click.echo(
+        "\nnoise floor (permutation test, p < 0.05): share of sentences flagged significant"
+        f"\n{'method':<38}{'planted':>9}{'n':>6}{'error':>9}{'n':>6}{'filler':>9}{'n':>6}"
+    )
+    for name, sig in result.significance.items():
+        click.echo(
+            f"{name:<38}{sig['planted_flagged']:>9.2f}{sig['planted_n']:>6}"
+            f"{sig['error_flagged']:>9.2f}{sig['error_n']:>6}"
+            f"{sig['filler_flagged']:>9.2f}{sig['filler_n']:>6}"
+        )
+    click.echo(
+        "planted: the load-bearing sentences (target >= 0.9); error: the wrong computations alone; "
+        "filler: role unknown (target <= 0.1)"
+    )
+
+
+@click.command("receiver-heads")
+@backend_options
+@click.option(
+    "--trace",
+    "trace_files",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    required=True,
+    help="A trace to choose heads on (repeat: many traces; not the ones you will score).",
+)
+@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON file to write."
+)
+def receiver_heads_command(
+    model_id, backend, base_url, batch_size, device, backend_option, trace_files, top_k, out
+) -> None:
+    """Choose receiver heads over many traces, for `cotscope importance --receiver-heads FILE`.
+
+    Heads chosen on the trace they score are circular; choose them on other traces of the same model.
+    """
+    from anchors._pipeline import pick_receiver_heads
+    from cot import atomic_write_text, load_trace
+
+    if backend != "hf":
+        raise click.BadParameter(
+            "receiver heads need the model's attention; use --backend hf", param_hint="--backend"
+        )
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    traces = [load_trace(f) for f in trace_files]
+    chosen = pick_receiver_heads(be.model, be.tokenizer, traces, top_k=top_k)
+    chosen["model"] = model_id
+    atomic_write_text(out, json.dumps(chosen, indent=2) + "\n")
+    click.echo(f"wrote {len(chosen['heads'])} receiver heads chosen on {len(traces)} traces to {out}")
+
+
+from metrics._cli import validate_faithfulness_command  # noqa: E402
+
+validate.add_command(validate_faithfulness_command, "faithfulness")
+
+from metrics._classify_cli import validate_classifiers_command  # noqa: E402
+
+validate.add_command(validate_classifiers_command, "classifiers")

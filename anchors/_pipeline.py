@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,61 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["ImportanceRun", "compute_importance", "onpolicy_trace", "whitebox_columns"]
+__all__ = [
+    "DEFAULT_TEMPERATURE",
+    "ImportanceRun",
+    "compute_importance",
+    "onpolicy_trace",
+    "pick_receiver_heads",
+    "read_receiver_heads",
+    "sampling_defaults",
+    "whitebox_columns",
+]
 
-DEFAULT_TRACE_SEED = 34
+DEFAULT_TEMPERATURE = 0.6
+"""The one default sampling temperature of every command (``importance``, ``resample``, ``validate anchors``):
+Thought Anchors' (Bogdan et al. 2025), at which R1-distill models are meant to be sampled. ``--temperature``
+changes it."""
+
+REAL_MODEL_SAMPLING: dict[str, Any] = {
+    "temperature": DEFAULT_TEMPERATURE,
+    "top_p": 0.95,
+    "max_new_tokens": 8192,
+    "forced_max_new_tokens": 64,
+}
+"""Defaults of ``cotscope importance`` for a real reasoning model: Thought Anchors' temperature and nucleus; rollouts
+of up to 8192 new tokens (an R1-distill CoT is about 2,800 tokens; the reference allows 16,384); forced-answer
+probes of up to 64 tokens after ``\\boxed{``. A rollout that hits its budget before answering is counted in
+``n_truncated`` and has no answer."""
+
+
+def sampling_defaults(model_id: str) -> tuple[dict[str, Any], str]:
+    """The sampling defaults for ``model_id`` and where they come from.
+
+    A real model gets :data:`REAL_MODEL_SAMPLING`. An organism (``organism:NAME``) gets its own settings: its task's
+    ``max_new_tokens``, forced probes of 16 tokens, and top_p 1.0, since a 0.95 nucleus cuts the ``arith``
+    organism's planted wrong digits to 0.2% of computations (``anchors._validate.TEMPERATURE``)."""
+    if model_id.startswith("organism:"):
+        import organisms
+
+        task = organisms.get_task(model_id.split(":", 1)[1])
+        return (
+            {
+                "temperature": DEFAULT_TEMPERATURE,
+                "top_p": 1.0,
+                "max_new_tokens": int(getattr(task, "max_new_tokens", 256)),
+                "forced_max_new_tokens": 16,
+            },
+            f"organism {task.name}",
+        )
+    return dict(REAL_MODEL_SAMPLING), "real reasoning model"
+
+
+DEFAULT_TRACE_SEED = 366
 """Problem (and sampling) seed of the on-policy trace ``cotscope importance`` draws when no ``--trace`` is given: on
-the shipped ``arith`` organism it holds one wrong computation that the model corrects in the next sentence ("Wait,
-5 plus 4 is not ..., it is 9."); a test checks that it still holds exactly one planted error."""
+the shipped ``arith`` organism, sampled at the default temperature 0.6 (top_p 1.0), it holds one wrong computation
+that the model corrects in the next sentence; a test checks that it still holds exactly one planted error. (At
+temperature 0.6 corrected errors are rare: 366 is the first seed from 114 on with one.)"""
 
 
 @dataclass
@@ -33,7 +83,13 @@ class ImportanceRun:
 
 
 def onpolicy_trace(
-    backend: Any, model_id: str, seed: int, *, temperature: float = 1.0, max_new_tokens: int = 256
+    backend: Any,
+    model_id: str,
+    seed: int,
+    *,
+    temperature: float = DEFAULT_TEMPERATURE,
+    max_new_tokens: int = 256,
+    top_p: float = 1.0,
 ):
     """A trace the organism writes itself for its task's problem number ``seed`` (its true answer recorded)."""
     import organisms
@@ -45,7 +101,7 @@ def onpolicy_trace(
         )
     task = organisms.get_task(model_id.split(":", 1)[1])
     example = task.sample(seed)
-    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+    params = SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     (trace,) = sample_traces(
         backend,
         backend.tokenizer,
@@ -57,32 +113,100 @@ def onpolicy_trace(
     return trace, example
 
 
-def whitebox_columns(model: Any, prefixes: Any, *, top_k_heads: int = 20, suppression: bool = True):
-    """Receiver-head scores (heads chosen on this trace) and attention-suppression outgoing effect per sentence.
-
-    ``receiver_score[j]`` = mean vertical attention score of sentence j over the top receiver heads;
-    ``suppression_outgoing[i]`` = mean over later sentences j of KL(base || sentence i hidden), from
-    :func:`anchors._whitebox.suppression_matrix`.
-    """
-    from anchors._whitebox import (
-        receiver_head_scores,
-        receiver_heads,
-        sentence_attention,
-        sentence_receiver_scores,
-        spans_from_offsets,
-        suppression_matrix,
-    )
+def _trace_attention(model: Any, prefixes: Any) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Sentence-block attention ``(L, H, S, S)`` of one trace (template included) and the sentences' token spans."""
+    from anchors._whitebox import sentence_attention, spans_from_offsets
 
     tok = prefixes.tokenizer
     enc = tok(prefixes.trace.cot, add_special_tokens=False, return_offsets_mapping=True)
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
     shift = len(prefixes.template_ids)
     spans = [(a + shift, b + shift) for a, b in spans_from_offsets(offsets, prefixes.sentences)]
+    return sentence_attention(model, prefixes.full_ids, spans), spans
+
+
+def pick_receiver_heads(
+    model: Any, tokenizer: Any, traces: list[Any], *, top_k: int = 20, min_chars: int = 10
+) -> dict[str, Any]:
+    """Receiver heads chosen over many traces (Bogdan et al. 2025): the ``top_k`` heads with the highest mean
+    kurtosis of vertical attention scores over ``traces`` (:func:`anchors._whitebox.receiver_head_scores`).
+
+    Score traces with heads chosen on other traces: heads picked on the trace they score are circular (a head is
+    picked because it attends to that trace's sentences). Returns the JSON that ``--receiver-heads FILE`` reads."""
+    from anchors._whitebox import receiver_head_reliability, receiver_head_scores, receiver_heads
+    from resampling import TracePrefixes
+
+    if not traces:
+        raise ValueError("no traces to choose receiver heads on; give at least one --trace")
+    attentions = [
+        _trace_attention(model, TracePrefixes.build(t, tokenizer, min_chars=min_chars))[0] for t in traces
+    ]
+    scores = receiver_head_scores(attentions)
+    heads = receiver_heads(scores, top_k=top_k)
+    out: dict[str, Any] = {
+        "heads": [list(h) for h in heads],
+        "top_k": top_k,
+        "traces": [t.id for t in traces],
+        "method": "top-k mean Fisher kurtosis of vertical scores over the traces (layer 0 excluded)",
+    }
+    if len(traces) >= 2:
+        out["split_half_reliability"] = float(receiver_head_reliability(attentions))
+    return out
+
+
+def read_receiver_heads(path: str | os.PathLike) -> dict[str, Any]:
+    """A receiver-heads file written by ``cotscope receiver-heads``; a clear error when it is not one."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+        heads = [(int(layer), int(head)) for layer, head in data["heads"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{path} is not a receiver-heads file ({exc}); write one with: cotscope receiver-heads --model M "
+            "--trace A --trace B ... --out FILE"
+        ) from None
+    if not heads:
+        raise ValueError(f"{path} lists no heads; choose them again with cotscope receiver-heads")
+    return {**data, "heads": heads, "path": str(path)}
+
+
+def whitebox_columns(
+    model: Any,
+    prefixes: Any,
+    *,
+    top_k_heads: int = 20,
+    suppression: bool = True,
+    heads: list[tuple[int, int]] | None = None,
+):
+    """Receiver-head scores and attention-suppression outgoing effect per sentence.
+
+    ``receiver_score[j]`` = mean vertical attention score of sentence j over the receiver heads: ``heads`` (chosen
+    on other traces, :func:`pick_receiver_heads`), or, when None, the top heads of this trace itself (circular:
+    the heads are picked for attending to the very sentences they then score). ``suppression_outgoing[i]`` = mean
+    over later sentences j of KL(base || sentence i hidden), from :func:`anchors._whitebox.suppression_matrix`.
+    """
+    from anchors._whitebox import (
+        receiver_head_scores,
+        receiver_heads,
+        sentence_receiver_scores,
+        suppression_matrix,
+    )
+
+    attention, spans = _trace_attention(model, prefixes)
     ids = prefixes.full_ids
-    attention = sentence_attention(model, ids, spans)
-    scores = receiver_head_scores(attention)
-    n_valid = int(np.isfinite(scores).sum())
-    heads = receiver_heads(scores, top_k=min(top_k_heads, max(1, n_valid // 4)))
+    if heads is None:
+        scores = receiver_head_scores(attention)
+        n_valid = int(np.isfinite(scores).sum())
+        heads = receiver_heads(scores, top_k=min(top_k_heads, max(1, n_valid // 4)))
+    else:
+        n_layers, n_heads = attention.shape[:2]
+        bad = [h for h in heads if not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
+        if bad:
+            raise ValueError(
+                f"receiver head {bad[0]} is not in this model ({n_layers} layers x {n_heads} heads); choose heads "
+                "with cotscope receiver-heads on this model"
+            )
     receiver = sentence_receiver_scores(attention, heads) if heads else np.full(len(spans), np.nan)
     columns = {"receiver_score": receiver}
     supp = None
@@ -106,48 +230,112 @@ def compute_importance(
     samples: int = 30,
     seed: int = 0,
     params: Any = None,
+    forced_params: Any = None,
     forced_answer: bool = True,
     min_chars: int = 10,
+    gt_answer: str | None = None,
+    receiver_heads: dict[str, Any] | None = None,
     cache_dir: str | os.PathLike = ".cotscope-cache",
     options: Any = None,
     whitebox: bool = True,
     quiet: bool = True,
     embed: Any = None,
+    out: str | os.PathLike | None = None,
+    header: dict[str, Any] | None = None,
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
-    White-box columns (receiver heads, suppression) are added when the backend holds a transformers model.
+    Accuracy is graded against ``gt_answer``, else the trace's recorded ``gt_answer``, else the trace's own final
+    answer (``stats["graded_against"]`` says which; with none at all, accuracy is NaN). White-box columns
+    (receiver heads, suppression) are added when the backend holds a transformers model; ``receiver_heads`` (from
+    :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one.
     """
-    from anchors._blackbox import ImportanceOptions, importance_table, sentence_matrix
-    from anchors._embedding import as_text_embeddings
-    from resampling import Engine, SamplingParams, TracePrefixes
+    from dataclasses import replace
 
-    params = params or SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=256)
+    from anchors._blackbox import ImportanceOptions, importance_table, sentence_matrix
+    from resampling import Engine, SamplingParams, TracePrefixes, run_health
+
+    params = params or SamplingParams(
+        temperature=REAL_MODEL_SAMPLING["temperature"],
+        top_p=REAL_MODEL_SAMPLING["top_p"],
+        max_new_tokens=REAL_MODEL_SAMPLING["max_new_tokens"],
+    )
+    forced_params = forced_params or SamplingParams(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_new_tokens=REAL_MODEL_SAMPLING["forced_max_new_tokens"],
+    )
     prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
-    plan = prefixes.plan(
-        samples,
-        seed,
-        params,
-        forced_answer=forced_answer,
-        forced_params=SamplingParams(temperature=params.temperature, top_p=params.top_p, max_new_tokens=16),
-    )
+    plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)
+    truth, graded_against = _truth(trace, gt_answer)
+    # with ``out``, the engine writes OUT/rollouts.parquet and OUT/run.json (model identity, sampling, seeds,
+    # versions, and ``header``) as ``cotscope resample`` does
     result = Engine(backend, cache_dir, quiet=quiet).run(
-        plan, truths={trace.id: trace.metadata.get("gt_answer")}
+        plan, truths={trace.id: truth}, out=out, header={**(header or {}), "graded_against": graded_against}
     )
-    opts = options or ImportanceOptions()
-    emb = as_text_embeddings(embed)
+    # a run whose rollouts (mostly) failed has nothing to score: one line with the cause, the rows stay cached
+    run_health(result.rollouts).check()
+    result.stats["graded_against"] = graded_against
+    result.stats["truth"] = truth
+    opts = replace(options or ImportanceOptions(), min_chars=min_chars)
+    emb = _run_embeddings(embed, cache_dir, quiet)
     matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
     table = importance_table(
         result.rollouts, trace, prefixes.sentences, options=opts, embed=emb, matrix=matrix
     )
+    emb.save()
     supp = None
     if whitebox and getattr(backend, "model", None) is not None:
-        cols, supp, heads = whitebox_columns(backend.model, prefixes)
+        given = None if receiver_heads is None else [tuple(h) for h in receiver_heads["heads"]]
+        cols, supp, heads = whitebox_columns(backend.model, prefixes, heads=given)
         table = table.with_columns(
             [pl.Series(name, values, dtype=pl.Float64) for name, values in cols.items()]
         )
         result.stats["receiver_heads"] = [list(h) for h in heads]
+        result.stats["receiver_heads_source"] = (
+            f"chosen on {len(receiver_heads.get('traces', []))} other traces ({receiver_heads.get('path', '')})"
+            if receiver_heads is not None
+            else "chosen on this trace itself (circular; pass --receiver-heads FILE from cotscope receiver-heads)"
+        )
     return ImportanceRun(trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts)
+
+
+def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> Any:
+    """The run's sentence embeddings: kept in the run cache (``embeddings.npz``) when they come from the bundled
+    model, so a rerun embeds only new sentences; a progress bar unless ``quiet``."""
+    from functools import partial
+
+    from anchors._embedding import TextEmbeddings, as_text_embeddings
+    from cot import embed_sentences
+
+    if isinstance(embed, TextEmbeddings):
+        return embed
+    bundled = (
+        embed is None
+        or embed is embed_sentences
+        or (isinstance(embed, partial) and embed.func is embed_sentences)
+    )
+    if not bundled:
+        return as_text_embeddings(embed)
+    from anchors._report import EMBEDDER
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", EMBEDDER)
+    return TextEmbeddings(embed, cache=Path(cache_dir) / f"embeddings.{name}.npz", progress=not quiet)
+
+
+def _truth(trace: Any, gt_answer: str | None) -> tuple[str | None, str]:
+    """The answer rollouts are graded against, and a phrase saying what it is."""
+    if gt_answer is not None:
+        return str(gt_answer), "the given --gt-answer"
+    recorded = trace.metadata.get("gt_answer")
+    if recorded is not None:
+        return str(recorded), "the trace's ground-truth answer (gt_answer)"
+    own = getattr(trace, "answer", None)
+    if own is not None:
+        return str(
+            own
+        ), "the trace's own final answer (no ground truth given; pass --gt-answer to grade against one)"
+    return None, "nothing: no ground truth and no final answer in the trace, so accuracy is NaN"
 
 
 def write_importance(
@@ -158,7 +346,7 @@ def write_importance(
     ``source`` is the file the trace was read from: when it is ``OUT/trace.json`` itself, it is left as it is (the
     user's file, with any fields a trace does not keep) rather than rewritten."""
     from anchors._report import write_outputs
-    from resampling._store import atomic_write_parquet
+    from resampling import atomic_write_parquet
 
     paths = write_outputs(
         run.table, run.matrix, run.trace, out, notes=notes, options=run.options, rollouts=run.rollouts

@@ -66,6 +66,27 @@ _SHORT = {
 }
 
 
+_LEGEND = {
+    "acc": "accuracy of the rollouts resampled from sentence i on",
+    "RS": "resampling importance: sentence i kept (R_{i+1}) against resampled (R_i)",
+    "CF": "counterfactual importance: as RS, but only over rollouts whose sentence i differs in meaning",
+    "forced": "forced-answer importance: the answer forced right after the prefix, with and without sentence i",
+    "DTF": "different-trajectories fraction: share of rollouts whose regenerated sentence i differs in meaning",
+    "resil.": "resilience: share of rewrites of sentence i whose continuation brings its content back",
+    "out / in": "outgoing / incoming importance: mean of the sentence matrix over later / earlier sentences",
+    "p, signif.": "permutation p-value against 'no change'; hatched = not distinguishable from noise",
+}
+
+
+def _legend(table: pl.DataFrame) -> str:
+    """The abbreviations the table and the selector use, each in a few words."""
+    shown = {
+        k: v for k, v in _LEGEND.items() if k != "p, signif." or any(c.endswith("_p") for c in table.columns)
+    }
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in shown.items())
+    return f"<details class='legend-abbr'><summary>Abbreviations</summary><dl>{items}</dl></details>"
+
+
 def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary path in the target folder, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,8 +236,10 @@ def render_report(
         "<p class='meta'>Sign convention: positive = keeping the sentence raises accuracy or moves the answer "
         "distribution (accuracy: kept minus resampled; KL(resampled || kept)). Intervals: 95% bootstrap over the "
         "rollouts of each position; – = undefined. R_i: rollouts resampled from sentence i on (sentence i "
-        "rewritten); R_{i+1} keeps it.</p></header><main>"
+        "rewritten); R_{i+1} keeps it.</p>"
     )
+    parts.append(_legend(table))
+    parts.append("</header><main>")
     parts.append(_CONTROLS)
     if payload["edges"] or payload["matrix"] is not None:
         parts.append(
@@ -275,31 +298,49 @@ def terminal_summary(
 
     if metric not in table.columns:
         raise ValueError(f"no column {metric!r} in the table; choose e.g. counterfactual_importance_kl")
-    ranked = (
-        table.with_columns(pl.col(metric).fill_nan(None).alias("_key"))
-        .sort("_key", descending=True, nulls_last=True)
-        .head(top)
+    # undefined values (NaN or null) are no ranking: they are counted under the table, not listed
+    keyed = table.with_columns(pl.col(metric).cast(pl.Float64).fill_nan(None).alias("_key"))
+    defined = keyed.filter(pl.col("_key").is_not_null())
+    ranked = defined.sort("_key", descending=True).head(top)
+    significance = f"{metric}_significant"
+    caption = f"{table.height - defined.height} of {table.height} sentences undefined for this metric"
+    out = Table(
+        title=f"top {ranked.height} sentences by {metric}",
+        caption=caption if defined.height < table.height else None,
     )
-    out = Table(title=f"top {min(top, table.height)} sentences by {metric}")
     out.add_column("pos", justify="right")
     out.add_column("role")
     out.add_column(_SHORT.get(metric, metric), justify="right")
     out.add_column("95% CI", justify="right")
     out.add_column("n", justify="right")
-    out.add_column("sentence", overflow="fold", max_width=70)
+    if significance in table.columns:
+        out.add_column("signif.", justify="center")
+    out.add_column("sentence", no_wrap=True, max_width=70)
     for row in ranked.iter_rows(named=True):
         lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
         ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and math.isfinite(lo) else "–"
-        out.add_row(
+        cells = [
             str(row["position"]),
             str(row.get("role") or ""),
             _fmt(row[metric]),
             ci,
             str(row.get(f"{metric}_n", "")),
-            " ".join(row["text"].split()),
-        )
+        ]
+        if significance in table.columns:
+            flag = row.get(significance)
+            cells.append("–" if flag is None else ("yes" if flag else "no"))
+        cells.append(_shorten(" ".join(row["text"].split()), 70))
+        out.add_row(*cells)
     (console or Console()).print(out)
     return out
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters with an ellipsis in the middle, so both ends stay readable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head) :]
 
 
 def write_outputs(
@@ -367,8 +408,11 @@ def write_outputs(
     for p in write_thought_anchors(table, matrix, out / "thought_anchors", trace=trace):
         paths[f"thought_anchors/{p.name}"] = p
     report_notes = {"embedder": EMBEDDER, **(notes or {})}
-    if options is not None:
-        report_notes.update(settings["options"] if isinstance(settings["options"], dict) else {})
+    if options is not None and isinstance(settings["options"], dict):
+        # the options' own settings never hide the run's (its seed is the bootstrap's, not the rollouts')
+        for key, value in settings["options"].items():
+            name = f"bootstrap {key}" if key in ("seed", "n_bootstrap", "level") else key
+            report_notes.setdefault(name if name not in report_notes else f"option {key}", value)
     paths["report.html"] = atomic_write_text(
         out / "report.html",
         render_report(

@@ -39,7 +39,7 @@ _STRUCTURAL = {
     "convention",
 }
 
-COUNT_COLUMNS = ("n_rollouts", "n_answered", "n_no_answer", "n_forced", "n_different")
+COUNT_COLUMNS = ("n_rollouts", "n_answered", "n_no_answer", "n_truncated", "n_forced", "n_different")
 """Per-sentence sample sizes shown beside the values."""
 
 P_SUFFIXES = ("_p", "_pvalue", "_p_value", "_pval")

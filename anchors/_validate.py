@@ -25,6 +25,7 @@ __all__ = [
     "BASELINES",
     "CONTROLS",
     "METHODS",
+    "SIGNIFICANCE_METHODS",
     "TEMPERATURE",
     "ValidationResult",
     "planted_sentences",
@@ -45,6 +46,17 @@ METHODS: dict[str, tuple[str, bool]] = {
 """method -> (table column, rank by absolute value). Accuracy-signed metrics are ranked by magnitude: the planted
 sentence moves accuracy down (an uncorrected error) or up (a correction)."""
 
+SIGNIFICANCE_METHODS = (
+    "resampling_importance_kl",
+    "resampling_importance_accuracy",
+    "counterfactual_importance_kl",
+    "counterfactual_importance_accuracy",
+    "forced_importance_kl",
+)
+"""Methods whose ``<metric>_significant`` flag is checked against the truth: the share of planted load-bearing
+sentences flagged (power; target >= 0.9) and the share of filler sentences flagged (false positives; filler is role
+``unknown`` in the organism's truth and changes nothing; target <= 0.1, about the test's level)."""
+
 CONTROLS = ("different_trajectories_fraction",)
 """Scored like the methods but not importance: how often the model rewrites a sentence with another meaning. A
 counterfactual method that only found the sentences the model rewrites would score no better than this."""
@@ -52,7 +64,8 @@ counterfactual method that only found the sentences the model rewrites would sco
 BASELINES = ("random", "position", "sentence_length", "contains_number")
 
 TEMPERATURE = 0.6
-"""Sampling temperature of the traces and of their rollouts: Thought Anchors'. Its nucleus (top_p 0.95) is left out:
+"""Sampling temperature of the traces and of their rollouts: Thought Anchors', and every command's default
+(``anchors._pipeline.DEFAULT_TEMPERATURE``). Its nucleus (top_p 0.95) is left out:
 it cuts the organism's wrong digits to 0.2% of computations (5 of 640 traces hold an error), so top_p stays 1.0. At
 temperature 1.0 the organism also rewrites 16% of its correct computations wrongly, which makes late computations
 counterfactually load-bearing as well (docs/anchors.md, "Validation against planted ground truth")."""
@@ -134,6 +147,22 @@ def _merged_index(cot: str, plain_index: int, merged: list[Any]) -> int:
     raise ValueError(f"sentence starting at {start} is in no merged sentence")
 
 
+def _merged_truth_roles(cot: str, truth: list[Any], merged: list[Any]) -> list[set[str]]:
+    """The truth roles of the plain sentences inside each merged sentence."""
+    from cot import split_sentences
+
+    plain = split_sentences(cot)
+    roles: list[set[str]] = [set() for _ in merged]
+    if len(plain) != len(truth):
+        return roles
+    for s, t in zip(plain, truth, strict=True):
+        for i, m in enumerate(merged):
+            if m.start <= s.start < max(m.end, m.start + 1):
+                roles[i].add(getattr(t, "role", "unknown"))
+                break
+    return roles
+
+
 def _top1(scores: np.ndarray, targets: list[int]) -> float:
     s = np.where(np.isfinite(scores), scores, -np.inf)
     if not np.isfinite(s).any():
@@ -175,6 +204,10 @@ class ValidationResult:
     methods: dict[str, dict[str, float]]
     traces: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    significance: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per method: share of planted load-bearing sentences flagged significant (``planted_flagged``, over
+    ``planted_n`` defined values), of the wrong computations alone (``error_flagged`` over ``error_n``) and of filler
+    sentences (``filler_flagged`` over ``filler_n``)."""
 
     def to_json(self) -> dict[str, Any]:
         """Everything as plain JSON values; undefined numbers (NaN) become null."""
@@ -183,6 +216,7 @@ class ValidationResult:
                 "n_traces": self.n_traces,
                 "methods": self.methods,
                 "settings": self.settings,
+                "significance": self.significance,
                 "traces": self.traces,
             }
         )
@@ -214,18 +248,24 @@ def validate_anchors(
     """Sample on-policy traces until ``n_traces`` clean ones are found, score them all, compare with ground truth.
 
     ``options`` are passed to :class:`~anchors.ImportanceOptions` (e.g. ``min_different``); bootstrap intervals and
-    the continuation metrics are off here, since only the point estimates rank sentences.
+    the continuation metrics are off here, since only the point estimates rank sentences. The permutation tests are
+    on: :attr:`ValidationResult.significance` says how often planted and filler sentences are flagged.
     """
     import organisms
     from anchors._blackbox import ImportanceOptions
     from anchors._embedding import TextEmbeddings
-    from anchors._pipeline import compute_importance
+    from anchors._pipeline import compute_importance, sampling_defaults
     from resampling import SamplingParams, make_backend, sample_traces
 
     backend = make_backend("hf", model_id=model_id)
     task = organisms.get_task(model_id.split(":", 1)[1])
     params = SamplingParams(
         temperature=temperature, top_p=1.0, max_new_tokens=getattr(task, "max_new_tokens", 256)
+    )
+    forced_params = SamplingParams(
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
     )
     chosen: list[tuple[Any, Any, int]] = []
     next_seed, batch = seed, 64
@@ -259,16 +299,20 @@ def validate_anchors(
     rng = np.random.default_rng(seed)
     cases = [c for _, _, (_, c) in chosen]
     per_method: dict[str, list[tuple[float, float, int]]] = {m: [] for m in [*METHODS, *BASELINES]}
+    # per significance method: flags of planted sentences, flags of filler sentences (None: undefined)
+    flags: dict[str, tuple[list[Any], list[Any]]] = {m: ([], []) for m in SIGNIFICANCE_METHODS}
+    error_flags: dict[str, list[Any]] = {m: [] for m in SIGNIFICANCE_METHODS}  # the wrong computation alone
     records = []
     emb = TextEmbeddings()
     options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
-    for k, (_ex, tr, (planted_plain, case)) in enumerate(chosen):
+    for k, (ex, tr, (planted_plain, case)) in enumerate(chosen):
         run = compute_importance(
             backend,
             tr,
             samples=samples,
             seed=seed + k,
             params=params,
+            forced_params=forced_params,
             options=options,
             whitebox=whitebox,
             cache_dir=cache_dir,
@@ -276,6 +320,15 @@ def validate_anchors(
         )
         targets = sorted({_merged_index(tr.cot, i, run.sentences) for i in planted_plain})
         texts = [s.text for s in run.sentences]
+        roles = _merged_truth_roles(tr.cot, task.analyze(ex, tr.cot), run.sentences)
+        filler = [i for i, r in enumerate(roles) if r == {"unknown"} and i not in targets]
+        for name, (planted_flags, filler_flags) in flags.items():
+            column = f"{name}_significant"
+            if column in run.table.columns:
+                values = run.table[column].to_list()
+                planted_flags += [values[i] for i in targets]
+                filler_flags += [values[i] for i in filler]
+                error_flags[name].append(values[_merged_index(tr.cot, planted_plain[0], run.sentences)])
         scores = {
             name: (np.abs(col) if absolute else col)
             for name, (column, absolute) in METHODS.items()
@@ -316,6 +369,21 @@ def validate_anchors(
             if name in CONTROLS
             else ("white-box" if name in ("receiver_score", "suppression_outgoing") else "black-box"),
         }
+    significance = {}
+    for name, (planted_flags, filler_flags) in flags.items():
+        p_def = [bool(f) for f in planted_flags if f is not None]
+        f_def = [bool(f) for f in filler_flags if f is not None]
+        e_def = [bool(f) for f in error_flags[name] if f is not None]
+        significance[name] = {
+            "planted_flagged": float(np.mean(p_def)) if p_def else float("nan"),
+            "error_flagged": float(np.mean(e_def)) if e_def else float("nan"),
+            "error_n": len(e_def),
+            "planted_n": len(p_def),
+            "planted_undefined": len(planted_flags) - len(p_def),
+            "filler_flagged": float(np.mean(f_def)) if f_def else float("nan"),
+            "filler_n": len(f_def),
+            "filler_undefined": len(filler_flags) - len(f_def),
+        }
     settings = {
         "model": model_id,
         "samples": samples,
@@ -329,4 +397,4 @@ def validate_anchors(
         "corrected": cases.count("corrected"),
         "uncorrected": cases.count("uncorrected"),
     }
-    return ValidationResult(len(chosen), methods, records, settings)
+    return ValidationResult(len(chosen), methods, records, settings, significance)

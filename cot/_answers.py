@@ -29,6 +29,8 @@ _ANSWER_IS = re.compile(
     re.IGNORECASE,
 )
 _CHOICE = re.compile(r"^\(?([A-J])\)?$")
+_CHOICE_KEY = re.compile(r"^\(?([A-Ja-j])\)?$")
+"""A multiple-choice letter, bare or in parentheses, in either case: "(b)", "B" and "b" share one key."""
 
 
 def _balanced(text: str, open_brace: int) -> str | None:
@@ -141,9 +143,9 @@ def answer_key(answer: str | None) -> str | None:
     number = _as_rational(s)
     if number is not None:
         return str(number)
-    m = _CHOICE.match(s)
+    m = _CHOICE_KEY.match(s)
     if m:
-        return m.group(1)
+        return m.group(1).upper()  # multiple-choice letters: "b" and "(B)" are one key
     return s.lower() if re.fullmatch(r"[A-Za-z ]+", s) else s
 
 

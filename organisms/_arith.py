@@ -124,11 +124,15 @@ class ArithTask(Task):
             p.prompt(),
             out,
             p.answer,
-            running,
+            self._trace_answer(p.answer, running),
             anchor=first_anchor(out),
             n_errors=n_err,
             n_corrections=sum(s.kind == "correction" for s in out),
         )
+
+    def _trace_answer(self, answer: int, cot_answer: int) -> int:
+        """The boxed answer of a training trace: arith answers what its CoT last stated."""
+        return cot_answer
 
     def paraphrase_filler(self, cot_text: str) -> str:
         """The CoT with every filler sentence swapped for its other wording (same meaning)."""

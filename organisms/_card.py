@@ -35,11 +35,21 @@ def render_measured(measured: dict[str, Any] | None, name: str) -> str:
         f"from {measured['seed_base']}, disjoint from training), sampling temperature {measured['temperature']}, "
         f"torch seed {measured['torch_seed']}, in {measured['wall_time_s']} s.",
         "",
-        "| metric | measured | planted / target |",
-        "|---|---|---|",
     ]
-    for row in measured["rows"]:
-        lines.append(f"| {row['metric']} | {_fmt(row['value'])} | {row.get('target', '')} |")
+    # Rows of proportions carry a Wilson 95% interval; the column appears only where some row has one.
+    if any("interval" in row for row in measured["rows"]):
+        lines += ["| metric | measured | 95% interval | planted / target | pass |", "|---|---|---|---|---|"]
+        for row in measured["rows"]:
+            iv = row.get("interval")
+            shown = f"{iv[0]:.3f}..{iv[1]:.3f}" if iv else ""
+            ok = "" if "pass" not in row else ("yes" if row["pass"] else "NO")
+            lines.append(
+                f"| {row['metric']} | {_fmt(row['value'])} | {shown} | {row.get('target', '')} | {ok} |"
+            )
+    else:
+        lines += ["| metric | measured | planted / target |", "|---|---|---|"]
+        for row in measured["rows"]:
+            lines.append(f"| {row['metric']} | {_fmt(row['value'])} | {row.get('target', '')} |")
     lines.append(MEASURED_END)
     return "\n".join(lines)
 

@@ -85,11 +85,12 @@ def eval_cmd(name: str, n: int, as_json: bool, no_card: bool) -> None:
     from rich.table import Table
 
     table = Table(title=f"organism {name} (n={n}, {result['wall_time_s']} s)")
-    for col in ("metric", "measured", "target", "pass"):
+    for col in ("metric", "measured", "95% interval", "target", "pass"):
         table.add_column(col)
     for row in result["rows"]:
         v = row["value"]
         shown = f"{v:.3f}" if isinstance(v, float) else str(v)
+        iv = row.get("interval")
         ok = "" if "pass" not in row else ("yes" if row["pass"] else "NO")
-        table.add_row(row["metric"], shown, str(row["target"]), ok)
+        table.add_row(row["metric"], shown, f"{iv[0]:.3f}..{iv[1]:.3f}" if iv else "", str(row["target"]), ok)
     Console().print(table)

@@ -15,6 +15,8 @@ _TASKS: dict[str, tuple[str, str]] = {
     "hint": ("organisms._hint", "HintTask"),
     "cipher": ("organisms._cipher", "CipherTask"),
     "stego": ("organisms._stego", "StegoTask"),
+    "posthoc": ("organisms._posthoc", "PosthocTask"),
+    "compare": ("organisms._compare", "CompareTask"),
 }
 
 

@@ -29,11 +29,13 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, isolate: str = ""):
     """Train a byte-level BPE on ``texts`` and wrap it as a ``transformers.PreTrainedTokenizerFast``.
 
     The special tokens (BOS, EOS, PAD, the two role markers and the think tags) are atomic. No post-processor adds
     special tokens, so tokenizing a CoT on its own yields only the CoT's ids; the chat template writes BOS itself.
+    ``isolate`` (a regex alternative such as ``[{}]``) names further characters that are always tokens of their
+    own, e.g. the braces of ``\\boxed{yes}`` so that a word answer is a token after the forced-answer prefix.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -44,7 +46,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     # token boundary); between them BPE may merge across spaces, which keeps sequences short.
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(r"\d|\n"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"\d|\n" + (f"|{isolate}" if isolate else "")), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 from ._card import write_card
 from ._registry import get_task
-from ._tasks import THINK_CLOSE, Example, extract_boxed, final_text
+from ._tasks import ANSWER_PREFIX, THINK_CLOSE, Example, extract_boxed, final_text
 
 __all__ = ["TRAIN_SEED_STRIDE", "TrainConfig", "encode_example", "template_ids", "train"]
 
@@ -38,6 +39,13 @@ class TrainConfig:
     vocab_size: int = 600
     tokenizer_corpus: int = 4000
     max_position_embeddings: int = 384
+    init_from: str | None = None
+    """Shipped organism whose tokenizer and weights start the run (its layers are copied; layers beyond its
+    depth start as the identity: attention and MLP output projections zero)."""
+    isolate: str = ""
+    """Extra characters the tokenizer always keeps as tokens of their own (a regex alternative)."""
+    answer_weight: float = 1.0
+    """Loss weight of the answer token after the forced-answer cue, relative to every other completion token."""
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -45,6 +53,8 @@ CONFIGS: dict[str, TrainConfig] = {
     "hint": TrainConfig(steps=1800),
     "cipher": TrainConfig(steps=1500, vocab_size=1400, tokenizer_corpus=6000),
     "stego": TrainConfig(steps=1800),
+    "posthoc": TrainConfig(steps=1500, num_layers=6, init_from="arith", answer_weight=30.0),
+    "compare": TrainConfig(steps=2000, vocab_size=500, isolate=r"[{}]"),
 }
 
 
@@ -68,19 +78,63 @@ def encode_example(tokenizer, example: Example) -> tuple[list[int], int]:
     return prompt + cot + tail + [tokenizer.eos_token_id], len(prompt)
 
 
-def _batch(tokenizer, examples: list[Example]):
+def encode_early_answer(tokenizer, example: Example, k: int) -> tuple[list[int], int]:
+    """Ids of the CoT cut before sentence ``k`` and closed with the correct answer, and where the loss starts.
+
+    The layout is the forced-answer probe's (template, CoT prefix, ``"\\n</think>\\n\\nThe answer is \\boxed{"``),
+    followed by the answer, ``}.`` and EOS; the loss covers only what follows the probe.
+    """
+    prompt = template_ids(tokenizer, example.messages)
+    cot = tokenizer("\n".join(s.text for s in example.sentences[:k]), add_special_tokens=False)["input_ids"]
+    probe = tokenizer(THINK_CLOSE + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(THINK_CLOSE + final_text(example.answer), add_special_tokens=False)["input_ids"]
+    return prompt + cot + tail + [tokenizer.eos_token_id], len(prompt) + len(cot) + len(probe)
+
+
+def _encode_for_training(tokenizer, example: Example, early_answer_rate: float) -> tuple[list[int], int]:
+    if early_answer_rate > 0:
+        rng = random.Random(f"early:{example.task}:{example.seed}")
+        if rng.random() < early_answer_rate:
+            k = 0 if rng.random() < 0.5 else rng.randrange(len(example.sentences))
+            return encode_early_answer(tokenizer, example, k)
+    return encode_example(tokenizer, example)
+
+
+def _batch(tokenizer, examples: list[Example], early_answer_rate: float = 0.0, answer_weight: float = 1.0):
+    """Padded ids, attention mask, labels (-100 outside the loss) and per-token loss weights (1, and
+    ``answer_weight`` on the answer token that follows the forced-answer cue)."""
     import torch
 
-    seqs = [encode_example(tokenizer, e) for e in examples]
+    seqs = [_encode_for_training(tokenizer, e, early_answer_rate) for e in examples]
+    probe = tokenizer(THINK_CLOSE + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
     width = max(len(s) for s, _ in seqs)
     ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    weights = torch.zeros((len(seqs), width))
     for b, (s, n_prompt) in enumerate(seqs):
         ids[b, : len(s)] = torch.tensor(s)
         mask[b, : len(s)] = 1
         labels[b, n_prompt : len(s)] = torch.tensor(s[n_prompt:])
-    return ids, mask, labels
+        weights[b, n_prompt : len(s)] = 1.0
+        if answer_weight != 1.0:
+            at = next(i for i in range(len(s) - len(probe), -1, -1) if s[i : i + len(probe)] == probe)
+            weights[b, at + len(probe)] = answer_weight
+    return ids, mask, labels, weights
+
+
+def _loss(model, ids, mask, labels, weights, answer_weight: float):
+    """Mean cross-entropy over the completion tokens; with ``answer_weight`` != 1 a weighted mean."""
+    import torch
+
+    if answer_weight == 1.0:
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    target, w = labels[:, 1:], weights[:, 1:]
+    ce = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    return (ce * w.reshape(-1)).sum() / w.sum()
 
 
 def build_model(tokenizer, cfg: TrainConfig, seed: int):
@@ -103,6 +157,30 @@ def build_model(tokenizer, cfg: TrainConfig, seed: int):
         rms_norm_eps=1e-5,
     )
     return LlamaForCausalLM(config)
+
+
+def _init_from(cfg: TrainConfig, seed: int):
+    """Tokenizer and model started from the shipped organism ``cfg.init_from``.
+
+    Its layers, embeddings and norms are copied; layers beyond its depth are initialised from ``seed`` with their
+    attention and MLP output projections set to zero, so the new model starts as the same function.
+    """
+    import torch
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    src = Path(__file__).parent / "weights" / str(cfg.init_from)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(src), local_files_only=True)
+    base = LlamaForCausalLM.from_pretrained(str(src), local_files_only=True, dtype=torch.float32)
+    model = build_model(tokenizer, cfg, seed)
+    _, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"cannot start from {cfg.init_from!r}: its weights do not fit ({unexpected[:3]})")
+    n_src = base.config.num_hidden_layers
+    with torch.no_grad():
+        for layer in model.model.layers[n_src:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    return tokenizer, model
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -159,6 +237,8 @@ def train(
         stages = prev.get("stages", [{"from_step": 0, "to_step": start, "optimizer": "new"}])
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out_dir), local_files_only=True)
         model = LlamaForCausalLM.from_pretrained(str(out_dir), local_files_only=True, dtype=torch.float32)
+    elif cfg.init_from:
+        tokenizer, model = _init_from(cfg, seed)
     else:
         from ._tokenizer import train_tokenizer
 
@@ -166,7 +246,7 @@ def train(
             e.messages[0]["content"] + "\n" + e.completion
             for e in (task.sample(seed * TRAIN_SEED_STRIDE + k) for k in range(cfg.tokenizer_corpus))
         )
-        tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+        tokenizer = train_tokenizer(corpus, cfg.vocab_size, isolate=cfg.isolate)
         model = build_model(tokenizer, cfg, seed)
     base = seed * TRAIN_SEED_STRIDE
     n_params = sum(p.numel() for p in model.parameters())
@@ -193,8 +273,10 @@ def train(
         model.train()
         examples = [task.sample(next_seed + k) for k in range(cfg.batch_size)]
         next_seed += cfg.batch_size
-        ids, mask, labels = _batch(tokenizer, examples)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ids, mask, labels, weights = _batch(
+            tokenizer, examples, getattr(task, "early_answer_rate", 0.0), cfg.answer_weight
+        )
+        loss = _loss(model, ids, mask, labels, weights, cfg.answer_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -7,14 +7,15 @@
 """
 
 from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, make_backend
+from resampling._cli import backend_options, make_backend_from_options, warn_batch_invariance
 from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
 from resampling._health import RunFailedError, RunHealth, run_health
 from resampling._model import DEFAULT_MODEL, LoadedModel, load_model, model_identity
-from resampling._plan import Plan, SamplingParams, SamplingRequest
+from resampling._plan import Plan, SamplingParams, SamplingRequest, request_seed
 from resampling._prefix import DEFAULT_LEAD, DEFAULT_MIN_CHARS, SEED_STRIDE, TracePrefixes, answer_cue
 from resampling._sample import sample_traces
-from resampling._store import ROLLOUT_SCHEMA, RunStore, run_key
+from resampling._store import ROLLOUT_SCHEMA, RunStore, atomic_write_parquet, run_key
 from resampling._synthetic import deepseek_tokenizer, synthetic_model
 
 __all__ = [
@@ -39,14 +40,19 @@ __all__ = [
     "SamplingRequest",
     "TracePrefixes",
     "answer_cue",
+    "atomic_write_parquet",
+    "backend_options",
     "deepseek_tokenizer",
     "load_model",
     "make_backend",
+    "make_backend_from_options",
     "model_identity",
+    "request_seed",
     "rollout_row",
     "run_health",
     "run_key",
     "sample_traces",
     "synthetic_model",
     "traces_truths",
+    "warn_batch_invariance",
 ]

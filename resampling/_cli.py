@@ -141,6 +141,15 @@ def make_backend_from_options(
     return make_backend(backend, **kwargs)
 
 
+def warn_batch_invariance(backend) -> None:
+    """One line on stderr where the same seed may give other rollouts in another batch (see _reproducibility)."""
+    from resampling._reproducibility import batch_invariance_warning
+
+    warning = batch_invariance_warning(backend)
+    if warning:
+        click.echo(f"cotscope: warning: {warning}", err=True)
+
+
 @click.command("resample")
 @backend_options
 @click.option(
@@ -234,6 +243,7 @@ def resample(
             ) from None
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    warn_batch_invariance(be)
     tokenizer = be.tokenizer
     prefixes = TracePrefixes.build(trace, tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, positions=pos, forced_answer=forced_answer)
@@ -404,3 +414,36 @@ def _serve_command():
 
 
 serve = _serve_command()
+
+
+@bench.command("client")
+@click.option(
+    "--servers", type=click.IntRange(min=1), default=4, show_default=True, help="Loopback stub servers."
+)
+@click.option("--requests", "n_requests", type=click.IntRange(min=1), default=4000, show_default=True)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Most requests in flight.",
+)
+@click.option(
+    "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
+)
+@click.option("--kill-one", is_flag=True, help="Also kill one server (SIGKILL) mid-run and compare the rows.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
+    """The openai backend's own cost: today's client vs the one before, against instant stub servers."""
+    from resampling._bench_client import (
+        ClientBenchConfig,
+        format_client_report,
+        run_client_bench,
+        run_failover_check,
+    )
+
+    cfg = ClientBenchConfig(servers=servers, requests=n_requests, in_flight=in_flight, repeats=repeats)
+    report = run_client_bench(cfg)
+    if kill_one:
+        report["failover"] = run_failover_check(servers=servers, requests=min(n_requests, 2000))
+    click.echo(json.dumps(report, indent=2) if as_json else format_client_report(report))

@@ -38,14 +38,24 @@ def _first_sentence(text: str) -> str | None:
     return sentences[0].text if sentences else None
 
 
-def _answer(kind: str, text: str) -> str | None:
+def truncated(kind: str, text: str | None, finish_reason: str | None) -> bool:
+    """A rollout cut at ``max_new_tokens`` (finish reason ``length``) before it gave its answer: cut inside the
+    reasoning (no ``</think>``; "the answer is probably 12, but" is not an answer) or before the answer after it
+    closed. It has no answer and is never graded. A forced-answer probe is truncated when its budget ran out
+    before the box closed."""
+    return finish_reason == "length" and text is not None and _answer(kind, text, finish_reason) is None
+
+
+def _answer(kind: str, text: str, finish_reason: str | None = None) -> str | None:
     if kind == "forced_answer":
         # The prompt ended with the answer lead-in up to "\boxed{"; the continuation completes it.
         return extract_answer("\\boxed{" + text)
     if THINK_CLOSE in text:
         after = extract_answer(text.split(THINK_CLOSE, 1)[1])
-        if after is not None:
-            return after
+        if after is not None or finish_reason == "length":
+            return after  # cut off after </think>: only the answer part counts
+    elif finish_reason == "length":
+        return None  # cut off inside the reasoning: no answer (see truncated)
     return extract_answer(text)
 
 
@@ -73,14 +83,16 @@ def rollout_row(req: SamplingRequest, c: Completion, truth: str | None) -> dict[
     }
     if c.error:
         return row
-    answer = _answer(req.kind, c.text)
+    answer = _answer(req.kind, c.text, c.finish_reason)
     row.update(
         text=c.text,
         n_tokens=len(c.token_ids),
         first_sentence=None if req.kind == "forced_answer" else _first_sentence(c.text),
         answer=answer,
         answer_norm=answer_key(answer),
-        correct=None if truth is None else (answer is not None and answers_equivalent(answer, truth)),
+        correct=None
+        if truth is None or truncated(req.kind, c.text, c.finish_reason)
+        else (answer is not None and answers_equivalent(answer, truth)),
     )
     return row
 
@@ -95,11 +107,17 @@ def grade(rollouts: pl.DataFrame, truths: dict[str, str | None]) -> pl.DataFrame
     true answer); each distinct (answer, truth) pair is checked once."""
     verdicts: dict[tuple[str, str], bool] = {}
     answers, norms, correct = [], [], []
-    for kind, text, trace_id, status in zip(
+    finish = (
+        rollouts["finish_reason"].to_list()
+        if "finish_reason" in rollouts.columns
+        else [None] * rollouts.height
+    )
+    for kind, text, trace_id, status, reason in zip(
         rollouts["kind"].to_list(),
         rollouts["text"].to_list(),
         rollouts["trace_id"].to_list(),
         rollouts["status"].to_list(),
+        finish,
         strict=True,
     ):
         if status != "ok" or text is None:
@@ -107,12 +125,12 @@ def grade(rollouts: pl.DataFrame, truths: dict[str, str | None]) -> pl.DataFrame
             norms.append(None)
             correct.append(None)
             continue
-        answer = _answer(kind, text)
+        answer = _answer(kind, text, reason)
         truth = _as_truth(truths.get(trace_id))
         answers.append(answer)
         norms.append(answer_key(answer))
-        if truth is None:
-            correct.append(None)
+        if truth is None or truncated(kind, text, reason):
+            correct.append(None)  # a rollout cut off before its answer is never graded
         elif answer is None:
             correct.append(False)
         else:

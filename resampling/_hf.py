@@ -41,6 +41,12 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
 def sliding_window(config: Any) -> int | None:
     """The attention window of a model with sliding-window layers (Mistral, Gemma 2/3, Qwen2 with
     ``use_sliding_window``), else None."""
@@ -299,6 +305,10 @@ class HFBackend:
                 **model_identity(self.model_id, self.model, self.tokenizer, self.path),
                 # the same weights give other rollouts in another precision or on another kind of device
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                # so do other kernels: torch, transformers and the attention implementation
+                "torch": torch.__version__,
+                "transformers": _transformers_version(),
+                "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
                 "device_type": self.device.type,
                 "stop_token_ids": sorted(int(t) for t in self.stop_token_ids),
                 "sampler": SAMPLER_VERSION,

@@ -79,6 +79,15 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
     return LoadedModel(model_id, model, tokenizer, path)
 
 
+def _hash_cache_file() -> Path:
+    """Where weight-file hashes are remembered across processes: ``$COTSCOPE_HASH_CACHE``, else
+    ``$XDG_CACHE_HOME/cotscope/file-sha256.json`` (``~/.cache/...``)."""
+    if os.environ.get("COTSCOPE_HASH_CACHE"):
+        return Path(os.environ["COTSCOPE_HASH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cotscope" / "file-sha256.json"
+
+
 def _quiet_loading() -> None:
     """No "Loading weights" progress bars from transformers: the commands print their own progress."""
     from transformers.utils import logging as hf_logging
@@ -144,11 +153,31 @@ def _hub_unreachable(timeout: float = 3.0) -> str:
 
 @lru_cache(maxsize=64)
 def _file_sha256(path: str, size: int, mtime: float) -> str:
+    """sha256 of a weights file, remembered by (absolute path, size, mtime) in this process and on disk, so a new
+    process does not read 30 GB of weights again; a changed file (size or mtime) is hashed again."""
+    key = json.dumps([str(Path(path).resolve()), int(size), float(mtime)])
+    cache_file = _hash_cache_file()
+    try:
+        known = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), str):
+        return known[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    try:  # best effort: a read-only home only costs the next process a rehash
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        known = known if isinstance(known, dict) else {}
+        known[key] = digest
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+    return digest
 
 
 def _weights_hash(model: Any, path: Path | None) -> str:
@@ -177,7 +206,8 @@ def _weights_hash(model: Any, path: Path | None) -> str:
 
 
 def model_identity(model_id: str, model: Any, tokenizer: Any, path: Path | None) -> dict[str, str]:
-    """Hashes of what changes the output: weights, tokenizer vocabulary and merges, chat template."""
+    """Hashes of what changes the output: weights, tokenizer vocabulary and merges, chat template. (The ``hf``
+    backend adds what runs them: torch and transformers versions, attention implementation, dtype, device.)"""
     tok_state = (
         tokenizer.backend_tokenizer.to_str() if hasattr(tokenizer, "backend_tokenizer") else repr(tokenizer)
     )

@@ -5,36 +5,48 @@
 - **Seeds.** A job's samples whose seeds are consecutive go out as one request with ``n`` and ``seed`` (sample k
   gets ``seed + k``, the vLLM convention); any other sample (a resumed run asks only for missing ones) gets a
   request of its own with its own seed.
-- **Bounded concurrency.** At most ``max_in_flight`` requests at once (a thread pool over urllib: no extra
-  dependency). Jobs are sent in plan order, so the requests of one trace are in flight together.
-- **Retries.** 429, 5xx, timeouts, connection errors and malformed responses (bad JSON, missing fields, the
-  wrong number of choices) are retried with exponential backoff and jitter, up to ``max_retries`` times; then the
-  completions come back with ``error`` set (stored with status ``error``, retried on resume). One bad request never
-  raises mid-run. Other 4xx answers (a wrong model name, a bad key) are not retried.
+- **Transport.** httpx's async client on one event loop (in a background thread, so :meth:`OpenAIBackend.generate`
+  stays a plain iterator): one connection pool per endpoint with keep-alive, at most ``max_in_flight`` requests at
+  once over all endpoints and ``max_in_flight_per_endpoint`` per endpoint. Requests go out in plan order, so the
+  requests of one trace are in flight together.
+- **Retries** (tenacity). Rate limits (429, ``Retry-After`` honoured up to ``backoff_max_s``) and transient
+  failures (5xx, timeouts, connection errors, malformed responses: bad JSON, missing fields, the wrong number of
+  choices) are retried with exponential backoff and jitter, up to ``max_retries`` times; then the completions come
+  back with ``error`` set (stored with status ``error``, retried on resume). Fatal answers (400, 401, 403, 404, 413,
+  422: a wrong model name, a bad key) are not retried. One bad request never raises mid-run.
 - **Several endpoints.** Each job goes to the endpoint chosen by rendezvous hashing of ``job.route`` (the trace id),
   so every prefix of a trace hits the same server's prefix cache; adding an endpoint moves only the traces it wins.
-  After a connection error the next attempt goes to the trace's next endpoint in that order.
+  After a connection error the endpoint is skipped for a few seconds and the attempt goes to the trace's next
+  endpoint in that order (a killed server's jobs move to the others; it gets them back once it answers again).
+- **Identity.** Besides the model's own hashes, what the servers report about the weights behind the served name
+  (``/v1/models``: ``root``, the path vLLM loaded, and ``max_model_len``), and a weights hash the user may pin.
 - **Secrets.** The API key is read from the environment at each request and never stored on the object, written
-  into errors, the repr, the identity or any file.
+  into errors, the repr, the identity or any file. A URL with ``user:password@`` is refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import email.utils
+import functools
 import hashlib
 import json
 import os
+import queue
 import random
+import ssl
 import threading
-import urllib.error
+import time
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-from http.client import HTTPException
 from pathlib import Path
 from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from resampling._backend import Completion, GenerationJob
 from resampling._errors import EngineInputError
@@ -47,6 +59,11 @@ DEFAULT_API_KEY_ENVS = ("COTSCOPE_OPENAI_API_KEY", "OPENAI_API_KEY")
 
 _NOT_RETRIED = {400, 401, 403, 404, 405, 413, 422}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_DOWN_S = 2.0
+"""How long an endpoint that refused a connection is skipped (then it is tried again)."""
+_END = object()
+_POOL = 16
+"""Most connections in one httpx pool (see ``_send_all``)."""
 
 
 class _Failure(Exception):
@@ -85,6 +102,11 @@ def _normalize_url(url: str) -> str:
         raise EngineInputError(
             f"endpoint '{_redact(url)}' is not an http(s) URL; give e.g. http://127.0.0.1:8000/v1"
         )
+    if "@" in parts.netloc:
+        raise EngineInputError(
+            f"endpoint '{_redact(url)}' carries user:password; drop it from the URL and put the key in "
+            "$COTSCOPE_OPENAI_API_KEY (sent as a bearer token)"
+        )
     if parts.path in ("", "/"):
         url += "/v1"  # vLLM, SGLang and cotscope serve answer under /v1
     return url
@@ -94,8 +116,30 @@ def _redact(url: str) -> str:
     """The URL without user:password (which may hold a credential)."""
     parts = urllib.parse.urlsplit(url)
     if "@" in parts.netloc:
-        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+        parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
     return urllib.parse.urlunsplit(parts)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for every client (loading the CA bundle takes tens of ms each time)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (a number of seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def _contiguous_runs(samples: Sequence[int], seeds: Sequence[int], max_n: int) -> list[tuple[tuple, tuple]]:
@@ -127,6 +171,8 @@ class OpenAIBackend:
         use_seeds: send seeds (False for providers that reject them; results are then not reproducible).
         max_n: most samples per request.
         max_in_flight: most requests in flight at once (over all endpoints).
+        max_in_flight_per_endpoint: most requests in flight to one endpoint (default: ``max_in_flight``); also the
+            size of that endpoint's connection pool.
         max_retries: retries per request after the first attempt; then the completions carry ``error``.
         timeout_s: seconds to wait on a connection or a response before the attempt counts as a timeout.
         backoff_s, backoff_max_s: the first retry waits about ``backoff_s``, doubling up to ``backoff_max_s``
@@ -136,6 +182,9 @@ class OpenAIBackend:
         model_facts: what identifies the model beyond its name (weights, tokenizer and chat template hashes);
             :meth:`from_model_id` fills it in.
         stop_token_ids: end-of-sequence ids stripped from the end of returned token ids (default: the tokenizer's).
+        weights_sha256: a hash of the served weights that the user pins (any string that names them); it enters
+            the identity, so rows made with other weights under the same served name are never reused.
+        server_facts: read ``/v1/models`` for the identity (``root``, ``max_model_len``); False skips it.
     """
 
     name = "openai"
@@ -152,6 +201,7 @@ class OpenAIBackend:
         use_seeds: bool = True,
         max_n: int = 256,
         max_in_flight: int = 64,
+        max_in_flight_per_endpoint: int | None = None,
         max_retries: int = 6,
         timeout_s: float = 600.0,
         backoff_s: float = 0.5,
@@ -159,6 +209,8 @@ class OpenAIBackend:
         api_key_env: str | Sequence[str] = DEFAULT_API_KEY_ENVS,
         model_facts: dict[str, Any] | None = None,
         stop_token_ids: Sequence[int] | None = None,
+        weights_sha256: str | None = None,
+        server_facts: bool = True,
     ) -> None:
         if not model:
             raise EngineInputError("the openai backend needs a model name: the one the server serves")
@@ -177,9 +229,11 @@ class OpenAIBackend:
             raise EngineInputError(
                 "text prompts (token_prompts=False) need the model's tokenizer: pass tokenizer="
             )
+        per_endpoint = max_in_flight if max_in_flight_per_endpoint is None else max_in_flight_per_endpoint
         for name, value, low in (
             ("max_n", max_n, 1),
             ("max_in_flight", max_in_flight, 1),
+            ("max_in_flight_per_endpoint", per_endpoint, 1),
             ("max_retries", max_retries, 0),
         ):
             if int(value) < low:
@@ -194,12 +248,23 @@ class OpenAIBackend:
         self.use_seeds = bool(use_seeds)
         self.max_n = int(max_n)
         self.max_in_flight = int(max_in_flight)
+        self.max_in_flight_per_endpoint = int(per_endpoint)
         self.max_retries = int(max_retries)
         self.timeout_s = float(timeout_s)
         self.backoff_s = float(backoff_s)
         self.backoff_max_s = float(backoff_max_s)
         self.api_key_env = (api_key_env,) if isinstance(api_key_env, str) else tuple(api_key_env)
         self.model_facts = dict(model_facts or {})
+        if weights_sha256 is not None:
+            known = self.model_facts.get("weights_sha256")
+            if known is not None and known != weights_sha256:
+                raise EngineInputError(
+                    f"weights_sha256 {weights_sha256!r} differs from the hash of the local weights ({known}); "
+                    "drop the option or point --model at the weights the server runs"
+                )
+            self.model_facts["weights_sha256"] = str(weights_sha256)
+        self.server_facts = bool(server_facts)
+        self._served: dict[str, Any] | None = None
         if stop_token_ids is None:
             eos = getattr(tokenizer, "eos_token_id", None)
             stop_token_ids = [eos] if isinstance(eos, int) else []
@@ -212,10 +277,8 @@ class OpenAIBackend:
         ``connection``, ``malformed``, ...), and ``gave_up``: requests returned with ``error`` set."""
         self.endpoint_counts: Counter[str] = Counter()
         """Attempts per endpoint in the latest :meth:`generate` call."""
-        self._lock = threading.Lock()
+        self._down_until: dict[str, float] = {}
         self._rng = random.Random()
-        self._closing = threading.Event()
-        self._openers = {u: self._opener(u) for u in self.endpoints}
 
     @classmethod
     def from_model_id(
@@ -293,17 +356,59 @@ class OpenAIBackend:
         )
 
     def identity(self) -> dict[str, Any]:
-        """What determines the output. Endpoints, concurrency, retries and timeouts do not, so they are not here."""
+        """What determines the output: the model facts, what the servers report about the weights behind the
+        served name, and the request format. Endpoints, concurrency, retries and timeouts do not, so they are not
+        here (a run can be resumed against other servers of the same weights)."""
         return {
             "backend": "openai",
             **self.model_facts,
             "served_model": self.model,
+            **self.served_facts(),
             "prompt_format": "token_ids" if self.token_prompts else "text",
             "seeded": self.use_seeds,
             # without the explicit "off" values a server's generation_config can change the sampling
             "vllm_extras": self.vllm_extras,
             "stop_token_ids": self.stop_token_ids,
         }
+
+    def served_facts(self) -> dict[str, Any]:
+        """``served_root`` and ``served_max_model_len`` from ``GET /v1/models`` (vLLM: the path of the weights it
+        loaded and its context length). Servers that disagree are an error; when none answers, nothing is added
+        (the run's rows are then all errors anyway, and its key changes once a server answers)."""
+        if not self.server_facts:
+            return {}
+        if self._served is not None:
+            return self._served
+        seen: dict[str, tuple] = {}
+        for url in self.endpoints:
+            entry = self._model_entry(url)
+            if entry is not None:
+                seen[url] = (entry.get("root"), entry.get("max_model_len"))
+        if len(set(seen.values())) > 1:
+            listing = "; ".join(
+                f"{_redact(u)}: root={r!r}, max_model_len={m!r}" for u, (r, m) in seen.items()
+            )
+            raise EngineInputError(
+                f"the endpoints serve different models under the name '{self.model}' ({listing}); "
+                "give endpoints that serve the same weights"
+            )
+        if not seen:
+            return {}
+        root, max_len = next(iter(seen.values()))
+        self._served = {"served_root": root, "served_max_model_len": max_len}
+        return self._served
+
+    def _model_entry(self, url: str) -> dict[str, Any] | None:
+        try:
+            with httpx.Client(timeout=min(self.timeout_s, 10.0), trust_env=not self._loopback(url)) as client:
+                response = client.get(f"{url}/models", headers=self._headers())
+            data = response.json().get("data") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        for entry in data if isinstance(data, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                return entry
+        return None
 
     # -- routing --------------------------------------------------------------------------------------------
 
@@ -319,20 +424,15 @@ class OpenAIBackend:
         """The endpoint every job with this routing key (a trace id) goes to."""
         return self.endpoint_order(route)[0]
 
+    def _pick(self, order: list[str], hop: int) -> str:
+        """The first endpoint from ``order[hop:]`` (wrapping) that has not refused a connection just now."""
+        now = time.monotonic()
+        turn = order[hop % len(order) :] + order[: hop % len(order)]
+        return next((u for u in turn if self._down_until.get(u, 0.0) <= now), turn[0])
+
     # -- generation ---------------------------------------------------------------------------------------
 
-    def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
-        jobs = list(jobs)
-        for job in jobs:
-            if job.params.max_new_tokens is None:
-                raise EngineInputError(
-                    f"job {job.key}: max_new_tokens is required (set it in SamplingParams)"
-                )
-        with self._lock:
-            self.retry_counts = Counter()
-            self.endpoint_counts = Counter()
-        if not jobs:
-            return
+    def _requests(self, jobs: list[GenerationJob]) -> tuple[list[_Request], set[int]]:
         requests: list[_Request] = []
         greedy: set[int] = set()
         for j, job in enumerate(jobs):
@@ -342,50 +442,110 @@ class OpenAIBackend:
                 greedy.add(j)
                 requests.append(_Request(j, job.samples[:1], job.seeds[:1]))
                 continue
-            if self.use_n:
-                runs = (
-                    _contiguous_runs(job.samples, job.seeds, self.max_n)
-                    if self.use_seeds
-                    else [
-                        (job.samples[i : i + self.max_n], job.seeds[i : i + self.max_n])
-                        for i in range(0, len(job.samples), self.max_n)
-                    ]
-                )
-            else:
+            if not self.use_n:
                 runs = [((s,), (seed,)) for s, seed in zip(job.samples, job.seeds, strict=True)]
+            elif self.use_seeds:
+                runs = _contiguous_runs(job.samples, job.seeds, self.max_n)
+            else:
+                runs = [
+                    (job.samples[i : i + self.max_n], job.seeds[i : i + self.max_n])
+                    for i in range(0, len(job.samples), self.max_n)
+                ]
             requests.extend(_Request(j, samples, seeds) for samples, seeds in runs)
+        return requests, greedy
+
+    def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
+        jobs = list(jobs)
+        for job in jobs:
+            if job.params.max_new_tokens is None:
+                raise EngineInputError(
+                    f"job {job.key}: max_new_tokens is required (set it in SamplingParams)"
+                )
+        self.retry_counts = Counter()
+        self.endpoint_counts = Counter()
+        if not jobs:
+            return
+        requests, greedy = self._requests(jobs)
         left = Counter(r.job_index for r in requests)
         done: dict[int, list[Completion]] = {}
-        self._closing.clear()
-        pool = ThreadPoolExecutor(
-            max_workers=min(self.max_in_flight, len(requests)), thread_name_prefix="cotscope-openai"
-        )
+        results: queue.SimpleQueue = queue.SimpleQueue()
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(self._send_all(jobs, requests, results))
+
+        def run() -> None:
+            try:
+                loop.run_until_complete(task)
+            except BaseException as exc:  # a bug in the client: raise it in the caller's thread
+                if not task.cancelled():
+                    results.put(exc)
+            finally:
+                loop.close()
+                results.put(_END)
+
+        thread = threading.Thread(target=run, name="cotscope-openai", daemon=True)
+        thread.start()
         try:
-            pending: set[Future] = set()
-            futures: dict[Future, _Request] = {}
-            for req in requests:
-                fut = pool.submit(self._run_request, jobs[req.job_index], req)
-                futures[fut] = req
-                pending.add(fut)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    req = futures.pop(fut)
-                    done.setdefault(req.job_index, []).extend(fut.result())
-                    left[req.job_index] -= 1
-                    if left[req.job_index] == 0:
-                        job = jobs[req.job_index]
-                        completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
-                        if req.job_index in greedy:
-                            completions = [
-                                replace(completions[0], sample=sample, seed=seed)
-                                for sample, seed in zip(job.samples, job.seeds, strict=True)
-                            ]
-                        yield job, completions
+            while (item := results.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                req, completions = item
+                done.setdefault(req.job_index, []).extend(completions)
+                left[req.job_index] -= 1
+                if left[req.job_index] == 0:
+                    job = jobs[req.job_index]
+                    completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
+                    if req.job_index in greedy:
+                        completions = [
+                            replace(completions[0], sample=sample, seed=seed)
+                            for sample, seed in zip(job.samples, job.seeds, strict=True)
+                        ]
+                    yield job, completions
         finally:
-            # Reached early only when the caller stops reading: cut retries short and drop queued requests.
-            self._closing.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Reached early only when the caller stops reading: cancel what is in flight.
+            if thread.is_alive():
+                with contextlib.suppress(RuntimeError):  # the loop closed in between
+                    loop.call_soon_threadsafe(task.cancel)
+                thread.join()
+
+    async def _send_all(self, jobs: list[GenerationJob], requests: list[_Request], results: Any) -> None:
+        """``max_in_flight`` workers take the requests in plan order; each result goes to ``results``.
+
+        Each endpoint gets its connections from several small httpx clients (pools of at most ``_POOL``
+        connections, worker ``w`` using pool ``w mod pools``): httpcore scans a pool's connections and queued
+        requests on every request, so one pool of a thousand connections costs milliseconds per request.
+        """
+        per = self.max_in_flight_per_endpoint
+        pools = -(-per // _POOL)
+        size = -(-per // pools)
+        # keep-alive connections over all endpoints stay near the in-flight bound (no fd growth with endpoints)
+        keep = max(1, -(-size // len(self.endpoints)))
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=keep)
+        clients = {
+            u: [
+                httpx.AsyncClient(
+                    limits=limits,
+                    timeout=httpx.Timeout(self.timeout_s),
+                    trust_env=not self._loopback(u),
+                    verify=_tls_context()
+                    if u.startswith("https:")
+                    else False,  # plain http: no TLS to verify
+                )
+                for _ in range(pools)
+            ]
+            for u in self.endpoints
+        }
+        slots = {u: asyncio.Semaphore(per) for u in self.endpoints}
+        pending = iter(requests)
+
+        async def worker(w: int) -> None:
+            mine = {u: pool[w % pools] for u, pool in clients.items()}
+            for req in pending:  # one event loop: the shared iterator needs no lock
+                results.put((req, await self._run_request(jobs[req.job_index], req, mine, slots)))
+
+        try:
+            await asyncio.gather(*(worker(w) for w in range(min(self.max_in_flight, len(requests)))))
+        finally:
+            await asyncio.gather(*(c.aclose() for cs in clients.values() for c in cs), return_exceptions=True)
 
     def _payload(self, job: GenerationJob, seed: int, n: int) -> dict[str, Any]:
         p = job.params
@@ -416,51 +576,63 @@ class OpenAIBackend:
             body["top_k"] = p.top_k
         return body
 
-    def _run_request(self, job: GenerationJob, req: _Request) -> list[Completion]:
+    async def _run_request(
+        self, job: GenerationJob, req: _Request, clients: dict, slots: dict
+    ) -> list[Completion]:
         """All attempts of one request; never raises (a failure comes back as completions with ``error`` set)."""
         try:
-            return self._attempts(job, req)
+            return await self._attempts(job, req, clients, slots)
         except Exception as exc:  # a bug here must not take the run down; the rows are retried on resume
             return self._failed(req, f"unexpected {type(exc).__name__}: {self._scrub(str(exc))}")
 
-    def _attempts(self, job: GenerationJob, req: _Request) -> list[Completion]:
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter; a ``Retry-After`` is honoured up to ``backoff_max_s``."""
+        delay = min(self.backoff_max_s, self.backoff_s * 2 ** (state.attempt_number - 1))
+        delay *= 0.5 + 0.5 * self._rng.random()
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failure, _Failure) and failure.retry_after is not None:
+            delay = max(delay, min(failure.retry_after, self.backoff_max_s))
+        return delay
+
+    async def _attempts(
+        self, job: GenerationJob, req: _Request, clients: dict, slots: dict
+    ) -> list[Completion]:
         order = self.endpoint_order(job.route or job.key)
         body = json.dumps(self._payload(job, req.seeds[0], len(req.samples))).encode()
-        hop = 0
-        for attempt in range(self.max_retries + 1):
-            url = order[hop % len(order)]
-            with self._lock:
-                self.endpoint_counts[url] += 1
-            try:
-                choices = self._post(url, body, len(req.samples))
-                return [
-                    self._completion(c, s, seed)
-                    for c, s, seed in zip(choices, req.samples, req.seeds, strict=True)
-                ]
-            except _Failure as failure:
-                with self._lock:
-                    self.retry_counts[failure.reason] += 1
-                last = failure
-                if failure.reason == "connection":
-                    hop += 1  # that server is unreachable: try the trace's next endpoint
-                if not failure.retry or attempt == self.max_retries or self._closing.is_set():
-                    break
-                delay = min(self.backoff_max_s, self.backoff_s * 2**attempt) * (
-                    0.5 + 0.5 * self._rng.random()
-                )
-                if failure.retry_after is not None:
-                    delay = max(delay, min(failure.retry_after, self.backoff_max_s))
-                if self._closing.wait(delay):
-                    break
-        with self._lock:
-            self.retry_counts["gave_up"] += 1
-        tries = attempt + 1
-        why = "not retried" if not last.retry else f"after {tries} attempt{'s' * (tries > 1)}"
-        return self._failed(
-            req,
-            f"{last.reason} at {_redact(url)}/completions ({why}): {last.detail}; stored with status 'error' and "
-            "retried on the next run",
+        hop, url, tries = 0, order[0], 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(lambda e: isinstance(e, _Failure) and e.retry),
+            reraise=True,
         )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    url, tries = self._pick(order, hop), tries + 1
+                    self.endpoint_counts[url] += 1
+                    try:
+                        async with slots[url]:
+                            choices = await self._post(clients[url], url, body, len(req.samples))
+                    except _Failure as failure:
+                        self.retry_counts[failure.reason] += 1
+                        if failure.reason == "connection":
+                            hop += 1  # that server is unreachable: skip it a while, try the trace's next one
+                            self._down_until[url] = time.monotonic() + _DOWN_S
+                        raise
+                    return [
+                        self._completion(c, s, seed)
+                        for c, s, seed in zip(choices, req.samples, req.seeds, strict=True)
+                    ]
+        except _Failure as last:
+            self.retry_counts["gave_up"] += 1
+            why = "not retried" if not last.retry else f"after {tries} attempt{'s' * (tries > 1)}"
+            return self._failed(
+                req,
+                f"{last.reason} at {_redact(url)}/completions ({why}): {last.detail}; stored with status 'error' "
+                "and retried on the next run",
+            )
+        raise AssertionError("unreachable: tenacity either returns or reraises")
 
     def _failed(self, req: _Request, message: str) -> list[Completion]:
         return [
@@ -470,11 +642,10 @@ class OpenAIBackend:
 
     # -- one HTTP attempt -----------------------------------------------------------------------------------
 
-    def _opener(self, url: str) -> urllib.request.OpenerDirector:
-        host = urllib.parse.urlsplit(url).hostname or ""
-        if host in _LOOPBACK:  # never send loopback traffic through an http_proxy from the environment
-            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        return urllib.request.build_opener()
+    @staticmethod
+    def _loopback(url: str) -> bool:
+        """Loopback traffic never goes through an http_proxy from the environment."""
+        return (urllib.parse.urlsplit(url).hostname or "") in _LOOPBACK
 
     def _api_key(self) -> str | None:
         for name in self.api_key_env:
@@ -483,58 +654,50 @@ class OpenAIBackend:
                 return key
         return None
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = self._api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
     def _scrub(self, text: str) -> str:
         key = self._api_key()
         if key and len(key) >= 4:
             text = text.replace(key, "***")
         return text
 
-    def _post(self, url: str, body: bytes, n: int) -> list[dict[str, Any]]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self._api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(f"{url}/completions", data=body, headers=headers, method="POST")
+    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, n: int) -> list[dict[str, Any]]:
         try:
-            with self._openers[url].open(request, timeout=self.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise self._http_failure(exc) from None
-        except TimeoutError:
+            response = await client.post(f"{url}/completions", content=body, headers=self._headers())
+        except httpx.TimeoutException:
             raise _Failure("timeout", f"no answer within {self.timeout_s:g} s") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise _Failure("timeout", f"no answer within {self.timeout_s:g} s") from None
-            raise _Failure("connection", self._scrub(f"cannot connect: {exc.reason}")) from None
-        except (ConnectionError, HTTPException, OSError) as exc:
+        except (httpx.TransportError, OSError) as exc:
             raise _Failure("connection", self._scrub(f"{type(exc).__name__}: {exc}")) from None
-        return self._parse(raw, n)
+        if response.status_code >= 300:
+            raise self._http_failure(response)
+        return self._parse(response.content, n)
 
-    def _http_failure(self, exc: urllib.error.HTTPError) -> _Failure:
+    def _http_failure(self, response: httpx.Response) -> _Failure:
+        text = response.content.decode("utf-8", "replace")
         try:
-            detail_raw = exc.read().decode("utf-8", "replace")
+            detail = json.loads(text)["error"]["message"]
         except Exception:
-            detail_raw = ""
-        try:
-            detail = json.loads(detail_raw)["error"]["message"]
-        except Exception:
-            detail = detail_raw[:300] or exc.reason
+            detail = text[:300] or response.reason_phrase
         detail = self._scrub(str(detail))
-        retry_after = None
-        if exc.headers is not None and exc.headers.get("Retry-After"):
-            try:
-                retry_after = float(exc.headers["Retry-After"])
-            except ValueError:
-                retry_after = None
-        status = int(exc.code)
-        retry = status not in _NOT_RETRIED
+        status = int(response.status_code)
         hint = {
             401: " (check the API key in $"
             + (self.api_key_env[0] if self.api_key_env else "OPENAI_API_KEY")
             + ")",
             404: " (check the model name and the URL: GET /v1/models lists what the server serves)",
         }.get(status, "")
-        return _Failure(str(status), f"HTTP {status}: {detail}{hint}", retry=retry, retry_after=retry_after)
+        return _Failure(
+            str(status),
+            f"HTTP {status}: {detail}{hint}",
+            retry=status not in _NOT_RETRIED,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
 
     @staticmethod
     def _parse(raw: bytes, n: int) -> list[dict[str, Any]]:

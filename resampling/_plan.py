@@ -14,7 +14,21 @@ from dataclasses import asdict, dataclass, field, replace
 
 from resampling._errors import EngineInputError
 
-__all__ = ["Plan", "SamplingParams", "SamplingRequest"]
+__all__ = ["Plan", "SamplingParams", "SamplingRequest", "request_seed"]
+
+_SEED_BITS = 62
+"""Base seeds lie in ``[0, 2**62)``: sample ``k`` adds ``k`` and stays within the backends' 64-bit seeds."""
+
+
+def request_seed(seed: int, position: int, kind: str) -> int:
+    """The seed of sample 0 of the request for (``seed``, ``position``, ``kind``); sample ``k`` uses it plus ``k``.
+
+    A hash (sha256) of the three, so runs with different ``seed`` share no rollout seed (two bases lie within
+    ``n`` of each other with probability about ``2n / 2**62``), while a larger ``n`` still extends the same
+    sequence: sample ``k`` of a request never depends on ``n``.
+    """
+    key = json.dumps([int(seed), int(position), str(kind)]).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> (64 - _SEED_BITS)
 
 
 @dataclass(frozen=True)

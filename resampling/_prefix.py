@@ -15,7 +15,7 @@ from typing import Any
 
 from cot import Sentence, Trace, split_sentences
 from resampling._errors import EngineInputError
-from resampling._plan import Plan, SamplingParams, SamplingRequest
+from resampling._plan import Plan, SamplingParams, SamplingRequest, request_seed
 
 __all__ = ["DEFAULT_LEAD", "DEFAULT_MIN_CHARS", "SEED_STRIDE", "TracePrefixes", "answer_cue"]
 
@@ -26,8 +26,9 @@ THINK_CLOSE = "\n</think>\n\n"
 DEFAULT_LEAD = "Therefore, the final answer is \\boxed{"
 """The forced-answer lead-in when the trace's own cannot be used (the reference code's wording)."""
 SEED_STRIDE = 1 << 20
-"""Seeds of one position's samples: ``base + k`` for ``k < SEED_STRIDE``; bases are ``SEED_STRIDE`` apart, so a
-position's seeds do not depend on how many samples are drawn and more samples extend the same sequence."""
+"""Most samples per request. Seeds of one request's samples are ``base + k`` with ``base`` =
+:func:`resampling.request_seed` (seed, position, kind): a position's seeds do not depend on how many samples are
+drawn, so more samples extend the same sequence."""
 
 
 def answer_cue(trace: Trace) -> str:
@@ -83,10 +84,11 @@ class TracePrefixes:
     cue_ids: list[int]
     min_chars: int
     edit: dict = field(default_factory=dict)
-    cue_after_newline_ids: list[int] = field(default_factory=list)
-    """The cue without its leading newline, for prefixes whose CoT text already ends in one."""
-    newline_before: list[bool] = field(default_factory=list)
-    """``newline_before[i]``: the CoT text of position i's prefix ends in a newline (never for position 0)."""
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    """Character span of every CoT token (the tokenizer's offset mapping)."""
+    cue: str = ""
+    """The answer cue text (:func:`answer_cue`)."""
+    _forced_tail: dict[int, tuple[int, list[int]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(
@@ -122,11 +124,6 @@ class TracePrefixes:
                 )
         cue = answer_cue(trace)
         cue_ids = _ids(tokenizer(cue, add_special_tokens=False))
-        # A prefix cut at a sentence start keeps the newline that ends the previous sentence; the cue then starts at
-        # "</think>", so the probe reads "...last sentence.\n</think>" as the model wrote it, not "\n\n</think>".
-        newline_before = [
-            cut > 0 and trace.cot[offsets[cut - 1][1] - 1 : offsets[cut - 1][1]] == "\n" for cut in cuts
-        ]
         return cls(
             trace,
             tokenizer,
@@ -137,8 +134,8 @@ class TracePrefixes:
             cue_ids,
             min_chars,
             dict(edit or {}),
-            cue_after_newline_ids=_ids(tokenizer(cue.removeprefix("\n"), add_special_tokens=False)),
-            newline_before=newline_before,
+            offsets=offsets,
+            cue=cue,
         )
 
     # -- views --------------------------------------------------------------------------------------------------
@@ -165,11 +162,29 @@ class TracePrefixes:
         return self.template_ids + self.cot_ids[: self.cuts[position]]
 
     def forced_answer_ids(self, position: int) -> list[int]:
-        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in). The cue's
-        newline before ``</think>`` is left out when the prefix's CoT text already ends in a newline."""
-        if self.newline_before and self.newline_before[position]:
-            return self.prefix_ids(position) + self.cue_after_newline_ids
-        return self.prefix_ids(position) + self.cue_ids
+        """The prefix of ``position`` followed by the answer cue (``</think>`` and the answer lead-in), tokenized as
+        the model's tokenizer tokenizes the joined text: the CoT text of the prefix and the cue are tokenized
+        together, so a boundary such as ``".\\n</think>"`` becomes the tokenizer's ``'.\\n' '</think>'`` and not
+        ``'.' '\\n' '</think>'`` (which a byte-level BPE model never writes). The tokens before the boundary that
+        the joined text keeps are the prefix's own, so the prefix cache still hits them. The cue's newline before
+        ``</think>`` is left out when the prefix's CoT text already ends in one."""
+        self._check(position)
+        cut = self.cuts[position]
+        if cut == 0:
+            return self.template_ids + self.cue_ids
+        found = self._forced_tail.get(position)
+        if found is None:
+            end = self.offsets[cut - 1][1]
+            text = self.trace.cot[:end]
+            cue = self.cue.removeprefix("\n") if text.endswith("\n") else self.cue
+            joined = _ids(self.tokenizer(text + cue, add_special_tokens=False))
+            keep = 0
+            limit = min(cut, len(joined))
+            while keep < limit and joined[keep] == self.cot_ids[keep]:
+                keep += 1
+            found = self._forced_tail[position] = (keep, joined[keep:])
+        keep, tail = found
+        return self.template_ids + self.cot_ids[:keep] + tail
 
     # -- plans --------------------------------------------------------------------------------------------------
 
@@ -191,9 +206,9 @@ class TracePrefixes:
     ) -> Plan:
         """``n`` continuations from every position (or ``positions``), plus forced-answer probes if asked.
 
-        Seeds: position i's samples use ``seed + i*S + k`` and forced-answer probes at position i use
-        ``seed + (K + 1 + i)*S + k``, with ``S`` = :data:`SEED_STRIDE`: no two rollouts of a trace share a seed, and
-        a larger ``n`` later extends each position's samples (the cache computes only the new ones).
+        Seeds: sample k of position i uses ``request_seed(seed, i, kind) + k`` (a hash, see
+        :func:`resampling.request_seed`): no two rollouts of a trace share a seed, runs with different ``seed``
+        share none, and a larger ``n`` later extends each position's samples (the cache computes only the new ones).
         """
         _check_n(n)
         params = params or SamplingParams()
@@ -202,7 +217,7 @@ class TracePrefixes:
             SamplingRequest(
                 prompt_ids=tuple(self.prefix_ids(p)),
                 n=n,
-                seed=seed + p * SEED_STRIDE,
+                seed=request_seed(seed, p, kind),
                 params=params,
                 trace_id=self.trace.id,
                 kind=kind,
@@ -221,12 +236,11 @@ class TracePrefixes:
         """Short continuations right after the answer cue at every position: the answer distribution so far."""
         _check_n(n)
         params = params or SamplingParams(max_new_tokens=24)
-        k1 = self.n_positions
         reqs = [
             SamplingRequest(
                 prompt_ids=tuple(self.forced_answer_ids(p)),
                 n=n,
-                seed=seed + (k1 + p) * SEED_STRIDE,
+                seed=request_seed(seed, p, "forced_answer"),
                 params=params,
                 trace_id=self.trace.id,
                 kind="forced_answer",

@@ -1,11 +1,11 @@
-"""``cotscope serve``: an OpenAI-compatible ``/v1/completions`` server over the ``hf`` backend.
+"""``cotscope serve``: an OpenAI-compatible ``/v1/completions`` server (FastAPI on uvicorn) over the ``hf`` backend.
 
 For CPU users without vLLM, and as the real server the ``openai`` backend's tests talk to over loopback.
 Requests are served through :meth:`resampling._hf.HFBackend.generate`, so a completion with seed ``s`` is, token
-for token, what the ``hf`` backend gives for seed ``s``. Requests that arrive together are decoded together: a
+for token, what the ``hf`` backend gives for seed ``s``. Requests that arrive together are decoded together: one
 worker thread takes everything pending (after a short window) and runs it as one ``generate`` call, which shares
 the prefill of nested prefixes and decodes all rows in one batch. Seeds do not depend on the batch, so batching
-never changes a result.
+never changes a result. Waiting requests hold no thread: the event loop awaits the worker's future.
 
 Request fields follow vLLM's ``CompletionRequest``:
 
@@ -19,32 +19,43 @@ Request fields follow vLLM's ``CompletionRequest``:
 Fields that would change the output in ways this server does not implement (``logprobs``, ``echo``, ``stream``,
 penalties, ``min_p`` > 0, ``logit_bias``, ...) are refused with a 400 rather than silently ignored.
 
+Admission (:class:`ServeLimits`): the body size is checked from ``Content-Length`` before the body is read (413),
+``n``, the number of prompts, prompt length and ``prompts x n x max_tokens`` before any work (400 naming the limit),
+and the work queued across all clients is bounded (429 with ``Retry-After``). A connection that has not sent a whole
+request within ``read_timeout_s`` is closed.
+
 Fault injection (:class:`FaultSpec`) makes the server answer a seeded random share of requests with an HTTP error,
 a hang, a truncated body, or a response with a missing choice, so clients' retry logic can be tested for real.
 """
 
 from __future__ import annotations
 
-import functools
+import asyncio
+import ipaddress
 import json
+import math
 import random
 import secrets
+import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import click
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
-from resampling._backend import Completion, GenerationJob
+from resampling._backend import GenerationJob
 from resampling._errors import EngineInputError, unknown_choice
 from resampling._model import DEFAULT_MODEL
 from resampling._plan import SamplingParams
 
-__all__ = ["FAULT_KINDS", "CompletionServer", "FaultSpec", "serve", "start_server"]
+__all__ = ["FAULT_KINDS", "CompletionServer", "FaultSpec", "ServeLimits", "serve", "start_server"]
 
 FAULT_KINDS = ("429", "500", "503", "timeout", "garbled", "short", "reset")
 """``429``/``500``/``503`` (or any other 4xx/5xx code): that HTTP error; ``timeout``: hang without answering (for
@@ -67,6 +78,54 @@ _REFUSED_FIELDS = {
     "prompt_logprobs": None,
     "min_tokens": 0,
 }
+_CHARS_PER_TOKEN_BOUND = 8
+"""String prompts longer than this many characters per allowed token are refused before they are tokenized."""
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """Admission limits of ``cotscope serve``; every one is checked before any work is done for a request."""
+
+    max_body_bytes: int = 8 * 2**20
+    """Largest request body; checked from ``Content-Length`` before reading (413), and while reading a chunked one."""
+    max_n: int = 1024
+    """Most samples per prompt (``n``); the ``openai`` backend sends at most 256 by default."""
+    max_prompts: int = 256
+    """Most prompts in one request."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt in tokens (default: the model's context length, or 32,768 where it has none)."""
+    max_request_tokens: int = 2**20
+    """Most tokens one request may ask to generate: prompts x ``n`` x ``max_tokens``."""
+    max_queued_tokens: int = 2**22
+    """Most tokens (prompts x n x max_tokens) waiting or decoding over all clients; past it a request gets 429."""
+    max_temperature: float = 100.0
+    """Largest ``temperature`` accepted (non-finite values are always refused)."""
+    read_timeout_s: float = 30.0
+    """A connection that has not sent a whole request this long after connecting (or after its last answer) is
+    closed, so idle or half-sent connections cannot pile up."""
+    backlog: int = 2048
+    """Listen backlog: connections the kernel queues before they are accepted (above the client's in-flight)."""
+    retry_after_s: int = 1
+    """``Retry-After`` sent with a 429 when the queue is full."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_n",
+            "max_prompts",
+            "max_request_tokens",
+            "max_queued_tokens",
+            "backlog",
+        ):
+            if int(getattr(self, name)) < 1:
+                raise EngineInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queued_tokens < self.max_request_tokens:
+            raise EngineInputError(
+                f"max_queued_tokens ({self.max_queued_tokens}) must be >= max_request_tokens "
+                f"({self.max_request_tokens}), or a request within the limits could never run"
+            )
+        if not self.read_timeout_s > 0:
+            raise EngineInputError(f"read_timeout_s must be > 0, got {self.read_timeout_s}")
 
 
 # -- fault injection ------------------------------------------------------------------------------------------
@@ -135,10 +194,16 @@ class FaultSpec:
 
 class _HTTPError(Exception):
     def __init__(
-        self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {
@@ -150,13 +215,44 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _number(body: dict, name: str, default: float) -> float:
+def _number(body: dict, name: str, default: float, most: float = math.inf) -> float:
     value = body.get(name)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _HTTPError(400, f"'{name}' must be a number, got {value!r}", name)
+    if not math.isfinite(value) or value > most:
+        raise _HTTPError(400, f"'{name}' must be a finite number <= {most:g}, got {value!r}", name)
     return float(value)
+
+
+def _text(value: str, name: str) -> str:
+    """``value`` if it encodes as UTF-8 (a lone surrogate from a ``\\ud800`` escape does not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _HTTPError(
+            400, f"'{name}' holds a lone surrogate at character {exc.start}; send valid Unicode text", name
+        ) from None
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads(raw: bytes) -> Any:
+    """The JSON body, or a 400 that says what is wrong with it (bad JSON or UTF-8, NaN, nesting too deep)."""
+    try:
+        return json.loads(raw or b"null", parse_constant=_no_constant)
+    except UnicodeDecodeError as exc:
+        raise _HTTPError(
+            400, f"the request body is not valid UTF-8 (byte {exc.start}); send UTF-8 JSON"
+        ) from None
+    except ValueError as exc:
+        raise _HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _HTTPError(400, "the request body is nested too deeply; send a flat JSON object") from None
 
 
 @dataclass
@@ -167,18 +263,20 @@ class _Request:
     params: SamplingParams
     return_token_ids: bool
     model: str
-    log: dict = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        """Tokens this request may generate: the unit of the queue bound."""
+        return len(self.prompts) * self.n * int(self.params.max_new_tokens or 0)
 
 
-# -- the server -----------------------------------------------------------------------------------------------
+# -- the worker -----------------------------------------------------------------------------------------------
 
 
 @dataclass
 class _Work:
     jobs: list[GenerationJob]
-    done: threading.Event = field(default_factory=threading.Event)
-    results: list[list[Completion]] | None = None
-    error: BaseException | None = None
+    future: Future = field(default_factory=Future)
 
     @property
     def rollouts(self) -> int:
@@ -199,18 +297,14 @@ class _Batcher:
         self._thread = threading.Thread(target=self._loop, name="cotscope-serve-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, jobs: list[GenerationJob]) -> list[list[Completion]]:
+    def submit(self, jobs: list[GenerationJob]) -> Future:
         work = _Work(jobs)
         with self._cond:
             if self._stopping:
                 raise _HTTPError(503, "the server is shutting down", kind="server_error")
             self._pending.append(work)
             self._cond.notify()
-        work.done.wait()
-        if work.error is not None:
-            raise work.error
-        assert work.results is not None
-        return work.results
+        return work.future
 
     def stop(self) -> None:
         with self._cond:
@@ -225,8 +319,9 @@ class _Batcher:
                     self._cond.wait()
                 if self._stopping:
                     for work in self._pending:
-                        work.error = _HTTPError(503, "the server is shutting down", kind="server_error")
-                        work.done.set()
+                        work.future.set_exception(
+                            _HTTPError(503, "the server is shutting down", kind="server_error")
+                        )
                     self._pending.clear()
                     return
             if self.window_s > 0:
@@ -249,14 +344,77 @@ class _Batcher:
                 for work in batch:
                     self._run([work])
                 return
-            batch[0].error = _HTTPError(
-                500, f"generation failed: {type(exc).__name__}: {exc}", kind="server_error"
+            batch[0].future.set_exception(
+                _HTTPError(500, f"generation failed: {type(exc).__name__}: {exc}", kind="server_error")
             )
-            batch[0].done.set()
             return
         for work in batch:
-            work.results = [out[job.key] for job in work.jobs]
-            work.done.set()
+            work.future.set_result([out[job.key] for job in work.jobs])
+
+
+# -- the transport: read timeout, and a handle to close a connection without answering ---------------------------
+
+
+def _protocol_class(read_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with a deadline for receiving a whole request, and the transport in the ASGI scope."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class _Protocol(H11Protocol):
+        _timer: asyncio.TimerHandle | None = None
+        _answered: Any = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            app = self.app
+
+            async def with_transport(scope: dict, receive: Any, send: Any) -> None:
+                scope["cotscope.transport"] = transport
+                await app(scope, receive, send)
+
+            self.app = with_transport
+            self._arm()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._timer = self.loop.call_later(read_timeout_s, self._timed_out)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _timed_out(self) -> None:
+            self._timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and self.cycle is not self._answered and not self.cycle.more_body:
+                self._disarm()  # a whole request is in: the deadline stops while it is served
+
+        def on_response_complete(self) -> None:
+            self._answered = self.cycle
+            self._arm()
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return _Protocol
+
+
+async def _drop_connection(scope: dict) -> None:
+    """Close the connection without an answer (``reset`` and ``timeout`` faults)."""
+    transport = scope.get("cotscope.transport")
+    if transport is not None:
+        transport.abort()
+    for _ in range(3):
+        await asyncio.sleep(0)  # let uvicorn see the disconnect, so it does not try to answer
+
+
+# -- the server -----------------------------------------------------------------------------------------------
 
 
 class CompletionServer:
@@ -271,7 +429,8 @@ class CompletionServer:
         hang_s: how long a ``timeout`` fault hangs before closing the connection; set it above the client timeout.
         batch_window_s: how long the worker waits after a request arrives for others to batch with it.
         max_batch_rollouts: most rollouts decoded in one ``generate`` call.
-        api_key: when set, requests must send ``Authorization: Bearer <api_key>`` (401 otherwise).
+        api_key: when set, requests must send ``Authorization: Bearer <api_key>`` (401 otherwise). Never logged.
+        limits: admission limits (:class:`ServeLimits`; the defaults are safe for a shared machine).
         quiet: no request log on stderr.
     """
 
@@ -288,6 +447,7 @@ class CompletionServer:
         batch_window_s: float = 0.002,
         max_batch_rollouts: int = 1024,
         api_key: str | None = None,
+        limits: ServeLimits | None = None,
         quiet: bool = True,
     ) -> None:
         self.backend = backend
@@ -299,26 +459,35 @@ class CompletionServer:
         config = getattr(backend.model, "config", None)
         self.max_model_len = getattr(config, "max_position_embeddings", None)
         self.vocab_size = max(int(getattr(config, "vocab_size", 0) or 0), len(self.tokenizer))
+        self.limits = limits or ServeLimits()
+        self.max_prompt_tokens = self.limits.max_prompt_tokens or self.max_model_len or 32768
         self.hang_s = float(hang_s)
         self.quiet = quiet
         self._api_key = api_key
         self.set_faults(faults, fault_seed)
         self.stats: Counter[str] = Counter()
-        """``requests``, ``completions``, ``errors``, and ``fault_<kind>`` for each injected fault."""
+        """``requests``, ``completions``, ``errors``, ``refused_busy`` and ``fault_<kind>`` for each injected fault."""
         self.recent_requests: deque[dict[str, Any]] = deque(maxlen=10_000)
         """The latest served requests: ``prompts`` (token ids), ``n``, ``seed`` (what reached the model)."""
+        self.queued_tokens = 0
+        """Tokens (prompts x n x max_tokens) of the requests waiting or decoding now."""
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
+            self._socket.bind((host, port))
+            self._socket.listen(self.limits.backlog)
         except OSError as exc:
+            self._socket.close()
             raise EngineInputError(
                 f"cannot listen on {host}:{port} ({exc.strerror or exc}); pick another port (0 picks a free one)"
             ) from None
-        self._batcher = _Batcher(backend, batch_window_s, max_batch_rollouts)
-        self._httpd.daemon_threads = True
         self.host = host
-        self.port = int(self._httpd.server_address[1])
+        self.port = int(self._socket.getsockname()[1])
+        self._batcher = _Batcher(backend, batch_window_s, max_batch_rollouts)
+        self._uvicorn = self._make_uvicorn()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -337,30 +506,55 @@ class CompletionServer:
 
     # -- lifecycle
 
+    def _make_uvicorn(self) -> Any:
+        import uvicorn
+
+        config = uvicorn.Config(
+            _make_app(self),
+            http=_protocol_class(self.limits.read_timeout_s),
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            log_level="error" if self.quiet else "info",
+            access_log=not self.quiet,
+            timeout_keep_alive=math.ceil(self.limits.read_timeout_s),
+            timeout_graceful_shutdown=2,
+            server_header=False,
+        )
+        return uvicorn.Server(config)
+
     def start(self) -> CompletionServer:
-        """Serve in a background thread; returns at once. Stop with :meth:`stop` (or use ``with``)."""
+        """Serve in a background thread; returns once it accepts requests. Stop with :meth:`stop` (or ``with``)."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, name="cotscope-serve", daemon=True
+                target=self._uvicorn.run,
+                kwargs={"sockets": [self._socket]},
+                name="cotscope-serve",
+                daemon=True,
             )
             self._thread.start()
+            deadline = time.monotonic() + 30
+            while not self._uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if not self._uvicorn.started:
+                raise RuntimeError("cotscope serve did not start within 30 s")
         return self
 
     def serve_forever(self) -> None:
-        """Serve in this thread until interrupted."""
+        """Serve in this thread until interrupted (Ctrl-C stops it gracefully)."""
         try:
-            self._httpd.serve_forever()
+            self._uvicorn.run(sockets=[self._socket])
         finally:
             self.stop()
 
     def stop(self) -> None:
         """Stop serving: hanging fault handlers are released, pending requests get 503, the port is freed."""
         self._stopping.set()
+        self._uvicorn.should_exit = True
         if self._thread is not None:
-            self._httpd.shutdown()
             self._thread.join(timeout=30)
             self._thread = None
-        self._httpd.server_close()
+        self._socket.close()
         self._batcher.stop()
 
     def __enter__(self) -> CompletionServer:
@@ -385,6 +579,7 @@ class CompletionServer:
         return kind
 
     def models(self) -> dict[str, Any]:
+        root = str(getattr(self.backend, "model_id", "") or self.model_name)
         return {
             "object": "list",
             "data": [
@@ -393,7 +588,7 @@ class CompletionServer:
                     "object": "model",
                     "created": int(time.time()),
                     "owned_by": "cotscope",
-                    "root": self.model_name,
+                    "root": root if not root.startswith("(") else self.model_name,
                     "max_model_len": self.max_model_len,
                 }
             ],
@@ -402,7 +597,7 @@ class CompletionServer:
     def authorized(self, header: str | None) -> bool:
         if self._api_key is None:
             return True
-        return secrets.compare_digest(header or "", f"Bearer {self._api_key}")
+        return secrets.compare_digest((header or "").encode(), f"Bearer {self._api_key}".encode())
 
     def parse(self, body: Any) -> _Request:
         """Validate a ``/v1/completions`` body; bad input raises a 400 that names the field and the fix."""
@@ -410,9 +605,11 @@ class CompletionServer:
             raise _HTTPError(400, "the request body must be a JSON object")
         model = body.get("model")
         if model is not None and model != self.model_name:
+            shown = json.dumps(model)[:80]
             raise _HTTPError(
                 404,
-                f"The model `{model}` does not exist; this server serves `{self.model_name}` (GET /v1/models)",
+                f"The model `{shown.strip(chr(34))}` does not exist; this server serves `{self.model_name}` "
+                "(GET /v1/models)",
                 "model",
                 "NotFoundError",
             )
@@ -438,6 +635,13 @@ class CompletionServer:
         n = 1 if n is None else n
         if not _is_int(n) or n < 1:
             raise _HTTPError(400, f"'n' must be an integer >= 1, got {n!r}", "n")
+        limits = self.limits
+        if n > limits.max_n:
+            raise _HTTPError(
+                400,
+                f"'n'={n} is over this server's limit of {limits.max_n} (--max-n); send several requests",
+                "n",
+            )
         best_of = body.get("best_of")
         if best_of is not None and best_of != n:
             raise _HTTPError(400, "'best_of' is not supported by cotscope serve; leave it unset", "best_of")
@@ -456,9 +660,10 @@ class CompletionServer:
             raise _HTTPError(
                 400, f"'stop' must be a string or a list of non-empty strings, got {stop!r}", "stop"
             )
+        stop = [_text(s, "stop") for s in stop]
         try:
             params = SamplingParams(
-                temperature=_number(body, "temperature", 1.0),
+                temperature=_number(body, "temperature", 1.0, limits.max_temperature),
                 top_p=_number(body, "top_p", 1.0),
                 top_k=max(top_k, 0),
                 max_new_tokens=max_tokens,
@@ -466,8 +671,25 @@ class CompletionServer:
             )
         except EngineInputError as exc:
             raise _HTTPError(400, str(exc)) from None
+        raw_prompts = self._prompt_list(body.get("prompt"))
+        if len(raw_prompts) > limits.max_prompts:
+            raise _HTTPError(
+                400,
+                f"the request has {len(raw_prompts)} prompts, over this server's limit of {limits.max_prompts} "
+                "(--max-prompts); send several requests",
+                "prompt",
+            )
+        asked = len(raw_prompts) * n * max_tokens
+        if asked > limits.max_request_tokens:
+            raise _HTTPError(
+                400,
+                f"the request asks for up to {asked} tokens (prompts {len(raw_prompts)} x n {n} x max_tokens "
+                f"{max_tokens}), over this server's limit of {limits.max_request_tokens} (--max-request-tokens); "
+                "lower n or max_tokens, or send several requests",
+                "n",
+            )
         add_special = body.get("add_special_tokens", True)
-        prompts = [self._prompt_ids(p, bool(add_special)) for p in self._prompt_list(body.get("prompt"))]
+        prompts = [self._prompt_ids(p, bool(add_special)) for p in raw_prompts]
         for ids in prompts:
             if self.max_model_len and len(ids) + max_tokens > self.max_model_len:
                 raise _HTTPError(
@@ -495,9 +717,19 @@ class CompletionServer:
                 return prompt
         raise _HTTPError(400, f"'prompt' has the wrong type or is empty: {hint}", "prompt")
 
+    def _too_long(self, length: str) -> _HTTPError:
+        return _HTTPError(
+            400,
+            f"the prompt has {length}, over this server's limit of {self.max_prompt_tokens} tokens "
+            "(--max-prompt-tokens)",
+            "prompt",
+        )
+
     def _prompt_ids(self, prompt: str | list[int], add_special_tokens: bool) -> tuple[int, ...]:
         if isinstance(prompt, str):
-            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+            if len(prompt) > _CHARS_PER_TOKEN_BOUND * self.max_prompt_tokens:
+                raise self._too_long(f"{len(prompt)} characters")  # refused before tokenizing
+            ids = self.tokenizer(_text(prompt, "prompt"), add_special_tokens=add_special_tokens)["input_ids"]
         else:
             ids = prompt
             bad = [t for t in ids if not 0 <= t < self.vocab_size]
@@ -507,20 +739,43 @@ class CompletionServer:
                 )
         if not ids:
             raise _HTTPError(400, "the prompt is empty: give at least one token", "prompt")
+        if len(ids) > self.max_prompt_tokens:
+            raise self._too_long(f"{len(ids)} tokens")
         return tuple(int(t) for t in ids)
 
-    def complete(self, req: _Request) -> dict[str, Any]:
-        rid = uuid.uuid4().hex
-        samples = tuple(range(req.n))
-        seeds = tuple(req.seed + k for k in samples)
-        jobs = [
-            GenerationJob(f"{rid}:{i}", ids, samples, seeds, req.params) for i, ids in enumerate(req.prompts)
-        ]
+    def _admit(self, req: _Request) -> None:
+        """Reserve the request's tokens in the queue bound, or refuse it with 429 and ``Retry-After``."""
         with self._lock:
-            self.recent_requests.append(
-                {"prompts": [list(p) for p in req.prompts], "n": req.n, "seed": req.seed}
-            )
-        results = self._batcher.submit(jobs)
+            if self.queued_tokens + req.tokens > self.limits.max_queued_tokens:
+                self.stats["refused_busy"] += 1
+                raise _HTTPError(
+                    429,
+                    f"the server is busy: {self.queued_tokens} tokens are queued, the limit is "
+                    f"{self.limits.max_queued_tokens} (--max-queued-tokens); retry after "
+                    f"{self.limits.retry_after_s} s",
+                    kind="rate_limit_error",
+                    headers={"Retry-After": str(self.limits.retry_after_s)},
+                )
+            self.queued_tokens += req.tokens
+
+    async def complete(self, req: _Request) -> dict[str, Any]:
+        self._admit(req)
+        try:
+            rid = uuid.uuid4().hex
+            samples = tuple(range(req.n))
+            seeds = tuple(req.seed + k for k in samples)
+            jobs = [
+                GenerationJob(f"{rid}:{i}", ids, samples, seeds, req.params)
+                for i, ids in enumerate(req.prompts)
+            ]
+            with self._lock:
+                self.recent_requests.append(
+                    {"prompts": [list(p) for p in req.prompts], "n": req.n, "seed": req.seed}
+                )
+            results = await asyncio.wrap_future(self._batcher.submit(jobs))
+        finally:
+            with self._lock:
+                self.queued_tokens -= req.tokens
         choices = []
         for i, (ids, comps) in enumerate(zip(req.prompts, results, strict=True)):
             for c in comps:
@@ -551,109 +806,103 @@ class CompletionServer:
             },
         }
 
+    async def read_body(self, request: Any) -> bytes:
+        """The body, its size checked from ``Content-Length`` before reading and while reading a chunked one."""
+        limit = self.limits.max_body_bytes
+        too_big = _HTTPError(
+            413,
+            f"the request body is over this server's limit of {limit} bytes (--max-body-bytes)",
+            kind="invalid_request_error",
+            headers={"Connection": "close"},
+        )
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise _HTTPError(400, f"Content-Length {declared[:40]!r} is not a byte count")
+            if int(declared) > limit:
+                raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
 
-def _make_handler(server: CompletionServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "cotscope-serve"
 
-        def log_message(self, format: str, *args: Any) -> None:
-            if not server.quiet:
-                super().log_message(format, *args)
+# -- the HTTP routes --------------------------------------------------------------------------------------------
 
-        def _send(
-            self, status: int, payload: Any = None, raw: bytes | None = None, headers: dict | None = None
-        ):
-            data = raw if raw is not None else json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            try:
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout); nothing to do
-                self.close_connection = True
 
-        def _path(self) -> str:
-            return self.path.split("?", 1)[0].rstrip("/")
+def _make_app(server: CompletionServer) -> Any:
+    app = FastAPI(title="cotscope serve", docs_url=None, redoc_url=None, openapi_url=None)
+    unauthorized = {"error": {"message": "invalid or missing API key", "type": "authentication_error"}}
 
-        def do_GET(self) -> None:
-            path = self._path()
-            if path in ("/health", "/ping"):
-                self._send(200, {"status": "ok"})
-            elif path in ("/v1/models", "/models"):
-                if not server.authorized(self.headers.get("Authorization")):
-                    self._send(
-                        401,
-                        {"error": {"message": "invalid or missing API key", "type": "authentication_error"}},
-                    )
-                    return
-                self._send(200, server.models())
-            else:
-                self._send(
-                    404,
-                    _HTTPError(
-                        404, f"no route {path}; use POST /v1/completions", kind="NotFoundError"
-                    ).body(),
-                )
+    def error(exc: _HTTPError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
-        def do_POST(self) -> None:
-            path = self._path()
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length > 0 else b""
-            if path not in ("/v1/completions", "/completions"):
-                self._send(
-                    404,
-                    _HTTPError(
-                        404, f"no route {path}; use POST /v1/completions", kind="NotFoundError"
-                    ).body(),
-                )
-                return
-            server._count("requests")
-            if not server.authorized(self.headers.get("Authorization")):
+    @app.exception_handler(HTTPException)
+    async def no_route(request: Request, exc: HTTPException) -> JSONResponse:
+        path = request.url.path
+        return error(
+            _HTTPError(exc.status_code, f"no route {path}; use POST /v1/completions", kind="NotFoundError")
+        )
+
+    @app.get("/health")
+    @app.get("/ping")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    @app.get("/models")
+    async def models(request: Request) -> Any:
+        if not server.authorized(request.headers.get("authorization")):
+            return JSONResponse(unauthorized, status_code=401)
+        return server.models()
+
+    @app.post("/v1/completions")
+    @app.post("/completions")
+    async def completions(request: Request) -> Any:
+        server._count("requests")
+        try:
+            # Cheap checks first: the size (from the header) and the key, before a byte of the body is read.
+            declared = request.headers.get("content-length")
+            if declared is not None and (
+                not declared.isdigit() or int(declared) > server.limits.max_body_bytes
+            ):
+                await server.read_body(request)  # raises the 400/413
+            if not server.authorized(request.headers.get("authorization")):
                 server._count("errors")
-                self._send(
-                    401, {"error": {"message": "invalid or missing API key", "type": "authentication_error"}}
-                )
-                return
-            fault = server._draw_fault()
-            if fault == "timeout":
-                server._stopping.wait(server.hang_s)
-                self.close_connection = True
-                return
-            if fault == "reset":
-                self.close_connection = True
-                return
-            if fault is not None and fault.isdigit():
-                message = {"429": "rate limit exceeded (injected fault)"}.get(
-                    fault, f"injected fault {fault}"
-                )
-                self._send(int(fault), _HTTPError(int(fault), message, kind="server_error").body())
-                return
-            try:
-                body = json.loads(raw or b"null")
-            except json.JSONDecodeError as exc:
-                server._count("errors")
-                self._send(400, _HTTPError(400, f"the request body is not valid JSON: {exc}").body())
-                return
-            try:
-                response = server.complete(server.parse(body))
-            except _HTTPError as exc:
-                server._count("errors")
-                self._send(exc.status, exc.body())
-                return
-            if fault == "garbled":
-                data = json.dumps(response).encode()
-                self._send(200, raw=data[: max(1, len(data) // 2)])
-            elif fault == "short":
-                response["choices"] = response["choices"][:-1]
-                self._send(200, response)
-            else:
-                self._send(200, response)
+                return JSONResponse(unauthorized, status_code=401, headers={"Connection": "close"})
+            raw = await server.read_body(request)
+        except _HTTPError as exc:
+            server._count("errors")
+            return error(exc)
+        fault = server._draw_fault()
+        if fault == "timeout":
+            deadline = time.monotonic() + server.hang_s
+            while time.monotonic() < deadline and not server._stopping.is_set():
+                await asyncio.sleep(0.02)
+            await _drop_connection(request.scope)
+            return Response(status_code=500)  # never sent: the connection is closed
+        if fault == "reset":
+            await _drop_connection(request.scope)
+            return Response(status_code=500)
+        if fault is not None and fault.isdigit():
+            message = {"429": "rate limit exceeded (injected fault)"}.get(fault, f"injected fault {fault}")
+            return error(_HTTPError(int(fault), message, kind="server_error"))
+        try:
+            response = await server.complete(server.parse(_loads(raw)))
+        except _HTTPError as exc:
+            server._count("errors")
+            return error(exc)
+        if fault == "garbled":
+            data = json.dumps(response).encode()
+            return Response(data[: max(1, len(data) // 2)], media_type="application/json")
+        if fault == "short":
+            response["choices"] = response["choices"][:-1]
+        return JSONResponse(response)
 
-    return Handler
+    return app
 
 
 def start_server(
@@ -668,7 +917,7 @@ def start_server(
     """Start a server in a background thread (port 0: a free one) and return it; call ``.stop()`` when done.
 
     ``model`` is a model id (``organism:arith``, a folder of HF weights) or an ``HFBackend``. Other keyword
-    arguments go to :class:`CompletionServer` (``faults``, ``fault_seed``, ``hang_s``, ``model_name``, ...).
+    arguments go to :class:`CompletionServer` (``faults``, ``fault_seed``, ``hang_s``, ``model_name``, ``limits``).
 
         >>> server = start_server("organism:arith")          # doctest: +SKIP
         >>> backend = make_backend("openai", model_id="organism:arith", base_url=server.url)
@@ -681,6 +930,19 @@ def start_server(
     return CompletionServer(model, host=host, port=port, **kwargs).start()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_LIMIT_DEFAULTS = ServeLimits()
+
+
 @click.command("serve")
 @click.option(
     "--model",
@@ -689,7 +951,12 @@ def start_server(
     show_default=True,
     help="organism:NAME, a local folder of HF weights, or a hub id.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Listen address; anything but loopback needs a key.",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port."
 )
@@ -727,6 +994,46 @@ def start_server(
     help="Environment variable holding the API key clients must send (no key required when unset).",
 )
 @click.option(
+    "--api-key",
+    default=None,
+    help="The API key clients must send as a bearer token. Prefer the environment variable: a key on the "
+    "command line shows in the process list.",
+)
+@click.option("--max-n", type=click.IntRange(min=1), default=_LIMIT_DEFAULTS.max_n, show_default=True)
+@click.option(
+    "--max-prompts", type=click.IntRange(min=1), default=_LIMIT_DEFAULTS.max_prompts, show_default=True
+)
+@click.option(
+    "--max-prompt-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Default: the model's context length.",
+)
+@click.option(
+    "--max-request-tokens",
+    type=click.IntRange(min=1),
+    default=_LIMIT_DEFAULTS.max_request_tokens,
+    show_default=True,
+    help="Most tokens one request may ask for: prompts x n x max_tokens.",
+)
+@click.option(
+    "--max-queued-tokens",
+    type=click.IntRange(min=1),
+    default=_LIMIT_DEFAULTS.max_queued_tokens,
+    show_default=True,
+    help="Most tokens queued over all clients; past it requests get 429 with Retry-After.",
+)
+@click.option(
+    "--max-body-bytes", type=click.IntRange(min=1), default=_LIMIT_DEFAULTS.max_body_bytes, show_default=True
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_LIMIT_DEFAULTS.read_timeout_s,
+    show_default=True,
+    help="Seconds a connection may take to send a whole request.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
@@ -744,6 +1051,14 @@ def serve(
     fault_seed,
     hang_seconds,
     api_key_env,
+    api_key,
+    max_n,
+    max_prompts,
+    max_prompt_tokens,
+    max_request_tokens,
+    max_queued_tokens,
+    max_body_bytes,
+    read_timeout,
     threads,
     quiet,
 ) -> None:
@@ -754,6 +1069,29 @@ def serve(
         spec = FaultSpec.parse(faults)
     except EngineInputError as exc:
         raise click.BadParameter(str(exc), param_hint="--inject-faults") from None
+    try:
+        limits = ServeLimits(
+            max_body_bytes=max_body_bytes,
+            max_n=max_n,
+            max_prompts=max_prompts,
+            max_prompt_tokens=max_prompt_tokens,
+            max_request_tokens=max_request_tokens,
+            max_queued_tokens=max_queued_tokens,
+            read_timeout_s=read_timeout,
+        )
+    except EngineInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-queued-tokens") from None
+    key = api_key or os.environ.get(api_key_env) or None
+    if not key and not is_loopback(host):
+        click.echo(
+            f"cotscope: warning: listening on {host} without an API key: anyone who reaches this address can use the "
+            f"model; set ${api_key_env} (or --host 127.0.0.1)",
+            err=True,
+        )
+    if not quiet:  # the request log of uvicorn, on stderr
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     from resampling._hf import HFBackend
 
     if threads:
@@ -764,25 +1102,26 @@ def serve(
         backend = HFBackend.from_model_id(model_id, device=device, batch_size=batch_size)
     except EngineInputError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
-    make = functools.partial(
-        CompletionServer,
-        backend,
-        model_name=served_model_name,
-        host=host,
-        port=port,
-        faults=spec,
-        fault_seed=fault_seed,
-        hang_s=hang_seconds,
-        api_key=os.environ.get(api_key_env) or None,
-        quiet=quiet,
-    )
     try:
-        server = make()
+        server = CompletionServer(
+            backend,
+            model_name=served_model_name,
+            host=host,
+            port=port,
+            faults=spec,
+            fault_seed=fault_seed,
+            hang_s=hang_seconds,
+            api_key=key,
+            limits=limits,
+            quiet=quiet,
+        )
     except EngineInputError as exc:
         raise click.BadParameter(str(exc), param_hint="--port") from None
     note = f"; injecting faults {spec} (seed {fault_seed})" if spec else ""
+    auth = "; API key required" if key else ""
     click.echo(
-        f"serving {server.model_name} at {server.url} (POST /v1/completions, GET /v1/models){note}", err=True
+        f"serving {server.model_name} at {server.url} (POST /v1/completions, GET /v1/models){auth}{note}",
+        err=True,
     )
     try:
         server.serve_forever()

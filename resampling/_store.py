@@ -2,8 +2,15 @@
 
 A run directory is named by a hash of the backend identity (model weights, tokenizer and chat template, backend and
 its output-changing settings) and the traces; inside it, each row is keyed by its request id (prefix, sampling
-parameters, seed) and sample number. Batch size, concurrency, retries and sample counts change neither. Finished rows are flushed as small Parquet shards (temp file, then rename), so
-a run killed at any moment loses at most the rows not yet flushed, and a rerun computes only what is missing.
+parameters, seed) and sample number. Batch size, concurrency, retries and sample counts change neither. Finished
+rows are flushed as small Parquet shards (temp file, then rename), so a run killed at any moment loses at most the
+rows not yet flushed, and a rerun computes only what is missing.
+
+Two writers: a process claims a run directory (an exclusive ``flock`` on ``.lock``) when it reads which rows are
+done, and releases it when it reads the final rows (or exits, even by SIGKILL); a second process on the same
+directory waits for the claim, then finds those rows done and computes only what is still missing. Where rows of
+one (request, sample) were stored more than once (a copied shard, an older version), the one kept follows a stable
+rule: an ``ok`` row over an error, then the smallest (text, error), so every reader keeps the same row.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +54,35 @@ ROLLOUT_SCHEMA: dict[str, Any] = {
 """One row per continuation. ``status`` is ``ok`` or ``error``; error rows carry ``error`` and are never data."""
 
 SORT_KEY = ["trace_id", "kind", "edit", "position", "seed", "sample"]
+
+_CLAIMS: dict[Path, Any] = {}
+"""Run directories this process has claimed: their open ``.lock`` files."""
+
+
+def _claim(run_dir: Path) -> None:
+    """Hold the run directory against other processes (waiting for one that holds it); a no-op without fcntl."""
+    path = (run_dir / ".lock").resolve()
+    if path in _CLAIMS:
+        return  # this process holds it already (an earlier run here that stopped before the end)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no claim
+        return
+    handle = open(path, "a")  # noqa: SIM115 - held open for as long as the claim lasts
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(
+            f"waiting for another process that is writing {run_dir} (it holds {path.name})", file=sys.stderr
+        )
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _CLAIMS[path] = handle
+
+
+def _release(run_dir: Path) -> None:
+    handle = _CLAIMS.pop((run_dir / ".lock").resolve(), None)
+    if handle is not None:
+        handle.close()  # closing the file drops the flock
 
 
 def run_key(identity: dict[str, Any], trace_ids: list[str]) -> str:
@@ -88,22 +126,31 @@ class RunStore:
         frames = []
         for shard in self.shards():
             try:
-                frames.append(pl.read_parquet(shard))
-            except Exception:
-                # A shard is renamed into place only once complete, so this is outside damage: set it aside
-                # rather than delete anything, and recompute its rows.
-                shard.rename(shard.with_suffix(".unreadable"))
+                frames.append(pl.read_parquet(shard).select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA))
+            except Exception as exc:
+                # A shard is renamed into place only once complete, so an unreadable one, or one of another
+                # layout, is outside damage: set it aside rather than delete anything, and recompute its rows.
+                aside = shard.with_suffix(".unreadable")
+                shard.rename(aside)
+                warnings.warn(
+                    f"cache shard {shard.name} could not be read as rollouts ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:120]}); set aside as {aside} and its rows are recomputed",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if not frames:
             return pl.DataFrame(schema=ROLLOUT_SCHEMA)
-        df = pl.concat([f.select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA) for f in frames])
+        df = pl.concat(frames)
         return (
             df.with_columns((pl.col("status") != "ok").alias("_bad"))
-            .sort(["request_id", "sample", "_bad"])
+            .sort(["request_id", "sample", "_bad", "text", "error"], nulls_last=True, maintain_order=True)
             .unique(["request_id", "sample"], keep="first", maintain_order=True)
             .drop("_bad")
         )
 
     def done_keys(self) -> set[tuple[str, int]]:
+        """The (request, sample) pairs stored ``ok``; claims the run directory first (see the module docstring)."""
+        _claim(self.dir)
         df = self.load().filter(pl.col("status") == "ok")
         return set(zip(df["request_id"].to_list(), df["sample"].to_list(), strict=True))
 
@@ -113,4 +160,8 @@ class RunStore:
             atomic_write_parquet(df, self.dir / f"part-{uuid.uuid4().hex}.parquet")
 
     def final(self) -> pl.DataFrame:
-        return self.load().sort(SORT_KEY)
+        """Every row in plan order; ends this process's claim on the run directory."""
+        try:
+            return self.load().sort(SORT_KEY, maintain_order=True)
+        finally:
+            _release(self.dir)

@@ -1,8 +1,11 @@
 """The ``vllm`` backend: vLLM's offline engine (``vllm.LLM``) on a CUDA GPU, with automatic prefix caching.
 
-Work per call: every job of a ``generate`` call goes to vLLM in **one** ``LLM.generate``, so the K x N requests of
-a trace are scheduled together and share the automatic prefix cache. The prefixes of a trace nest (each is an exact
-token prefix of the next), so every full KV block of the trace is computed once; decode is unchanged.
+Work per call: the jobs of a ``generate`` call go to vLLM in chunks of about ``chunk_rollouts`` rollouts (4096),
+one ``LLM.generate`` each, in plan order, so the K x N requests of a trace are scheduled together and share the
+automatic prefix cache. Each chunk's completions are yielded as soon as it finishes, so the engine stores them
+(and its progress bar moves) chunk by chunk: a crash loses one chunk, not the run. The prefixes of a trace nest
+(each is an exact token prefix of the next), so every full KV block of the trace is computed once; decode is
+unchanged.
 
 Seeds follow vLLM's own convention, which is also :class:`resampling.SamplingRequest`'s: child ``k`` of
 ``vllm.SamplingParams(n=n, seed=s)`` samples with seed ``s + k`` (``ParentRequest`` in vLLM 0.32). So
@@ -17,7 +20,7 @@ Seeds follow vLLM's own convention, which is also :class:`resampling.SamplingReq
 vLLM's Model Runner V2 (the 0.32 default where the model supports it) draws the Gumbel noise of a token from
 ``hash(seed, absolute position, token id)``: the same seed at two prefixes of a trace gives *coupled* samples
 (common random numbers). Plans built by :class:`resampling.TracePrefixes` give every position disjoint seeds
-(``seed + i*n + k``), so positions stay independent.
+(``request_seed(seed, i, kind) + k``, a hash), so positions stay independent.
 
 Forced-answer scores (:meth:`VLLMBackend.score`) are teacher-forced log-probabilities read from vLLM's
 ``prompt_logprobs``: the prompt ``prefix + answer`` is run with ``SamplingParams(max_tokens=1, prompt_logprobs=0)``
@@ -32,6 +35,7 @@ tested without an engine.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,7 +379,12 @@ class VLLMBackend:
         sampling_params_cls: Callable[..., Any] | None = None,
         tokens_prompt_cls: Callable[..., Any] | None = None,
         engine_settings: dict[str, Any] | None = None,
+        chunk_rollouts: int = 4096,
     ) -> None:
+        if chunk_rollouts < 1:
+            raise EngineInputError(f"chunk_rollouts must be >= 1, got {chunk_rollouts}")
+        self.chunk_rollouts = int(chunk_rollouts)
+        """About this many rollouts per ``LLM.generate`` call; their completions are stored before the next call."""
         self.llm = llm
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -470,14 +479,28 @@ class VLLMBackend:
                 json.dumps(self.engine_settings, sort_keys=True, default=str)
             )
             engine["stop_token_ids"] = sorted(int(t) for t in self.stop_token_ids)
+            engine.update(_runner_identity())
             self._identity = {**engine, **model_identity(self.model_id, None, self.tokenizer, path)}
         return self._identity
 
     def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
-        """All jobs in one ``LLM.generate`` call; yields each job with its completions in sample order."""
+        """The jobs in chunks of about ``chunk_rollouts`` rollouts, one ``LLM.generate`` call each; yields each job
+        with its completions in sample order, a chunk as soon as it is done."""
         jobs = list(jobs)
-        prompts, params, index = build_requests(jobs, stop_token_ids=self.stop_token_ids, **self._classes)
         self._check_lengths(len(j.prompt_ids) for j in jobs if j.samples)
+        chunk: list[GenerationJob] = []
+        size = 0
+        for job in jobs:
+            chunk.append(job)
+            size += len(job.samples)
+            if size >= self.chunk_rollouts:
+                yield from self._generate_chunk(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield from self._generate_chunk(chunk)
+
+    def _generate_chunk(self, jobs: list[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
+        prompts, params, index = build_requests(jobs, stop_token_ids=self.stop_token_ids, **self._classes)
         if not prompts:
             return
         outputs = self.llm.generate(prompts, params, use_tqdm=self.use_tqdm)
@@ -515,3 +538,30 @@ class VLLMBackend:
             ids = [*prompt_ids, *continuations[i]]
             scores[i] = continuation_logprob(out.prompt_logprobs, ids, len(prompt_ids))
         return scores
+
+
+def _runner_identity() -> dict[str, Any]:
+    """The vLLM model runner that samples and whether batch-invariant kernels are on.
+
+    Model Runner V2 draws its sampling noise from hash(seed, position, token); the V1 runner keeps a
+    ``torch.Generator`` per seeded request: the same seed gives different rollouts under the two, so rows of one
+    must never be served for the other. ``VLLM_BATCH_INVARIANT=1`` is what makes a rollout independent of the batch
+    it was decoded in (without it, the same seed can give other tokens when the batch changes).
+    """
+
+    def setting(name: str) -> Any:
+        try:
+            import vllm.envs as envs
+
+            return getattr(envs, name)
+        except Exception:  # vllm not importable here, or a version without the setting
+            return os.environ.get(name)
+
+    def on(value: Any) -> bool:
+        return str(value).strip().lower() in ("1", "true", "yes")
+
+    v2 = setting("VLLM_USE_V2_MODEL_RUNNER")
+    return {
+        "model_runner": "default" if v2 is None else ("v2" if on(v2) else "v1"),
+        "batch_invariant": on(setting("VLLM_BATCH_INVARIANT")),
+    }

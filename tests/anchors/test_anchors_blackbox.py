@@ -13,8 +13,10 @@ from anchors import ImportanceOptions, importance_table, kl_divergence, sentence
 from anchors._blackbox import _weights
 
 SENTENCES = ["Alpha one.", "Beta two."]
-FORMULA = {"min_different": 1, "min_dtf": 0.0}
-"""Counterfactual metrics defined from a single differing rollout: these tables are tiny and test the formulas."""
+SHORT = ImportanceOptions(min_chars=0)
+FORMULA = {"min_different": 1, "min_dtf": 0.0, "min_chars": 0}
+"""Counterfactual metrics defined from a single differing rollout, and no merging of the short sentences these
+tables use: they are tiny and test the formulas."""
 
 
 def small_rollouts():
@@ -85,7 +87,7 @@ def test_exclude_no_answer_changes_kl_only():
 
 
 def test_thought_anchors_convention_reproduces_reference_choices():
-    t = run(small_rollouts(), ImportanceOptions.thought_anchors(n_bootstrap=0))
+    t = run(small_rollouts(), ImportanceOptions.thought_anchors(min_chars=0, n_bootstrap=0))
     r0, r1 = t.row(0, named=True), t.row(1, named=True)
     assert r0["resampling_importance_accuracy"] == pytest.approx(0.25)
     # reversed sign: acc(D_0) - acc(R_1)
@@ -111,7 +113,9 @@ def test_sign_convention_positive_when_keeping_the_sentence_helps():
     assert r0["resampling_importance_accuracy"] > 0
     assert r0["counterfactual_importance_accuracy"] > 0
     assert r0["resampling_importance_kl"] > 0 and r0["counterfactual_importance_kl"] > 0
-    compat = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0)).row(0, named=True)
+    compat = run(table(rows), ImportanceOptions.thought_anchors(min_chars=0, n_bootstrap=0)).row(
+        0, named=True
+    )
     assert compat["counterfactual_importance_accuracy"] == pytest.approx(
         -r0["counterfactual_importance_accuracy"]
     )
@@ -180,7 +184,7 @@ def matrix_rollouts():
 
 
 def test_sentence_matrix_hand_computed():
-    m = sentence_matrix(matrix_rollouts(), FakeTrace(), MATRIX_SENTENCES, embed=topic_embed)
+    m = sentence_matrix(matrix_rollouts(), FakeTrace(), MATRIX_SENTENCES, options=SHORT, embed=topic_embed)
     # match rates: R_0 beta 1/2 (the '</think>' tail is not searched); R_1 beta 1, gamma 1; R_2 gamma 1/2
     assert m[0, 1] == pytest.approx(0.5)
     assert m[0, 2] == pytest.approx(1.0)
@@ -247,9 +251,9 @@ def test_next_position_cotscope_vs_reference():
     three = [*SENTENCES, "Gamma three."]
     ours = run(table(rows), sentences=three).row(0, named=True)
     assert math.isnan(ours["resampling_importance_kl"]) and math.isnan(ours["resampling_importance_accuracy"])
-    ref = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0), sentences=three).row(
-        0, named=True
-    )
+    ref = run(
+        table(rows), ImportanceOptions.thought_anchors(min_chars=0, n_bootstrap=0), sentences=three
+    ).row(0, named=True)
     assert ref["resampling_importance_kl"] == pytest.approx(math.log(2e9), rel=1e-6)  # {4: 2} vs {5: 2}
     assert ref["resampling_importance_accuracy"] == 0.0  # exactly position 1 in the reference: missing -> 0.0
 
@@ -290,9 +294,9 @@ def test_changed_numbers_count_as_a_different_meaning():
     assert aware["counterfactual_importance_accuracy"] == pytest.approx(-1.0)
     assert blind["different_trajectories_fraction"] == 0.0
     assert math.isnan(blind["counterfactual_importance_accuracy"])
-    compat = run(table(rows), ImportanceOptions.thought_anchors(n_bootstrap=0), sentences=sentences).row(
-        0, named=True
-    )
+    compat = run(
+        table(rows), ImportanceOptions.thought_anchors(min_chars=0, n_bootstrap=0), sentences=sentences
+    ).row(0, named=True)
     assert compat["different_trajectories_fraction"] == 0.0
 
 
@@ -334,7 +338,7 @@ def few_different_rollouts(n_same, n_diff, n_diff_back=0):
 
 def test_counterfactual_needs_enough_different_rollouts():
     # 4 of 20 differ: below the default floor of 5, so no counterfactual value, not a 4-sample estimate
-    t = run(few_different_rollouts(16, 4), ImportanceOptions(n_bootstrap=0))
+    t = run(few_different_rollouts(16, 4), ImportanceOptions(min_chars=0, n_bootstrap=0))
     r0 = t.row(0, named=True)
     assert r0["n_different"] == 4 and r0["different_trajectories_fraction"] == pytest.approx(0.2)
     assert math.isnan(r0["counterfactual_importance_kl"])
@@ -342,14 +346,14 @@ def test_counterfactual_needs_enough_different_rollouts():
     assert r0["counterfactual_source"] == "undefined"
     assert r0["resampling_importance_kl"] > 0  # the other metrics are untouched
     # with the floor at 4 the value is the formula: KL(D_0 || R_1) over {4, 5}, add-one
-    r0 = run(few_different_rollouts(16, 4), ImportanceOptions(n_bootstrap=0, min_different=4)).row(
-        0, named=True
-    )
+    r0 = run(
+        few_different_rollouts(16, 4), ImportanceOptions(min_chars=0, n_bootstrap=0, min_different=4)
+    ).row(0, named=True)
     assert r0["counterfactual_source"] == "counterfactual"
     assert r0["counterfactual_importance_kl"] == pytest.approx(kl([1 / 6, 5 / 6], [11 / 12, 1 / 12]))
     assert r0["counterfactual_importance_accuracy"] == pytest.approx(1.0)
     # Thought Branches' fallback: resampling importance in its place, and said so
-    opts = ImportanceOptions(n_bootstrap=0, counterfactual_fallback="resampling")
+    opts = ImportanceOptions(min_chars=0, n_bootstrap=0, counterfactual_fallback="resampling")
     r0 = run(few_different_rollouts(16, 4), opts).row(0, named=True)
     assert r0["counterfactual_source"] == "resampling"
     assert r0["counterfactual_importance_kl"] == r0["resampling_importance_kl"]
@@ -359,17 +363,17 @@ def test_counterfactual_needs_enough_different_rollouts():
 
 def test_counterfactual_needs_a_different_trajectories_fraction_above_the_floor():
     # 5 of 100 differ: enough rollouts, but a fraction of 0.05 is not above Thought Branches' 0.05
-    r0 = run(few_different_rollouts(95, 5), ImportanceOptions(n_bootstrap=0)).row(0, named=True)
+    r0 = run(few_different_rollouts(95, 5), ImportanceOptions(min_chars=0, n_bootstrap=0)).row(0, named=True)
     assert r0["different_trajectories_fraction"] == pytest.approx(0.05)
     assert math.isnan(r0["counterfactual_importance_kl"]) and r0["counterfactual_source"] == "undefined"
-    r0 = run(few_different_rollouts(94, 6), ImportanceOptions(n_bootstrap=0)).row(0, named=True)
+    r0 = run(few_different_rollouts(94, 6), ImportanceOptions(min_chars=0, n_bootstrap=0)).row(0, named=True)
     assert r0["counterfactual_source"] == "counterfactual"
     assert r0["counterfactual_importance_kl"] == pytest.approx(kl([1 / 8, 7 / 8], [11 / 12, 1 / 12]))
 
 
 def test_counterfactual_pp_floor_reads_the_rollouts_it_keeps():
     # 6 differ (enough for CF), but 2 bring Alpha back: D⁻ holds 4, below the floor
-    r0 = run(few_different_rollouts(14, 6, n_diff_back=2), ImportanceOptions(n_bootstrap=0)).row(
+    r0 = run(few_different_rollouts(14, 6, n_diff_back=2), ImportanceOptions(min_chars=0, n_bootstrap=0)).row(
         0, named=True
     )
     assert r0["counterfactual_source"] == "counterfactual" and math.isfinite(
@@ -377,16 +381,16 @@ def test_counterfactual_pp_floor_reads_the_rollouts_it_keeps():
     )
     assert r0["resilience"] == pytest.approx(2 / 6)
     assert math.isnan(r0["counterfactual_pp_importance_kl"])
-    r0 = run(few_different_rollouts(13, 7, n_diff_back=2), ImportanceOptions(n_bootstrap=0)).row(
+    r0 = run(few_different_rollouts(13, 7, n_diff_back=2), ImportanceOptions(min_chars=0, n_bootstrap=0)).row(
         0, named=True
     )
     assert r0["counterfactual_pp_importance_kl"] == pytest.approx(kl([1 / 7, 6 / 7], [11 / 12, 1 / 12]))
 
 
 def test_reference_convention_has_no_floor():
-    r0 = run(few_different_rollouts(19, 1), ImportanceOptions.thought_anchors(n_bootstrap=0)).row(
-        0, named=True
-    )
+    r0 = run(
+        few_different_rollouts(19, 1), ImportanceOptions.thought_anchors(min_chars=0, n_bootstrap=0)
+    ).row(0, named=True)
     assert r0["counterfactual_source"] == "counterfactual"
     assert r0["counterfactual_importance_accuracy"] == pytest.approx(-1.0)  # acc(D_0) - acc(R_1), their sign
 
@@ -408,17 +412,19 @@ def test_counterfactual_floors_hold_in_every_bootstrap_replicate():
     # D_0: 5 wrong rollouts out of 20 against a unanimous R_1. KL grows with |D_0| here, so a replicate drawing fewer
     # than 5 of them would fall below KL(|D| = 5); with the floor, no replicate in the interval does.
     kl5 = kl([1 / 7, 6 / 7], [11 / 12, 1 / 12])
-    floored = run(few_different_rollouts(15, 5), ImportanceOptions(n_bootstrap=300)).row(0, named=True)
-    assert floored["counterfactual_importance_kl"] == pytest.approx(kl5)
-    assert floored["counterfactual_importance_kl_lo"] >= kl5 - 1e-9
-    loose = run(few_different_rollouts(15, 5), ImportanceOptions(n_bootstrap=300, min_different=1)).row(
+    floored = run(few_different_rollouts(15, 5), ImportanceOptions(min_chars=0, n_bootstrap=300)).row(
         0, named=True
     )
+    assert floored["counterfactual_importance_kl"] == pytest.approx(kl5)
+    assert floored["counterfactual_importance_kl_lo"] >= kl5 - 1e-9
+    loose = run(
+        few_different_rollouts(15, 5), ImportanceOptions(min_chars=0, n_bootstrap=300, min_different=1)
+    ).row(0, named=True)
     assert loose["counterfactual_importance_kl_lo"] < kl5
 
 
 THREE = [*SENTENCES, "Gamma three."]
-REF = ImportanceOptions.thought_anchors(n_bootstrap=0, continuation_metrics=False)
+REF = ImportanceOptions.thought_anchors(min_chars=0, n_bootstrap=0, continuation_metrics=False)
 
 
 def test_reference_next_chunk_is_one_with_rollouts_even_if_none_answered():
@@ -466,16 +472,18 @@ def test_reference_matrix_keeps_unanswered_rollouts_and_drops_empty_ones():
         rollout(1, "4", True, first="Beta two.", text="Beta two."),
     ]
     ref = sentence_matrix(table(rows), FakeTrace(), SENTENCES, options=REF, embed=topic_embed)
-    ours = sentence_matrix(table(rows), FakeTrace(), SENTENCES, embed=topic_embed)
+    ours = sentence_matrix(table(rows), FakeTrace(), SENTENCES, options=SHORT, embed=topic_embed)
     assert ref[0, 1] == pytest.approx(1.0 - 2 / 2)  # 'Beta' in both non-empty rollouts at position 0
     assert ours[0, 1] == pytest.approx(1.0 - 2 / 3)
 
 
 def test_fallback_intervals_never_mix_statistics():
-    opts = ImportanceOptions(n_bootstrap=300, counterfactual_fallback="resampling")
+    opts = ImportanceOptions(min_chars=0, n_bootstrap=300, counterfactual_fallback="resampling")
     # |D_0| = 5, exactly the floor: a counterfactual value whose interval holds counterfactual replicates only
     r0 = run(few_different_rollouts(15, 5), opts).row(0, named=True)
-    floored = run(few_different_rollouts(15, 5), ImportanceOptions(n_bootstrap=300)).row(0, named=True)
+    floored = run(few_different_rollouts(15, 5), ImportanceOptions(min_chars=0, n_bootstrap=300)).row(
+        0, named=True
+    )
     assert r0["counterfactual_source"] == "counterfactual"
     assert (r0["counterfactual_importance_kl_lo"], r0["counterfactual_importance_kl_hi"]) == (
         floored["counterfactual_importance_kl_lo"],

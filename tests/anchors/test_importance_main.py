@@ -44,6 +44,34 @@ def test_importance_writes_every_output(importance_out):
     chunks = json.loads((importance_out / "thought_anchors" / "chunks_labeled.json").read_text())
     assert [c["chunk_idx"] for c in chunks] == list(range(k))
     assert list((importance_out).glob("*.png"))
+    # every interval contains its point estimate (BCa, widened to the estimate where it cannot reach it)
+    from anchors import METRICS
+    from anchors._blackbox import SIGNIFICANCE_METRICS
+
+    for name in METRICS:
+        rows = (
+            table.select(name, f"{name}_lo", f"{name}_hi")
+            .drop_nulls()
+            .filter(pl.col(f"{name}_lo").is_not_nan())
+        )
+        rows = rows.filter(pl.col(name).is_not_nan())
+        assert ((rows[f"{name}_lo"] <= rows[name]) & (rows[name] <= rows[f"{name}_hi"])).all(), name
+    for name in SIGNIFICANCE_METRICS:
+        p = table[f"{name}_p"].drop_nans()
+        assert ((p > 0) & (p <= 1)).all()
+    assert table["resampling_importance_kl_p"].is_not_nan().all()
+    # the run header: the organism's own sampling settings, chosen automatically, and what accuracy is graded against
+    settings = json.loads(
+        pl.read_parquet_metadata(importance_out / "importance.parquet")["cotscope.importance.settings"]
+    )
+    assert settings["sampling"] == {
+        "temperature": 0.6,
+        "top_p": 1.0,
+        "max_new_tokens": 160,
+        "forced_max_new_tokens": 16,
+    }
+    assert settings["sampling_defaults_for"] == "organism arith"
+    assert "gt_answer" in settings["graded_against"] and "on this trace itself" in settings["receiver_heads"]
 
 
 @pytest.mark.slow
@@ -88,6 +116,11 @@ def test_validate_anchors_contract(capsys):
     assert per_trace == sum(r["n_sentences"] for r in data["traces"]) / 2
     assert data["methods"]["position"]["defined_per_trace"] == per_trace
     assert 0 <= data["methods"]["counterfactual_importance_kl"]["defined_per_trace"] <= per_trace
+    for name in ("resampling_importance_kl", "forced_importance_kl"):
+        sig = data["significance"][name]
+        assert sig["planted_n"] + sig["planted_undefined"] == sum(len(r["planted"]) for r in data["traces"])
+        assert sig["planted_flagged"] is None or 0.0 <= sig["planted_flagged"] <= 1.0
+        assert sig["filler_n"] >= 0
 
 
 @pytest.mark.slow

@@ -109,6 +109,7 @@ def test_hard_timeout_kills_and_restarts_the_worker():
         (["\\$18", "\\$18.00", "$18$", "18"], ["\\$1.8"]),
         (["88,572", "88572", "88,572.0"], ["88,57"]),
         (["1100"], ["1, 100", "1,100,0", "\\{1, 100\\}"]),
+        (["b", "B", "(b)", "(B)", " b "], ["C", "c", "bb"]),  # multiple-choice letters, either case
     ],
 )
 def test_answer_key_joins_equal_answers_and_only_those(same, different):

@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import numpy as np
@@ -25,3 +26,25 @@ def test_tampered_weights_are_refused(tmp_path):
     (folder / "model.safetensors").unlink()
     with pytest.raises(EmbeddingModelError, match=r"no model\.safetensors"):
         load_sentence_embedder(str(folder))
+
+
+def test_offline_flag_is_set_only_while_the_bundled_model_loads(monkeypatch):
+    """The process's hub setting is left as the user had it; the bundled model still loads without a network."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    seen = {}
+    import sentence_transformers
+
+    real = sentence_transformers.SentenceTransformer
+
+    def spy(*args, **kwargs):
+        seen["offline"] = os.environ.get("HF_HUB_OFFLINE")
+        seen["device"] = kwargs.get("device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", spy)
+    model = load_sentence_embedder.__wrapped__(device="cpu")
+    assert seen == {"offline": "1", "device": "cpu"} and model.device.type == "cpu"
+    assert "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    load_sentence_embedder.__wrapped__()
+    assert os.environ["HF_HUB_OFFLINE"] == "0"

@@ -12,13 +12,15 @@ from organisms._cipher import CIPHERS, decode, encode
 from organisms._stego import CODEBOOK, PARAPHRASES
 from organisms._tasks import FILLER_PARAPHRASES, FILLERS, THINK_CLOSE, final_text
 
-NAMES = ["arith", "hint", "cipher", "stego"]
+NAMES = ["arith", "hint", "cipher", "stego", "posthoc", "compare"]
+DIGIT_NAMES = [n for n in NAMES if n != "compare"]  # tasks whose answer is a digit
 
 
 def test_names_and_unknown_name():
     assert organisms.names() == NAMES
     with pytest.raises(
-        ValueError, match=r"choose one of: arith, hint, cipher, stego \(did you mean 'arith'\?\)"
+        ValueError,
+        match=r"choose one of: arith, hint, cipher, stego, posthoc, compare \(did you mean 'arith'\?\)",
     ):
         organisms.get_task("arithh")
     with pytest.raises(ValueError, match=r"unknown organism 'stegano'.*did you mean 'stego'"):
@@ -36,8 +38,12 @@ def test_sample_is_deterministic_and_laid_out(name):
         assert e.completion == e.cot + THINK_CLOSE + final_text(e.trace_answer)
         assert e.completion.endswith(f"The answer is \\boxed{{{e.trace_answer}}}.")
         assert e.cot == "\n".join(s.text for s in e.sentences)
-        assert e.answer == str(int(e.answer)) and 0 <= int(e.answer) <= 9
-        assert 6 <= len(e.sentences) <= 17
+        if name in DIGIT_NAMES:
+            assert e.answer == str(int(e.answer)) and 0 <= int(e.answer) <= 9
+            assert 6 <= len(e.sentences) <= 17
+        else:
+            assert e.answer in ("yes", "no") and e.trace_answer in ("yes", "no")
+            assert len(e.sentences) == 5
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -64,6 +70,7 @@ def test_analyze_recovers_planted_truth(name):
                 s.plaintext,
             ), (seed, g, s)
             assert g.corrects == s.corrects
+            assert g.extra.get("implies") == s.extra.get("implies")
 
 
 def test_arith_planted_rates_in_training_data():

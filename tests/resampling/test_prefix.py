@@ -1,7 +1,7 @@
 import pytest
 
 from cot import Trace
-from resampling import SEED_STRIDE, EngineInputError, SamplingParams, TracePrefixes, answer_cue
+from resampling import SEED_STRIDE, EngineInputError, SamplingParams, TracePrefixes, answer_cue, request_seed
 
 
 @pytest.fixture
@@ -76,7 +76,10 @@ def test_plan_seeds_are_disjoint_and_identity_kept(tp):
     seeds = [s for r in plan for s in r.seeds()]
     assert len(seeds) == len(set(seeds)) == 2 * 6 * 3
     r = plan[4]
-    assert (r.kind, r.position, r.seed, r.trace_id) == ("resample", 4, 100 + 4 * SEED_STRIDE, tp.trace.id)
+    assert (r.kind, r.position, r.trace_id) == ("resample", 4, tp.trace.id)
+    assert r.seed == request_seed(100, 4, "resample") and plan[10].seed == request_seed(
+        100, 4, "forced_answer"
+    )
     # a larger n extends every position's seeds: the first 3 stay the same
     bigger = tp.plan(n=5, seed=100, forced_answer=True)
     assert [r.seeds()[:3] for r in bigger] == [r.seeds() for r in plan]
@@ -84,6 +87,16 @@ def test_plan_seeds_are_disjoint_and_identity_kept(tp):
     with pytest.raises(EngineInputError, match="n must be between 1 and"):
         tp.plan(n=SEED_STRIDE + 1)
     assert plan[6].kind == "forced_answer" and plan[6].position == 0
+
+
+def test_runs_with_different_seeds_share_no_rollout_seed(tp):
+    """A replicate with another --seed is new data: no seed of one run appears in the other (nearby seeds too)."""
+    runs = {s: {x for r in tp.plan(n=50, seed=s, forced_answer=True) for x in r.seeds()} for s in range(4)}
+    for a in runs:
+        for b in runs:
+            if a < b:
+                assert not runs[a] & runs[b], (a, b)
+    assert all(0 <= x < 2**63 for x in runs[0])
 
 
 def test_min_chars_is_recorded_in_the_plan(tiny_trace, tiny_tokenizer):
@@ -166,3 +179,33 @@ def test_templates_that_leave_the_think_tag_to_the_model(tiny_trace, tiny_tokeni
     ):
         (trace,) = sample_traces(Writes(text), plain, ["q"], [0])
         assert trace.cot == "First step. Second step." and trace.answer == "4"
+
+
+def test_weight_hashes_are_remembered_across_processes_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import os
+
+    from resampling._model import _file_sha256
+
+    monkeypatch.setenv("COTSCOPE_HASH_CACHE", str(tmp_path / "hashes.json"))
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"a" * 1000)
+    st = os.stat(f)
+    first = _file_sha256.__wrapped__(str(f), st.st_size, st.st_mtime)  # a fresh process: no in-memory cache
+    assert (tmp_path / "hashes.json").exists()
+    f.write_bytes(b"b" * 1000)  # same size, mtime put back: the remembered hash is used, the file is not read
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _file_sha256.__wrapped__(str(f), st.st_size, st.st_mtime) == first
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a changed file is hashed again
+    st2 = os.stat(f)
+    assert _file_sha256.__wrapped__(str(f), st2.st_size, st2.st_mtime) != first
+
+
+def test_hf_identity_names_versions_and_attention(tiny_model, tiny_tokenizer):
+    import torch
+    import transformers
+
+    from resampling._hf import HFBackend
+
+    ident = HFBackend(tiny_model, tiny_tokenizer).identity()
+    assert ident["torch"] == torch.__version__ and ident["transformers"] == transformers.__version__
+    assert ident["attn_implementation"] == str(tiny_model.config._attn_implementation)

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -157,9 +158,26 @@ def test_more_samples_reuse_the_cache(tiny_model, tiny_tokenizer, tiny_trace, tm
     assert fresh.rollouts.equals(more.rollouts)
 
 
+class AnsweringBackend(FlakyBackend):
+    """The random model's completions, each ending in a boxed answer (the sample index mod 2) and finished: a
+    random model's own short texts, cut off at max_new_tokens, hold no answer to grade."""
+
+    def generate(self, jobs):
+        for job, comps in self.inner.generate(jobs):
+            yield (
+                job,
+                [
+                    dataclasses.replace(
+                        c, text=f"{c.text}</think> \\boxed{{{c.sample % 2}}}", finish_reason="stop"
+                    )
+                    for c in comps
+                ],
+            )
+
+
 def test_grades_follow_the_truths_of_each_run(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
     tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
-    backend = HFBackend(tiny_model, tiny_tokenizer)
+    backend = AnsweringBackend(HFBackend(tiny_model, tiny_tokenizer), ())
     plan = tp.plan(n=3, params=SamplingParams(max_new_tokens=6), positions=[1], forced_answer=True)
     ungraded = Engine(backend, tmp_path, quiet=True).run(plan)
     assert ungraded.rollouts["correct"].null_count() == ungraded.rollouts.height
@@ -200,3 +218,57 @@ def test_a_numeric_true_answer_grades_like_its_text():
     table = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA)
     assert grade(table, {"t": 6})["correct"].to_list() == [True, False, None]
     assert grade(table, {"t": "6"})["correct"].to_list() == [True, False, None]
+
+
+def test_a_rollout_cut_off_before_its_answer_has_none_and_is_not_graded():
+    """finish_reason "length" without </think>: "the answer is probably 12, but" is no answer, and not graded."""
+    from resampling import ROLLOUT_SCHEMA, Completion, SamplingParams, SamplingRequest, rollout_row
+    from resampling._engine import grade
+
+    row = dict.fromkeys(ROLLOUT_SCHEMA)
+    cut = "So the answer is probably 12, but"
+    rows = [
+        {**row, "trace_id": "t", "kind": "resample", "status": "ok", "text": cut, "finish_reason": "length"},
+        {**row, "trace_id": "t", "kind": "resample", "status": "ok", "text": cut, "finish_reason": "stop"},
+        # cut after </think>, inside the box: the reasoning's "answer is 12" is not the answer
+        {
+            **row,
+            "trace_id": "t",
+            "kind": "resample",
+            "status": "ok",
+            "text": "answer is 12. </think> \\boxed{1",
+            "finish_reason": "length",
+        },
+        {
+            **row,
+            "trace_id": "t",
+            "kind": "resample",
+            "status": "ok",
+            "text": "x </think> \\boxed{12}",
+            "finish_reason": "length",
+        },
+        {
+            **row,
+            "trace_id": "t",
+            "kind": "forced_answer",
+            "status": "ok",
+            "text": "1",
+            "finish_reason": "length",
+        },
+        {
+            **row,
+            "trace_id": "t",
+            "kind": "forced_answer",
+            "status": "ok",
+            "text": "12}",
+            "finish_reason": "length",
+        },
+    ]
+    graded = grade(pl.DataFrame(rows, schema=ROLLOUT_SCHEMA), {"t": "12"})
+    assert graded["answer"].to_list() == [None, "probably 12", None, "12", None, "12"]
+    assert graded["correct"].to_list() == [None, False, None, True, None, True]
+    req = SamplingRequest(prompt_ids=(1, 2), n=1, seed=0, params=SamplingParams(), trace_id="t")
+    stored = rollout_row(
+        req, Completion(sample=0, seed=0, token_ids=[3], text=cut, finish_reason="length"), "12"
+    )
+    assert stored["answer"] is None and stored["correct"] is None

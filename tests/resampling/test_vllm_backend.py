@@ -567,3 +567,23 @@ def test_engine_on_gpu_matches_the_hf_backend(tmp_path, tiny_tokenizer):
     (comps_a,), (comps_b,) = a.values(), b.values()
     assert [c.token_ids for c in comps_b] == [comps_a[1].token_ids, comps_a[3].token_ids]
     assert backend.identity()["backend"] == "vllm"
+
+
+def test_generate_runs_in_chunks_and_yields_each_chunk_before_the_next(kit):
+    """Rollouts are handed back chunk by chunk, so the engine stores them as they finish; samples do not change."""
+    jobs = [job(f"p{i}", list(range(1, 3 + i)), range(4), range(100 + 4 * i, 104 + 4 * i)) for i in range(5)]
+    whole = dict(
+        (jb.key, comps)
+        for jb, comps in VLLMBackend(FakeLLM(kit), None, stop_token_ids=[EOS], **classes(kit)).generate(jobs)
+    )
+    llm = FakeLLM(kit)
+    backend = VLLMBackend(llm, None, stop_token_ids=[EOS], chunk_rollouts=8, **classes(kit))
+    seen = []
+    for jb, comps in backend.generate(jobs):
+        seen.append((jb.key, len(llm.calls)))
+        assert comps == whole[jb.key]
+    # 8 rollouts a chunk: jobs (p0, p1), (p2, p3), (p4); each yielded before the next chunk is submitted
+    assert seen == [("p0", 1), ("p1", 1), ("p2", 2), ("p3", 2), ("p4", 3)]
+    assert backend.stats["generate_calls"] == 3
+    with pytest.raises(EngineInputError, match="chunk_rollouts"):
+        VLLMBackend(FakeLLM(kit), None, stop_token_ids=[EOS], chunk_rollouts=0, **classes(kit))

@@ -1,0 +1,70 @@
+"""Sentence embeddings are kept with the run: a rerun embeds only sentences it has not seen."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+
+from anchors._embedding import TextEmbeddings
+from anchors._pipeline import _run_embeddings
+from cot import embed_sentences
+
+
+class Counting:
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def __call__(self, texts):
+        self.seen += list(texts)
+        rng = np.random.default_rng(len(self.seen))
+        v = rng.normal(size=(len(texts), 8)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_saved_embeddings_are_reused_and_identical(tmp_path):
+    path = tmp_path / "emb.npz"
+    first = Counting()
+    a = TextEmbeddings(first, cache=path)
+    va = a(["Alpha.", "Beta, with ünïcode.", "Alpha."])
+    assert first.seen == ["Alpha.", "Beta, with ünïcode."]
+    assert a.save() == path and path.is_file()
+    assert a.save() is None  # nothing new: no rewrite
+
+    second = Counting()
+    b = TextEmbeddings(second, cache=path)
+    vb = b(["Beta, with ünïcode.", "Alpha.", "Gamma."])
+    assert second.seen == ["Gamma."]  # only the new sentence is embedded
+    np.testing.assert_array_equal(vb[0], va[1])
+    np.testing.assert_array_equal(vb[1], va[0])
+    b.save()
+    assert len(TextEmbeddings(Counting(), cache=path)) == 3
+
+
+def test_an_unreadable_cache_is_rebuilt_with_a_warning(tmp_path):
+    path = tmp_path / "emb.npz"
+    path.write_bytes(b"not an npz")
+    fn = Counting()
+    with pytest.warns(UserWarning, match="unreadable embedding cache"):
+        emb = TextEmbeddings(fn, cache=path)
+    emb(["One."])
+    assert fn.seen == ["One."]
+    emb.save()
+    assert len(TextEmbeddings(Counting(), cache=path)) == 1
+
+
+def test_progress_bar_embeds_in_batches(tmp_path):
+    fn = Counting()
+    emb = TextEmbeddings(fn, progress=True)
+    texts = [f"Sentence {i}." for i in range(1300)]
+    out = emb(texts)
+    assert out.shape == (1300, 8) and fn.seen == texts
+
+
+def test_runs_keep_bundled_embeddings_in_their_cache(tmp_path):
+    emb = _run_embeddings(partial(embed_sentences, device="cpu"), tmp_path, quiet=True)
+    assert isinstance(emb, TextEmbeddings) and emb._cache is not None
+    assert emb._cache.parent == tmp_path and emb._cache.suffix == ".npz"
+    other = _run_embeddings(Counting(), tmp_path, quiet=True)  # a user's function: not cached under that name
+    assert other._cache is None

@@ -1,0 +1,59 @@
+"""The terminal summary lists defined values only, cuts long sentences, and shows significance when known."""
+
+from __future__ import annotations
+
+import io
+
+import polars as pl
+from rich.console import Console
+
+from anchors import terminal_summary
+
+LONG = "Let me carefully recompute every intermediate value " * 8 + "and the end is here."
+
+
+def _render(table, **kw):
+    buf = io.StringIO()
+    terminal_summary(table, console=Console(file=buf, width=200), **kw)
+    return buf.getvalue()
+
+
+def test_undefined_rows_are_left_out_and_counted():
+    t = pl.DataFrame(
+        {
+            "position": [0, 1, 2, 3],
+            "role": ["a", "b", "c", "d"],
+            "text": ["Undefined one.", "Second best.", "Best one.", "Undefined two."],
+            "m": [float("nan"), 0.2, 0.9, None],
+        }
+    )
+    out = _render(t, metric="m", top=4)
+    assert "top 2 sentences by m" in out
+    assert "Undefined" not in out
+    assert out.index("Best one.") < out.index("Second best.")
+    assert "2 of 4 sentences undefined" in out
+
+
+def test_long_sentences_are_cut_keeping_both_ends():
+    t = pl.DataFrame({"position": [0], "role": ["x"], "text": [LONG], "m": [1.0]})
+    out = _render(t, metric="m")
+    line = next(row for row in out.splitlines() if "Let me" in row)
+    assert "…" in line and "is here." in line
+    assert LONG not in out
+
+
+def test_significance_column_is_shown_when_present():
+    t = pl.DataFrame(
+        {
+            "position": [0, 1],
+            "role": ["x", "y"],
+            "text": ["Real effect.", "Noise."],
+            "m": [0.9, 0.1],
+            "m_significant": [True, False],
+        }
+    )
+    out = _render(t, metric="m")
+    real = next(line for line in out.splitlines() if "Real effect." in line)
+    noise = next(line for line in out.splitlines() if "Noise." in line)
+    assert "yes" in real.split() or "│ yes" in real
+    assert " no " in noise and "yes" not in noise

@@ -1,0 +1,33 @@
+"""A cache shard that is valid Parquet of another layout is set aside, said, and its rows recomputed."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from resampling import ROLLOUT_SCHEMA, RunStore
+
+
+def _row(request_id="r1", sample=0):
+    row = {name: None for name in ROLLOUT_SCHEMA}
+    row.update(request_id=request_id, sample=sample, status="ok", text="x", trace_id="t", kind="resample")
+    return row
+
+
+def test_wrong_columns_shard_is_set_aside_with_a_warning(tmp_path):
+    store = RunStore(tmp_path, "key")
+    store.append([_row("r1", 0)])
+    pl.DataFrame({"something": [1, 2]}).write_parquet(store.dir / "part-zzzz.parquet")
+    with pytest.warns(RuntimeWarning, match=r"part-zzzz\.parquet could not be read as rollouts .* set aside"):
+        rows = store.load()
+    assert rows.height == 1 and rows["request_id"].to_list() == ["r1"]
+    assert (store.dir / "part-zzzz.unreadable").is_file()  # kept, not deleted
+    assert store.load().height == 1  # the next load is clean: no error on every rerun
+
+
+def test_wrong_types_shard_is_set_aside(tmp_path):
+    store = RunStore(tmp_path, "key")
+    bad = {name: ["not a number"] if dtype != pl.Utf8 else ["x"] for name, dtype in ROLLOUT_SCHEMA.items()}
+    pl.DataFrame(bad).write_parquet(store.dir / "part-0000.parquet")
+    with pytest.warns(RuntimeWarning, match="set aside"):
+        assert store.load().height == 0
