@@ -47,6 +47,15 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
+def context_length(config: Any) -> int | None:
+    """The longest sequence a model's positions cover (``max_position_embeddings`` and its other names)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def sliding_window(config: Any) -> int | None:
     """The attention window of a model with sliding-window layers (Mistral, Gemma 2/3, Qwen2 with
     ``use_sliding_window``), else None."""
@@ -297,6 +306,11 @@ class HFBackend:
         itemsize = next(self.model.parameters()).element_size()
         per_token = int(config.num_hidden_layers) * kv_heads * head_dim * 2 * itemsize
         return width * per_token + 3 * 4 * int(config.vocab_size)
+
+    @property
+    def max_context(self) -> int | None:
+        """Positions the model can attend over (prompt plus new tokens), from its config; None when it names none."""
+        return context_length(self.model.config)
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
