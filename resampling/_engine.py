@@ -144,6 +144,10 @@ def grade(rollouts: pl.DataFrame, truths: dict[str, str | None]) -> pl.DataFrame
     )
 
 
+JOB_CHUNK = 256
+"""Most samples of one request handed to the backend as one job."""
+
+
 class Engine:
     """Runs plans on a backend, with a content-addressed, resumable Parquet cache.
 
@@ -246,13 +250,17 @@ class Engine:
             rid = req.request_id
             by_key[rid] = req
             missing = [k for k in range(req.n) if (rid, k) not in done]
-            if missing:
+            # a request of many samples goes out in chunks, so rows are stored and progress shows as each chunk
+            # finishes (backends share the prefix of chunks with the same prompt; seeds are per sample, so the
+            # rollouts are the same)
+            for start in range(0, len(missing), JOB_CHUNK):
+                chunk = missing[start : start + JOB_CHUNK]
                 jobs.append(
                     GenerationJob(
                         key=rid,
                         prompt_ids=req.prompt_ids,
-                        samples=tuple(missing),
-                        seeds=tuple(req.seed + k for k in missing),
+                        samples=tuple(chunk),
+                        seeds=tuple(req.seed + k for k in chunk),
                         params=req.params,
                         route=req.trace_id,
                     )

@@ -50,3 +50,26 @@ def test_cli_refuses_a_budget_past_the_organisms_context(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "100,000,000 new tokens" in err and "context is 384 tokens" in err
     assert not (tmp_path / "r" / "rollouts.parquet").exists()
+
+
+def test_large_requests_go_out_in_chunks_with_the_same_rollouts(
+    tiny_model, tiny_tokenizer, tiny_trace, tmp_path, monkeypatch
+):
+    import resampling._engine as engine_mod
+
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    plan = tp.plan(n=10, params=SamplingParams(max_new_tokens=4), positions=[1])
+    whole = Engine(HFBackend(tiny_model, tiny_tokenizer), tmp_path / "a", quiet=True).run(plan).rollouts
+    monkeypatch.setattr(engine_mod, "JOB_CHUNK", 3)
+    seen = []
+
+    class Recording(HFBackend):
+        def generate(self, jobs):
+            for job, comps in super().generate(jobs):
+                seen.append(len(comps))
+                yield job, comps
+
+    chunked = Engine(Recording(tiny_model, tiny_tokenizer), tmp_path / "b", quiet=True).run(plan).rollouts
+    assert seen == [3, 3, 3, 1]  # stored and counted chunk by chunk
+    assert chunked["text"].to_list() == whole["text"].to_list()
+    assert chunked["seed"].to_list() == whole["seed"].to_list()
