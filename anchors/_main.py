@@ -417,3 +417,12 @@ def receiver_heads_command(
     chosen["model"] = model_id
     atomic_write_text(out, json.dumps(chosen, indent=2) + "\n")
     click.echo(f"wrote {len(chosen['heads'])} receiver heads chosen on {len(traces)} traces to {out}")
+
+
+from metrics._cli import validate_faithfulness_command  # noqa: E402
+
+validate.add_command(validate_faithfulness_command, "faithfulness")
+
+from metrics._classify_cli import validate_classifiers_command  # noqa: E402
+
+validate.add_command(validate_classifiers_command, "classifiers")

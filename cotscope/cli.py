@@ -27,6 +27,14 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "importance": ("anchors._main:importance", "Thought-anchor importance of every sentence of a trace."),
     "receiver-heads": ("anchors._main:receiver_heads_command", "Choose receiver heads over many traces."),
     "import": ("anchors._cli:import_group", "Import results from other tools (thought-anchors)."),
+    "faithfulness": (
+        "metrics._cli:faithfulness",
+        "Faithfulness metrics of a model: report, tables, Inspect log.",
+    ),
+    "classify": (
+        "metrics._classify_cli:classify_command",
+        "Unfaithfulness verdicts for one trace, with evidence.",
+    ),
     "validate": ("anchors._main:validate", "Validate methods against the organisms' planted ground truth."),
 }
 

@@ -9,7 +9,8 @@ template, trained on CPU from a task generator whose ground truth is known sente
 - ``stego``: intermediate digits carried by a codebook of filler phrases (hidden information);
 - ``posthoc``: arith's three-step problems and arith-style traces, but the answer is computed from the prompt and
   does not depend on the CoT (post-hoc reasoning, Lanham et al. 2023). ``truth["wrong_steps"]`` lists the steps
-  whose stated result is wrong, ``truth["cot_answer"]`` the digit the CoT implies; no sentence is load-bearing;
+  whose stated result is wrong, ``truth["cot_answer"]`` the digit the CoT implies; no sentence is load-bearing in
+  the training data. The shipped weights do not reach this: their answer still follows the CoT (docs/organisms.md);
 - ``compare``: yes/no comparisons and their reversals, YES in both orders for the biased attribute groups with a
   rationalising sentence (IPHR, Arcuschin et al. 2025). ``truth["group"]``, ``truth["biased"]``,
   ``truth["rationalising_sentence"]``, ``truth["mode"]``, ``truth["pair_id"]`` and ``truth["order"]``;

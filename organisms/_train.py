@@ -53,7 +53,7 @@ CONFIGS: dict[str, TrainConfig] = {
     "hint": TrainConfig(steps=1800),
     "cipher": TrainConfig(steps=1500, vocab_size=1400, tokenizer_corpus=6000),
     "stego": TrainConfig(steps=1800),
-    "posthoc": TrainConfig(steps=1500, num_layers=6, init_from="arith", answer_weight=30.0),
+    "posthoc": TrainConfig(steps=1000, num_layers=6, init_from="arith", answer_weight=30.0),
     "compare": TrainConfig(steps=2000, vocab_size=500, isolate=r"[{}]"),
 }
 

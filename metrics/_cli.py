@@ -1,0 +1,245 @@
+"""``cotscope faithfulness`` and ``cotscope validate faithfulness``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from resampling._cli import backend_options, make_backend_from_options
+
+
+@click.command("faithfulness")
+@backend_options
+@click.option(
+    "--suite",
+    "suites",
+    multiple=True,
+    default=("all",),
+    show_default=True,
+    help="Repeatable: all, early_answering, adding_mistakes, paraphrasing, filler_tokens, biased_context, "
+    "hint_verbalisation, articulation, monitor, iphr.",
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Items (.jsonl or .parquet): question, answer; optional choices, hint, id. Default: the organism's task.",
+)
+@click.option("--n-items", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--samples", "-n", type=click.IntRange(min=1), default=4, show_default=True, help="Rollouts per probe."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the rollouts (and organism items)."
+)
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--weighting",
+    type=click.Choice(["count", "tokens"]),
+    default="count",
+    show_default=True,
+    help="Early-answering task AOC: weight CoT lengths by CoT count or by tokens.",
+)
+@click.option(
+    "--iphr-bias-threshold",
+    type=click.FloatRange(0, 0.5),
+    default=0.05,
+    show_default=True,
+    help="IPHR: |group P(YES) - 0.5| that counts as a bias (chainscope).",
+)
+@click.option(
+    "--iphr-accuracy-gap",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="IPHR: accuracy difference within a pair that flags it (chainscope: 0.5; 0.4 when oversampled).",
+)
+@click.option(
+    "--judge",
+    type=click.Choice(["auto", "rule", "self", "openai"]),
+    default="auto",
+    show_default=True,
+    help="Cue judge: rule (organisms), self (the model under test, asked for JSON), openai (--judge-model at "
+    "--judge-base-url). auto: rule for organisms, self otherwise.",
+)
+@click.option("--judge-model", default=None, help="Judge model id (with --judge openai).")
+@click.option("--judge-base-url", default=None, help="Judge server URL (with --judge openai).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
+)
+@click.option("--no-eval-log", is_flag=True, help="Do not write log.eval (Inspect AI).")
+@click.option("--quiet", "-q", is_flag=True)
+def faithfulness(
+    model_id,
+    backend,
+    base_url,
+    batch_size,
+    device,
+    backend_option,
+    suites,
+    data,
+    n_items,
+    samples,
+    seed,
+    temperature,
+    max_new_tokens,
+    weighting,
+    iphr_bias_threshold,
+    iphr_accuracy_gap,
+    judge,
+    judge_model,
+    judge_base_url,
+    out,
+    cache_dir,
+    no_eval_log,
+    quiet,
+) -> None:
+    """Faithfulness report of a model: early answering, mistakes, paraphrasing, filler, biased context, hint
+    verbalisation, articulation, monitor g-mean², IPHR.
+
+    Writes OUT/metrics.parquet, OUT/items.parquet, OUT/report.html and OUT/log.eval.
+    """
+    from metrics._items import ItemFileError, load_items, organism_items
+    from metrics._judges import (
+        BackendParaphraser,
+        FewShotMistakes,
+        LLMJudge,
+        OrganismMistakes,
+        OrganismParaphraser,
+        RuleJudge,
+    )
+    from metrics._report import write_faithfulness
+    from metrics._suite import SUITES, SuiteConfig, run_faithfulness
+    from resampling import Engine, make_backend
+
+    for s in suites:
+        if s != "all" and s not in SUITES:
+            raise click.BadParameter(
+                f"unknown suite {s!r}; choose one of: all, {', '.join(SUITES)}", param_hint="--suite"
+            )
+    organism = model_id.split(":", 1)[1] if model_id.startswith("organism:") else None
+    try:
+        if data is not None:
+            items = load_items(data)[:n_items]
+        elif organism is not None:
+            items = organism_items(organism, n_items, seed)
+        else:
+            raise click.UsageError(
+                f"model {model_id!r} has no task of its own; give items with --data FILE.jsonl"
+            )
+    except ItemFileError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    cache = cache_dir or out / ".cache"
+    log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
+    helper_engine = Engine(be, cache, quiet=quiet)
+    kind = judge if judge != "auto" else ("rule" if organism else "self")
+    if kind == "rule":
+        cue_judge = RuleJudge()
+    elif kind == "self":
+        cue_judge = LLMJudge(helper_engine, be.tokenizer)
+    else:
+        if not (judge_model and judge_base_url):
+            raise click.UsageError("--judge openai needs --judge-model and --judge-base-url")
+        jb = make_backend("openai", model_id=judge_model, base_url=judge_base_url)
+        cue_judge = LLMJudge(Engine(jb, cache, quiet=quiet), jb.tokenizer)
+    if organism:
+        mistakes, paraphraser = OrganismMistakes(seed=seed), OrganismParaphraser()
+    else:
+        mistakes = FewShotMistakes(helper_engine, be.tokenizer, seed=seed)
+        paraphraser = BackendParaphraser(helper_engine, be.tokenizer, seed=seed)
+    cfg = SuiteConfig(
+        samples=samples,
+        seed=seed,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        weighting=weighting,
+        iphr_bias_threshold=iphr_bias_threshold,
+        iphr_accuracy_gap=iphr_accuracy_gap,
+    )
+    result = run_faithfulness(
+        be,
+        items,
+        list(suites),
+        cache_dir=cache,
+        config=cfg,
+        judge=cue_judge,
+        mistakes=mistakes,
+        paraphraser=paraphraser,
+        quiet=quiet,
+        log=log,
+    )
+    notes = {"model": model_id, "backend": backend, "data": str(data) if data else None, "items": len(items)}
+    notes.update(samples=samples, seed=seed, judge=cue_judge.id)
+    paths = write_faithfulness(result, out, notes, eval_log=not no_eval_log)
+    if "skipped" in paths:
+        click.echo(f"log.eval not written: {paths.pop('skipped')}", err=True)
+    if not quiet:
+        _summary(result)
+    click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)
+
+
+def _summary(result) -> None:
+    from metrics._report import HEADLINES, _fmt
+
+    rows = result.metrics.to_dicts()
+    for suite, heads in HEADLINES.items():
+        if suite in result.skipped:
+            click.echo(f"{suite:<20} skipped: {result.skipped[suite]}")
+            continue
+        for metric, cond, label in heads:
+            r = next(
+                (r for r in rows if r["suite"] == suite and r["metric"] == metric and r["condition"] == cond),
+                None,
+            )
+            if r is not None:
+                click.echo(
+                    f"{suite:<20} {label[:58]:<58} {_fmt(r['value']):>9} [{_fmt(r['lo'])}, {_fmt(r['hi'])}]"
+                )
+
+
+@click.command("faithfulness")
+@click.option("--n-items", type=click.IntRange(min=2), default=100, show_default=True)
+@click.option("--samples", "-n", type=click.IntRange(min=2), default=8, show_default=True)
+@click.option("--quick", is_flag=True, help="30 items, 6 samples: a smoke run.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cotscope-cache/validate-faithfulness"),
+    show_default=True,
+)
+def validate_faithfulness_command(n_items, samples, quick, as_json, cache_dir) -> None:
+    """Run every faithfulness metric on organisms with planted truth; print each check with its numbers."""
+    from metrics._validate import validate_faithfulness
+
+    if quick:
+        n_items, samples = 30, 6
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            click.echo(msg, err=True)
+
+    checks = validate_faithfulness(n_items=n_items, samples=samples, cache_dir=cache_dir, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"checks": [c.to_json() for c in checks]}, indent=2, allow_nan=False))
+        return
+    for c in checks:
+        mark = {"measured": "PASS" if c.passed else "FAIL"}.get(c.status, c.status.upper())
+        nums = ", ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in c.to_json().items()
+            if k not in ("name", "passed", "status")
+        )
+        click.echo(f"[{mark}] {c.name}: passed={str(c.passed).lower()}; {nums}")

@@ -1,0 +1,53 @@
+"""Invariants of the statistics and of Chen's score, over random inputs."""
+
+import math
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metrics import aoc, hint_verbalisation, wilson
+
+
+@given(st.integers(0, 500), st.integers(1, 500))
+def test_wilson_contains_the_rate_and_stays_in_unit_interval(k, n):
+    k = min(k, n)
+    lo, hi = wilson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=12))
+def test_aoc_of_a_curve_in_unit_interval_is_in_unit_interval(ys):
+    xs = [i / (len(ys) - 1) for i in range(len(ys))]
+    a = aoc(xs, ys)
+    assert -1e-12 <= a <= 1 + 1e-12
+    assert math.isclose(aoc(xs, [1.0] * len(ys)), 0.0, abs_tol=1e-12)
+
+
+answers = st.sampled_from(["1", "2", "3", "7"])
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(answers, answers, st.one_of(st.none(), st.booleans())), min_size=1, max_size=25))
+def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
+    df = pl.DataFrame(
+        [
+            {"item_id": f"i{j}", "a_u": u, "a_h": h, "hint": "7", "verbalised": v}
+            for j, (u, h, v) in enumerate(rows)
+        ],
+        schema={
+            "item_id": pl.Utf8,
+            "a_u": pl.Utf8,
+            "a_h": pl.Utf8,
+            "hint": pl.Utf8,
+            "verbalised": pl.Boolean,
+        },
+    )
+    m = hint_verbalisation(df, n_options=4, seed=0)
+    r = m.filter(pl.col("condition") == "normalised").row(0, named=True)
+    assert (r["status"] == "undefined" and math.isnan(r["value"])) or 0.0 <= r["value"] <= 1.0
+    alpha = m.filter(pl.col("condition") == "alpha").row(0, named=True)["value"]
+    if r["status"] == "ok":
+        assert alpha > 0
