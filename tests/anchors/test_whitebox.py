@@ -371,7 +371,9 @@ def test_baseline_comes_from_the_same_batched_forward(
 
     def recording(*args, **kwargs):
         ids = kwargs["input_ids"]
-        calls.append((ids.shape[0], ids.shape[1], kwargs.get("past_key_values") is not None))
+        calls.append(
+            (ids.shape[0], ids.shape[1], (kwargs.get("cache") or kwargs.get("past_key_values")) is not None)
+        )
         return original(*args, **kwargs)
 
     gqa_model.forward = recording
