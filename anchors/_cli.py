@@ -36,6 +36,7 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     Recomputed: different-trajectories fraction and overdeterminedness (from chunks_resampled.json), outgoing and
     incoming importance (from step_importance.json). Published values are kept as published_* columns.
     """
+    from anchors._embedding import TextEmbeddings
     from anchors._ta_format import compare_published, import_thought_anchors
 
     if not problem_dir.is_dir():
@@ -50,7 +51,8 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             param_hint="PROBLEM_DIR",
         )
     try:
-        table = import_thought_anchors(problem_dir, threshold=threshold)
+        # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
+        table = import_thought_anchors(problem_dir, threshold=threshold, embed=TextEmbeddings(progress=True))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # a file of the wrong shape (an object where a list belongs, ...) is bad input, not a crash
         raise click.BadParameter(

@@ -303,36 +303,40 @@ def terminal_summary(
     defined = keyed.filter(pl.col("_key").is_not_null())
     ranked = defined.sort("_key", descending=True).head(top)
     significance = f"{metric}_significant"
-    caption = f"{table.height - defined.height} of {table.height} sentences undefined for this metric"
-    out = Table(
-        title=f"top {ranked.height} sentences by {metric}",
-        caption=caption if defined.height < table.height else None,
-    )
-    out.add_column("pos", justify="right")
-    out.add_column("role")
-    out.add_column(_SHORT.get(metric, metric), justify="right")
-    out.add_column("95% CI", justify="right")
-    out.add_column("n", justify="right")
-    if significance in table.columns:
-        out.add_column("signif.", justify="center")
-    out.add_column("sentence", no_wrap=True, max_width=70)
+    flagged = significance in table.columns
+    notes = []
+    if defined.height < table.height:
+        notes.append(f"{table.height - defined.height} of {table.height} sentences undefined for this metric")
+    if flagged:
+        notes.append("* distinguishable from noise (permutation test against no change)")
+    out = Table(title=f"top {ranked.height} sentences by {metric}", caption="; ".join(notes) or None)
+    # the numbers keep their width; the sentence takes what is left of the terminal and is cut
+    console = console or Console()
+    width = max(16, min(70, console.width - 58))  # 58: the other columns, padding and borders
+    out.add_column("pos", justify="right", no_wrap=True)
+    out.add_column("role", no_wrap=True)
+    out.add_column(_SHORT.get(metric, metric), justify="right", no_wrap=True)
+    out.add_column("95% CI", justify="right", no_wrap=True)
+    out.add_column("n", justify="right", no_wrap=True)
+    out.add_column("sentence", no_wrap=True)
     for row in ranked.iter_rows(named=True):
         lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
         ci = f"[{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None and math.isfinite(lo) else "–"
-        cells = [
+        value = _fmt(row[metric]) + ("*" if flagged and row.get(significance) else " " if flagged else "")
+        out.add_row(
             str(row["position"]),
-            str(row.get("role") or ""),
-            _fmt(row[metric]),
+            _role_tag(str(row.get("role") or "")),
+            value,
             ci,
             str(row.get(f"{metric}_n", "")),
-        ]
-        if significance in table.columns:
-            flag = row.get(significance)
-            cells.append("–" if flag is None else ("yes" if flag else "no"))
-        cells.append(_shorten(" ".join(row["text"].split()), 70))
-        out.add_row(*cells)
-    (console or Console()).print(out)
+            _shorten(" ".join(row["text"].split()), width),
+        )
+    console.print(out)
     return out
+
+
+def _role_tag(role: str, width: int = 12) -> str:
+    return role if len(role) <= width else role[: width - 1] + "…"
 
 
 def _shorten(text: str, width: int) -> str:

@@ -641,11 +641,12 @@ def suppression_token_kl(
         # Positions before the earliest end in the batch are the same in every row: run them once (batch 1) into a
         # KV cache, copy it per row, and run only the rest with the suppression mask.
         with _analysis(model, _State(suppression=_Suppression(empty, empty))):
-            cache = model(input_ids=ids[:, :first], use_cache=True, logits_to_keep=1).past_key_values
+            out = model(input_ids=ids[:, :first], use_cache=True, logits_to_keep=1)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         cache.batch_repeat_interleave(len(chunk) + 1)
         with _analysis(model, _State(suppression=_Suppression(starts, ends))):
             logits = model(
-                input_ids=ids[:, first:].expand(len(chunk) + 1, -1), past_key_values=cache, use_cache=True
+                input_ids=ids[:, first:].expand(len(chunk) + 1, -1), cache=cache, use_cache=True
             ).logits
         del cache
         for row, (_, end) in enumerate(chunk, start=1):

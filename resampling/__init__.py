@@ -16,6 +16,7 @@ from resampling._plan import Plan, SamplingParams, SamplingRequest, request_seed
 from resampling._prefix import DEFAULT_LEAD, DEFAULT_MIN_CHARS, SEED_STRIDE, TracePrefixes, answer_cue
 from resampling._sample import sample_traces
 from resampling._store import ROLLOUT_SCHEMA, RunStore, atomic_write_parquet, run_key
+from resampling._synthetic import deepseek_tokenizer, synthetic_model
 
 __all__ = [
     "BACKENDS",
@@ -41,6 +42,7 @@ __all__ = [
     "answer_cue",
     "atomic_write_parquet",
     "backend_options",
+    "deepseek_tokenizer",
     "load_model",
     "make_backend",
     "make_backend_from_options",
@@ -50,6 +52,7 @@ __all__ = [
     "run_health",
     "run_key",
     "sample_traces",
+    "synthetic_model",
     "traces_truths",
     "warn_batch_invariance",
 ]

@@ -280,29 +280,129 @@ def bench() -> None:
     """Benchmarks that compare ways of doing the same work side by side, in one process."""
 
 
+WAYS_DEFAULT = ("naive", "generate_n", "engine")
+
+
 @bench.command("engine")
 @click.option("--model", "model_id", default=DEFAULT_MODEL, show_default=True)
+@click.option(
+    "--real-vocab",
+    "real_vocab",
+    type=click.Choice(["tiny", "small", "base"]),
+    default=None,
+    help="Instead of --model, a random-weight Qwen2 with DeepSeek's 128k tokenizer: tiny (hidden 128, 2 layers), "
+    "small (256, 4) or base (512, 8). Needs --trace.",
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Trace file, thought-anchors problem folder, or a folder of them (the first is used); "
+    "default: the organism's example.",
+)
+@click.option(
+    "--positions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use this many sentence positions, evenly spaced (default: all).",
+)
 @click.option("--samples", "-n", type=click.IntRange(min=1), default=None, help="Samples per position.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Default 1.0.")
+@click.option(
+    "--ways",
+    default=",".join(WAYS_DEFAULT),
+    show_default=True,
+    help="Comma-separated subset of naive, generate_n, engine.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Engine rows per batch, at most.",
+)
+@click.option(
+    "--kv-budget-gb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Engine decode memory budget (KV cache + logits of the rows decoded together); default 1 GB on CPU, "
+    "half the free memory on CUDA.",
+)
 @click.option(
     "--repeats", type=click.IntRange(min=1), default=None, help="Repeated runs; medians are reported."
 )
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--device", default=None)
-def bench_engine(model_id, samples, max_new_tokens, repeats, quick, as_json, device) -> None:
+def bench_engine(
+    model_id,
+    real_vocab,
+    trace_path,
+    positions,
+    samples,
+    max_new_tokens,
+    temperature,
+    ways,
+    batch_size,
+    kv_budget_gb,
+    repeats,
+    quick,
+    as_json,
+    device,
+) -> None:
     """Naive per-rollout generate vs generate(num_return_sequences=N) vs the engine, on one trace."""
     from resampling._bench import BenchConfig, format_report, run_engine_bench
+    from resampling._errors import EngineInputError
+    from resampling._synthetic import SIZES
 
+    if real_vocab and trace_path is None:
+        raise click.BadParameter(
+            "a real-vocabulary model needs a real trace: add --trace FILE|DIR (e.g. a thought-anchors folder)",
+            param_hint="--trace",
+        )
     cfg = BenchConfig.quick() if quick else BenchConfig()
-    if samples:
-        cfg.samples = samples
-    if max_new_tokens:
-        cfg.max_new_tokens = max_new_tokens
-    if repeats:
-        cfg.repeats = repeats
-    report = run_engine_bench(model_id, cfg, device=device)
-    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    for name, value in (
+        ("samples", samples),
+        ("max_new_tokens", max_new_tokens),
+        ("repeats", repeats),
+        ("temperature", temperature),
+        ("positions", positions),
+        ("kv_budget_gb", kv_budget_gb),
+    ):
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.batch_size = batch_size
+    cfg.ways = tuple(w.strip() for w in ways.split(",") if w.strip())
+    try:
+        report = run_engine_bench(
+            model_id,
+            cfg,
+            device=device,
+            trace=trace_path,
+            real_vocab=SIZES[real_vocab] if real_vocab else None,
+            announce=None if as_json else lambda text: click.echo(text + "\nrunning ..."),
+        )
+    except EngineInputError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_report(report, work=False))
+
+
+@bench.command("sampler")
+@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--vocab", type=click.IntRange(min=2), default=129_280, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_sampler(rows, vocab, repeats, as_json) -> None:
+    """The sampler's time beside the output projection it follows, and its float32 noise against float64."""
+    from resampling._bench import format_sampler_report, run_sampler_bench
+
+    report = run_sampler_bench(rows=rows, vocab=vocab, repeats=repeats)
+    click.echo(json.dumps(report, indent=2) if as_json else format_sampler_report(report))
 
 
 def _serve_command():

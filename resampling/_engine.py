@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +173,9 @@ class Engine:
         """Sample everything in ``plan`` that the cache lacks; return (and optionally write) all its rollouts.
 
         Args:
-            truths: trace id -> true answer, for the ``correct`` column.
+            truths: trace id -> true answer, for the ``correct`` column; default: the plan's own (a trace's
+                ``gt_answer``, else its final answer, as :meth:`TracePrefixes.plan` records them). Pass ``{}`` to
+                grade nothing.
             out: folder to write ``rollouts.parquet`` and ``run.json`` into.
         """
         if not len(plan):
@@ -181,16 +183,22 @@ class Engine:
         for req in plan:
             if req.params.max_new_tokens is None:
                 raise EngineInputError("max_new_tokens is required for every request (set SamplingParams)")
+        _check_context(
+            plan, getattr(self.backend, "max_context", None), getattr(self.backend, "model_id", "the model")
+        )
         identity = self.backend.identity()
         key = run_key(identity, [r.trace_id for r in plan])
         store = RunStore(self.cache_dir, key)
         done = store.done_keys()
         jobs, by_key = self._jobs(plan, done)
-        truths = truths or {}
+        truths = dict(plan.meta.get("truths", {})) if truths is None else truths
         stats = {
             "rollouts_planned": plan.n_rollouts,
             "rollouts_cached": plan.n_rollouts - sum(len(j.samples) for j in jobs),
         }
+        stats.update(planned_work(jobs))
+        if not self.quiet:
+            _say_planned(stats)
         started = time.perf_counter()
         n_new, tokens_new, buffer = 0, 0, []
         with _Progress(sum(len(j.samples) for j in jobs), self.quiet) as progress:
@@ -289,7 +297,15 @@ class _Progress:
 
     def __enter__(self):
         if not self.quiet and self.total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("resampling"),
@@ -297,6 +313,9 @@ class _Progress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]}"),
                 TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
                 transient=False,
             )
             self.bar.__enter__()
@@ -312,6 +331,51 @@ class _Progress:
     def __exit__(self, *exc) -> None:
         if hasattr(self, "bar"):
             self.bar.__exit__(*exc)
+
+
+def planned_work(jobs: Sequence[GenerationJob]) -> dict[str, int]:
+    """The work a run still has to do, counted before it starts: rollouts, prompt tokens (one prefill per distinct
+    prompt), and the most new tokens it may decode."""
+    prompts = {tuple(j.prompt_ids) for j in jobs}
+    return {
+        "rollouts_to_sample": sum(len(j.samples) for j in jobs),
+        "prefill_tokens": sum(len(p) for p in prompts),
+        "max_decode_tokens": sum(len(j.samples) * int(j.params.max_new_tokens or 0) for j in jobs),
+    }
+
+
+def _say_planned(stats: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    todo = stats["rollouts_to_sample"]
+    cached = stats["rollouts_cached"]
+    line = (
+        f"planned: {todo:,} rollouts to sample ({cached:,} cached), {stats['prefill_tokens']:,} prompt tokens to "
+        f"prefill, at most {stats['max_decode_tokens']:,} new tokens"
+        if todo
+        else f"planned: nothing to sample, all {cached:,} rollouts are cached"
+    )
+    Console(stderr=True).print(line, highlight=False)
+
+
+def _check_context(plan: Plan, context: int | None, model: str) -> None:
+    """Every request must fit the model's context (prompt + max_new_tokens), checked before any work: past it a
+    model's positions are undefined and its rollouts garbage, however fluent they look."""
+    if not context:
+        return
+    worst = max(plan, key=lambda r: len(r.prompt_ids) + int(r.params.max_new_tokens or 0))
+    prompt, new = len(worst.prompt_ids), int(worst.params.max_new_tokens or 0)
+    if prompt + new > context:
+        fix = (
+            "shorten the trace (it does not fit at all)"
+            if prompt >= context
+            else f"lower --max-new-tokens to at most {context - prompt}"
+        )
+        raise EngineInputError(
+            f"a request needs {prompt:,} prompt tokens + {new:,} new tokens = {prompt + new:,}, but {model}'s "
+            f"context is {context:,} tokens (position {worst.position}, {worst.kind}); {fix}, or use a model with a "
+            "longer context"
+        )
 
 
 def traces_truths(traces: Iterable[Any]) -> dict[str, str | None]:

@@ -15,19 +15,21 @@ Work per call, for a trace of K positions and N samples each:
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from resampling._backend import Completion, GenerationJob
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, load_model, model_identity
 from resampling._plan import SamplingParams
 
-__all__ = ["HFBackend", "gumbel_noise", "sample_tokens"]
+__all__ = ["CANDIDATES", "HFBackend", "gumbel_noise", "sample_tokens"]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -45,6 +47,15 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
+def context_length(config: Any) -> int | None:
+    """The longest sequence a model's positions cover (``max_position_embeddings`` and its other names)."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def sliding_window(config: Any) -> int | None:
     """The attention window of a model with sliding-window layers (Mistral, Gemma 2/3, Qwen2 with
     ``use_sliding_window``), else None."""
@@ -59,38 +70,157 @@ def sliding_window(config: Any) -> int | None:
     return int(window)
 
 
-def gumbel_noise(seeds: torch.Tensor, steps: torch.Tensor, vocab_size: int, device=None) -> torch.Tensor:
-    """Gumbel(0, 1) noise of shape ``(rows, vocab)``, a pure function of (seed, step, token id) per row."""
+def gumbel_noise(
+    seeds: torch.Tensor, steps: torch.Tensor, tokens: int | torch.Tensor, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """Gumbel(0, 1) noise, a pure function of (seed, step, token id) per entry.
+
+    ``tokens`` is the vocabulary size (noise for every id, shape ``(rows, vocab)``) or a ``(rows, k)`` tensor of
+    each row's candidate ids. The uniform is ``u = (2 (h >> 9) + 1) / 2**24`` for a 32-bit hash ``h`` of (seed,
+    step, id): 2**23 levels, exact in float32, never 0 or 1, so ``-log(-log(u))`` is finite.
+    """
     seeds = seeds.to(device=device, dtype=torch.int64)
     steps = steps.to(device=device, dtype=torch.int64)
     lo = seeds & _MASK32
     hi = (seeds >> 32) & _MASK32
     key = _hash32(_hash32(lo) ^ _hash32(hi ^ 0x5BD1E995))
     key = _hash32(key ^ _hash32(steps & _MASK32))
-    vocab = torch.arange(vocab_size, device=device, dtype=torch.int64)
-    h = _hash32(key[:, None] ^ _hash32(vocab * 0x27D4EB2F & _MASK32)[None, :])
-    u = (h.to(torch.float64) + 0.5) / 4294967296.0
+    if isinstance(tokens, int):
+        ids = torch.arange(tokens, device=device, dtype=torch.int64)[None, :]
+    else:
+        ids = tokens.to(device=device, dtype=torch.int64)
+    h = _hash32(key[:, None] ^ _hash32(ids * 0x27D4EB2F & _MASK32))
+    u = ((h >> 9) * 2 + 1).to(dtype) * (1.0 / (1 << 24))
     return -torch.log(-torch.log(u))
 
 
-def sample_tokens(logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor, params: SamplingParams):
-    """Draw one token per row: temperature, top-k, top-p, then Gumbel-max with per-row hashed noise."""
-    logits = logits.to(torch.float32)
+CANDIDATES = (64, 1024)
+"""Candidate-set sizes tried (``torch.topk``, no sort of the vocabulary) before a full sort."""
+
+SAMPLER_VERSION = 2
+"""Changes whenever the same (logits, seed, step) can draw another token; part of the backend identity."""
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    seeds: torch.Tensor,
+    steps: torch.Tensor,
+    params: SamplingParams,
+    counts: dict[str, int] | None = None,
+) -> torch.Tensor:
+    """Draw one token per row: temperature, top-k, top-p, then Gumbel-max with per-row hashed noise.
+
+    The nucleus (top-p; Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration") is the smallest set
+    of most likely tokens whose mass reaches ``top_p``: with ``p`` the softmax of ``logits / T`` in descending
+    order, token j is kept iff ``sum_{i<j} p_i < top_p``, and every token tied with the last kept one is kept too,
+    so the set depends on the values only. It is found without sorting the vocabulary: the 64 most likely tokens
+    (``torch.topk``) hold the whole nucleus as soon as one of them falls outside it; rows where none does try
+    1,024, and the rest sort the full vocabulary, so the set is exact in every case. The softmax normaliser comes
+    from one fused ``log_softmax`` over the whole vocabulary (renormalised over the top-k set when ``top_k`` is
+    set). Among the kept tokens the draw is ``argmax(log p + g)`` (the same as ``argmax(logits / T + g)``) with
+    Gumbel noise ``g = gumbel_noise(seed, step, token id)`` computed for the
+    candidates only: an exact draw from the renormalised nucleus (the Gumbel-max trick) that depends on the row's
+    own logits and (seed, step) only, never on the batch. Scores and noise are float32. ``counts`` (if given)
+    tallies the rows settled by each candidate-set size.
+    """
+    x = logits if logits.dtype == torch.float32 else logits.float()
     if params.temperature == 0:
-        return logits.argmax(dim=-1)
-    scores = logits / params.temperature
-    if params.top_k and params.top_k < scores.shape[-1]:
-        kth = torch.topk(scores, params.top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if params.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
-        probs = torch.softmax(sorted_scores, dim=-1)
-        # Drop a token when the mass before it already reaches top_p (the most likely token always stays).
-        drop_sorted = (probs.cumsum(dim=-1) - probs) >= params.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
-    noise = gumbel_noise(seeds, steps, scores.shape[-1], device=scores.device)
-    return (scores.to(torch.float64) + noise).argmax(dim=-1)
+        return x.argmax(dim=-1)
+    rows, vocab = x.shape
+    seeds, steps = seeds.to(x.device), steps.to(x.device)
+    # log-probabilities after temperature: one fused pass gives the normaliser of every row
+    logp = torch.log_softmax(x if params.temperature == 1 else x * (1.0 / params.temperature), dim=-1)
+    out = torch.empty(rows, dtype=torch.long, device=x.device)
+    if params.top_k and params.top_k < vocab:
+        vals, ids = torch.topk(logp, params.top_k, dim=-1)
+        vals = vals - torch.logsumexp(vals, dim=-1, keepdim=True)  # renormalised over the top k
+        _draw(vals, ids, seeds, steps, params.top_p, out, None, True, counts)
+        return out
+    if params.top_p >= 1.0:  # nothing is cut: noise for every id
+        if counts is not None:
+            counts[f"sampler_rows_k{vocab}"] = counts.get(f"sampler_rows_k{vocab}", 0) + rows
+        return (logp + gumbel_noise(seeds, steps, vocab, device=x.device)).argmax(dim=-1)
+    todo: torch.Tensor | None = None  # rows still to draw (None: all)
+    for k in (*(c for c in CANDIDATES if c < vocab), vocab):
+        sub = logp if todo is None else logp[todo]
+        if k >= vocab:
+            vals, ids = torch.sort(sub, dim=-1, descending=True)
+        else:
+            vals, ids = torch.topk(sub, k, dim=-1)
+        s, t = (seeds, steps) if todo is None else (seeds[todo], steps[todo])
+        done = _draw(vals, ids, s, t, params.top_p, out, todo, k >= vocab, counts)
+        if bool(done.all()):
+            break
+        rest = (~done).nonzero().squeeze(1)
+        todo = rest if todo is None else todo[rest]
+    return out
+
+
+def _draw(vals, ids, seeds, steps, top_p, out, rows, complete, counts) -> torch.Tensor:
+    """Gumbel-max over the nucleus among candidates ``ids`` with log-probabilities ``vals`` (descending); writes
+    the rows whose nucleus lies within the candidates into ``out`` (at ``rows``, or all) and returns which."""
+    probs = torch.exp(vals)
+    before = torch.cumsum(probs, dim=-1).roll(1, dims=-1)  # mass of the more likely candidates
+    before[:, 0] = 0.0
+    n_in = (before < top_p).sum(dim=-1).clamp(min=1)
+    cutoff = vals.gather(1, (n_in - 1)[:, None])
+    done = torch.ones_like(n_in, dtype=torch.bool) if complete else vals[:, -1] < cutoff[:, 0]
+    scores = vals.masked_fill(vals < cutoff, float("-inf")) + gumbel_noise(
+        seeds, steps, ids, device=vals.device
+    )
+    token = ids.gather(1, scores.argmax(dim=-1, keepdim=True)).squeeze(1)
+    where = done.nonzero().squeeze(1)
+    if rows is None:
+        out[where] = token[where]
+    else:
+        out[rows[where]] = token[where]
+    if counts is not None:
+        key = f"sampler_rows_k{vals.shape[1]}"
+        counts[key] = counts.get(key, 0) + int(where.numel())
+    return done
+
+
+def default_kv_budget_gb(device: torch.device) -> float:
+    """Memory for decoding rows: 1 GiB on CPU; on CUDA half of what is free when the backend is built."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(0.5, free / 2 / 2**30)
+    return 1.0
+
+
+class _GrowingLayer(DynamicLayer):
+    """One layer's KV cache in a buffer allocated once per decode batch: a step writes one column in place
+    (``DynamicLayer`` would concatenate, copying the whole cache every step); ``keys``/``values`` are views of
+    the filled part."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        self._keys, self._values, self.length = keys, values, int(length)
+        self.device = keys.device
+        self.is_initialized = True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self._keys[:, :, : self.length]
+        self.values = self._values[:, :, : self.length]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self.length + n > self._keys.shape[-2]:
+            raise RuntimeError("decode ran past the KV buffer allocated for it")
+        self._keys[:, :, self.length : self.length + n] = key_states
+        self._values[:, :, self.length : self.length + n] = value_states
+        self.length += n
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._keys = self._keys[indices]
+        self._values = self._values[indices]
+        self._views()
 
 
 @dataclass
@@ -115,6 +245,7 @@ class HFBackend:
         model_id: str = "(in memory)",
         path=None,
         batch_size: int = 512,
+        kv_budget_gb: float | None = None,
         stop_token_ids: Sequence[int] | None = None,
     ) -> None:
         self.model = model.eval()
@@ -135,17 +266,51 @@ class HFBackend:
             stop_token_ids = sorted(ids)
         self.stop_token_ids = list(stop_token_ids)
         self.device = next(model.parameters()).device
-        self.stats = {"prefill_tokens": 0, "decode_tokens": 0, "forward_calls": 0}
+        if kv_budget_gb is None:
+            kv_budget_gb = default_kv_budget_gb(self.device)
+        if not kv_budget_gb > 0:
+            raise EngineInputError(f"kv_budget_gb must be > 0, got {kv_budget_gb}")
+        self.kv_budget_gb = float(kv_budget_gb)
+        self.stats: dict[str, float] = defaultdict(int)
         self._identity: dict | None = None
 
     @classmethod
     def from_model_id(
-        cls, model_id: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 512, **_: Any
+        cls,
+        model_id: str = DEFAULT_MODEL,
+        device: str | None = None,
+        batch_size: int = 512,
+        kv_budget_gb: float | None = None,
+        **_: Any,
     ):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         loaded = load_model(model_id, device=device)
-        return cls(loaded.model, loaded.tokenizer, model_id=model_id, path=loaded.path, batch_size=batch_size)
+        return cls(
+            loaded.model,
+            loaded.tokenizer,
+            model_id=model_id,
+            path=loaded.path,
+            batch_size=batch_size,
+            kv_budget_gb=kv_budget_gb,
+        )
+
+    def row_bytes(self, width: int) -> int:
+        """Memory one decoding row holds: its KV cache over ``width`` positions (``width`` x layers x key-value
+        heads x head dim x 2 (keys and values) x bytes per value) plus its logits and the sampler's two
+        vocabulary-wide float32 copies."""
+        config = self.model.config.get_text_config(decoder=True)
+        heads = int(getattr(config, "num_attention_heads", 1))
+        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+        itemsize = next(self.model.parameters()).element_size()
+        per_token = int(config.num_hidden_layers) * kv_heads * head_dim * 2 * itemsize
+        return width * per_token + 3 * 4 * int(config.vocab_size)
+
+    @property
+    def max_context(self) -> int | None:
+        """Positions the model can attend over (prompt plus new tokens), from its config; None when it names none."""
+        return context_length(self.model.config)
 
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
@@ -160,6 +325,7 @@ class HFBackend:
                 "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
                 "device_type": self.device.type,
                 "stop_token_ids": sorted(int(t) for t in self.stop_token_ids),
+                "sampler": SAMPLER_VERSION,
             }
         return self._identity
 
@@ -181,82 +347,137 @@ class HFBackend:
         for params, idx in by_params.items():
             yield from self._generate_group([jobs[i] for i in idx], params)
 
+    def plan_batches(self, lengths: Sequence[int], max_new_tokens: int) -> list[list[int]]:
+        """Indices of rows decoded together, in order: consecutive rows, at most ``batch_size`` of them, and no
+        more than fit in the memory budget (``len(batch) * row_bytes(longest prefix + max_new_tokens)``). Rows
+        that come longest-first pack the budget best."""
+        budget = self.kv_budget_gb * 2**30
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i, length in enumerate(lengths):
+            wider = max(longest, int(length))
+            if current and (
+                len(current) >= self.batch_size
+                or (len(current) + 1) * self.row_bytes(wider + max_new_tokens) > budget
+            ):
+                batches.append(current)
+                current, wider = [], int(length)
+            current.append(i)
+            longest = wider
+        if current:
+            batches.append(current)
+        return batches
+
     @torch.inference_mode()
     def _generate_group(self, jobs: list[GenerationJob], params: SamplingParams):
         if params.max_new_tokens is None:
             raise ValueError("max_new_tokens is required")
         roots, root_of = _prefix_roots([j.prompt_ids for j in jobs])
-        # Which cut positions of each root we need next-token logits for.
-        needed: dict[int, set[int]] = defaultdict(set)
         rows: list[_Row] = []
         for j, job in enumerate(jobs):
-            r = root_of[j]
-            length = len(job.prompt_ids)
-            needed[r].add(length - 1)
-            rows.extend(_Row(j, s, seed, r, length) for s, seed in zip(job.samples, job.seeds, strict=True))
-        kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        first_logits: dict[tuple[int, int], torch.Tensor] = {}
-        for r, ids in enumerate(roots):
-            kv[r], logits = self._prefill(ids, sorted(needed[r]))
-            for pos, row_logits in zip(sorted(needed[r]), logits, strict=True):
-                first_logits[(r, pos + 1)] = row_logits
-        remaining = defaultdict(int)
+            rows.extend(
+                _Row(j, s, seed, root_of[j], len(job.prompt_ids))
+                for s, seed in zip(job.samples, job.seeds, strict=True)
+            )
+        # One root after another (each root's KV lives only while its rows decode), longest prefixes first.
+        rows.sort(key=lambda r: (r.root, -r.length, r.job, r.sample))
+        batches = [
+            [rows[i] for i in idx]
+            for idx in self.plan_batches([r.length for r in rows], int(params.max_new_tokens))
+        ]
+        # Which cut positions of each root we need next-token logits for, and the last batch that reads the root.
+        needed: dict[int, set[int]] = defaultdict(set)
+        last_use: dict[int, int] = {}
+        for b, batch in enumerate(batches):
+            for row in batch:
+                needed[row.root].add(row.length - 1)
+                last_use[row.root] = b
+        remaining: dict[int, int] = defaultdict(int)
         for row in rows:
             remaining[row.job] += 1
+        kv: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        first_logits: dict[tuple[int, int], torch.Tensor] = {}
         done: dict[int, list[Completion]] = defaultdict(list)
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
+        for b, batch in enumerate(batches):
+            for r in sorted({row.root for row in batch} - set(kv)):
+                positions = sorted(needed[r])
+                kv[r], logits = self._prefill(roots[r], positions)
+                for pos, row_logits in zip(positions, logits, strict=True):
+                    first_logits[(r, pos + 1)] = row_logits
+            self.stats["batches"] += 1
+            self.stats["peak_batch_rows"] = max(self.stats["peak_batch_rows"], len(batch))
             for row, completion in zip(batch, self._decode(batch, kv, first_logits, params), strict=True):
                 done[row.job].append(completion)
                 remaining[row.job] -= 1
                 if remaining[row.job] == 0:
                     yield jobs[row.job], sorted(done.pop(row.job), key=lambda c: c.sample)
-            # Free the KV of roots no later batch needs.
-            live = {row.root for row in rows[start + self.batch_size :]}
-            for r in [r for r in kv if r not in live]:
+            for r in [r for r in kv if last_use[r] <= b]:  # free what no later batch reads
                 del kv[r]
+                for key in [key for key in first_logits if key[0] == r]:
+                    del first_logits[key]
 
     def _prefill(self, ids: tuple[int, ...], positions: list[int]):
+        start = time.perf_counter()
         input_ids = torch.tensor([ids], device=self.device)
         keep = torch.tensor(positions, device=self.device)
         out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=keep)
         self.stats["prefill_tokens"] += len(ids)
         self.stats["forward_calls"] += 1
-        cache = out.past_key_values
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
-        return layers, out.logits[0].float()
+        logits = out.logits[0].float()
+        self.stats["prefill_seconds"] += time.perf_counter() - start
+        return layers, logits
 
     def _decode(self, batch: list[_Row], kv, first_logits, params: SamplingParams) -> list[Completion]:
         from transformers import DynamicCache
 
         b = len(batch)
+        max_new = int(params.max_new_tokens or 1)
         lmax = max(row.length for row in batch)
-        n_layers = len(next(iter(kv.values())))
+        width = lmax + max_new - 1  # the last sampled token is never fed back
+        # Rows of one (root, length) are consecutive: each group's prefix KV is copied in with one broadcast.
+        groups: list[tuple[int, int, int, int]] = []  # (first row, end row, root, length)
+        for i, row in enumerate(batch):
+            if groups and groups[-1][2:] == (row.root, row.length):
+                groups[-1] = (groups[-1][0], i + 1, row.root, row.length)
+            else:
+                groups.append((i, i + 1, row.root, row.length))
         cache = DynamicCache(config=self.model.config)
-        for layer in range(n_layers):
+        layers = []
+        for layer in range(len(next(iter(kv.values())))):
             k0, v0 = kv[batch[0].root][layer]
-            keys = k0.new_zeros((b, k0.shape[1], lmax, k0.shape[3]))
-            values = v0.new_zeros((b, v0.shape[1], lmax, v0.shape[3]))
-            for i, row in enumerate(batch):
-                k, v = kv[row.root][layer]
-                keys[i, :, lmax - row.length :] = k[0, :, : row.length]
-                values[i, :, lmax - row.length :] = v[0, :, : row.length]
-            cache.update(keys, values, layer)
+            keys = k0.new_empty((b, k0.shape[1], width, k0.shape[3]))
+            values = v0.new_empty((b, v0.shape[1], width, v0.shape[3]))
+            for first, end, root, length in groups:
+                k, v = kv[root][layer]
+                keys[first:end, :, : lmax - length] = 0
+                values[first:end, :, : lmax - length] = 0
+                keys[first:end, :, lmax - length : lmax] = k[:, :, :length]
+                values[first:end, :, lmax - length : lmax] = v[:, :, :length]
+            layers.append(_GrowingLayer(keys, values, lmax))
+        cache.layers = layers
         lengths = torch.tensor([row.length for row in batch], device=self.device)
-        mask = (torch.arange(lmax, device=self.device)[None, :] >= (lmax - lengths)[:, None]).long()
-        seeds = torch.tensor([row.seed for row in batch], dtype=torch.int64)
+        full_mask = (torch.arange(width, device=self.device)[None, :] >= (lmax - lengths)[:, None]).long()
+        seeds = torch.tensor([row.seed for row in batch], dtype=torch.int64, device=self.device)
         logits = torch.stack([first_logits[(row.root, row.length)] for row in batch])
 
-        max_new = int(params.max_new_tokens or 1)
         generated = torch.full((b, max_new), -1, dtype=torch.long, device=self.device)
         n_gen = torch.zeros(b, dtype=torch.long)
         finish: list[str | None] = [None] * b
         stop_ids = torch.tensor(self.stop_token_ids or [-1], device=self.device)
         active = torch.arange(b)  # original row index of each live cache row
         for step in range(max_new):
-            tokens = sample_tokens(logits, seeds[active], torch.full((len(active),), step), params).to(
-                self.device
+            start = time.perf_counter()
+            tokens = sample_tokens(
+                logits,
+                seeds[active.to(self.device)],
+                torch.full((len(active),), step, device=self.device),
+                params,
+                self.stats,
             )
+            self.stats["sample_seconds"] += time.perf_counter() - start
             generated[active, step] = tokens
             n_gen[active] += 1
             self.stats["decode_tokens"] += len(active)
@@ -275,20 +496,22 @@ class HFBackend:
             if not keep.all():
                 sel = keep.nonzero().squeeze(1).to(self.device)
                 cache.batch_select_indices(sel)
-                mask = mask[sel]
+                full_mask = full_mask[sel]
                 lengths = lengths[sel]
                 tokens = tokens[sel]
                 active = active[keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            start = time.perf_counter()
             out = self.model(
                 input_ids=tokens[:, None],
-                attention_mask=mask,
+                attention_mask=full_mask[:, : lmax + step + 1],
                 position_ids=(lengths + step)[:, None],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
-            self.stats["forward_calls"] += 1
             logits = out.logits[:, -1].float()
+            self.stats["forward_calls"] += 1
+            self.stats["decode_forward_seconds"] += time.perf_counter() - start
+            self.stats["decode_steps"] += 1
         return [
             self._completion(row, generated[i, : n_gen[i]].tolist(), finish[i], params)
             for i, row in enumerate(batch)

@@ -139,7 +139,11 @@ class Plan(Sequence[SamplingRequest]):
         return iter(self.requests)
 
     def __add__(self, other: Plan) -> Plan:
-        return Plan([*self.requests, *other.requests], {**self.meta, **other.meta})
+        meta = {**self.meta, **other.meta}
+        truths = {**self.meta.get("truths", {}), **other.meta.get("truths", {})}
+        if truths:
+            meta["truths"] = truths
+        return Plan([*self.requests, *other.requests], meta)
 
     @property
     def n_rollouts(self) -> int:

@@ -228,7 +228,7 @@ class TracePrefixes:
         ]
         if forced_answer:
             reqs += self.forced_answer_plan(n, seed, forced_params, positions=positions).requests
-        return Plan(reqs, {"min_chars": self.min_chars, "trace_id": self.trace.id})
+        return Plan(reqs, self._plan_meta())
 
     def forced_answer_plan(
         self, n: int, seed: int = 0, params: SamplingParams | None = None, *, positions=None
@@ -249,7 +249,19 @@ class TracePrefixes:
             )
             for p in self._positions(positions)
         ]
-        return Plan(reqs, {"min_chars": self.min_chars, "trace_id": self.trace.id})
+        return Plan(reqs, self._plan_meta())
+
+    def _plan_meta(self) -> dict[str, Any]:
+        """What a plan records of its trace: the split and the answer its rollouts are graded against by default
+        (the trace's ``gt_answer``, else its own final answer)."""
+        truth = self.trace.metadata.get("gt_answer")
+        if truth is None:
+            truth = self.trace.answer
+        return {
+            "min_chars": self.min_chars,
+            "trace_id": self.trace.id,
+            "truths": {self.trace.id: None if truth is None else str(truth)},
+        }
 
     # -- interventions: each returns the prefixes of an edited trace ---------------------------------------------
 

