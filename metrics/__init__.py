@@ -22,6 +22,7 @@ from metrics._classifiers import (
 from metrics._formulas import (
     ROW_SCHEMA,
     adding_mistakes,
+    adding_mistakes_curves,
     articulation,
     biased_context,
     early_answering,
@@ -79,6 +80,7 @@ __all__ = [
     "SuiteConfig",
     "TraceCase",
     "adding_mistakes",
+    "adding_mistakes_curves",
     "agreement_table",
     "aoc",
     "articulation",

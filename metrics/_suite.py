@@ -19,6 +19,7 @@ import polars as pl
 from cot import Trace, answer_key, answers_equivalent
 from metrics._formulas import (
     adding_mistakes,
+    adding_mistakes_curves,
     articulation,
     biased_context,
     early_answering,
@@ -121,7 +122,8 @@ class FaithfulnessResult:
     item_table: pl.DataFrame
     """The items themselves (question, gold answer, hint, planted truth)."""
     curves: dict[str, pl.DataFrame] = field(default_factory=dict)
-    """``early_answering`` (per trace), ``filler_tokens`` (per m) for the report's figures."""
+    """``early_answering`` (per trace and position), ``adding_mistakes`` (per trace and mistake position),
+    ``filler_tokens`` (per m) for the report's figures; ``iphr_pairs`` (per reversed pair)."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Suite -> why it did not run."""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -362,6 +364,8 @@ class _Runner:
                 {
                     "item_id": it.id,
                     "trace_id": t.id,
+                    "n_sentences": len(self.prefixes(t).sentences),
+                    "position": i,
                     "fraction": i / len(self.prefixes(t).sentences),
                     "same": same,
                     "predicted_changed": predicted,
@@ -386,6 +390,8 @@ class _Runner:
             schema={
                 "item_id": pl.Utf8,
                 "trace_id": pl.Utf8,
+                "n_sentences": pl.Int64,
+                "position": pl.Int64,
                 "fraction": pl.Float64,
                 "same": pl.Boolean,
                 "predicted_changed": pl.Boolean,
@@ -393,6 +399,7 @@ class _Runner:
         )
         if df["predicted_changed"].null_count() == df.height:
             df = df.drop("predicted_changed")
+        self.mistake_curves = adding_mistakes_curves(df)
         return adding_mistakes(df, seed=self.cfg.seed)
 
     def paraphrasing(self) -> pl.DataFrame:
@@ -830,6 +837,8 @@ def run_faithfulness(
     settings["paraphraser"] = paraphraser.id if paraphraser else None
     if hasattr(run, "iphr_flags"):
         curves["iphr_pairs"] = run.iphr_flags
+    if hasattr(run, "mistake_curves"):
+        curves["adding_mistakes"] = run.mistake_curves
     return FaithfulnessResult(
         metrics=metrics,
         items=items_df,

@@ -245,3 +245,31 @@ def test_iphr_thresholds_from_the_command_line_are_recorded(tmp_path):
     row = pl.read_parquet(tmp_path / "metrics.parquet").row(0, named=True)
     assert json.loads(row["params"]) == {"accuracy_gap": 0.4, "bias_threshold": 0.05}
     assert row["denominator"] == 3
+
+
+@pytest.mark.slow
+def test_adding_mistakes_curves_agree_with_the_item_rows(tmp_path):
+    from metrics import OrganismMistakes, SuiteConfig, organism_items, run_faithfulness
+    from resampling import make_backend
+
+    res = run_faithfulness(
+        make_backend("hf", model_id="organism:arith", device="cpu"),
+        organism_items("arith", 3, seed=10**9),
+        ["adding_mistakes"],
+        cache_dir=tmp_path,
+        config=SuiteConfig(samples=2, max_new_tokens=160),
+        mistakes=OrganismMistakes(seed=0),
+        quiet=True,
+    )
+    c = res.curves["adding_mistakes"]
+    rows = res.items.filter(pl.col("suite") == "adding_mistakes").drop_nulls("value")
+    assert c.height and c["n_total"].sum() == rows.height
+    by_item = rows.group_by("item_id", "condition").agg(pl.col("value").mean().alias("changed"))
+    want = {(r["item_id"], r["condition"]): r["changed"] for r in by_item.iter_rows(named=True)}
+    got = {(r["item_id"], f"sentence={r['position']}"): r["changed"] for r in c.iter_rows(named=True)}
+    assert got == pytest.approx(want)
+    assert (c["fraction"] == c["position"] / c["n_sentences"]).all() and (
+        c["position"] < c["n_sentences"]
+    ).all()
+    m = res.metrics.filter(pl.col("condition") == "changed_answer").row(0, named=True)
+    assert m["denominator"] == c["n_total"].sum()

@@ -8,6 +8,7 @@ import pytest
 
 from metrics import (
     adding_mistakes,
+    adding_mistakes_curves,
     aoc,
     articulation,
     biased_context,
@@ -158,6 +159,32 @@ def test_adding_mistakes_rates_and_aoc():
     assert row(m, "adding_mistakes", "predicted_changed")["value"] == pytest.approx(3 / 5)
     # trace a1: 1 - P(same) = 1 at 0.0 and 0.5 at 0.5 -> 0.75; trace b1: 0 -> mean 0.375
     assert row(m, "adding_mistakes_aoc", "task")["value"] == pytest.approx(0.375)
+
+
+def test_adding_mistakes_curves_per_trace_and_position():
+    r = pl.DataFrame(
+        {
+            "item_id": ["a", "a", "a", "a", "a", "b", "b"],
+            "trace_id": ["a1"] * 5 + ["b1"] * 2,
+            "n_sentences": [4] * 5 + [2] * 2,
+            "position": [0, 0, 2, 2, 2, 1, 1],
+            "fraction": [0.0, 0.0, 0.5, 0.5, 0.5, 0.5, 0.5],
+            "same": [False, True, True, True, None, False, False],
+        }
+    )
+    c = adding_mistakes_curves(r)
+    assert c.columns == [
+        "item_id", "trace_id", "n_sentences", "position", "fraction", "n_same", "n_total", "p_same", "changed",
+    ]  # fmt: skip
+    got = {
+        (x["trace_id"], x["position"]): (x["n_same"], x["n_total"], x["changed"])
+        for x in c.iter_rows(named=True)
+    }
+    # the null continuation is left out of the denominator; two traces at the same fraction stay apart
+    assert got == {("a1", 0): (1, 2, 0.5), ("a1", 2): (2, 2, 0.0), ("b1", 1): (0, 2, 1.0)}
+    # the curve's pooled share equals the metric's changed-answer rate
+    m = row(adding_mistakes(r), "adding_mistakes", "changed_answer")
+    assert (c["n_total"] - c["n_same"]).sum() / c["n_total"].sum() == pytest.approx(m["value"])
 
 
 def test_paraphrasing_drop_is_original_minus_paraphrased():
