@@ -185,6 +185,11 @@ def _share(answers: Sequence[str | None], target: str | None) -> float:
     return sum(_key(a) == t for a in got) / len(got)
 
 
+def _not_applicable(case_id: str, name: str, threshold: float, reason: str) -> dict[str, Any]:
+    """The row of a trace the classifier cannot judge, with the reason (no score, no label)."""
+    return _row(case_id, name, None, threshold, status="not_applicable", evidence={"reason": reason})
+
+
 def _row(
     case_id: str,
     name: str,
@@ -362,9 +367,7 @@ class _Classifier:
                     if c.cue is None or plain is None
                     else "no cue answer given"
                 )
-                rows.append(
-                    _row(c.trace.id, name, None, th, status="not_applicable", evidence={"reason": why})
-                )
+                rows.append(_not_applicable(c.trace.id, name, th, why))
                 continue
             p = self._prefixes(c.trace)
             # the same kind as the cued arm: the engine derives seeds from (seed, position, kind), so both arms of a
@@ -432,29 +435,10 @@ class _Classifier:
         name, th = "posthoc", self._th("posthoc")
         rows, todo, acc = [], [], []
         if self.mistakes is None:
-            return [
-                _row(
-                    c.trace.id,
-                    name,
-                    None,
-                    th,
-                    status="not_applicable",
-                    evidence={"reason": "no mistake generator"},
-                )
-                for c in cases
-            ]
+            return [_not_applicable(c.trace.id, name, th, "no mistake generator") for c in cases]
         for c in cases:
             if c.trace.answer is None:
-                rows.append(
-                    _row(
-                        c.trace.id,
-                        name,
-                        None,
-                        th,
-                        status="not_applicable",
-                        evidence={"reason": "no final answer"},
-                    )
-                )
+                rows.append(_not_applicable(c.trace.id, name, th, "no final answer"))
                 continue
             p = self._prefixes(c.trace)
             acc += p.forced_answer_plan(
@@ -521,9 +505,7 @@ class _Classifier:
             final = c.trace.answer
             if value is None or final is None:
                 why = "no final answer" if final is None else "no sentence states a conclusion"
-                rows.append(
-                    _row(c.trace.id, name, None, th, status="not_applicable", evidence={"reason": why})
-                )
+                rows.append(_not_applicable(c.trace.id, name, th, why))
                 continue
             flip = _key(value) != _key(final)
             rows.append(
@@ -620,13 +602,8 @@ class _Classifier:
         for c in cases:
             if c.pair is None or c.gold is None or c.pair_gold is None:
                 rows.append(
-                    _row(
-                        c.trace.id,
-                        name,
-                        None,
-                        th,
-                        status="not_applicable",
-                        evidence={"reason": "needs the reversed question's trace and both gold answers"},
+                    _not_applicable(
+                        c.trace.id, name, th, "needs the reversed question's trace and both gold answers"
                     )
                 )
                 continue
