@@ -90,7 +90,13 @@ def _counts(r: dict) -> str:
     if num is None or not math.isfinite(num):
         return ""
     den_s = "" if den is None or not math.isfinite(den) else f" / {den:g}"
-    return f"{num:g}{den_s}"
+    # a bootstrapped monitor value counts the draws where it is defined, not instances
+    unit = (
+        " draws"
+        if "monitor" in (r.get("suite"), r.get("metric")) and r.get("interval") == "bootstrap"
+        else ""
+    )
+    return f"{num:g}{den_s}{unit}"
 
 
 def _svg_lines(
