@@ -7,7 +7,8 @@ most it held open at once.
 
 Work: ``R`` requests (one sample each, routed over ``T`` traces) with at most ``F`` in flight over all servers.
 Per client and run: wall seconds, requests/s, **client CPU per request** (the client process's CPU time over the
-run divided by the requests: the stubs run in other processes, so this is the client's overhead), connections the
+run, less the CPU of the benchmark's own thread that counts file descriptors, divided by the requests: the stubs
+run in other processes, so this is the client's overhead), connections the
 servers accepted, the most open at once, the client's peak file descriptors, and errors. The two clients alternate
 over ``repeats`` runs and medians are reported.
 
@@ -183,7 +184,7 @@ def _clients(urls: list[str], in_flight: int) -> dict[str, Any]:
     }
     return {
         "urllib (before)": LegacyOpenAIBackend("stub", urls, **kw),
-        "httpx (now)": OpenAIBackend("stub", urls, server_facts=False, **kw),
+        "aiohttp (now)": OpenAIBackend("stub", urls, server_facts=False, **kw),
     }
 
 
@@ -197,12 +198,14 @@ def _open_fds() -> int:
 def _measure(backend: Any, jobs: list, urls: list[str]) -> dict[str, Any]:
     for url in urls:
         _stub_stats(url, reset=True)
-    peak = {"fds": _open_fds()}
+    peak = {"fds": _open_fds(), "cpu": 0.0}
     stop = threading.Event()
 
     def watch() -> None:
+        cpu0 = time.thread_time()
         while not stop.wait(0.005):
             peak["fds"] = max(peak["fds"], _open_fds())
+        peak["cpu"] = time.thread_time() - cpu0  # this watcher's own CPU (listing fds): not the client's
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -211,6 +214,7 @@ def _measure(backend: Any, jobs: list, urls: list[str]) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     stop.set()
     watcher.join()
+    cpu -= peak["cpu"]
     served = [_stub_stats(url) for url in urls]
     errors = sum(c.error is not None for comps in rows.values() for c in comps)
     return {
@@ -241,7 +245,7 @@ def run_client_bench(cfg: ClientBenchConfig) -> dict[str, Any]:
         name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} | {"runs": rs}
         for name, rs in runs.items()
     }
-    before, now = ways["urllib (before)"], ways["httpx (now)"]
+    before, now = ways["urllib (before)"], ways["aiohttp (now)"]
     return {
         "config": asdict(cfg),
         "ways": ways,

@@ -5,9 +5,10 @@
 - **Seeds.** A job's samples whose seeds are consecutive go out as one request with ``n`` and ``seed`` (sample k
   gets ``seed + k``, the vLLM convention); any other sample (a resumed run asks only for missing ones) gets a
   request of its own with its own seed.
-- **Transport.** httpx's async client on one event loop (in a background thread, so :meth:`OpenAIBackend.generate`
-  stays a plain iterator): one connection pool per endpoint with keep-alive, at most ``max_in_flight`` requests at
-  once over all endpoints and ``max_in_flight_per_endpoint`` per endpoint. Requests go out in plan order, so the
+- **Transport.** aiohttp on one event loop (in a background thread, so :meth:`OpenAIBackend.generate` stays a
+  plain iterator): one pool of kept-alive connections, at most ``max_in_flight`` requests at once over all endpoints
+  and ``max_in_flight_per_endpoint`` per endpoint, and at most ``max_in_flight`` idle connections kept besides the
+  ones in use (so file descriptors stay bounded by the requests in flight). Requests go out in plan order, so the
   requests of one trace are in flight together.
 - **Retries** (tenacity). Rate limits (429, ``Retry-After`` honoured up to ``backoff_max_s``) and transient
   failures (5xx, timeouts, connection errors, malformed responses: bad JSON, missing fields, the wrong number of
@@ -31,6 +32,7 @@ import contextlib
 import email.utils
 import functools
 import hashlib
+import http.client
 import json
 import os
 import queue
@@ -39,14 +41,16 @@ import ssl
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from yarl import URL
 
 from resampling._backend import Completion, GenerationJob
 from resampling._errors import EngineInputError
@@ -62,8 +66,9 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _DOWN_S = 2.0
 """How long an endpoint that refused a connection is skipped (then it is tried again)."""
 _END = object()
-_POOL = 16
-"""Most connections in one httpx pool (see ``_send_all``)."""
+_KEEPALIVE_S = 4.0
+"""Idle connections are closed after this long: below uvicorn's 5 s (vLLM, SGLang, cotscope serve), so the client
+does not reuse a connection that the server is closing."""
 
 
 class _Failure(Exception):
@@ -74,6 +79,10 @@ class _Failure(Exception):
     ) -> None:
         super().__init__(detail)
         self.reason, self.detail, self.retry, self.retry_after = reason, detail, retry, retry_after
+        self.url, self.hop = "", 0  # where the attempt went, and the hop of the next one (set by _attempt)
+
+
+_RETRY = retry_if_exception(lambda e: isinstance(e, _Failure) and e.retry)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,28 @@ class _Request:
     job_index: int
     samples: tuple[int, ...]
     seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Net:
+    """What the requests of one :meth:`OpenAIBackend.generate` call share: the session, a concurrency limit per
+    endpoint, each endpoint's ``/completions`` URL and proxy, and the endpoint order of each route seen."""
+
+    session: aiohttp.ClientSession
+    slots: dict[str, asyncio.Semaphore]
+    urls: dict[str, Any]
+    proxies: dict[str, str | None]
+    orders: dict[str, list[str]]
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, which keeps at most ``limit`` idle connections besides those in use (aiohttp's ``limit``
+    counts only connections in use): open connections, and so file descriptors, stay under twice the requests in
+    flight however many endpoints share the pool."""
+
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        idle = sum(map(len, getattr(self, "_conns", {}).values()))
+        super()._release(key, protocol, should_close=should_close or idle >= self.limit)
 
 
 def _bos_the_tokenizer_adds(tokenizer: Any) -> int | None:
@@ -399,12 +430,15 @@ class OpenAIBackend:
         return self._served
 
     def _model_entry(self, url: str) -> dict[str, Any] | None:
+        handlers: list[Any] = [urllib.request.ProxyHandler({})] if self._loopback(url) else []
+        if url.startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=_tls_context()))
+        request = urllib.request.Request(f"{url}/models", headers=self._headers())
         try:
-            with httpx.Client(timeout=min(self.timeout_s, 10.0), trust_env=not self._loopback(url)) as client:
-                response = client.get(f"{url}/models", headers=self._headers())
-            data = response.json().get("data") if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, AttributeError):
-            return None
+            with urllib.request.build_opener(*handlers).open(request, timeout=min(self.timeout_s, 10.0)) as r:
+                data = json.loads(r.read()).get("data")
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return None  # HTTPError (any status >= 400) is an OSError too
         for entry in data if isinstance(data, list) else []:
             if isinstance(entry, dict) and entry.get("id") == self.model:
                 return entry
@@ -485,21 +519,21 @@ class OpenAIBackend:
         thread = threading.Thread(target=run, name="cotscope-openai", daemon=True)
         thread.start()
         try:
-            while (item := results.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                req, completions = item
-                done.setdefault(req.job_index, []).extend(completions)
-                left[req.job_index] -= 1
-                if left[req.job_index] == 0:
-                    job = jobs[req.job_index]
-                    completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
-                    if req.job_index in greedy:
-                        completions = [
-                            replace(completions[0], sample=sample, seed=seed)
-                            for sample, seed in zip(job.samples, job.seeds, strict=True)
-                        ]
-                    yield job, completions
+            while (batch := results.get()) is not _END:
+                if isinstance(batch, BaseException):
+                    raise batch
+                for req, completions in batch:
+                    done.setdefault(req.job_index, []).extend(completions)
+                    left[req.job_index] -= 1
+                    if left[req.job_index] == 0:
+                        job = jobs[req.job_index]
+                        completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
+                        if req.job_index in greedy:
+                            completions = [
+                                replace(completions[0], sample=sample, seed=seed)
+                                for sample, seed in zip(job.samples, job.seeds, strict=True)
+                            ]
+                        yield job, completions
         finally:
             # Reached early only when the caller stops reading: cancel what is in flight.
             if thread.is_alive():
@@ -508,44 +542,55 @@ class OpenAIBackend:
                 thread.join()
 
     async def _send_all(self, jobs: list[GenerationJob], requests: list[_Request], results: Any) -> None:
-        """``max_in_flight`` workers take the requests in plan order; each result goes to ``results``.
-
-        Each endpoint gets its connections from several small httpx clients (pools of at most ``_POOL``
-        connections, worker ``w`` using pool ``w mod pools``): httpcore scans a pool's connections and queued
-        requests on every request, so one pool of a thousand connections costs milliseconds per request.
-        """
-        per = self.max_in_flight_per_endpoint
-        pools = -(-per // _POOL)
-        size = -(-per // pools)
-        # keep-alive connections over all endpoints stay near the in-flight bound (no fd growth with endpoints)
-        keep = max(1, -(-size // len(self.endpoints)))
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=keep)
-        clients = {
-            u: [
-                httpx.AsyncClient(
-                    limits=limits,
-                    timeout=httpx.Timeout(self.timeout_s),
-                    trust_env=not self._loopback(u),
-                    verify=_tls_context()
-                    if u.startswith("https:")
-                    else False,  # plain http: no TLS to verify
-                )
-                for _ in range(pools)
-            ]
-            for u in self.endpoints
-        }
-        slots = {u: asyncio.Semaphore(per) for u in self.endpoints}
+        """``max_in_flight`` workers take the requests in plan order; each result goes to ``results``."""
+        https = any(u.startswith("https:") for u in self.endpoints)
+        session = aiohttp.ClientSession(
+            connector=_Connector(
+                limit=self.max_in_flight,
+                ssl=_tls_context() if https else True,
+                keepalive_timeout=_KEEPALIVE_S,
+            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,  # proxies: see _proxy (a .netrc must not add credentials either)
+        )
+        net = _Net(
+            session,
+            {u: asyncio.Semaphore(self.max_in_flight_per_endpoint) for u in self.endpoints},
+            {u: URL(f"{u}/completions") for u in self.endpoints},
+            {u: self._proxy(u) for u in self.endpoints},
+            {},
+        )
         pending = iter(requests)
+        done: list[tuple[_Request, list[Completion]]] = []
+        loop = asyncio.get_running_loop()
 
-        async def worker(w: int) -> None:
-            mine = {u: pool[w % pools] for u, pool in clients.items()}
+        def hand_over() -> (
+            None
+        ):  # once per turn of the loop: one wake-up of the reading thread, not one a request
+            if done:
+                results.put(done.copy())
+                done.clear()
+
+        async def worker() -> None:
             for req in pending:  # one event loop: the shared iterator needs no lock
-                results.put((req, await self._run_request(jobs[req.job_index], req, mine, slots)))
+                try:
+                    completions = await self._attempts(jobs[req.job_index], req, net)
+                except (
+                    Exception
+                ) as exc:  # a bug here must not take the run down; the rows are retried on resume
+                    completions = self._failed(
+                        req, f"unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
+                    )
+                if not done:
+                    loop.call_soon(hand_over)
+                done.append((req, completions))
 
         try:
-            await asyncio.gather(*(worker(w) for w in range(min(self.max_in_flight, len(requests)))))
+            await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(requests)))))
         finally:
-            await asyncio.gather(*(c.aclose() for cs in clients.values() for c in cs), return_exceptions=True)
+            await session.close()
+            hand_over()
 
     def _payload(self, job: GenerationJob, seed: int, n: int) -> dict[str, Any]:
         p = job.params
@@ -576,15 +621,6 @@ class OpenAIBackend:
             body["top_k"] = p.top_k
         return body
 
-    async def _run_request(
-        self, job: GenerationJob, req: _Request, clients: dict, slots: dict
-    ) -> list[Completion]:
-        """All attempts of one request; never raises (a failure comes back as completions with ``error`` set)."""
-        try:
-            return await self._attempts(job, req, clients, slots)
-        except Exception as exc:  # a bug here must not take the run down; the rows are retried on resume
-            return self._failed(req, f"unexpected {type(exc).__name__}: {self._scrub(str(exc))}")
-
     def _wait(self, state: RetryCallState) -> float:
         """Exponential backoff with jitter; a ``Retry-After`` is honoured up to ``backoff_max_s``."""
         delay = min(self.backoff_max_s, self.backoff_s * 2 ** (state.attempt_number - 1))
@@ -594,45 +630,64 @@ class OpenAIBackend:
             delay = max(delay, min(failure.retry_after, self.backoff_max_s))
         return delay
 
-    async def _attempts(
-        self, job: GenerationJob, req: _Request, clients: dict, slots: dict
-    ) -> list[Completion]:
-        order = self.endpoint_order(job.route or job.key)
+    async def _attempts(self, job: GenerationJob, req: _Request, net: _Net) -> list[Completion]:
+        """All attempts of one request; a failure comes back as completions with ``error`` set."""
+        route = job.route or job.key
+        if (order := net.orders.get(route)) is None:
+            order = net.orders[route] = self.endpoint_order(route)
         body = json.dumps(self._payload(job, req.seeds[0], len(req.samples))).encode()
-        hop, url, tries = 0, order[0], 0
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(lambda e: isinstance(e, _Failure) and e.retry),
-            reraise=True,
-        )
+        tries = 1
         try:
-            async for attempt in retrying:
+            try:  # most requests need one attempt: the retry machinery is built only for those that fail
+                return await self._attempt(net, order, 0, body, req)
+            except _Failure as first:
+                if not first.retry or not self.max_retries:
+                    raise
+                failed: _Failure | None = first
+                hop = first.hop
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.max_retries + 1), wait=self._wait, retry=_RETRY, reraise=True
+            ):
                 with attempt:
-                    url, tries = self._pick(order, hop), tries + 1
-                    self.endpoint_counts[url] += 1
+                    if failed is not None:  # tenacity's first attempt is the one that failed: it waits on it
+                        last, failed = failed, None
+                        raise last
+                    tries += 1
                     try:
-                        async with slots[url]:
-                            choices = await self._post(clients[url], url, body, len(req.samples))
+                        return await self._attempt(net, order, hop, body, req)
                     except _Failure as failure:
-                        self.retry_counts[failure.reason] += 1
-                        if failure.reason == "connection":
-                            hop += 1  # that server is unreachable: skip it a while, try the trace's next one
-                            self._down_until[url] = time.monotonic() + _DOWN_S
+                        hop = failure.hop
                         raise
-                    return [
-                        self._completion(c, s, seed)
-                        for c, s, seed in zip(choices, req.samples, req.seeds, strict=True)
-                    ]
         except _Failure as last:
             self.retry_counts["gave_up"] += 1
             why = "not retried" if not last.retry else f"after {tries} attempt{'s' * (tries > 1)}"
             return self._failed(
                 req,
-                f"{last.reason} at {_redact(url)}/completions ({why}): {last.detail}; stored with status 'error' "
-                "and retried on the next run",
+                f"{last.reason} at {_redact(last.url)}/completions ({why}): {last.detail}; stored with status "
+                "'error' and retried on the next run",
             )
         raise AssertionError("unreachable: tenacity either returns or reraises")
+
+    async def _attempt(
+        self, net: _Net, order: list[str], hop: int, body: bytes, req: _Request
+    ) -> list[Completion]:
+        """One attempt at the endpoint ``_pick(order, hop)``; a failure raises :class:`_Failure` carrying that URL
+        and the ``hop`` of the next attempt (one further after a connection error)."""
+        url = self._pick(order, hop)
+        self.endpoint_counts[url] += 1
+        try:
+            async with net.slots[url]:
+                choices = await self._post(net, url, body, len(req.samples))
+        except _Failure as failure:
+            self.retry_counts[failure.reason] += 1
+            failure.url, failure.hop = url, hop
+            if failure.reason == "connection":
+                failure.hop += 1  # that server is unreachable: skip it a while, try the trace's next one
+                self._down_until[url] = time.monotonic() + _DOWN_S
+            raise
+        return [
+            self._completion(c, s, seed) for c, s, seed in zip(choices, req.samples, req.seeds, strict=True)
+        ]
 
     def _failed(self, req: _Request, message: str) -> list[Completion]:
         return [
@@ -667,25 +722,41 @@ class OpenAIBackend:
             text = text.replace(key, "***")
         return text
 
-    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, n: int) -> list[dict[str, Any]]:
-        try:
-            response = await client.post(f"{url}/completions", content=body, headers=self._headers())
-        except httpx.TimeoutException:
-            raise _Failure("timeout", f"no answer within {self.timeout_s:g} s") from None
-        except (httpx.TransportError, OSError) as exc:
-            raise _Failure("connection", self._scrub(f"{type(exc).__name__}: {exc}")) from None
-        if response.status_code >= 300:
-            raise self._http_failure(response)
-        return self._parse(response.content, n)
+    def _proxy(self, url: str) -> str | None:
+        """The environment's proxy for ``url`` (``https_proxy``, ``no_proxy``, ...); none for loopback."""
+        host = urllib.parse.urlsplit(url).hostname or ""
+        if self._loopback(url) or urllib.request.proxy_bypass(host):
+            return None
+        return urllib.request.getproxies().get(urllib.parse.urlsplit(url).scheme)
 
-    def _http_failure(self, response: httpx.Response) -> _Failure:
-        text = response.content.decode("utf-8", "replace")
+    async def _post(self, net: _Net, url: str, body: bytes, n: int) -> list[dict[str, Any]]:
+        try:
+            async with net.session.post(
+                net.urls[url],
+                data=body,
+                headers=self._headers(),
+                proxy=net.proxies[url],
+                allow_redirects=False,
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                if status >= 300:
+                    raise self._http_failure(
+                        status, raw, response.reason, response.headers.get("Retry-After")
+                    )
+        except TimeoutError:  # asyncio's and aiohttp's timeouts (before OSError: TimeoutError is one)
+            raise _Failure("timeout", f"no answer within {self.timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _Failure("connection", self._scrub(f"{type(exc).__name__}: {exc}")) from None
+        return self._parse(raw, n)
+
+    def _http_failure(self, status: int, raw: bytes, reason: str | None, retry_after: str | None) -> _Failure:
+        text = raw.decode("utf-8", "replace")
         try:
             detail = json.loads(text)["error"]["message"]
         except Exception:
-            detail = text[:300] or response.reason_phrase
+            detail = text[:300] or reason or ""
         detail = self._scrub(str(detail))
-        status = int(response.status_code)
         hint = {
             401: " (check the API key in $"
             + (self.api_key_env[0] if self.api_key_env else "OPENAI_API_KEY")
@@ -696,7 +767,7 @@ class OpenAIBackend:
             str(status),
             f"HTTP {status}: {detail}{hint}",
             retry=status not in _NOT_RETRIED,
-            retry_after=_retry_after(response.headers.get("Retry-After")),
+            retry_after=_retry_after(retry_after),
         )
 
     @staticmethod

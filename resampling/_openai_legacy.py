@@ -1,4 +1,4 @@
-"""The ``openai`` backend as it was before httpx: urllib, a thread per request, a new connection per request.
+"""The ``openai`` backend as it was before the async client: urllib, a thread per request, a new connection per request.
 
 Kept only as the baseline of ``cotscope bench client`` (today's client against this one, side by side in one run);
 nothing else imports it. The rest of this docstring is the original one.

@@ -44,8 +44,40 @@ def test_a_killed_server_moves_its_jobs_and_the_rows_stay_the_same():
 @pytest.mark.slow
 def test_the_client_benchmark_compares_both_clients():
     report = run_client_bench(ClientBenchConfig(servers=2, requests=200, in_flight=50, repeats=1))
-    before, now = report["ways"]["urllib (before)"], report["ways"]["httpx (now)"]
+    before, now = report["ways"]["urllib (before)"], report["ways"]["aiohttp (now)"]
     assert before["errors"] == 0 and now["errors"] == 0
     assert before["connections"] == 200  # the urllib client opens a connection per request
-    assert now["connections"] < 200  # the httpx client keeps connections alive: fewer than one per request
+    assert now["connections"] < 200  # the aiohttp client keeps connections alive: fewer than one per request
     assert "now / before" in format_client_report(report)
+
+
+def test_the_pool_keeps_no_more_idle_connections_than_requests_in_flight():
+    # aiohttp's limit counts only connections in use; idle ones to other endpoints would add up past it.
+    import asyncio
+    import time
+
+    import aiohttp
+
+    from resampling._openai import _Connector
+
+    stubs = start_stubs(4)
+    urls = [u for _, u in stubs]
+
+    def open_now() -> int:  # each stub counts the stats query's own connection too
+        return sum(_stub_stats(u)["open"] - 1 for u in urls)
+
+    async def one_at_a_time(limit: int) -> int:
+        async with aiohttp.ClientSession(connector=_Connector(limit=limit, keepalive_timeout=30)) as session:
+            for url in urls:  # one request to each endpoint, each released to the pool before the next
+                async with session.get(f"{url}/models") as response:
+                    await response.read()
+            deadline = time.monotonic() + 5  # the stubs see a closed connection a moment later
+            while (n := open_now()) > limit and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return n
+
+    try:
+        assert asyncio.run(one_at_a_time(2)) == 2  # two kept alive, the others closed on release
+        assert asyncio.run(one_at_a_time(8)) == 4  # under the bound: every endpoint keeps its connection
+    finally:
+        stop_stubs(stubs)

@@ -376,6 +376,16 @@ def test_from_model_id_loads_a_local_model_folder(tmp_path, tiny_model, tiny_tok
     assert backend.tokenizer is not None and backend.stop_token_ids == [tiny_tokenizer.eos_token_id]
 
 
+def test_proxies_come_from_the_environment_but_never_for_loopback(monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "internal.example")
+    backend = OpenAIBackend(
+        "m", ["http://127.0.0.1:8000", "https://api.example/v1", "http://internal.example:1"]
+    )
+    assert [backend._proxy(u) for u in backend.endpoints] == [None, "http://proxy.example:3128", None]
+
+
 def test_bad_construction_gets_a_clear_error(tiny_tokenizer):
     with pytest.raises(EngineInputError, match=r"needs a server URL.*cotscope serve"):
         OpenAIBackend.from_model_id("some/model")
