@@ -565,9 +565,8 @@ class OpenAIBackend:
         done: list[tuple[_Request, list[Completion]]] = []
         loop = asyncio.get_running_loop()
 
-        def hand_over() -> (
-            None
-        ):  # once per turn of the loop: one wake-up of the reading thread, not one a request
+        def hand_over() -> None:
+            # once per turn of the loop: one wake-up of the reading thread, not one per request
             if done:
                 results.put(done.copy())
                 done.clear()
@@ -576,9 +575,7 @@ class OpenAIBackend:
             for req in pending:  # one event loop: the shared iterator needs no lock
                 try:
                     completions = await self._attempts(jobs[req.job_index], req, net)
-                except (
-                    Exception
-                ) as exc:  # a bug here must not take the run down; the rows are retried on resume
+                except Exception as exc:  # a bug must not take the run down; the rows are retried on resume
                     completions = self._failed(
                         req, f"unexpected {type(exc).__name__}: {self._scrub(str(exc))}"
                     )
