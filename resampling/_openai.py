@@ -67,8 +67,8 @@ _DOWN_S = 2.0
 """How long an endpoint that refused a connection is skipped (then it is tried again)."""
 _END = object()
 _KEEPALIVE_S = 4.0
-"""Idle connections are closed after this long: below uvicorn's 5 s (vLLM, SGLang, cotscope serve), so the client
-does not reuse a connection that the server is closing."""
+"""Idle connections are closed after this long: below uvicorn's default of 5 s (vLLM's too), so the client does
+not reuse a connection that the server is closing."""
 
 
 class _Failure(Exception):
