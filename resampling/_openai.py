@@ -153,9 +153,12 @@ def _redact(url: str) -> str:
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """One verifying TLS context for every client (loading the CA bundle takes tens of ms each time)."""
-    import certifi
-
+    """One verifying TLS context for every client (loading the CA bundle takes tens of ms each time): certifi's
+    bundle where it is installed, else the system's."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
     return ssl.create_default_context(cafile=certifi.where())
 
 
