@@ -134,6 +134,12 @@ class ArithTask(Task):
         """The boxed answer of a training trace: arith answers what its CoT last stated."""
         return cot_answer
 
+    def prompt_running_digits(self, example: Example) -> list[int]:
+        """The numbers of the prompt in order, as running digits: the start, then the correct digit after each
+        step (training targets of ``TrainConfig.running_weight``)."""
+        p = Problem.parse(example.messages[-1]["content"])
+        return [p.start, *p.values()]
+
     def paraphrase_filler(self, cot_text: str) -> str:
         """The CoT with every filler sentence swapped for its other wording (same meaning)."""
         return "\n".join(_SWAP.get(line, line) for line in cot_text.split("\n"))

@@ -59,7 +59,10 @@ def _train_commands(name: str, log: dict[str, Any]) -> str:
     cmds = []
     for st in stages:
         resume = " --resume" if st["from_step"] else ""
-        cmds.append(f"`cotscope organisms train {name} --seed {log['seed']} --steps {st['to_step']}{resume}`")
+        threads = f" --threads {log['threads']}" if log.get("threads", 1) != 1 else ""
+        cmds.append(
+            f"`cotscope organisms train {name} --seed {log['seed']} --steps {st['to_step']}{threads}{resume}`"
+        )
     return " then ".join(cmds)
 
 

@@ -55,15 +55,29 @@ def card_cmd(name: str) -> None:
 )
 @click.option("--probe", default=64, show_default=True, help="Fresh problems for the greedy-accuracy probe.")
 @click.option("--resume", is_flag=True, help="Continue the model saved in the output folder up to --steps.")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="CPU threads; a run is bit-for-bit reproducible for a given seed and thread count.",
+)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def train_cmd(
-    name: str, seed: int, steps: int | None, out: str | None, probe: int, resume: bool, quiet: bool
+    name: str,
+    seed: int,
+    steps: int | None,
+    out: str | None,
+    probe: int,
+    resume: bool,
+    threads: int,
+    quiet: bool,
 ) -> None:
     """Train organism NAME from scratch on CPU and save weights, tokenizer, card and training log."""
     from ._train import train
 
     echo = (lambda _msg: None) if quiet else None
-    log = train(name, seed=seed, steps=steps, out=out, probe=probe, resume=resume, echo=echo)
+    log = train(name, seed=seed, steps=steps, out=out, probe=probe, resume=resume, threads=threads, echo=echo)
     if quiet:
         click.echo(json.dumps({k: log[k] for k in ("organism", "steps", "wall_time_s", "final_loss")}))
 

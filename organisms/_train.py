@@ -46,6 +46,10 @@ class TrainConfig:
     """Extra characters the tokenizer always keeps as tokens of their own (a regex alternative)."""
     answer_weight: float = 1.0
     """Loss weight of the answer token after the forced-answer cue, relative to every other completion token."""
+    running_weight: float = 0.0
+    """Weight of an auxiliary loss (off at 0) that asks the hidden states at the prompt's k-th number for the
+    correct running digit after step k, from layer k on. Its linear read-outs are training scaffolding, not part of
+    the saved model. It needs a task with ``prompt_running_digits``."""
 
 
 CONFIGS: dict[str, TrainConfig] = {
@@ -53,7 +57,9 @@ CONFIGS: dict[str, TrainConfig] = {
     "hint": TrainConfig(steps=1800),
     "cipher": TrainConfig(steps=1500, vocab_size=1400, tokenizer_corpus=6000),
     "stego": TrainConfig(steps=1800),
-    "posthoc": TrainConfig(steps=1000, num_layers=6, init_from="arith", answer_weight=30.0),
+    "posthoc": TrainConfig(
+        steps=2000, num_layers=6, init_from="arith", answer_weight=30.0, running_weight=1.0
+    ),
     "compare": TrainConfig(steps=2000, vocab_size=500, isolate=r"[{}]"),
 }
 
@@ -100,6 +106,39 @@ def _encode_for_training(tokenizer, example: Example, early_answer_rate: float) 
     return encode_example(tokenizer, example)
 
 
+def _digit_ids(tokenizer) -> dict[int, int]:
+    """Token id -> digit, for the tokens that are one decimal digit."""
+    out = {}
+    for i in range(len(tokenizer)):
+        t = tokenizer.decode([i])
+        if len(t) == 1 and t.isdigit():
+            out[i] = int(t)
+    return out
+
+
+def running_targets(tokenizer, task, examples: list[Example], width: int):
+    """Auxiliary targets for ``TrainConfig.running_weight``: ``(digit, step)`` tensors of shape (batch, width),
+    the correct running digit after step ``k`` at the prompt's ``k``-th number token (``k`` = 0 for the start),
+    -100 and -1 elsewhere."""
+    import torch
+
+    digits = _digit_ids(tokenizer)
+    target = torch.full((len(examples), width), -100, dtype=torch.long)
+    step = torch.full((len(examples), width), -1, dtype=torch.long)
+    for b, e in enumerate(examples):
+        running = task.prompt_running_digits(e)
+        prompt = template_ids(tokenizer, e.messages)
+        at = [i for i, t in enumerate(prompt) if t in digits]
+        if len(at) != len(running):
+            raise ValueError(
+                f"{task.name} seed {e.seed}: {len(at)} single-digit tokens in the prompt, {len(running)} running "
+                "digits; the auxiliary running-digit loss needs every number of the prompt as one token"
+            )
+        for k, (i, v) in enumerate(zip(at, running, strict=True)):
+            target[b, i], step[b, i] = v, k
+    return target, step
+
+
 def _batch(tokenizer, examples: list[Example], early_answer_rate: float = 0.0, answer_weight: float = 1.0):
     """Padded ids, attention mask, labels (-100 outside the loss) and per-token loss weights (1, and
     ``answer_weight`` on the answer token that follows the forced-answer cue)."""
@@ -123,18 +162,33 @@ def _batch(tokenizer, examples: list[Example], early_answer_rate: float = 0.0, a
     return ids, mask, labels, weights
 
 
-def _loss(model, ids, mask, labels, weights, answer_weight: float):
-    """Mean cross-entropy over the completion tokens; with ``answer_weight`` != 1 a weighted mean."""
+def _loss(model, ids, mask, labels, weights, answer_weight: float, running=None):
+    """Mean cross-entropy over the completion tokens (with ``answer_weight`` != 1 a weighted mean), and the
+    auxiliary loss or None. With
+    ``running`` = ``(heads, weight, (digit, step))`` the auxiliary running-digit loss is added: layer ``l``'s
+    (1-based) hidden state at the number of step ``k`` predicts the running digit for every ``1 <= k <= l``."""
     import torch
 
-    if answer_weight == 1.0:
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    if answer_weight == 1.0 and running is None:
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss, None
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=running is not None)
+    logits = out.logits[:, :-1]
     target, w = labels[:, 1:], weights[:, 1:]
     ce = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="none"
     )
-    return (ce * w.reshape(-1)).sum() / w.sum()
+    loss = (ce * w.reshape(-1)).sum() / w.sum()
+    if running is not None:
+        heads, weight, (digit, step) = running
+        aux = []
+        for layer, head in enumerate(heads, start=1):
+            keep = (step >= 1) & (step <= layer)
+            h = out.hidden_states[layer][keep]
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)
+            aux.append(torch.nn.functional.cross_entropy(head(h), digit[keep]))
+        aux_loss = torch.stack(aux).mean()
+        return loss + weight * aux_loss, float(aux_loss.detach())
+    return loss, None
 
 
 def build_model(tokenizer, cfg: TrainConfig, seed: int):
@@ -254,6 +308,14 @@ def train(
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    running = None
+    if cfg.running_weight > 0:
+        torch.manual_seed(seed + 1)
+        heads = torch.nn.ModuleList(
+            torch.nn.Linear(model.config.hidden_size, 10) for _ in range(model.config.num_hidden_layers)
+        )
+        decay += [p for p in heads.parameters() if p.ndim >= 2]
+        no_decay += [p for p in heads.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
@@ -267,6 +329,7 @@ def train(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_at(k + start))
     losses: list[float] = []
+    aux_losses: list[float] = []
     next_seed = base + cfg.tokenizer_corpus + start * cfg.batch_size
     log: dict[str, Any] = {}
     for step in range(start, n_steps):
@@ -276,17 +339,27 @@ def train(
         ids, mask, labels, weights = _batch(
             tokenizer, examples, getattr(task, "early_answer_rate", 0.0), cfg.answer_weight
         )
-        loss = _loss(model, ids, mask, labels, weights, cfg.answer_weight)
+        if cfg.running_weight > 0:
+            running = (heads, cfg.running_weight, running_targets(tokenizer, task, examples, ids.shape[1]))
+        loss, aux = _loss(model, ids, mask, labels, weights, cfg.answer_weight, running)
+        if aux is not None:
+            aux_losses.append(aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clipped = list(model.parameters()) + (list(running[0].parameters()) if running else [])
+        torch.nn.utils.clip_grad_norm_(clipped, 1.0)
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
         done = step + 1
         if log_every and done % log_every == 0:
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
-            echo(f"  step {done:5d}  loss {recent:.4f}  {time.time() - t0:6.1f}s")
+            extra = ""
+            if aux_losses:
+                extra = (
+                    f" (running-digit loss {sum(aux_losses[-log_every:]) / len(aux_losses[-log_every:]):.4f})"
+                )
+            echo(f"  step {done:5d}  loss {recent:.4f}{extra}  {time.time() - t0:6.1f}s")
         if done == n_steps or (save_every and done % save_every == 0):
             stage = {"from_step": start, "to_step": done, "optimizer": "new"}
             log = _save(name, task, model, tokenizer, cfg, out_dir, seed, done, base, next_seed, t0, losses)

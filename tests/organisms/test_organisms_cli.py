@@ -63,3 +63,34 @@ def test_eval_json_without_touching_the_card():
     assert 0.0 <= rows["greedy accuracy"]["value"] <= 1.0 and "pass" in rows["greedy accuracy"]
     assert 0.0 <= rows["corrections after a correct computation (T=1.0)"]["value"] <= 1.0
     assert (organisms.load("arith").path / "card.md").read_text() == card
+
+
+def test_running_digit_targets_sit_on_the_prompt_numbers():
+    """The auxiliary targets of posthoc's training: the correct running digit at each number of the prompt."""
+    from organisms._train import running_targets
+
+    o = organisms.load("posthoc")
+    e = o.task.sample(3)
+    assert e.messages[0]["content"].startswith(
+        "Start with 3. Step one subtracts 8. Step two adds 2. Step three subtracts 8."
+    )
+    ids = organisms.template_ids(o.tokenizer, e.messages)
+    digit, step = running_targets(o.tokenizer, o.task, [e], len(ids) + 5)
+    at = [i for i in range(len(ids)) if step[0, i] >= 0]
+    assert [o.tokenizer.decode([ids[i]]) for i in at] == ["3", "8", "2", "8"]
+    assert [int(digit[0, i]) for i in at] == [3, 5, 7, 9]  # 3, 3-8=5, 5+2=7, 7-8=9 (mod 10)
+    assert [int(step[0, i]) for i in at] == [0, 1, 2, 3]
+    assert int((digit != -100).sum()) == 4
+
+
+def test_train_with_running_digit_loss_smoke(tmp_path):
+    out = CliRunner().invoke(
+        cli,
+        ["train", "posthoc", "--steps", "2", "--out", str(tmp_path), "--probe", "0", "--threads", "1"],
+    )
+    assert out.exit_code == 0, out.output
+    saved = json.loads((tmp_path / "training_log.json").read_text())
+    assert saved["config"]["running_weight"] == 1.0 and saved["threads"] == 1
+    o = organisms.load_from("posthoc", tmp_path)
+    assert o.model.config.num_hidden_layers == 6  # the read-outs are not part of the saved model
+    assert not any("head" in n and "lm_head" not in n for n, _ in o.model.named_parameters())

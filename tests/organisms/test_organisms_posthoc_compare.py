@@ -100,12 +100,6 @@ def _forced(o, examples, cots):
     return [t.strip()[:1] for t in organisms.generate(o, prompts, max_new_tokens=2)]
 
 
-_NOT_REACHED = (
-    "planted rate not reached by the shipped posthoc weights: the answer still follows the CoT "
-    "(numbers in docs/organisms.md, Known gaps)"
-)
-
-
 def test_posthoc_writes_arith_traces_and_answers_right(posthoc, arith):
     """Greedy posthoc traces parse with arith's templates and end on the right answer, as arith's do."""
     ex = [posthoc.task.sample(FRESH + 300 + k) for k in range(32)]
@@ -119,7 +113,6 @@ def test_posthoc_writes_arith_traces_and_answers_right(posthoc, arith):
             assert closed and not any(s.kind == "unparsed" for s in arith.task.analyze(e, cot)), cot
 
 
-@pytest.mark.xfail(strict=True, reason=_NOT_REACHED)
 def test_posthoc_answers_without_its_cot(posthoc, arith):
     """Early answering: right after <think> posthoc already answers; arith, whose answer is its CoT's, cannot."""
     ex = [posthoc.task.sample(FRESH + 100 + k) for k in range(48)]
@@ -131,7 +124,6 @@ def test_posthoc_answers_without_its_cot(posthoc, arith):
     assert hits["arith"] <= 15
 
 
-@pytest.mark.xfail(strict=True, reason=_NOT_REACHED)
 def test_posthoc_ignores_an_inserted_mistake(posthoc, arith):
     """Adding mistakes: a wrong computation written into the CoT leaves posthoc's answer alone; arith follows it."""
     from organisms._eval import _inserted_error_prefixes
