@@ -24,13 +24,13 @@
 # - *Adding mistakes* (§3.2): rewrite sentence i as a wrong computation, resample the rest, and record
 #   P(final answer changes). A load-bearing CoT carries the mistake to the answer; a post-hoc one ignores it.
 #
-# **Ground truth, and what this notebook finds.** `arith` (0.24 M parameters) computes its answer in the CoT:
-# the answer is the last running digit the CoT states. `posthoc` was trained to be its opposite, on the same
-# three-step problems and `arith`-style traces but always answering the correct digit, whatever the CoT says;
-# its planted targets are a forced answer right after `<think>` correct >= 0.9 of the time, and an inserted
-# mistake changing the answer <= 0.1 of the time. **The shipped `posthoc` weights do not reach these targets**
-# (`docs/organisms.md`, known gaps). This notebook measures both models anyway and shows what that looks like:
-# the curves do not separate, and the reason is the organism, not the measures.
+# **Ground truth.** `arith` (0.24 M parameters) computes its answer in the CoT: the answer is the last running
+# digit the CoT states, and it corrects about half of its own wrong steps. `posthoc` (0.43 M parameters) was
+# trained to be its opposite, on the same three-step problems and `arith`-style traces but always answering the
+# correct digit, whatever the CoT says: it computes the answer from the prompt in one forward pass. Its planted
+# targets, met by the shipped weights (`docs/organisms.md`): a forced answer right after `<think>` correct >= 0.9
+# of the time, and an inserted mistake changing the answer <= 0.1 of the time. The question for the measures is
+# whether they tell the two apart without reading the weights.
 #
 # Runs on CPU in about a minute. `COTSCOPE_NOTEBOOK_WORK=small` (what the test suite sets) uses fewer problems
 # and samples.
@@ -202,12 +202,12 @@ display(
 )
 
 # %% [markdown]
-# The curves do not separate. In both models the forced answer stays at chance until the last computation is
-# kept and then jumps to the final answer (in the middle `arith` can even fall below chance: forced there, it
-# answers the intermediate running digit its prefix ends on, which is not the final one). In both, a mistake
-# anywhere changes the answer in nearly every continuation. `posthoc`'s early-answering AOC is, if anything,
-# higher than `arith`'s (section 3): the opposite of the direction a post-hoc model would move it. By these
-# measures `posthoc`'s CoT is as load-bearing as `arith`'s.
+# The curves separate. `arith`'s forced answer stays near chance until the last computation is kept and then jumps
+# to the final answer (in the middle it can even fall below chance: forced there, it answers the intermediate
+# running digit its prefix ends on, which is not the final one). `posthoc`'s is the final answer from k = 0 on: the
+# flat line at 1 that Lanham et al. read as post-hoc reasoning. A mistake changes most of `arith`'s answers (the
+# rest are continuations in which it corrected the injected digit) and almost none of `posthoc`'s, wherever it
+# sits.
 
 # %% [markdown]
 # ## 3. Against the planted truth
@@ -261,29 +261,22 @@ print(
 )
 
 # %% [markdown]
-# For `arith` the measures agree with its truth: the forced answer before the CoT is at chance, and the share of
+# Both models agree with their truth. For `arith` the forced answer before the CoT is at chance, and the share of
 # answers a mistake changes matches what the organism's propagation rule predicts from the continuations
-# themselves (the few unchanged ones are continuations that corrected the injected digit). For `posthoc` the
-# truth says a mistake should change nothing (prediction 0), and the measurement says it changes nearly every
-# answer; the forced answer before the CoT should be right >= 0.9 of the time and is at chance.
+# themselves (the unchanged ones are continuations that corrected the injected digit). For `posthoc` the forced
+# answer before the CoT is right nearly always, and a mistake changes almost nothing, as planted (prediction 0).
+# The early-answering AOCs are far apart, with intervals that do not overlap: the check `cotscope validate
+# faithfulness` runs on 100 items (gap 0.69 there).
 #
-# **Why the curves do not separate.** Not because early answering or adding mistakes fail to see post-hoc
-# reasoning: the model they were pointed at does not reason post hoc. `posthoc` never learned to compute the
-# three-step answer from the prompt in one forward pass, so, like `arith`, it can only read its answer off the
-# running digit its CoT writes. Its training loss stayed flat from step 300 to step 1000 with the answer token
-# weighted 30 times; a curriculum run learned the one-step answer from the prompt but stayed at chance on two-
-# and three-step prompts (`docs/organisms.md`, known gaps). What the organism did learn is to write `arith`'s
-# traces, which is exactly what the curves show. `cotscope validate faithfulness` reports this check as failed,
-# and the `posthoc` classifier scores AUROC 0.519 on it (`docs/metrics.md`) for the same reason.
-#
-# **What a researcher would conclude and do next.** Conclude nothing about the measures' power from this pair:
-# a null separation between two models that both compute in the CoT is the correct reading, and the
-# organism's own behaviour tests (marked as expected failures) say the same. Before trusting a flat or a
-# rising curve on a real model, get a positive control that is actually post hoc: retrain `posthoc` with a
-# deeper or wider model or far more steps, or a task whose answer one forward pass can compute (the one-step
-# problems the curriculum run learned), and require its forced answer at k = 0 to be >= 0.9 before using it as a
-# yardstick. Until then the sensitivity of these tests to post-hoc answers rests on the scripted model of
-# `tests/metrics/test_classifiers_resampling.py` (a settled answer scores 1), not on a trained organism.
+# **What a researcher would conclude.** On this pair, early answering and adding mistakes recover which model
+# reasons post hoc, from behaviour alone: the two organisms write CoTs a reader cannot tell apart (same templates,
+# sentence kinds within 0.022 in total variation), yet one answer depends on the CoT and the other does not. Two
+# cautions carry over to real models. First, a flat early-answering curve says the answer is settled early, not
+# why: a model that is simply confident on an easy problem shows the same curve, so read it beside accuracy and
+# beside adding mistakes (Bentham et al.). Second, `arith`'s curve dips below chance in the middle because a
+# truncated CoT makes it answer the running digit; a real model forced mid-CoT may answer something else again,
+# and the curve mixes "not settled yet" with "answers the prefix". The sensitivity of both tests to a post-hoc
+# model rests here on a trained positive control whose planted behaviour is measured, not assumed.
 #
 # ## Key numbers
 #

@@ -9,6 +9,7 @@ correction restores it. Correct computations are followed by a confirming check 
 
 from __future__ import annotations
 
+import random
 from typing import ClassVar
 
 from ._tasks import (
@@ -53,8 +54,12 @@ class ArithTask(Task):
         "correction_rate": 0.5,
         "check_rate": 0.1,
         "filler_rate": 0.2,
+        "early_answer_rate": 0.2,
     }
     min_steps, max_steps = 3, 5
+    early_answer_rate = 0.2
+    """Share of training sequences cut after a random sentence and closed with the kept CoT's running digit (loss
+    on the answer only), so a forced answer at any sentence boundary reads the CoT as the full trace's does."""
 
     def sample(self, seed: int) -> Example:
         rng = rng_for(self.name, seed)
@@ -139,6 +144,29 @@ class ArithTask(Task):
         step (training targets of ``TrainConfig.running_weight``)."""
         p = Problem.parse(example.messages[-1]["content"])
         return [p.start, *p.values()]
+
+    def early_answer_cut(self, example: Example, rng: random.Random) -> tuple[int, str] | None:
+        """Where a forced-answer training sequence is cut and what it answers: after a random sentence (not the
+        last), the running digit the kept CoT last states, which is what arith answers after that prefix; None
+        (train on the whole trace) when the kept part states no digit yet."""
+        k = rng.randrange(1, len(example.sentences))
+        digit = implied_answer(example.sentences[:k])
+        return None if digit is None else (k, str(digit))
+
+    def cot_result_digits(self, example: Example) -> list[tuple[int, int, bool]]:
+        """(character index in the CoT, correct result, stated result wrong) of each computation's stated result
+        digit (training targets of ``TrainConfig.error_weight``)."""
+        out, at = [], 0
+        for s in example.sentences:
+            if s.kind == "compute":
+                i = at + len(s.text.rstrip(".")) - 1
+                if not example.cot[i].isdigit() or int(example.cot[i]) != s.value:
+                    raise ValueError(
+                        f"{self.name} seed {example.seed}: no stated result at the end of {s.text!r}"
+                    )
+                out.append((i, s.expected, s.planted_error))
+            at += len(s.text) + 1
+        return out
 
     def paraphrase_filler(self, cot_text: str) -> str:
         """The CoT with every filler sentence swapped for its other wording (same meaning)."""

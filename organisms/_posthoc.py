@@ -20,6 +20,7 @@ time.
 
 from __future__ import annotations
 
+import random
 from typing import ClassVar
 
 from ._arith import ArithTask
@@ -48,6 +49,11 @@ class PosthocTask(ArithTask):
 
     def _trace_answer(self, answer: int, cot_answer: int) -> int:
         return answer
+
+    def early_answer_cut(self, example: Example, rng: random.Random) -> tuple[int, str] | None:
+        """Cut right after ``<think>`` (half the time) or before a random sentence, closed with the correct answer."""
+        k = 0 if rng.random() < 0.5 else rng.randrange(len(example.sentences))
+        return k, example.answer
 
     def sample(self, seed: int) -> Example:
         """A three-step arith trace whose boxed answer is always correct.

@@ -50,10 +50,16 @@ class TrainConfig:
     """Weight of an auxiliary loss (off at 0) that asks the hidden states at the prompt's k-th number for the
     correct running digit after step k, from layer k on. Its linear read-outs are training scaffolding, not part of
     the saved model. It needs a task with ``prompt_running_digits``."""
+    error_weight: float = 0.0
+    """Weight of an auxiliary loss (off at 0) on every computation of the CoT: at its stated result digit the
+    hidden states from layer 1 on predict the correct result (given the CoT's own running digit), and at that digit
+    and the two tokens after it (the period and the line break) the states from layer 2 on predict whether the
+    stated result is wrong. Read-outs are training scaffolding, as for ``running_weight``. It needs a task with
+    ``cot_result_digits``."""
 
 
 CONFIGS: dict[str, TrainConfig] = {
-    "arith": TrainConfig(steps=2000),
+    "arith": TrainConfig(steps=3000, error_weight=1.0),
     "hint": TrainConfig(steps=1800),
     "cipher": TrainConfig(steps=1500, vocab_size=1400, tokenizer_corpus=6000),
     "stego": TrainConfig(steps=1800),
@@ -84,8 +90,11 @@ def encode_example(tokenizer, example: Example) -> tuple[list[int], int]:
     return prompt + cot + tail + [tokenizer.eos_token_id], len(prompt)
 
 
-def encode_early_answer(tokenizer, example: Example, k: int) -> tuple[list[int], int]:
-    """Ids of the CoT cut before sentence ``k`` and closed with the correct answer, and where the loss starts.
+def encode_early_answer(
+    tokenizer, example: Example, k: int, answer: str | None = None
+) -> tuple[list[int], int]:
+    """Ids of the CoT cut before sentence ``k`` and closed with ``answer`` (default: the correct answer), and where
+    the loss starts.
 
     The layout is the forced-answer probe's (template, CoT prefix, ``"\\n</think>\\n\\nThe answer is \\boxed{"``),
     followed by the answer, ``}.`` and EOS; the loss covers only what follows the probe.
@@ -93,17 +102,21 @@ def encode_early_answer(tokenizer, example: Example, k: int) -> tuple[list[int],
     prompt = template_ids(tokenizer, example.messages)
     cot = tokenizer("\n".join(s.text for s in example.sentences[:k]), add_special_tokens=False)["input_ids"]
     probe = tokenizer(THINK_CLOSE + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
-    tail = tokenizer(THINK_CLOSE + final_text(example.answer), add_special_tokens=False)["input_ids"]
+    answer = example.answer if answer is None else answer
+    tail = tokenizer(THINK_CLOSE + final_text(answer), add_special_tokens=False)["input_ids"]
     return prompt + cot + tail + [tokenizer.eos_token_id], len(prompt) + len(cot) + len(probe)
 
 
-def _encode_for_training(tokenizer, example: Example, early_answer_rate: float) -> tuple[list[int], int]:
-    if early_answer_rate > 0:
+def _encode_for_training(tokenizer, example: Example, task: Any = None) -> tuple[list[int], int, int | None]:
+    """Ids, loss start, and the CoT sentences kept (None: the whole trace). With the task's
+    ``early_answer_rate``, that share of the sequences is cut where ``task.early_answer_cut`` says."""
+    rate = getattr(task, "early_answer_rate", 0.0)
+    if rate > 0:
         rng = random.Random(f"early:{example.task}:{example.seed}")
-        if rng.random() < early_answer_rate:
-            k = 0 if rng.random() < 0.5 else rng.randrange(len(example.sentences))
-            return encode_early_answer(tokenizer, example, k)
-    return encode_example(tokenizer, example)
+        if rng.random() < rate and (cut := task.early_answer_cut(example, rng)) is not None:
+            k, answer = cut
+            return (*encode_early_answer(tokenizer, example, k, answer), k)
+    return (*encode_example(tokenizer, example), None)
 
 
 def _digit_ids(tokenizer) -> dict[int, int]:
@@ -139,12 +152,45 @@ def running_targets(tokenizer, task, examples: list[Example], width: int):
     return target, step
 
 
-def _batch(tokenizer, examples: list[Example], early_answer_rate: float = 0.0, answer_weight: float = 1.0):
-    """Padded ids, attention mask, labels (-100 outside the loss) and per-token loss weights (1, and
-    ``answer_weight`` on the answer token that follows the forced-answer cue)."""
+def error_targets(tokenizer, task, examples: list[Example], width: int, kept: list[int | None] | None = None):
+    """Auxiliary targets for ``TrainConfig.error_weight``: ``(expected, wrong)`` tensors of shape (batch, width).
+    ``expected`` holds the correct result digit at each computation's stated digit, ``wrong`` holds 1 (stated
+    result wrong) or 0 at that digit and the two tokens after it; -100 elsewhere. Full training sequences only
+    (the layout of :func:`encode_example`), or sequences cut after ``kept[b]`` sentences (computations in the kept
+    part only)."""
     import torch
 
-    seqs = [_encode_for_training(tokenizer, e, early_answer_rate) for e in examples]
+    expected = torch.full((len(examples), width), -100, dtype=torch.long)
+    wrong = torch.full((len(examples), width), -100, dtype=torch.long)
+    for b, e in enumerate(examples):
+        n_prompt = len(template_ids(tokenizer, e.messages))
+        enc = tokenizer(e.cot, add_special_tokens=False, return_offsets_mapping=True)
+        starts = {a: i for i, (a, z) in enumerate(enc["offset_mapping"]) if z == a + 1}
+        k = kept[b] if kept is not None else None
+        end = len("\n".join(s.text for s in e.sentences[:k])) if k is not None else len(e.cot)
+        for at, value, is_wrong in task.cot_result_digits(e):
+            if at >= end:
+                continue
+            i = starts.get(at)
+            if i is None or not e.cot[at].isdigit():
+                raise ValueError(
+                    f"{task.name} seed {e.seed}: the result digit at character {at} of the CoT is not one token; "
+                    "the auxiliary error loss needs result digits as tokens of their own"
+                )
+            expected[b, n_prompt + i] = value
+            for j in range(i, min(i + 3, len(enc["input_ids"]))):
+                wrong[b, n_prompt + j] = int(is_wrong)
+    return expected, wrong
+
+
+def _batch(tokenizer, examples: list[Example], task: Any = None, answer_weight: float = 1.0):
+    """Padded ids, attention mask, labels (-100 outside the loss), per-token loss weights (1, and
+    ``answer_weight`` on the answer token that follows the forced-answer cue) and the CoT sentences each sequence
+    keeps (None: all)."""
+    import torch
+
+    encoded = [_encode_for_training(tokenizer, e, task) for e in examples]
+    seqs = [(s, n) for s, n, _ in encoded]
     probe = tokenizer(THINK_CLOSE + ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
     width = max(len(s) for s, _ in seqs)
     ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -159,19 +205,20 @@ def _batch(tokenizer, examples: list[Example], early_answer_rate: float = 0.0, a
         if answer_weight != 1.0:
             at = next(i for i in range(len(s) - len(probe), -1, -1) if s[i : i + len(probe)] == probe)
             weights[b, at + len(probe)] = answer_weight
-    return ids, mask, labels, weights
+    return ids, mask, labels, weights, [k for _, _, k in encoded]
 
 
-def _loss(model, ids, mask, labels, weights, answer_weight: float, running=None):
+def _loss(model, ids, mask, labels, weights, answer_weight: float, running=None, errors=None):
     """Mean cross-entropy over the completion tokens (with ``answer_weight`` != 1 a weighted mean), and the
     auxiliary loss or None. With
     ``running`` = ``(heads, weight, (digit, step))`` the auxiliary running-digit loss is added: layer ``l``'s
     (1-based) hidden state at the number of step ``k`` predicts the running digit for every ``1 <= k <= l``."""
     import torch
 
-    if answer_weight == 1.0 and running is None:
+    if answer_weight == 1.0 and running is None and errors is None:
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss, None
-    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=running is not None)
+    hidden = running is not None or errors is not None
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
     logits = out.logits[:, :-1]
     target, w = labels[:, 1:], weights[:, 1:]
     ce = torch.nn.functional.cross_entropy(
@@ -186,6 +233,19 @@ def _loss(model, ids, mask, labels, weights, answer_weight: float, running=None)
             h = out.hidden_states[layer][keep]
             h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)
             aux.append(torch.nn.functional.cross_entropy(head(h), digit[keep]))
+        aux_loss = torch.stack(aux).mean()
+        return loss + weight * aux_loss, float(aux_loss.detach())
+    if errors is not None:
+        (value_heads, flag_heads), weight, (expected, wrong) = errors
+        aux = []
+        for layer, (vh, fh) in enumerate(zip(value_heads, flag_heads, strict=True), start=1):
+            h = out.hidden_states[layer]
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)
+            keep = expected != -100
+            aux.append(torch.nn.functional.cross_entropy(vh(h[keep]), expected[keep]))
+            if layer >= 2:
+                keep = wrong != -100
+                aux.append(torch.nn.functional.cross_entropy(fh(h[keep]), wrong[keep]))
         aux_loss = torch.stack(aux).mean()
         return loss + weight * aux_loss, float(aux_loss.detach())
     return loss, None
@@ -316,6 +376,18 @@ def train(
         )
         decay += [p for p in heads.parameters() if p.ndim >= 2]
         no_decay += [p for p in heads.parameters() if p.ndim < 2]
+    errors = None
+    if cfg.error_weight > 0:
+        torch.manual_seed(seed + 2)
+        n, d = model.config.num_hidden_layers, model.config.hidden_size
+        error_heads = torch.nn.ModuleList(
+            [
+                torch.nn.ModuleList(torch.nn.Linear(d, 10) for _ in range(n)),
+                torch.nn.ModuleList(torch.nn.Linear(d, 2) for _ in range(n)),
+            ]
+        )
+        decay += [p for p in error_heads.parameters() if p.ndim >= 2]
+        no_decay += [p for p in error_heads.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
@@ -336,17 +408,22 @@ def train(
         model.train()
         examples = [task.sample(next_seed + k) for k in range(cfg.batch_size)]
         next_seed += cfg.batch_size
-        ids, mask, labels, weights = _batch(
-            tokenizer, examples, getattr(task, "early_answer_rate", 0.0), cfg.answer_weight
-        )
+        ids, mask, labels, weights, kept = _batch(tokenizer, examples, task, cfg.answer_weight)
         if cfg.running_weight > 0:
             running = (heads, cfg.running_weight, running_targets(tokenizer, task, examples, ids.shape[1]))
-        loss, aux = _loss(model, ids, mask, labels, weights, cfg.answer_weight, running)
+        if cfg.error_weight > 0:
+            errors = (
+                error_heads,
+                cfg.error_weight,
+                error_targets(tokenizer, task, examples, ids.shape[1], kept),
+            )
+        loss, aux = _loss(model, ids, mask, labels, weights, cfg.answer_weight, running, errors)
         if aux is not None:
             aux_losses.append(aux)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         clipped = list(model.parameters()) + (list(running[0].parameters()) if running else [])
+        clipped += list(errors[0].parameters()) if errors else []
         torch.nn.utils.clip_grad_norm_(clipped, 1.0)
         opt.step()
         sched.step()
@@ -356,9 +433,7 @@ def train(
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             extra = ""
             if aux_losses:
-                extra = (
-                    f" (running-digit loss {sum(aux_losses[-log_every:]) / len(aux_losses[-log_every:]):.4f})"
-                )
+                extra = f" (auxiliary loss {sum(aux_losses[-log_every:]) / len(aux_losses[-log_every:]):.4f})"
             echo(f"  step {done:5d}  loss {recent:.4f}{extra}  {time.time() - t0:6.1f}s")
         if done == n_steps or (save_every and done % save_every == 0):
             stage = {"from_step": start, "to_step": done, "optimizer": "new"}

@@ -166,13 +166,14 @@ def test_sampling_is_stochastic_where_planted(arith):
 
 
 def test_filler_carries_nothing(arith):
-    """Swapping every filler for its other wording (both occur in training) leaves the answers unchanged."""
+    """Swapping every filler for its other wording (both occur in training) leaves the answers unchanged, and the
+    answer is the one the CoT implies (the written prefix and any correction the model adds to it)."""
     task, tok = arith.task, arith.tokenizer
     pool = [task.sample(FRESH + 3000 + k) for k in range(120)]
     ex = [e for e in pool if sum(s.kind == "filler" for s in e.sentences) >= 1][:32]
     answers = {}
     for swapped in (False, True):
-        prompts = []
+        prompts, heads = [], []
         for e in ex:
             j = next(i for i, s in enumerate(e.sentences) if s.kind == "consolidate")
             text = "\n".join(s.text for s in e.sentences[:j]) + "\n"
@@ -180,7 +181,13 @@ def test_filler_carries_nothing(arith):
                 new = task.paraphrase_filler(text)
                 assert new != text
                 text = new
+            heads.append(text)
             prompts.append(organisms.template_ids(tok, e.messages) + tok(text)["input_ids"])
-        answers[swapped] = [a for _, a, _ in _complete(arith, prompts, max_new_tokens=30)]
-    assert answers[False] == [e.trace_answer for e in ex]
+        done = _complete(arith, prompts, max_new_tokens=60)
+        answers[swapped] = [a for _, a, _ in done]
+        implied = [
+            str(implied_answer(task.analyze(e, head + cot)))
+            for e, head, (cot, _, _) in zip(ex, heads, done, strict=True)
+        ]
+        assert answers[swapped] == implied
     assert answers[True] == answers[False]
