@@ -65,7 +65,8 @@ DEFAULT_TRACE_SEED = 366
 """Problem (and sampling) seed of the on-policy trace ``cotscope importance`` draws when no ``--trace`` is given: on
 the shipped ``arith`` organism, sampled at the default temperature 0.6 (top_p 1.0), it holds one wrong computation
 that the model corrects in the next sentence; a test checks that it still holds exactly one planted error. (At
-temperature 0.6 corrected errors are rare: 366 is the first seed from 114 on with one.)"""
+temperature 0.6 errors are rare; 366 was chosen on earlier weights of the organism, and the
+retrained ones write the same error and correction on it.)"""
 
 
 @dataclass
