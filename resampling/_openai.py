@@ -114,6 +114,30 @@ class _Connector(aiohttp.TCPConnector):
         super()._release(key, protocol, should_close=should_close or idle >= self.limit)
 
 
+def _collect(
+    jobs: list[GenerationJob],
+    greedy: set[int],
+    done: dict[int, list[Completion]],
+    left: Counter,
+    req: _Request,
+    completions: list[Completion],
+) -> tuple[GenerationJob, list[Completion]] | None:
+    """Add one request's completions to its job; the job and its completions in sample order once every request
+    of the job is in (a greedy job's one completion copied to each of its samples), else None."""
+    done.setdefault(req.job_index, []).extend(completions)
+    left[req.job_index] -= 1
+    if left[req.job_index]:
+        return None
+    job = jobs[req.job_index]
+    out = sorted(done.pop(req.job_index), key=lambda c: c.sample)
+    if req.job_index in greedy:
+        out = [
+            replace(out[0], sample=sample, seed=seed)
+            for sample, seed in zip(job.samples, job.seeds, strict=True)
+        ]
+    return job, out
+
+
 def _bos_the_tokenizer_adds(tokenizer: Any) -> int | None:
     """The BOS id that ``tokenizer`` puts before plain text by itself, or None."""
     bos = getattr(tokenizer, "bos_token_id", None)
@@ -526,17 +550,8 @@ class OpenAIBackend:
                 if isinstance(batch, BaseException):
                     raise batch
                 for req, completions in batch:
-                    done.setdefault(req.job_index, []).extend(completions)
-                    left[req.job_index] -= 1
-                    if left[req.job_index] == 0:
-                        job = jobs[req.job_index]
-                        completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
-                        if req.job_index in greedy:
-                            completions = [
-                                replace(completions[0], sample=sample, seed=seed)
-                                for sample, seed in zip(job.samples, job.seeds, strict=True)
-                            ]
-                        yield job, completions
+                    if (finished := _collect(jobs, greedy, done, left, req, completions)) is not None:
+                        yield finished
         finally:
             # Reached early only when the caller stops reading: cancel what is in flight.
             if thread.is_alive():

@@ -32,7 +32,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
 from http.client import HTTPException
 from typing import Any
 
@@ -41,6 +40,7 @@ from resampling._errors import EngineInputError
 from resampling._openai import (
     OpenAIBackend,
     _bos_the_tokenizer_adds,
+    _collect,
     _contiguous_runs,
     _Failure,
     _Request,
@@ -246,17 +246,8 @@ class LegacyOpenAIBackend:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     req = futures.pop(fut)
-                    done.setdefault(req.job_index, []).extend(fut.result())
-                    left[req.job_index] -= 1
-                    if left[req.job_index] == 0:
-                        job = jobs[req.job_index]
-                        completions = sorted(done.pop(req.job_index), key=lambda c: c.sample)
-                        if req.job_index in greedy:
-                            completions = [
-                                replace(completions[0], sample=sample, seed=seed)
-                                for sample, seed in zip(job.samples, job.seeds, strict=True)
-                            ]
-                        yield job, completions
+                    if (out := _collect(jobs, greedy, done, left, req, fut.result())) is not None:
+                        yield out
         finally:
             # Reached early only when the caller stops reading: cut retries short and drop queued requests.
             self._closing.set()
