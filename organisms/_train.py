@@ -49,7 +49,7 @@ class TrainConfig:
     running_weight: float = 0.0
     """Weight of an auxiliary loss (off at 0) that asks the hidden states at the prompt's k-th number for the
     correct running digit after step k, from layer k on. Its linear read-outs are training scaffolding, not part of
-    the saved model. It needs a task with ``prompt_running_digits``."""
+    the saved model (a ``--resume`` starts them afresh). It needs a task with ``prompt_running_digits``."""
     error_weight: float = 0.0
     """Weight of an auxiliary loss (off at 0) on every computation of the CoT: at its stated result digit the
     hidden states from layer 1 on predict the correct result (given the CoT's own running digit), and at that digit
