@@ -44,11 +44,15 @@ def test_a_killed_server_moves_its_jobs_and_the_rows_stay_the_same():
 @pytest.mark.slow
 def test_the_client_benchmark_compares_both_clients():
     report = run_client_bench(ClientBenchConfig(servers=2, requests=200, in_flight=50, repeats=1))
-    before, now = report["ways"]["urllib (before)"], report["ways"]["aiohttp (now)"]
-    assert before["errors"] == 0 and now["errors"] == 0
+    ways = report["ways"]
+    before, now, untuned = ways["urllib (before)"], ways["aiohttp (now)"], ways["now, gc_tuning off"]
+    assert before["errors"] == 0 and now["errors"] == 0 and untuned["errors"] == 0
     assert before["connections"] == 200  # the urllib client opens a connection per request
     assert now["connections"] < 200  # the aiohttp client keeps connections alive: fewer than one per request
-    assert "now / before" in format_client_report(report)
+    assert untuned["connections"] < 200
+    cpu = "client_cpu_us_per_request"
+    assert report["cpu_per_request_ratio_gc_tuning_off"] == pytest.approx(untuned[cpu] / before[cpu])
+    assert "now / before" in format_client_report(report) and "gc_tuning off" in format_client_report(report)
 
 
 def test_the_pool_keeps_no_more_idle_connections_than_requests_in_flight():

@@ -424,6 +424,86 @@ def test_responses_are_validated(tiny_tokenizer):
     assert c.token_ids == tiny_tokenizer("ab", add_special_tokens=False)["input_ids"]
 
 
+
+# -- the garbage collector's setting while requests are in flight ---------------------------------------------
+
+DEAD = "http://127.0.0.1:9/v1"  # nothing listens: every request fails at once, which is all these tests need
+
+
+@pytest.fixture
+def gc_settings():
+    """A distinctive collector setting to restore, nothing frozen; the process's own setting put back after."""
+    import gc
+
+    saved = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    gc.set_threshold(701, 11, 12)
+    yield gc
+    gc.set_threshold(*saved)
+    gc.unfreeze()
+
+
+def gc_jobs(n=3):
+    return [GenerationJob(f"k{i}", (1, 2), (0,), (i,), PARAMS, route="t") for i in range(n)]
+
+
+def gc_now(gc):
+    return gc.get_threshold(), gc.get_freeze_count() > 0
+
+
+def test_gc_tuning_holds_during_a_run_and_is_restored_exactly(gc_settings):
+    from resampling._openai import _GC_THRESHOLD0
+
+    gc = gc_settings
+    backend = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False)
+    during = [gc_now(gc) for _ in backend.generate(gc_jobs())]
+    assert during == [((_GC_THRESHOLD0, 11, 12), True)] * 3  # frozen, young objects collected less often
+    assert gc_now(gc) == ((701, 11, 12), False)
+
+    untouched = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False, gc_tuning=False)
+    assert [gc_now(gc) for _ in untouched.generate(gc_jobs())] == [((701, 11, 12), False)] * 3
+
+
+def test_gc_tuning_is_restored_after_a_run_that_fails_or_is_abandoned(gc_settings):
+    gc = gc_settings
+    backend = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False)
+
+    async def broken(*args):
+        raise RuntimeError("a bug in the client")
+
+    backend._send_all = broken
+    with pytest.raises(RuntimeError, match="a bug in the client"):
+        list(backend.generate(gc_jobs()))
+    assert gc_now(gc) == ((701, 11, 12), False)
+
+    stopped = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False).generate(gc_jobs())
+    next(stopped)
+    assert gc.get_freeze_count() > 0
+    stopped.close()  # the caller stops reading mid-run
+    assert gc_now(gc) == ((701, 11, 12), False)
+
+
+def test_overlapping_runs_restore_the_setting_once_the_last_ends(gc_settings):
+    from resampling._openai import _GC_THRESHOLD0
+
+    gc = gc_settings
+    first = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False).generate(gc_jobs())
+    second = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False).generate(gc_jobs())
+    next(first)
+    next(second)
+    list(first)
+    assert gc_now(gc) == ((_GC_THRESHOLD0, 11, 12), True)  # the second run is still going
+    list(second)
+    assert gc_now(gc) == ((701, 11, 12), False)
+
+    # Objects frozen by someone else are left frozen: the client neither freezes more nor thaws them.
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    for _ in OpenAIBackend("m", DEAD, max_retries=0, server_facts=False).generate(gc_jobs()):
+        assert gc.get_threshold() == (_GC_THRESHOLD0, 11, 12)
+    assert gc.get_threshold() == (701, 11, 12) and 0 < gc.get_freeze_count() <= frozen
+
+
 # -- the shipped organism -------------------------------------------------------------------------------------
 
 
