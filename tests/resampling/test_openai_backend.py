@@ -424,7 +424,6 @@ def test_responses_are_validated(tiny_tokenizer):
     assert c.token_ids == tiny_tokenizer("ab", add_special_tokens=False)["input_ids"]
 
 
-
 # -- the garbage collector's setting while requests are in flight ---------------------------------------------
 
 DEAD = "http://127.0.0.1:9/v1"  # nothing listens: every request fails at once, which is all these tests need
