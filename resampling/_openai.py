@@ -138,7 +138,8 @@ class _Request:
 @dataclass(frozen=True)
 class _Net:
     """What the requests of one :meth:`OpenAIBackend.generate` call share: the session, a concurrency limit per
-    endpoint, each endpoint's ``/completions`` URL and proxy, and the endpoint order of each route seen."""
+    endpoint (none where it cannot bind: ``max_in_flight`` holds it anyway), each endpoint's ``/completions`` URL and
+    proxy, and the endpoint order of each route seen."""
 
     session: aiohttp.ClientSession
     slots: dict[str, asyncio.Semaphore]
@@ -534,7 +535,12 @@ class OpenAIBackend:
 
     def _pick(self, order: list[str], hop: int) -> str:
         """The first endpoint from ``order[hop:]`` (wrapping) that has not refused a connection just now."""
+        if not self._down_until:  # no endpoint has refused a connection
+            return order[hop % len(order)]
         now = time.monotonic()
+        if all(until <= now for until in self._down_until.values()):
+            self._down_until.clear()  # every one is back: the fast path again
+            return order[hop % len(order)]
         turn = order[hop % len(order) :] + order[: hop % len(order)]
         return next((u for u in turn if self._down_until.get(u, 0.0) <= now), turn[0])
 
@@ -621,12 +627,15 @@ class OpenAIBackend:
                 keepalive_timeout=_KEEPALIVE_S,
             ),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,  # proxies: see _proxy (a .netrc must not add credentials either)
         )
         net = _Net(
             session,
-            {u: asyncio.Semaphore(self.max_in_flight_per_endpoint) for u in self.endpoints},
+            {u: asyncio.Semaphore(self.max_in_flight_per_endpoint) for u in self.endpoints}
+            if self.max_in_flight_per_endpoint < self.max_in_flight
+            else {},
             {u: URL(f"{u}/completions") for u in self.endpoints},
             {u: self._proxy(u) for u in self.endpoints},
             {},
@@ -743,8 +752,11 @@ class OpenAIBackend:
         url = self._pick(order, hop)
         self.endpoint_counts[url] += 1
         try:
-            async with net.slots[url]:
+            if (slot := net.slots.get(url)) is None:
                 choices = await self._post(net, url, body, len(req.samples))
+            else:
+                async with slot:
+                    choices = await self._post(net, url, body, len(req.samples))
         except _Failure as failure:
             self.retry_counts[failure.reason] += 1
             failure.url, failure.hop = url, hop
@@ -776,12 +788,16 @@ class OpenAIBackend:
                 return key
         return None
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    def _authorization(self) -> dict[str, str] | None:
         key = self._api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        return {"Authorization": f"Bearer {key}"} if key else None
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **(self._authorization() or {}),
+        }
 
     def _scrub(self, text: str) -> str:
         key = self._api_key()
@@ -801,7 +817,7 @@ class OpenAIBackend:
             async with net.session.post(
                 net.urls[url],
                 data=body,
-                headers=self._headers(),
+                headers=self._authorization(),  # the session sends the content headers
                 proxy=net.proxies[url],
                 allow_redirects=False,
             ) as response:
