@@ -503,6 +503,24 @@ def test_overlapping_runs_restore_the_setting_once_the_last_ends(gc_settings):
     assert gc.get_threshold() == (701, 11, 12) and 0 < gc.get_freeze_count() <= frozen
 
 
+def test_the_event_loop_is_uvloops_where_installed_else_asyncios(monkeypatch):
+    import asyncio
+    import sys
+
+    from resampling._openai import _new_event_loop
+
+    uvloop = pytest.importorskip("uvloop")
+    loop = _new_event_loop()
+    assert isinstance(loop, uvloop.Loop)
+    loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    loop = _new_event_loop()
+    assert isinstance(loop, asyncio.BaseEventLoop) and not isinstance(loop, uvloop.Loop)
+    loop.close()
+    backend = OpenAIBackend("m", DEAD, max_retries=0, server_facts=False)  # and the client still runs on it
+    assert [c[0].error is not None for _, c in backend.generate(gc_jobs())] == [True] * 3
+
+
 # -- the shipped organism -------------------------------------------------------------------------------------
 
 
