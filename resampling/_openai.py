@@ -591,12 +591,14 @@ class OpenAIBackend:
         self.endpoint_counts = Counter()
         if not jobs:
             return
-        with _gc_tuned(self.gc_tuning):
-            yield from self._stream(jobs)
-
-    def _stream(self, jobs: list[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
-        """The jobs' completions as they finish, from an event loop in a background thread."""
         requests, greedy = self._requests(jobs)
+        with _gc_tuned(self.gc_tuning):  # frozen with the rest: the jobs and requests live as long as the run
+            yield from self._stream(jobs, requests, greedy)
+
+    def _stream(
+        self, jobs: list[GenerationJob], requests: list[_Request], greedy: set[int]
+    ) -> Iterator[tuple[GenerationJob, list[Completion]]]:
+        """The jobs' completions as they finish, from an event loop in a background thread."""
         left = Counter(r.job_index for r in requests)
         done: dict[int, list[Completion]] = {}
         results: queue.SimpleQueue = queue.SimpleQueue()
