@@ -997,6 +997,76 @@ def importance_table(
     return table
 
 
+def split_half_pvalues(
+    rollouts: pl.DataFrame, trace_id: str, options: ImportanceOptions | None = None
+) -> pl.DataFrame:
+    """An A/A check of the permutation test on real rollouts: each position's rollouts of one kind, split into two
+    halves by sample index (even and odd), compared with the statistics and test of :data:`SIGNIFICANCE_METRICS`.
+
+    The two halves come from one distribution by construction (the same prefix, independent seeds), so "no change"
+    is true for every row, and a calibrated test gives ``p < significance_level`` in about that share of rows (a
+    discrete statistic makes the share lower, never higher, up to sampling noise). One row per (``kind``,
+    ``position``) with at least two rollouts a half: ``n_a``, ``n_b``, ``distinct`` (answer codes seen in either
+    half; with one, no split can differ and p is 1), ``kl`` (KL(even || odd), smoothed as the
+    importance KL), ``kl_p``, ``accuracy`` (acc(odd) - acc(even)) and ``accuracy_p``.
+    """
+    opts = options or ImportanceOptions()
+    if not isinstance(rollouts, pl.DataFrame) or "sample" not in rollouts.columns:
+        raise ValueError("rollouts must be the engine's table, with a 'sample' column; pass rollouts.parquet")
+    rows = _check_rollouts(rollouts, trace_id, int(rollouts["position"].max() or 0))
+    answers = sorted({a for a in rows["answer_norm"].to_list() if a})
+    codes = {a: c for c, a in enumerate(answers)}
+    codes[NO_ANSWER] = len(codes)
+    no_answer_code = codes[NO_ANSWER] if opts.no_answer == "bucket" and not opts.compat else -1
+    keep = slice(None) if no_answer_code >= 0 else slice(0, len(answers))
+    records = []
+    for (kind, position), frame in sorted(rows.partition_by("kind", "position", as_dict=True).items()):
+        frame = frame.sort("sample")
+        even = _row_sets(frame.filter(pl.col("sample") % 2 == 0), codes, no_answer_code, None, None)["all"]
+        odd = _row_sets(frame.filter(pl.col("sample") % 2 == 1), codes, no_answer_code, None, None)["all"]
+        if min(even["code"].size, odd["code"].size) < 2:
+            continue
+        rec: dict[str, Any] = {
+            "kind": kind,
+            "position": position,
+            "n_a": even["code"].size,
+            "n_b": odd["code"].size,
+            "distinct": len({*even["code"].tolist(), *odd["code"].tolist()}),
+        }
+        for k, what in enumerate(("kl", "accuracy")):
+            if what == "kl":
+                counts = [
+                    np.bincount(x["code"][x["code"] >= 0], minlength=len(codes))[None, :].astype(float)
+                    for x in (even, odd)
+                ]
+                value = float(kl_divergence(counts[0][:, keep], counts[1][:, keep], opts.alpha)[0])
+            else:
+                graded = [x["graded"] > 0 for x in (even, odd)]
+                accs = [
+                    x["right"][g].mean() if g.any() else math.nan
+                    for x, g in zip((even, odd), graded, strict=True)
+                ]
+                value = accs[1] - accs[0]
+            rng = np.random.default_rng([opts.seed, 11, position, k, 0 if kind == "resample" else 1])
+            rec[what] = value
+            rec[f"{what}_p"] = _perm_p(
+                even, odd, what, value, opts.n_permutations, rng, opts.alpha, len(codes)
+            )
+        records.append(rec)
+    schema = {
+        "kind": pl.String,
+        "position": pl.Int64,
+        "n_a": pl.Int64,
+        "n_b": pl.Int64,
+        "distinct": pl.Int64,
+        "kl": pl.Float64,
+        "kl_p": pl.Float64,
+        "accuracy": pl.Float64,
+        "accuracy_p": pl.Float64,
+    }
+    return pl.DataFrame(records, schema=schema, orient="row") if records else pl.DataFrame(schema=schema)
+
+
 _NO_REFERENCE = frozenset(
     {"resilience", "counterfactual_pp_importance_accuracy", "counterfactual_pp_importance_kl"}
 )
