@@ -155,7 +155,12 @@ def test_validate_anchors_reports_significance_at_each_sample_count(tmp_path):
     seed, same cache) flags exactly the same sentences. The A/A check covers every position of every trace."""
     from anchors import validate_anchors
 
-    kw = {"n_traces": 1, "whitebox": False, "cache_dir": tmp_path, "options": {"min_different": 1, "min_dtf": 0.0}}
+    kw = {
+        "n_traces": 1,
+        "whitebox": False,
+        "cache_dir": tmp_path,
+        "options": {"min_different": 1, "min_dtf": 0.0},
+    }
     full = validate_anchors(samples=6, ladder=(3,), **kw)
     assert sorted(full.significance_by_samples) == [3, 6]
     assert full.significance == full.significance_by_samples[6]
