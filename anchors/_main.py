@@ -1,4 +1,4 @@
-"""``cotscope importance`` (the main job) and ``cotscope validate anchors``."""
+"""``cotscope importance`` (the main job), ``cotscope receiver-heads`` and ``cotscope validate anchors``."""
 
 from __future__ import annotations
 
@@ -286,12 +286,7 @@ def importance(
     click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)
 
 
-@click.group("validate")
-def validate() -> None:
-    """Check methods against the ground truth planted in the organisms."""
-
-
-@validate.command("anchors")
+@click.command("anchors")
 @click.option("--quick", is_flag=True, help="10 traces, 12 samples: a smoke run of a few minutes.")
 @click.option(
     "--n-traces", type=click.IntRange(min=1), default=None, help="Clean traces to score (default 50)."
@@ -437,12 +432,3 @@ def receiver_heads_command(
     chosen["model"] = model_id
     atomic_write_text(out, json.dumps(chosen, indent=2) + "\n")
     click.echo(f"wrote {len(chosen['heads'])} receiver heads chosen on {len(traces)} traces to {out}")
-
-
-from metrics._cli import validate_faithfulness_command  # noqa: E402
-
-validate.add_command(validate_faithfulness_command, "faithfulness")
-
-from metrics._classify_cli import validate_classifiers_command  # noqa: E402
-
-validate.add_command(validate_classifiers_command, "classifiers")
