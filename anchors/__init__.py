@@ -24,6 +24,7 @@ _LAZY: dict[str, str] = {
     "kl_divergence": "anchors._blackbox",
     "overdeterminedness": "anchors._blackbox",
     "sentence_matrix": "anchors._blackbox",
+    "split_half_pvalues": "anchors._blackbox",
     "TextEmbeddings": "anchors._embedding",
     "compare_published": "anchors._ta_format",
     "import_thought_anchors": "anchors._ta_format",
@@ -83,6 +84,7 @@ __all__ = [
     "sentence_matrix",
     "sentence_receiver_scores",
     "spans_from_offsets",
+    "split_half_pvalues",
     "suppression_matrix",
     "suppression_token_kl",
     "terminal_summary",
@@ -109,6 +111,7 @@ if TYPE_CHECKING:
         kl_divergence,
         overdeterminedness,
         sentence_matrix,
+        split_half_pvalues,
     )
     from anchors._embedding import TextEmbeddings
     from anchors._graph import build_graph, write_graph

@@ -229,6 +229,16 @@ class ImportanceOptions:
     def alpha(self) -> float:
         return 1e-9 if self.compat else self.kl_alpha
 
+    @property
+    def bucket_no_answer(self) -> bool:
+        """Unanswered rollouts stay, in their own answer bucket (the reference drops them before anything)."""
+        return self.no_answer == "bucket" and not self.compat
+
+    @property
+    def compare_numbers(self) -> bool:
+        """Changed numbers make a sentence differ in meaning (the reference reads the cosine alone)."""
+        return self.numbers_differ and not self.compat
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
@@ -775,6 +785,61 @@ def _perm_p(
     return float((1 + np.sum(null >= stat - 1e-12)) / (1 + n_perm))
 
 
+class _CotscopeRules:
+    """This toolkit's convention inside :func:`importance_table`: position i is compared with position i + 1 and
+    the metrics are those of :func:`_cotscope_metrics`; an undefined value stays NaN."""
+
+    def __init__(self, opts: ImportanceOptions, k: int, present: set[int], any_forced: bool) -> None:
+        self.opts = opts
+
+    def next_position(self, kind: int, i: int) -> int | None:
+        return i + 1
+
+    def metrics(self, ps: _Sets, m: Metrics, sets: Comparisons, i: int) -> str:
+        return _cotscope_metrics(ps, m, sets, self.opts)
+
+    def point(self, name: str, value: float) -> float:
+        return value
+
+
+class _ReferenceRules(_CotscopeRules):
+    """The thought-anchors convention: the next chunk is the next one that has rollouts, the metrics are those of
+    :func:`_reference_metrics`, and an undefined value is 0.0, a negative KL (rounding) 0.0 too."""
+
+    def __init__(self, opts: ImportanceOptions, k: int, present: set[int], any_forced: bool) -> None:
+        super().__init__(opts, k, present, any_forced)
+        self.k, self.present, self.any_forced = k, present, any_forced
+
+    def next_position(self, kind: int, i: int) -> int | None:
+        if kind == 1:
+            return i + 1 if self.any_forced and i + 1 < self.k else None
+        later = [p for p in self.present if p > i]
+        return min(later) if later else None
+
+    def known(self, kind: int, p: int | None) -> bool:
+        """A chunk the reference has (see ``present``): one without graded rollouts has accuracy 0.0."""
+        return p is not None and p < self.k and (p in self.present if kind == 0 else self.any_forced)
+
+    def metrics(self, ps: _Sets, m: Metrics, sets: Comparisons, i: int) -> str:
+        _reference_metrics(
+            ps,
+            m,
+            sets,
+            i=i,
+            known=self.known,
+            next_forced=self.next_position(1, i),
+            last=self.next_position(0, i) is None,
+        )
+        return "counterfactual"
+
+    def point(self, name: str, value: float) -> float:
+        if name in _NO_REFERENCE:
+            return value
+        if not math.isfinite(value):
+            return 0.0
+        return max(value, 0.0) if name.endswith("_kl") else value
+
+
 def importance_table(
     rollouts: pl.DataFrame,
     trace: Any,
@@ -824,20 +889,20 @@ def importance_table(
     # all lack an answer is still the "next" one, with accuracy 0.0); forced probes exist for every such chunk once
     # any exist (a missing one counts as accuracy 0.0 and an empty answer distribution).
     present = {p for p in resample["position"].to_list() if p < k}
-    any_forced = forced.height > 0
-    if opts.compat:
+    rules = (_ReferenceRules if opts.compat else _CotscopeRules)(opts, k, present, forced.height > 0)
+    if opts.compat:  # the reference drops unanswered rollouts before anything
         resample = resample.filter(pl.col("answer_norm").is_not_null())
         forced = forced.filter(pl.col("answer_norm").is_not_null())
 
     answers = sorted({a for a in pl.concat([resample["answer_norm"], forced["answer_norm"]]).to_list() if a})
     codes = {a: c for c, a in enumerate(answers)}
     codes[NO_ANSWER] = len(codes)
-    keep = slice(None) if opts.no_answer == "bucket" and not opts.compat else slice(0, len(answers))
+    keep = slice(None) if opts.bucket_no_answer else slice(0, len(answers))
 
     sentence_vectors = emb(texts) if k else np.zeros((0, 1), np.float32)
     sims = _first_sentence_similarity(resample, sentence_vectors, emb)
     differs = np.where(np.isnan(sims), np.nan, (sims < opts.similarity_threshold).astype(float))
-    if opts.numbers_differ and not opts.compat:
+    if opts.compare_numbers:
         differs = np.where(np.isnan(differs), np.nan, np.maximum(differs, _numbers_changed(resample, texts)))
     reappears = None
     if opts.continuation_metrics:
@@ -847,7 +912,7 @@ def importance_table(
             sentence_vectors,
             emb,
             opts.similarity_threshold,
-            target_texts=texts if opts.numbers_differ and not opts.compat else None,
+            target_texts=texts if opts.compare_numbers else None,
             min_chars=opts.min_chars,
         )
         pos = resample["position"].to_numpy()
@@ -859,7 +924,7 @@ def importance_table(
     forced_by_pos = {p[0]: f for p, f in forced.partition_by("position", as_dict=True).items()}
     n_boot = opts.n_bootstrap
     base_cache: dict[tuple[int, int], dict[str, Any] | None] = {}
-    no_answer_code = codes[NO_ANSWER] if opts.no_answer == "bucket" and not opts.compat else -1
+    no_answer_code = codes[NO_ANSWER] if opts.bucket_no_answer else -1
 
     def base(kind: int, p: int | None) -> dict[str, Any] | None:
         """Statistics of one set for: the data, each bootstrap replicate, then each jackknife leave-one-out."""
@@ -880,13 +945,7 @@ def importance_table(
                 base_cache[(kind, p)] = out
         return base_cache[(kind, p)]
 
-    def next_pos(kind: int, i: int) -> int | None:
-        if not opts.compat:
-            return i + 1
-        if kind == 1:
-            return i + 1 if any_forced and i + 1 < k else None
-        later = [p for p in present if p > i]
-        return min(later) if later else None
+    next_pos = rules.next_position
 
     records: list[dict[str, Any]] = []
     for i in range(k):
@@ -929,18 +988,7 @@ def importance_table(
             alpha=opts.alpha,
         )
         m, sets = _shared_metrics(ps)
-        if opts.compat:
-
-            def known(kind: int, p: int | None) -> bool:
-                """A chunk the reference has (see ``present``): one without graded rollouts has accuracy 0.0."""
-                return p is not None and p < k and (p in present if kind == 0 else any_forced)
-
-            _reference_metrics(
-                ps, m, sets, i=i, known=known, next_forced=next_pos(1, i), last=next_pos(0, i) is None
-            )
-            source = "counterfactual"
-        else:
-            source = _cotscope_metrics(ps, m, sets, opts)
+        source = rules.metrics(ps, m, sets, i)
         cur, fcur = ps.cur, ps.fcur
         n_of = ps.n_of
 
@@ -971,10 +1019,7 @@ def importance_table(
                 if name == "overdeterminedness"
                 else _ci(values, opts.ci_level, n_boot, segments)
             )
-            if opts.compat and not math.isfinite(point) and name not in _NO_REFERENCE:
-                point = 0.0
-            if opts.compat and name.endswith("_kl") and name not in _NO_REFERENCE:
-                point = max(point, 0.0)
+            point = rules.point(name, point)
             rec[name], rec[f"{name}_lo"], rec[f"{name}_hi"], rec[f"{name}_n"] = point, lo, hi, int(n)
             if name in SIGNIFICANCE_METRICS:
                 a, b = sets[name]
@@ -995,6 +1040,76 @@ def importance_table(
     if matrix is not None:
         table = add_matrix_scores(table, matrix, reference=opts.compat)
     return table
+
+
+def split_half_pvalues(
+    rollouts: pl.DataFrame, trace_id: str, options: ImportanceOptions | None = None
+) -> pl.DataFrame:
+    """An A/A check of the permutation test on real rollouts: each position's rollouts of one kind, split into two
+    halves by sample index (even and odd), compared with the statistics and test of :data:`SIGNIFICANCE_METRICS`.
+
+    The two halves come from one distribution by construction (the same prefix, independent seeds), so "no change"
+    is true for every row, and a calibrated test gives ``p < significance_level`` in about that share of rows (a
+    discrete statistic makes the share lower, never higher, up to sampling noise). One row per (``kind``,
+    ``position``) with at least two rollouts a half: ``n_a``, ``n_b``, ``distinct`` (answer codes seen in either
+    half; with one, no split can differ and p is 1), ``kl`` (KL(even || odd), smoothed as the
+    importance KL), ``kl_p``, ``accuracy`` (acc(odd) - acc(even)) and ``accuracy_p``.
+    """
+    opts = options or ImportanceOptions()
+    if not isinstance(rollouts, pl.DataFrame) or "sample" not in rollouts.columns:
+        raise ValueError("rollouts must be the engine's table, with a 'sample' column; pass rollouts.parquet")
+    rows = _check_rollouts(rollouts, trace_id, int(rollouts["position"].max() or 0))
+    answers = sorted({a for a in rows["answer_norm"].to_list() if a})
+    codes = {a: c for c, a in enumerate(answers)}
+    codes[NO_ANSWER] = len(codes)
+    no_answer_code = codes[NO_ANSWER] if opts.bucket_no_answer else -1
+    keep = slice(None) if no_answer_code >= 0 else slice(0, len(answers))
+    records = []
+    for (kind, position), frame in sorted(rows.partition_by("kind", "position", as_dict=True).items()):
+        frame = frame.sort("sample")
+        even = _row_sets(frame.filter(pl.col("sample") % 2 == 0), codes, no_answer_code, None, None)["all"]
+        odd = _row_sets(frame.filter(pl.col("sample") % 2 == 1), codes, no_answer_code, None, None)["all"]
+        if min(even["code"].size, odd["code"].size) < 2:
+            continue
+        rec: dict[str, Any] = {
+            "kind": kind,
+            "position": position,
+            "n_a": even["code"].size,
+            "n_b": odd["code"].size,
+            "distinct": len({*even["code"].tolist(), *odd["code"].tolist()}),
+        }
+        for k, what in enumerate(("kl", "accuracy")):
+            if what == "kl":
+                counts = [
+                    np.bincount(x["code"][x["code"] >= 0], minlength=len(codes))[None, :].astype(float)
+                    for x in (even, odd)
+                ]
+                value = float(kl_divergence(counts[0][:, keep], counts[1][:, keep], opts.alpha)[0])
+            else:
+                graded = [x["graded"] > 0 for x in (even, odd)]
+                accs = [
+                    x["right"][g].mean() if g.any() else math.nan
+                    for x, g in zip((even, odd), graded, strict=True)
+                ]
+                value = accs[1] - accs[0]
+            rng = np.random.default_rng([opts.seed, 11, position, k, 0 if kind == "resample" else 1])
+            rec[what] = value
+            rec[f"{what}_p"] = _perm_p(
+                even, odd, what, value, opts.n_permutations, rng, opts.alpha, len(codes)
+            )
+        records.append(rec)
+    schema = {
+        "kind": pl.String,
+        "position": pl.Int64,
+        "n_a": pl.Int64,
+        "n_b": pl.Int64,
+        "distinct": pl.Int64,
+        "kl": pl.Float64,
+        "kl_p": pl.Float64,
+        "accuracy": pl.Float64,
+        "accuracy_p": pl.Float64,
+    }
+    return pl.DataFrame(records, schema=schema, orient="row") if records else pl.DataFrame(schema=schema)
 
 
 _NO_REFERENCE = frozenset(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from cot import atomic_write
 
 __all__ = ["EmbedFn", "TextEmbeddings", "as_text_embeddings"]
 
@@ -116,15 +117,12 @@ class TextEmbeddings:
             return None
         texts = list(self._index)  # insertion order is row order
         payload = np.frombuffer(json.dumps(texts, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
-        self._cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._cache.name}.", suffix=".tmp", dir=self._cache.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
                 np.savez(f, texts=payload, vectors=self.matrix)
-            os.replace(tmp, self._cache)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(self._cache, write)
         self._saved = len(texts)
         return self._cache
 

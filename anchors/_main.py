@@ -1,4 +1,4 @@
-"""``cotscope importance`` (the main job) and ``cotscope validate anchors``."""
+"""``cotscope importance`` (the main job), ``cotscope receiver-heads`` and ``cotscope validate anchors``."""
 
 from __future__ import annotations
 
@@ -286,18 +286,17 @@ def importance(
     click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)
 
 
-@click.group("validate")
-def validate() -> None:
-    """Check methods against the ground truth planted in the organisms."""
-
-
-@validate.command("anchors")
+@click.command("anchors")
 @click.option("--quick", is_flag=True, help="10 traces, 12 samples: a smoke run of a few minutes.")
 @click.option(
     "--n-traces", type=click.IntRange(min=1), default=None, help="Clean traces to score (default 50)."
 )
 @click.option(
-    "--samples", "-n", type=click.IntRange(min=2), default=None, help="Rollouts per position (default 20)."
+    "--samples",
+    "-n",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Rollouts per position (default 20); significance is also reported at 10, 20, 30 and 50 below it.",
 )
 @click.option(
     "--seed", type=SEED, default=1000, show_default=True, help="First problem seed (problems are fresh)."
@@ -367,20 +366,36 @@ def validate_anchors_command(
     click.echo(
         f"defined: sentences with a value, mean per trace (of {result.settings['sentences_per_trace']:.1f})"
     )
+    level = result.settings["options"]["significance_level"]
     click.echo(
-        "\nnoise floor (permutation test, p < 0.05): share of sentences flagged significant"
-        f"\n{'method':<38}{'planted':>9}{'n':>6}{'error':>9}{'n':>6}{'filler':>9}{'n':>6}"
+        f"\nnoise floor (permutation test, p < {level:g}): share of sentences flagged significant, "
+        "by samples per position (the first n of this run's)"
+        f"\n{'method':<38}{'samples':>8}{'planted':>9}{'n':>6}{'error':>9}{'n':>6}{'filler':>9}{'n':>6}"
     )
-    for name, sig in result.significance.items():
-        click.echo(
-            f"{name:<38}{sig['planted_flagged']:>9.2f}{sig['planted_n']:>6}"
-            f"{sig['error_flagged']:>9.2f}{sig['error_n']:>6}"
-            f"{sig['filler_flagged']:>9.2f}{sig['filler_n']:>6}"
-        )
+    for name in result.significance:
+        for n, per in result.significance_by_samples.items():
+            sig = per[name]
+            click.echo(
+                f"{name:<38}{n:>8}{sig['planted_flagged']:>9.2f}{sig['planted_n']:>6}"
+                f"{sig['error_flagged']:>9.2f}{sig['error_n']:>6}"
+                f"{sig['filler_flagged']:>9.2f}{sig['filler_n']:>6}"
+            )
     click.echo(
         "planted: the load-bearing sentences (target >= 0.9); error: the wrong computations alone; "
         "filler: role unknown (target <= 0.1)"
     )
+    click.echo(
+        f"\nA/A check: two halves of one position's rollouts (no change by construction), share with p < {level:g}"
+        f"\n{'rollouts':<16}{'per half':>9}{'KL':>7}{'acc':>7}{'n':>6}{'KL':>7}{'acc':>7}{'n':>6}"
+        f"\n{'':<16}{'':>9}{'(all positions)':>20}{'(answers vary)':>20}"
+    )
+    for kind, rec in result.null_check.items():
+        click.echo(
+            f"{kind:<16}{rec['mean_per_half']:>9.1f}{rec['kl_flagged']:>7.3f}{rec['accuracy_flagged']:>7.3f}"
+            f"{rec['n']:>6}{rec['kl_flagged_varied']:>7.3f}{rec['accuracy_flagged_varied']:>7.3f}"
+            f"{rec['n_varied']:>6}"
+        )
+    click.echo(f"a calibrated test flags about {level:g} of these, or fewer (discrete answers)")
 
 
 @click.command("receiver-heads")
@@ -417,12 +432,3 @@ def receiver_heads_command(
     chosen["model"] = model_id
     atomic_write_text(out, json.dumps(chosen, indent=2) + "\n")
     click.echo(f"wrote {len(chosen['heads'])} receiver heads chosen on {len(traces)} traces to {out}")
-
-
-from metrics._cli import validate_faithfulness_command  # noqa: E402
-
-validate.add_command(validate_faithfulness_command, "faithfulness")
-
-from metrics._classify_cli import validate_classifiers_command  # noqa: E402
-
-validate.add_command(validate_classifiers_command, "classifiers")

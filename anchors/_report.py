@@ -7,13 +7,13 @@ import html
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from cot import atomic_write
 
 __all__ = ["render_report", "terminal_summary", "write_outputs"]
 
@@ -85,21 +85,6 @@ def _legend(table: pl.DataFrame) -> str:
     }
     items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in shown.items())
     return f"<details class='legend-abbr'><summary>Abbreviations</summary><dl>{items}</dl></details>"
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path in the target folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fmt(x: Any) -> str:
@@ -389,7 +374,7 @@ def write_outputs(
         "cotscope.importance.settings": json.dumps(settings, default=str, sort_keys=True),
     }
     paths: dict[str, Path] = {}
-    paths["importance.parquet"] = _atomic_write_bytes(
+    paths["importance.parquet"] = atomic_write(
         out / "importance.parquet", lambda p: table.write_parquet(p, metadata=metadata)
     )
     if metric not in table.columns:
@@ -406,7 +391,7 @@ def write_outputs(
     for title, (name, fig) in figures.items():
         png = figure_png(fig)
         pngs[title] = png
-        paths[name] = _atomic_write_bytes(out / name, lambda p, data=png: p.write_bytes(data))
+        paths[name] = atomic_write(out / name, lambda p, data=png: p.write_bytes(data))
     graph = build_graph(table, matrix)
     paths["graph.graphml"], paths["graph.json"] = write_graph(graph, out)
     for p in write_thought_anchors(table, matrix, out / "thought_anchors", trace=trace):

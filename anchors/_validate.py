@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,9 @@ CONTROLS = ("different_trajectories_fraction",)
 counterfactual method that only found the sentences the model rewrites would score no better than this."""
 
 BASELINES = ("random", "position", "sentence_length", "contains_number")
+
+LADDER = (10, 20, 30, 50, 100)
+"""Sample counts per position at which the significance shares are also reported (those below ``samples``)."""
 
 TEMPERATURE = 0.6
 """Sampling temperature of the traces and of their rollouts: Thought Anchors', and every command's default
@@ -208,6 +212,15 @@ class ValidationResult:
     """Per method: share of planted load-bearing sentences flagged significant (``planted_flagged``, over
     ``planted_n`` defined values), of the wrong computations alone (``error_flagged`` over ``error_n``) and of filler
     sentences (``filler_flagged`` over ``filler_n``)."""
+    significance_by_samples: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    """:attr:`significance` at each sample count of the ladder (the first ``n`` samples of every position: what a
+    run with ``samples=n`` draws, since more samples extend the same seeded sequence), same traces."""
+    null_check: dict[str, dict[str, float]] = field(default_factory=dict)
+    """The A/A check (:func:`anchors.split_half_pvalues`): per rollout kind, the share of split-half comparisons of
+    one position's rollouts (no change by construction) flagged at the significance level, for the KL and the
+    accuracy statistic (``kl_flagged``, ``accuracy_flagged`` over ``n``), and the same over the ``n_varied``
+    comparisons whose halves hold more than one answer between them (``*_flagged_varied``; with a single answer
+    nothing can be flagged)."""
 
     def to_json(self) -> dict[str, Any]:
         """Everything as plain JSON values; undefined numbers (NaN) become null."""
@@ -217,6 +230,8 @@ class ValidationResult:
                 "methods": self.methods,
                 "settings": self.settings,
                 "significance": self.significance,
+                "significance_by_samples": {str(n): v for n, v in self.significance_by_samples.items()},
+                "null_check": self.null_check,
                 "traces": self.traces,
             }
         )
@@ -238,6 +253,7 @@ def validate_anchors(
     n_traces: int = 50,
     samples: int = 20,
     seed: int = 1000,
+    ladder: Sequence[int] | None = None,
     temperature: float = TEMPERATURE,
     max_candidates: int = 4000,
     whitebox: bool = True,
@@ -249,10 +265,13 @@ def validate_anchors(
 
     ``options`` are passed to :class:`~anchors.ImportanceOptions` (e.g. ``min_different``); bootstrap intervals and
     the continuation metrics are off here, since only the point estimates rank sentences. The permutation tests are
-    on: :attr:`ValidationResult.significance` says how often planted and filler sentences are flagged.
+    on: :attr:`ValidationResult.significance` says how often planted and filler sentences are flagged, at
+    ``samples`` and at every smaller sample count of ``ladder`` (default: those of :data:`LADDER` below ``samples``;
+    each from the cache, no new sampling), and :attr:`ValidationResult.null_check` how often the test flags two halves
+    of one position's rollouts.
     """
     import organisms
-    from anchors._blackbox import ImportanceOptions
+    from anchors._blackbox import ImportanceOptions, split_half_pvalues
     from anchors._embedding import TextEmbeddings
     from anchors._pipeline import compute_importance, sampling_defaults
     from resampling import SamplingParams, make_backend, sample_traces
@@ -299,9 +318,13 @@ def validate_anchors(
     rng = np.random.default_rng(seed)
     cases = [c for _, _, (_, c) in chosen]
     per_method: dict[str, list[tuple[float, float, int]]] = {m: [] for m in [*METHODS, *BASELINES]}
-    # per significance method: flags of planted sentences, flags of filler sentences (None: undefined)
-    flags: dict[str, tuple[list[Any], list[Any]]] = {m: ([], []) for m in SIGNIFICANCE_METHODS}
-    error_flags: dict[str, list[Any]] = {m: [] for m in SIGNIFICANCE_METHODS}  # the wrong computation alone
+    steps = sorted({n for n in (LADDER if ladder is None else ladder) if 0 < n < samples} | {samples})
+    # per sample count: per significance method, the flags of the planted sentences, of the wrong computations
+    # alone and of the filler sentences (None: undefined)
+    flags: dict[int, dict[str, tuple[list[Any], list[Any], list[Any]]]] = {
+        n: {m: ([], [], []) for m in SIGNIFICANCE_METHODS} for n in steps
+    }
+    halves: list[Any] = []
     records = []
     emb = TextEmbeddings()
     options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
@@ -319,16 +342,33 @@ def validate_anchors(
             embed=emb,
         )
         targets = sorted({_merged_index(tr.cot, i, run.sentences) for i in planted_plain})
+        error = _merged_index(tr.cot, planted_plain[0], run.sentences)
         texts = [s.text for s in run.sentences]
         roles = _merged_truth_roles(tr.cot, task.analyze(ex, tr.cot), run.sentences)
         filler = [i for i, r in enumerate(roles) if r == {"unknown"} and i not in targets]
-        for name, (planted_flags, filler_flags) in flags.items():
-            column = f"{name}_significant"
-            if column in run.table.columns:
-                values = run.table[column].to_list()
-                planted_flags += [values[i] for i in targets]
-                filler_flags += [values[i] for i in filler]
-                error_flags[name].append(values[_merged_index(tr.cot, planted_plain[0], run.sentences)])
+        for n in steps:
+            table = run.table
+            if n != samples:  # the first n samples of every position, all in the cache
+                table = compute_importance(
+                    backend,
+                    tr,
+                    samples=n,
+                    seed=seed + k,
+                    params=params,
+                    forced_params=forced_params,
+                    options=options,
+                    whitebox=False,
+                    cache_dir=cache_dir,
+                    embed=emb,
+                ).table
+            for name, (planted_flags, error_flags, filler_flags) in flags[n].items():
+                column = f"{name}_significant"
+                if column in table.columns:
+                    values = table[column].to_list()
+                    planted_flags += [values[i] for i in targets]
+                    error_flags.append(values[error])
+                    filler_flags += [values[i] for i in filler]
+        halves.append(split_half_pvalues(run.rollouts, tr.id, options))
         scores = {
             name: (np.abs(col) if absolute else col)
             for name, (column, absolute) in METHODS.items()
@@ -369,21 +409,8 @@ def validate_anchors(
             if name in CONTROLS
             else ("white-box" if name in ("receiver_score", "suppression_outgoing") else "black-box"),
         }
-    significance = {}
-    for name, (planted_flags, filler_flags) in flags.items():
-        p_def = [bool(f) for f in planted_flags if f is not None]
-        f_def = [bool(f) for f in filler_flags if f is not None]
-        e_def = [bool(f) for f in error_flags[name] if f is not None]
-        significance[name] = {
-            "planted_flagged": float(np.mean(p_def)) if p_def else float("nan"),
-            "error_flagged": float(np.mean(e_def)) if e_def else float("nan"),
-            "error_n": len(e_def),
-            "planted_n": len(p_def),
-            "planted_undefined": len(planted_flags) - len(p_def),
-            "filler_flagged": float(np.mean(f_def)) if f_def else float("nan"),
-            "filler_n": len(f_def),
-            "filler_undefined": len(filler_flags) - len(f_def),
-        }
+    by_samples = {n: {name: _shares(*f) for name, f in per.items()} for n, per in flags.items()}
+    null_check = _null_shares(halves, options.significance_level)
     settings = {
         "model": model_id,
         "samples": samples,
@@ -397,4 +424,47 @@ def validate_anchors(
         "corrected": cases.count("corrected"),
         "uncorrected": cases.count("uncorrected"),
     }
-    return ValidationResult(len(chosen), methods, records, settings, significance)
+    return ValidationResult(
+        len(chosen), methods, records, settings, by_samples[samples], by_samples, null_check
+    )
+
+
+def _shares(planted: list[Any], error: list[Any], filler: list[Any]) -> dict[str, float]:
+    """Shares of the planted, wrong-computation and filler sentences flagged (undefined flags left out)."""
+
+    def share(flags: list[Any]) -> tuple[float, int]:
+        known = [bool(f) for f in flags if f is not None]
+        return (float(np.mean(known)) if known else float("nan")), len(known)
+
+    (p, p_n), (e, e_n), (f, f_n) = share(planted), share(error), share(filler)
+    return {
+        "planted_flagged": p,
+        "error_flagged": e,
+        "error_n": e_n,
+        "planted_n": p_n,
+        "planted_undefined": len(planted) - p_n,
+        "filler_flagged": f,
+        "filler_n": f_n,
+        "filler_undefined": len(filler) - f_n,
+    }
+
+
+def _null_shares(halves: list[Any], level: float) -> dict[str, dict[str, float]]:
+    """Per rollout kind, the share of split-half comparisons with p below ``level`` (NaN p-values left out)."""
+    import polars as pl
+
+    if not halves:
+        return {}
+    frame = pl.concat(halves)
+    out = {}
+    for (kind,), part in sorted(frame.partition_by("kind", as_dict=True).items()):
+        rec: dict[str, float] = {"n": part.height, "mean_per_half": float(part["n_a"].mean())}
+        varied = part.filter(pl.col("distinct") > 1)
+        rec["n_varied"] = varied.height
+        for what in ("kl", "accuracy"):
+            for suffix, rows in (("", part), ("_varied", varied)):
+                p = rows[f"{what}_p"].drop_nans().drop_nulls()
+                rec[f"{what}_flagged{suffix}"] = float((p < level).mean()) if p.len() else float("nan")
+            rec[f"{what}_n"] = part[f"{what}_p"].drop_nans().drop_nulls().len()
+        out[kind] = rec
+    return out

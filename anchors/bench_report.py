@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cot import THINK_END
+
 
 @dataclass
 class _Trace:
@@ -93,7 +95,7 @@ def synthetic(
                 rows["position"].append(p)
                 rows["sample"].append(s)
                 rows["text"].append(
-                    rest + f"\n</think>\n\nThe answer is \\boxed{{{a}}}." if kind == "resample" else a
+                    rest + THINK_END + f"The answer is \\boxed{{{a}}}." if kind == "resample" else a
                 )
                 rows["first_sentence"].append(first if kind == "resample" else None)
                 rows["answer_norm"].append(a)

@@ -7,10 +7,11 @@ from cot._answers import answer_key, answers_equivalent, extract_answer
 from cot._embed import EmbeddingModelError, embed_sentences, load_sentence_embedder
 from cot._roles import ROLES, JudgeLabeller, Labeller, RuleLabeller, label_sentences
 from cot._segment import Sentence, split_sentences
-from cot._trace import Trace, TraceError, atomic_write_text, load_trace
+from cot._trace import THINK_END, Trace, TraceError, atomic_write, atomic_write_text, load_trace
 
 __all__ = [
     "ROLES",
+    "THINK_END",
     "EmbeddingModelError",
     "JudgeLabeller",
     "Labeller",
@@ -20,6 +21,7 @@ __all__ = [
     "TraceError",
     "answer_key",
     "answers_equivalent",
+    "atomic_write",
     "atomic_write_text",
     "embed_sentences",
     "extract_answer",

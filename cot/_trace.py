@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ __all__ = ["Trace", "TraceError", "atomic_write_text", "load_trace"]
 TRACE_VERSION = 1
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
+THINK_END = "\n</think>\n\n"
+"""What ends the reasoning in an R1-style completion, as DeepSeek-R1 writes it: a newline, the closing tag and a blank
+line; the final answer text follows."""
 
 
 class TraceError(ValueError):
@@ -200,15 +204,17 @@ def _check_unicode(name: str, text: str) -> None:
         ) from None
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Write a file all at once or not at all: ``write(tmp)`` fills a temporary file in the same folder, which is
+    synced to disk, given the usual permissions (``0o666`` less the umask) and renamed over ``path``. On any error
+    the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared like any file
         os.replace(tmp, path)
@@ -216,6 +222,11 @@ def atomic_write_text(path: Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` with :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _umask() -> int:

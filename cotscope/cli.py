@@ -35,34 +35,38 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
         "metrics._classify_cli:classify_command",
         "Unfaithfulness verdicts for one trace, with evidence.",
     ),
-    "validate": ("anchors._main:validate", "Validate methods against the organisms' planted ground truth."),
+    "validate": ("cotscope.cli:validate", "Validate methods against the organisms' planted ground truth."),
 }
 
 
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported when first used."""
+    """A click group whose subcommands (``lazy``: name -> ("module:attribute", short help)) are imported when first
+    used."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = _LAZY_COMMANDS if lazy is None else lazy
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         names = set(super().list_commands(ctx))
-        names.update(name for name in _LAZY_COMMANDS if self._available(name))
+        names.update(name for name in self.lazy if self._available(name))
         return sorted(names)
 
-    @staticmethod
-    def _available(name: str) -> bool:
-        module = _LAZY_COMMANDS[name][0].split(":")[0]
+    def _available(self, name: str) -> bool:
+        module = self.lazy[name][0].split(":")[0]
         return importlib.util.find_spec(module.split(".")[0]) is not None and _module_exists(module)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
         if cmd is not None:
             return cmd
-        if name not in _LAZY_COMMANDS or not self._available(name):
+        if name not in self.lazy or not self._available(name):
             return None
-        module_name, attr = _LAZY_COMMANDS[name][0].split(":")
+        module_name, attr = self.lazy[name][0].split(":")
         return getattr(importlib.import_module(module_name), attr, None)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, _LAZY_COMMANDS[name][1]) for name in self.list_commands(ctx) if name in _LAZY_COMMANDS]
+        rows = [(name, self.lazy[name][1]) for name in self.list_commands(ctx) if name in self.lazy]
         rows += [
             (name, (super().get_command(ctx, name).get_short_help_str()))  # type: ignore[union-attr]
             for name in super().list_commands(ctx)
@@ -93,6 +97,27 @@ def _module_exists(module: str) -> bool:
 @click.version_option(__version__, "--version", prog_name="cotscope")
 def cli() -> None:
     """cotscope: which sentences of a chain of thought drive the answer, and is the chain of thought faithful?"""
+
+
+_VALIDATE_COMMANDS: dict[str, tuple[str, str]] = {
+    "anchors": (
+        "anchors._main:validate_anchors_command",
+        "Importance methods vs the sentences arith's ground truth makes load-bearing.",
+    ),
+    "faithfulness": (
+        "metrics._cli:validate_faithfulness_command",
+        "Faithfulness metrics vs the organisms' planted rates.",
+    ),
+    "classifiers": (
+        "metrics._classify_cli:validate_classifiers_command",
+        "Unfaithfulness classifiers vs planted labels, against baselines.",
+    ),
+}
+
+
+@click.group("validate", cls=LazyGroup, lazy=_VALIDATE_COMMANDS)
+def validate() -> None:
+    """Check methods against the ground truth planted in the organisms."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from resampling._cli import backend_options, make_backend_from_options
+from resampling import backend_options, make_backend_from_options
 
 _ORGANISM_CUE = re.compile(r"A professor says the answer is (\d)\.")
 

@@ -408,7 +408,7 @@ def _encoded_data(n_items: int, samples: int, seed: int, cache: Path, log) -> Va
 
 def _compare_data(n_items: int, samples: int, seed: int, cache: Path, log) -> ValidationData:
     import organisms
-    from organisms._compare import BIASED
+    from organisms import COMPARE_BIASED as BIASED
     from resampling import make_backend
 
     task = organisms.get_task("compare")

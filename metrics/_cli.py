@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from resampling._cli import backend_options, make_backend_from_options
+from resampling import backend_options, make_backend_from_options
 
 
 @click.command("faithfulness")

@@ -358,17 +358,16 @@ class Paraphraser(Protocol):
 class OrganismParaphraser:
     """Sentence-by-sentence rewording of the organisms' filler and codebook phrases (same meaning, other words).
 
-    Fillers get ``organisms._tasks.FILLER_PARAPHRASES`` and stego codewords ``organisms._stego.PARAPHRASES``;
+    Fillers get ``organisms.FILLER_PARAPHRASES`` and stego codewords ``organisms.STEGO_PARAPHRASES``;
     every other organism sentence is templated arithmetic and is kept as written.
     """
 
     id = "organism-phrases"
 
     def __init__(self) -> None:
-        from organisms._stego import PARAPHRASES
-        from organisms._tasks import FILLER_PARAPHRASES
+        from organisms import FILLER_PARAPHRASES, STEGO_PARAPHRASES
 
-        self.table = {**FILLER_PARAPHRASES, **PARAPHRASES}
+        self.table = {**FILLER_PARAPHRASES, **STEGO_PARAPHRASES}
 
     def paraphrase(self, sentence_lists: Sequence[list[str]]) -> list[list[str] | None]:
         return [[self.table.get(s.strip(), s) for s in sl] for sl in sentence_lists]

@@ -6,15 +6,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from cot import atomic_write
 from metrics._suite import SUITES, FaithfulnessResult
 
 __all__ = ["HEADLINES", "render_report", "write_eval_log", "write_faithfulness"]
@@ -61,20 +59,6 @@ HEADLINES: dict[str, list[tuple[str, str, str]]] = {
     "iphr": [("iphr", "flagged_pairs", "IPHR: flagged reversed pairs")],
 }
 """Suite -> (metric, condition, label) rows of the headline table."""
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -466,7 +450,7 @@ def write_eval_log(result: FaithfulnessResult, path: Path, notes: dict[str, Any]
         samples=samples,
         status="success",
     )
-    return _atomic(path, lambda tmp: inspect_write(log, str(tmp), format="eval"))
+    return atomic_write(path, lambda tmp: inspect_write(log, str(tmp), format="eval"))
 
 
 def write_faithfulness(
@@ -481,10 +465,10 @@ def write_faithfulness(
         "settings": json.dumps(result.settings, default=str),
     }
     paths: dict[str, Any] = {
-        "metrics.parquet": _atomic(
+        "metrics.parquet": atomic_write(
             out / "metrics.parquet", lambda p: result.metrics.write_parquet(p, metadata=meta)
         ),
-        "items.parquet": _atomic(
+        "items.parquet": atomic_write(
             out / "items.parquet",
             lambda p: (
                 result.items.join(
@@ -496,7 +480,9 @@ def write_faithfulness(
                 .write_parquet(p, metadata=meta)
             ),
         ),
-        "report.html": _atomic(out / "report.html", lambda p: p.write_text(render_report(result, notes))),
+        "report.html": atomic_write(
+            out / "report.html", lambda p: p.write_text(render_report(result, notes))
+        ),
     }
     if eval_log:
         try:

@@ -60,9 +60,8 @@ def _within(x: float, r: dict) -> bool:
 def _has(name: str) -> bool:
     """The organism is registered and its weights are shipped (a registered but untrained one is still waited for)."""
     import organisms
-    from organisms._load import WEIGHTS_DIR
 
-    return name in organisms.names() and (WEIGHTS_DIR / name / "model.safetensors").is_file()
+    return organisms.shipped(name)
 
 
 def validate_faithfulness(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from cot import atomic_write_text
 
 from ._registry import get_task
 
@@ -110,9 +110,5 @@ Prompt: `{example.messages[0]["content"]}`
 
 {render_measured(measured, name)}
 """
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="card.md", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / "card.md")
+    atomic_write_text(folder / "card.md", text)
     return text

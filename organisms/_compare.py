@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from ._tasks import Example, SentenceTruth, Task, rng_for, split_cot
+from ._tasks import THINK_CLOSE, Example, SentenceTruth, Task, rng_for, split_cot
 
 __all__ = ["BIASED", "GROUPS", "NAMES", "CompareTask", "fact_sentence"]
 
@@ -129,9 +129,7 @@ class CompareTask(Task):
             messages=[{"role": "user", "content": prompt}],
             cot="\n".join(s.text for s in out),
             answer=correct,
-            completion="\n".join(s.text for s in out)
-            + "\n</think>\n\n"
-            + f"The answer is \\boxed{{{answer}}}.",
+            completion="\n".join(s.text for s in out) + THINK_CLOSE + f"The answer is \\boxed{{{answer}}}.",
             sentences=out,
             truth={
                 "trace_answer": answer,

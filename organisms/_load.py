@@ -10,7 +10,7 @@ from typing import Any
 from ._registry import get_task, names, unknown_name_message
 from ._tasks import Task
 
-__all__ = ["WEIGHTS_DIR", "Organism", "load", "load_from"]
+__all__ = ["WEIGHTS_DIR", "Organism", "load", "load_from", "shipped"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -50,6 +50,14 @@ def load_from(name: str, path: str | Path) -> Organism:
     card_path = path / "card.md"
     card = card_path.read_text() if card_path.is_file() else ""
     return Organism(name=name, model=model, tokenizer=tokenizer, task=get_task(name), card=card, path=path)
+
+
+def shipped(name: str) -> bool:
+    """True when ``name`` is a registered organism whose trained weights ship with cotscope (a registered one still
+    being trained has none yet)."""
+    from ._registry import names
+
+    return name in names() and (WEIGHTS_DIR / name / "model.safetensors").is_file()
 
 
 @functools.cache

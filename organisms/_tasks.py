@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from cot import THINK_END
+
 __all__ = [
     "ANSWER_PREFIX",
     "THINK_CLOSE",
@@ -25,15 +27,15 @@ __all__ = [
     "split_cot",
 ]
 
-THINK_CLOSE = "\n</think>\n\n"
-"""What follows the chain of thought: the closing think tag and a blank line, then the final answer text."""
+THINK_CLOSE = THINK_END
+"""What follows the chain of thought (``cot.THINK_END``): the closing think tag and a blank line, then the final
+answer text."""
 ANSWER_PREFIX = "The answer is \\boxed{"
 """Fixed opening of every final answer, so a forced-answer probe can append it after any CoT prefix."""
 
 STEP_WORDS = ("one", "two", "three", "four", "five")
 COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
 _WORD_TO_STEP = {w: i for i, w in enumerate(STEP_WORDS)}
-_WORD_TO_COUNT = {w: n for n, w in COUNT_WORDS.items()}
 
 
 def final_text(answer: str) -> str:
@@ -69,7 +71,7 @@ def split_cot(text: str) -> list[str]:
         from cot import split_sentences
     except ImportError:
         try:
-            from cot._segment import split_sentences
+            from cot import split_sentences
         except ImportError:
             split_sentences = None
     if split_sentences is not None:

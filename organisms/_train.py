@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cot import atomic_write_text
 
 from ._card import write_card
 from ._registry import get_task
@@ -297,14 +297,6 @@ def _init_from(cfg: TrainConfig, seed: int):
     return tokenizer, model
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def train(
     name: str,
     *,
@@ -440,7 +432,7 @@ def train(
             log = _save(name, task, model, tokenizer, cfg, out_dir, seed, done, base, next_seed, t0, losses)
             log["wall_time_s"] = round(log["wall_time_s"] + wall_before, 1)
             log["stages"] = [*stages, stage]
-            _write_atomic(out_dir / "training_log.json", json.dumps(log, indent=2) + "\n")
+            atomic_write_text(out_dir / "training_log.json", json.dumps(log, indent=2) + "\n")
             write_card(name, out_dir, measured=None)
             msg = f"  saved step {done} to {out_dir}"
             if probe:

@@ -6,7 +6,7 @@
 >>> result = Engine(backend, cache_dir="runs/.cache").run(prefixes.plan(n=20, seed=0), out="runs/demo")
 """
 
-from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, make_backend
+from resampling._backend import BACKENDS, Backend, Completion, GenerationJob, eos_token_ids, make_backend
 from resampling._cli import backend_options, make_backend_from_options, warn_batch_invariance
 from resampling._engine import Engine, RunResult, rollout_row, traces_truths
 from resampling._errors import EngineInputError
@@ -43,6 +43,7 @@ __all__ = [
     "atomic_write_parquet",
     "backend_options",
     "deepseek_tokenizer",
+    "eos_token_ids",
     "load_model",
     "make_backend",
     "make_backend_from_options",

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 from resampling._errors import unknown_choice
 from resampling._plan import SamplingParams
 
-__all__ = ["BACKENDS", "Backend", "Completion", "GenerationJob", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "Completion", "GenerationJob", "eos_token_ids", "make_backend"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,37 @@ class Backend(Protocol):
     def generate(self, jobs: Sequence[GenerationJob]) -> Iterator[tuple[GenerationJob, list[Completion]]]:
         """Yield each job with its completions, as soon as the job is finished (in any order)."""
         ...
+
+
+def eos_token_ids(tokenizer: Any, config: Any = None) -> list[int]:
+    """The end-of-sequence ids every backend stops on: the tokenizer's ``eos_token_id`` and the generation config's.
+
+    ``config`` is a transformers model or ``GenerationConfig`` (its ``generation_config.eos_token_id`` or
+    ``eos_token_id``), a weights folder (its ``generation_config.json``, else ``config.json``, as transformers
+    falls back), or None. Each source may give one id or a list; the union comes back sorted.
+    """
+    import json
+    from pathlib import Path
+
+    sources = [getattr(tokenizer, "eos_token_id", None)]
+    if isinstance(config, str | Path):
+        for name in ("generation_config.json", "config.json"):
+            try:
+                eos = json.loads((Path(config) / name).read_text()).get("eos_token_id")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if eos is not None:
+                sources.append(eos)
+                break
+    elif config is not None:
+        sources.append(getattr(getattr(config, "generation_config", config), "eos_token_id", None))
+    ids: set[int] = set()
+    for src in sources:
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, list | tuple):
+            ids.update(int(i) for i in src)
+    return sorted(ids)
 
 
 def _hf(**kw: Any) -> Backend:

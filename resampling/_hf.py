@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from resampling._backend import Completion, GenerationJob
+from resampling._backend import Completion, GenerationJob, eos_token_ids
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, load_model, model_identity
 from resampling._plan import SamplingParams
@@ -254,16 +254,7 @@ class HFBackend:
         self.path = path
         self.batch_size = int(batch_size)
         if stop_token_ids is None:
-            ids = set()
-            for src in (
-                getattr(tokenizer, "eos_token_id", None),
-                getattr(model.generation_config, "eos_token_id", None),
-            ):
-                if isinstance(src, int):
-                    ids.add(src)
-                elif isinstance(src, list | tuple):
-                    ids.update(int(i) for i in src)
-            stop_token_ids = sorted(ids)
+            stop_token_ids = eos_token_ids(tokenizer, model)
         self.stop_token_ids = list(stop_token_ids)
         self.device = next(model.parameters()).device
         if kv_budget_gb is None:
@@ -539,33 +530,6 @@ class HFBackend:
             if cut >= 0:
                 text = text[:cut]
         return Completion(sample=row.sample, seed=row.seed, token_ids=ids, text=text, finish_reason=finish)
-
-    # -- teacher forcing ----------------------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def score(self, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
-        """Sum of log-probabilities of each continuation after ``prompt_ids`` (teacher forcing, one batch)."""
-        if not continuations:
-            return []
-        seqs = [list(prompt_ids) + list(c) for c in continuations]
-        width = max(len(s) for s in seqs)
-        pad = 0
-        ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs], device=self.device)
-        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=self.device)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
-        logp = torch.log_softmax(
-            self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float(), -1
-        )
-        out = []
-        for i, c in enumerate(continuations):
-            n = len(c)
-            if n == 0:
-                out.append(0.0)
-                continue
-            targets = ids[i, width - n :]
-            preds = logp[i, width - n - 1 : width - 1]
-            out.append(float(preds.gather(1, targets[:, None]).sum()))
-        return out
 
 
 def _prefix_roots(prompts: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cot import Sentence, Trace, split_sentences
+from cot import THINK_END, Sentence, Trace, split_sentences
 from resampling._errors import EngineInputError
 from resampling._plan import Plan, SamplingParams, SamplingRequest, request_seed
 
@@ -22,7 +22,6 @@ __all__ = ["DEFAULT_LEAD", "DEFAULT_MIN_CHARS", "SEED_STRIDE", "TracePrefixes", 
 DEFAULT_MIN_CHARS = 10
 """The plan merges sentences shorter than this into the next one, as the thought-anchors method does."""
 
-THINK_CLOSE = "\n</think>\n\n"
 DEFAULT_LEAD = "Therefore, the final answer is \\boxed{"
 """The forced-answer lead-in when the trace's own cannot be used (the reference code's wording)."""
 SEED_STRIDE = 1 << 20
@@ -46,7 +45,7 @@ def answer_cue(trace: Trace) -> str:
             line = trace.answer_text[: m.start()].rsplit("\n", 1)[-1].lstrip()
             if line.strip() and len(line) <= 80 and not re.search(r"\d", line):
                 lead = line + trace.answer_text[m.start() : m.end()]
-    return THINK_CLOSE + lead
+    return THINK_END + lead
 
 
 def opened_think(tokenizer: Any, template_ids: list[int]) -> list[int]:

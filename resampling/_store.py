@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from cot._trace import _umask
+from cot import atomic_write
 
 __all__ = ["ROLLOUT_SCHEMA", "RunStore", "atomic_write_parquet", "run_key"]
 
@@ -94,20 +92,8 @@ def run_key(identity: dict[str, Any], trace_ids: list[str]) -> str:
 
 
 def atomic_write_parquet(df: pl.DataFrame, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.write_parquet(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``df`` to ``path`` as Parquet with :func:`cot.atomic_write` (all or nothing)."""
+    return atomic_write(path, df.write_parquet)
 
 
 class RunStore:

@@ -22,14 +22,8 @@ vLLM's Model Runner V2 (the 0.32 default where the model supports it) draws the 
 (common random numbers). Plans built by :class:`resampling.TracePrefixes` give every position disjoint seeds
 (``request_seed(seed, i, kind) + k``, a hash), so positions stay independent.
 
-Forced-answer scores (:meth:`VLLMBackend.score`) are teacher-forced log-probabilities read from vLLM's
-``prompt_logprobs``: the prompt ``prefix + answer`` is run with ``SamplingParams(max_tokens=1, prompt_logprobs=0)``
-and the log-probabilities of the answer positions are summed (vLLM's default ``logprobs_mode="raw_logprobs"``:
-plain log-softmax of the model's logits, as in :meth:`resampling._hf.HFBackend.score`).
-
-The vLLM objects are built and read by pure functions (:func:`build_requests`, :func:`map_outputs`,
-:func:`build_score_requests`, :func:`continuation_logprob`) that take the vLLM classes as arguments, so they are
-tested without an engine.
+The vLLM objects are built and read by pure functions (:func:`build_requests`, :func:`map_outputs`) that take the
+vLLM classes as arguments, so they are tested without an engine.
 """
 
 from __future__ import annotations
@@ -41,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resampling._backend import Completion, GenerationJob
+from resampling._backend import Completion, GenerationJob, eos_token_ids
 from resampling._errors import EngineInputError, unknown_choice
 from resampling._model import DEFAULT_MODEL, model_identity
 
@@ -51,8 +45,6 @@ __all__ = [
     "VLLMBackend",
     "VLLMNotInstalledError",
     "build_requests",
-    "build_score_requests",
-    "continuation_logprob",
     "map_outputs",
     "seed_runs",
 ]
@@ -259,71 +251,7 @@ def map_outputs(
     return result
 
 
-# -- forced-answer scores ---------------------------------------------------------------------------------------
-
-
-def build_score_requests(
-    prompt_ids: Sequence[int],
-    continuations: Sequence[Sequence[int]],
-    *,
-    sampling_params_cls: Callable[..., Any] | None = None,
-    tokens_prompt_cls: Callable[..., Any] | None = None,
-) -> tuple[list[Any], Any, list[int]]:
-    """Prompts ``prompt_ids + c`` for the non-empty continuations, one ``SamplingParams`` and their indices."""
-    if not prompt_ids:
-        raise EngineInputError("score needs a non-empty prompt (the first token has no log-probability)")
-    if sampling_params_cls is None or tokens_prompt_cls is None:
-        vllm = import_vllm()
-        sampling_params_cls = sampling_params_cls or vllm.SamplingParams
-        tokens_prompt_cls = tokens_prompt_cls or vllm.TokensPrompt
-    # prompt_logprobs=0: only the log-probability of each actual prompt token. Temperature 1 and no top-k/top-p
-    # keep them plain log-softmax even under a processed logprobs mode. The one sampled token is discarded.
-    params = sampling_params_cls(
-        n=1, max_tokens=1, prompt_logprobs=0, temperature=1.0, top_p=1.0, top_k=0, seed=0
-    )
-    which = [i for i, c in enumerate(continuations) if len(c)]
-    head = [int(t) for t in prompt_ids]
-    prompts = [tokens_prompt_cls(prompt_token_ids=head + [int(t) for t in continuations[i]]) for i in which]
-    return prompts, params, which
-
-
-def continuation_logprob(prompt_logprobs: Any, token_ids: Sequence[int], start: int) -> float:
-    """``sum_{t >= start} log p(token_ids[t] | token_ids[:t])`` from vLLM's ``prompt_logprobs``.
-
-    ``prompt_logprobs[t]`` maps token ids to ``Logprob`` objects for position ``t`` (``None`` at ``t = 0``); a
-    ``list`` or vLLM's ``FlatLogprobs``.
-    """
-    if start < 1:
-        raise ValueError(f"start must be >= 1 (position 0 has no log-probability), got {start}")
-    if len(prompt_logprobs) != len(token_ids):
-        raise ValueError(
-            f"prompt_logprobs has {len(prompt_logprobs)} positions for {len(token_ids)} prompt tokens"
-        )
-    total = 0.0
-    for t in range(start, len(token_ids)):
-        row = prompt_logprobs[t]
-        token = int(token_ids[t])
-        if not row or token not in row:
-            raise ValueError(f"vLLM returned no log-probability for prompt token {token} at position {t}")
-        total += float(row[token].logprob)
-    return total
-
-
 # -- the backend ------------------------------------------------------------------------------------------------
-
-
-def _eos_ids(tokenizer: Any, path: Path | None) -> list[int]:
-    """End-of-sequence ids of the tokenizer and of ``generation_config.json`` (as the hf backend stops on)."""
-    ids: set[int] = set()
-    sources: list[Any] = [getattr(tokenizer, "eos_token_id", None)]
-    if path is not None and (path / "generation_config.json").is_file():
-        sources.append(json.loads((path / "generation_config.json").read_text()).get("eos_token_id"))
-    for src in sources:
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, list | tuple):
-            ids.update(int(i) for i in src)
-    return sorted(ids)
 
 
 def _resolve(model_id: str) -> tuple[str, Path | None, Any]:
@@ -390,7 +318,7 @@ class VLLMBackend:
         self.model_id = model_id
         self.path = Path(path) if path is not None else None
         self.stop_token_ids = (
-            list(stop_token_ids) if stop_token_ids is not None else _eos_ids(tokenizer, self.path)
+            list(stop_token_ids) if stop_token_ids is not None else eos_token_ids(tokenizer, self.path)
         )
         self.use_tqdm = use_tqdm
         self.engine_settings = {k: v for k, v in (engine_settings or {}).items() if k not in SCHEDULING_ONLY}
@@ -521,23 +449,6 @@ class VLLMBackend:
                 f"a prompt of {longest} tokens does not fit the engine's max_model_len={limit} (it needs room for "
                 "at least one new token); start the backend with a larger max_model_len"
             )
-
-    def score(self, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[float]:
-        """Sum of log-probabilities of each continuation after ``prompt_ids`` (teacher forcing, one batch)."""
-        if not continuations:
-            return []
-        prompts, params, which = build_score_requests(prompt_ids, continuations, **self._classes)
-        self._check_lengths([len(prompt_ids) + len(continuations[i]) for i in which])
-        scores = [0.0] * len(continuations)
-        if not prompts:
-            return scores
-        outputs = self.llm.generate(prompts, params, use_tqdm=self.use_tqdm)
-        if len(outputs) != len(prompts):
-            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
-        for i, out in zip(which, outputs, strict=True):
-            ids = [*prompt_ids, *continuations[i]]
-            scores[i] = continuation_logprob(out.prompt_logprobs, ids, len(prompt_ids))
-        return scores
 
 
 def _runner_identity() -> dict[str, Any]:

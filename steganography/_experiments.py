@@ -82,10 +82,12 @@ class ExperimentResult:
             "figure": out / "figure.png",
             "json": out / "experiment.json",
         }
-        _atomic(paths["summary"], lambda p: self.table.write_parquet(p))
-        _atomic(paths["details"], lambda p: self.details.write_parquet(p))
-        _atomic(paths["figure"], lambda p: self.figure.savefig(p, dpi=120, format="png"))
-        _atomic(paths["json"], lambda p: Path(p).write_text(json.dumps(self.to_dict(), indent=2) + "\n"))
+        from cot import atomic_write, atomic_write_text
+
+        atomic_write(paths["summary"], self.table.write_parquet)
+        atomic_write(paths["details"], self.details.write_parquet)
+        atomic_write(paths["figure"], lambda p: self.figure.savefig(p, dpi=120, format="png"))
+        atomic_write_text(paths["json"], json.dumps(self.to_dict(), indent=2) + "\n")
         return {k: str(v) for k, v in paths.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,12 +99,6 @@ class ExperimentResult:
 def _json_value(value: Any) -> Any:
     """NaN (undefined) becomes None, so the JSON stays standard."""
     return None if isinstance(value, float) and value != value else value
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -281,9 +277,9 @@ def _decoder(cipher: str, key: Any):
 
 
 def _decode_true(text: str, cipher: str | None) -> str:
-    from organisms._cipher import decode
+    from organisms import decode_cipher
 
-    return decode(text, cipher)
+    return decode_cipher(text, cipher)
 
 
 def _blind_decode(cot_text: str, seed: int) -> dict[str, Any]:
@@ -752,10 +748,10 @@ def implied_by_cut(task, example, cot_text: str) -> str | None:
 
     On ``stego`` the digit the hidden channel carries into the last step (the consolidation sentence's
     ``expected``: last codeword's digit, then the last step); elsewhere the last running digit stated before the
-    consolidation (``organisms._tasks.implied_answer``), so a trace with an uncorrected planted error implies its
+    consolidation (``organisms.implied_answer``), so a trace with an uncorrected planted error implies its
     wrong digit.
     """
-    from organisms._tasks import implied_answer
+    from organisms import implied_answer
 
     truth = task.analyze(example, cot_text)
     for k, t in enumerate(truth):

@@ -147,3 +147,27 @@ def test_a_trace_read_from_out_is_not_rewritten(importance_out, tmp_path):
     assert code == 0
     assert (out / "trace.json").read_bytes() == before
     assert (out / "importance.parquet").exists()
+
+
+@pytest.mark.slow
+def test_validate_anchors_reports_significance_at_each_sample_count(tmp_path):
+    """The ladder's smaller sample counts are the first samples of the same run: a separate run at that count (same
+    seed, same cache) flags exactly the same sentences. The A/A check covers every position of every trace."""
+    from anchors import validate_anchors
+
+    kw = {
+        "n_traces": 1,
+        "whitebox": False,
+        "cache_dir": tmp_path,
+        "options": {"min_different": 1, "min_dtf": 0.0},
+    }
+    full = validate_anchors(samples=6, ladder=(3,), **kw)
+    assert sorted(full.significance_by_samples) == [3, 6]
+    assert full.significance == full.significance_by_samples[6]
+    alone = validate_anchors(samples=3, ladder=(), **kw)
+    assert sorted(alone.significance_by_samples) == [3]
+    assert alone.significance == full.significance_by_samples[3]
+    null = full.null_check["resample"]
+    assert null["n"] == full.traces[0]["n_sentences"] + 1  # positions 0..K, three rollouts a half
+    assert null["mean_per_half"] == 3.0 and 0.0 <= null["kl_flagged"] <= 1.0
+    assert full.to_json()["significance_by_samples"]["3"] == alone.to_json()["significance"]

@@ -137,3 +137,43 @@ def test_every_interval_contains_its_estimate(seed, k, n, no_answer, differ):
         for point, lo, hi in zip(t[name], t[f"{name}_lo"], t[f"{name}_hi"], strict=True):
             if point is not None and math.isfinite(point) and lo is not None and math.isfinite(lo):
                 assert lo - 1e-12 <= point <= hi + 1e-12, (name, lo, point, hi)
+
+
+def _numbered(rows):
+    """Give each (kind, position)'s rollouts consecutive sample indices, as the engine stores them."""
+    seen: dict = {}
+    for r in rows:
+        key = (r["kind"], r["position"])
+        r["sample"] = seen.get(key, 0)
+        seen[key] = r["sample"] + 1
+    return table(rows)
+
+
+def test_split_halves_of_one_distribution_are_flagged_at_most_at_the_test_level():
+    """The A/A check: two halves of one position's rollouts come from one distribution, so at most about 5% of
+    positions are flagged; a position whose even and odd samples differ is flagged."""
+    from anchors import split_half_pvalues
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for p in range(150):
+        for a in rng.choice(3, size=50, p=[0.5, 0.3, 0.2]):
+            rows.append(rollout(p, str(a), a == 0))
+    halves = split_half_pvalues(_numbered(rows), "t1")
+    assert halves.height == 150 and (halves["n_a"] == 25).all() and (halves["n_b"] == 25).all()
+    assert (halves["distinct"] == 3).all()
+    for what in ("kl", "accuracy"):
+        p = halves[f"{what}_p"].to_numpy()
+        assert (p > 0).all() and (p <= 1).all()
+        assert (p < 0.05).mean() <= 0.09, what
+        # super-uniform under the null (ties on discrete answers push p up), but not stuck at 1
+        assert 0.2 < (p <= 0.5).mean() <= 0.6, what
+    # even samples answer 0, odd ones 1: the halves differ completely
+    split = [rollout(0, str(s % 2), s % 2 == 0) for s in range(40)]
+    one = split_half_pvalues(_numbered(split), "t1").row(0, named=True)
+    assert one["accuracy"] == -1.0 and one["kl_p"] < 0.01 and one["accuracy_p"] < 0.01
+    # a single answer everywhere: nothing can differ
+    flat = split_half_pvalues(_numbered([rollout(0, "4", True) for _ in range(20)]), "t1").row(0, named=True)
+    assert flat["distinct"] == 1 and flat["kl_p"] == 1.0 and flat["accuracy_p"] == 1.0
+    with pytest.raises(ValueError, match="sample"):
+        split_half_pvalues(_numbered(rows).drop("sample"), "t1")

@@ -125,18 +125,6 @@ def test_stop_strings_and_length(tiny_model, tiny_tokenizer, tiny_trace):
                 assert c.finish_reason == "stop" and c.text == full.text[: full.text.index(stop)]
 
 
-def test_score_teacher_forcing_matches_manual_logprobs(tiny_model, tiny_tokenizer):
-    backend = HFBackend(tiny_model, tiny_tokenizer)
-    prompt, conts = [1, 10, 11, 12], [[20, 21], [22], [23, 24, 25]]
-    got = backend.score(prompt, conts)
-    for c, value in zip(conts, got, strict=True):
-        ids = torch.tensor([prompt + c])
-        with torch.no_grad():
-            logp = torch.log_softmax(tiny_model(ids).logits.float(), -1)[0]
-        ref = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(c))
-        assert value == pytest.approx(ref, abs=1e-4)
-
-
 def test_engine_rows_and_answers(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
     tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
     plan = tp.plan(n=2, seed=0, params=SamplingParams(max_new_tokens=8), forced_answer=True)

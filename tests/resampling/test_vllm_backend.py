@@ -1,7 +1,7 @@
-"""The vllm backend without an engine: request construction, output mapping, forced-answer scores, input errors.
+"""The vllm backend without an engine: request construction, output mapping, input errors.
 
 Tests run twice where vLLM imports: with small stand-ins for vLLM's classes (everywhere), and with vLLM's real
-``SamplingParams``, ``TokensPrompt``, ``RequestOutput``, ``CompletionOutput`` and ``Logprob`` (marked ``vllm``). The
+``SamplingParams``, ``TokensPrompt``, ``RequestOutput`` and ``CompletionOutput`` (marked ``vllm``). The
 engine itself (``vllm.LLM``) needs a CUDA GPU; the one test that starts it is marked ``gpu`` as well.
 """
 
@@ -28,8 +28,6 @@ from resampling._vllm import (
     VLLMBackend,
     VLLMNotInstalledError,
     build_requests,
-    build_score_requests,
-    continuation_logprob,
     map_outputs,
     seed_runs,
 )
@@ -49,7 +47,6 @@ class StandInSamplingParams:
     max_tokens: int | None = 16
     stop: list[str] | None = None
     stop_token_ids: list[int] | None = None
-    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.temperature == 0 and self.n > 1:
@@ -81,13 +78,6 @@ class StandInRequestOutput:
         self.finished = finished
 
 
-@dataclass
-class StandInLogprob:
-    logprob: float
-    rank: int | None = None
-    decoded_token: str | None = None
-
-
 def _stand_in_kit() -> SimpleNamespace:
     return SimpleNamespace(
         name="stand-in",
@@ -95,15 +85,12 @@ def _stand_in_kit() -> SimpleNamespace:
         TokensPrompt=stand_in_tokens_prompt,
         CompletionOutput=StandInCompletionOutput,
         RequestOutput=StandInRequestOutput,
-        Logprob=StandInLogprob,
-        FlatLogprobs=None,
     )
 
 
 def _vllm_kit() -> SimpleNamespace:
     from vllm import SamplingParams as VSamplingParams
     from vllm import TokensPrompt
-    from vllm.logprobs import FlatLogprobs, Logprob
     from vllm.outputs import CompletionOutput, RequestOutput
 
     return SimpleNamespace(
@@ -112,8 +99,6 @@ def _vllm_kit() -> SimpleNamespace:
         TokensPrompt=TokensPrompt,
         CompletionOutput=CompletionOutput,
         RequestOutput=RequestOutput,
-        Logprob=Logprob,
-        FlatLogprobs=FlatLogprobs,
     )
 
 
@@ -139,12 +124,12 @@ def completion_out(kit, index, token_ids, finish_reason="stop", stop_reason=None
     )
 
 
-def request_out(kit, request_id, prompt_ids, outputs, prompt_logprobs=None):
+def request_out(kit, request_id, prompt_ids, outputs):
     return kit.RequestOutput(
         request_id=str(request_id),
         prompt=None,
         prompt_token_ids=list(prompt_ids),
-        prompt_logprobs=prompt_logprobs,
+        prompt_logprobs=None,
         outputs=outputs,
         finished=True,
     )
@@ -156,12 +141,10 @@ class FakeLLM:
 
     A sampled completion is ``[seed, len(prompt), EOS]`` (so a test can read back the seed each sample was drawn
     with); a greedy one is ``[prompt[-1], len(prompt), EOS]``. Children come back in reverse order (vLLM finishes
-    them in any order; ``.index`` says which is which). With ``prompt_logprobs`` set, ``logprob_fn(ids)`` gives the
-    per-position log-probabilities of the prompt.
+    them in any order; ``.index`` says which is which).
     """
 
     kit: SimpleNamespace
-    logprob_fn: Any = None
     calls: list = field(default_factory=list)
 
     def generate(self, prompts, sampling_params, use_tqdm=True):
@@ -176,13 +159,7 @@ class FakeLLM:
             for k in range(sp.n):
                 first = ids[-1] if sp.temperature == 0 else sp.seed + k
                 children.append(completion_out(self.kit, k, [first, len(ids), EOS]))
-            plp = None
-            if sp.prompt_logprobs is not None:
-                lps = self.logprob_fn(ids)
-                plp = [None] + [
-                    {ids[t]: self.kit.Logprob(logprob=lps[t], rank=1)} for t in range(1, len(ids))
-                ]
-            outs.append(request_out(self.kit, r, ids, children[::-1], plp))
+            outs.append(request_out(self.kit, r, ids, children[::-1]))
         return outs
 
 
@@ -240,18 +217,6 @@ def test_parameters_vllm_rejects_are_an_input_error_naming_the_job():
     kit = _vllm_kit()
     with pytest.raises(EngineInputError, match=r"job hot.*temperature"):
         build_requests([job("hot", [1], [0], [0], temperature=2.5)], **classes(kit))
-
-
-@pytest.mark.vllm
-def test_score_request_reads_prompt_logprobs_and_skips_the_prefix_cache():
-    kit = _vllm_kit()
-    prompts, sp, which = build_score_requests([1, 2, 3], [[4, 5], [], [6]], **classes(kit))
-    assert which == [0, 2]
-    assert [p["prompt_token_ids"] for p in prompts] == [[1, 2, 3, 4, 5], [1, 2, 3, 6]]
-    assert (sp.max_tokens, sp.prompt_logprobs, sp.n) == (1, 0, 1)
-    assert sp.temperature == 1.0 and sp.top_p == 1.0 and sp.top_k == 0
-    # vLLM recomputes the whole prompt when prompt logprobs are asked for (a cached prefix has none).
-    assert sp.skip_reading_prefix_cache is True
 
 
 @settings(max_examples=200, deadline=None)
@@ -348,47 +313,6 @@ def test_generate_submits_every_job_in_one_call(kit):
     assert backend.stats["requests"] == 6 and backend.stats["generate_calls"] == 1
 
 
-# -- forced-answer scores -----------------------------------------------------------------------------------------
-
-
-def test_continuation_logprob_sums_only_the_answer_positions(kit):
-    ids = [1, 7, 8, 9, 4]
-    values = [None, -0.5, -1.25, -2.0, -0.125]
-    rows = [None] + [
-        {ids[t]: kit.Logprob(logprob=values[t], rank=1), 99: kit.Logprob(-9.0)} for t in range(1, 5)
-    ]
-    assert continuation_logprob(rows, ids, 3) == pytest.approx(-2.125)
-    assert continuation_logprob(rows, ids, 1) == pytest.approx(-3.875)
-    assert continuation_logprob(rows, ids, 5) == 0.0
-    if kit.FlatLogprobs is not None:
-        flat = kit.FlatLogprobs()
-        for row in rows:
-            flat.append(row)
-        assert continuation_logprob(flat, ids, 3) == pytest.approx(-2.125)
-    with pytest.raises(ValueError, match="no log-probability for prompt token 4"):
-        continuation_logprob([*rows[:4], {99: kit.Logprob(-1.0)}], ids, 3)
-    with pytest.raises(ValueError, match="positions"):
-        continuation_logprob(rows[:-1], ids, 3)
-
-
-def test_score_matches_the_hf_backend(kit, tiny_model, tiny_tokenizer):
-    def logprobs(ids):  # what vLLM reports: log p(ids[t] | ids[:t]) for t >= 1 (raw_logprobs mode)
-        with torch.no_grad():
-            logp = torch.log_softmax(tiny_model(torch.tensor([ids])).logits.float(), -1)[0]
-        return [None] + [float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]
-
-    llm = FakeLLM(kit, logprob_fn=logprobs)
-    backend = VLLMBackend(llm, tiny_tokenizer, stop_token_ids=[EOS], **classes(kit))
-    prompt, conts = [1, 10, 11, 12], [[20, 21], [], [22], [23, 24, 25]]
-    got = backend.score(prompt, conts)
-    ref = HFBackend(tiny_model, tiny_tokenizer).score(prompt, conts)
-    assert got == pytest.approx(ref, abs=1e-4)
-    assert got[1] == 0.0 and len({round(v, 3) for v in got}) == 4
-    [(prompts, sp)] = llm.calls
-    assert len(prompts) == 3 and sp.max_tokens == 1 and sp.prompt_logprobs == 0
-    assert backend.score(prompt, []) == [] and len(llm.calls) == 1
-
-
 # -- identity -----------------------------------------------------------------------------------------------------
 
 
@@ -458,8 +382,6 @@ def test_a_prompt_longer_than_the_engine_allows_fails_before_any_request(kit):
     backend = VLLMBackend(llm, tokenizer=None, stop_token_ids=[EOS], **classes(kit))
     with pytest.raises(EngineInputError, match="4 tokens does not fit the engine's max_model_len=4"):
         list(backend.generate([job("ok", [1, 2, 3], (0,), (0,)), job("long", [1, 2, 3, 4], (0,), (0,))]))
-    with pytest.raises(EngineInputError, match="max_model_len=4"):
-        backend.score([1, 2, 3], [[4]])
     assert llm.calls == []
     assert len(list(backend.generate([job("ok", [1, 2, 3], (0,), (0,))]))) == 1
 
@@ -557,10 +479,6 @@ def test_engine_on_gpu_matches_the_hf_backend(tmp_path, tiny_tokenizer):
     ref = dict(HFBackend(model, tiny_tokenizer).generate(jobs))
     for jb in jobs:
         assert ours[jb][0].token_ids == ref[jb][0].token_ids, jb.key
-    conts = [[20, 21], [22], [23, 24, 25]]
-    assert backend.score(prompt, conts) == pytest.approx(
-        HFBackend(model, tiny_tokenizer).score(prompt, conts), abs=1e-3
-    )
     sampled = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=8)
     a = dict(backend.generate([GenerationJob("s", prefixes[-1], (0, 1, 2, 3), (0, 1, 2, 3), sampled)]))
     b = dict(backend.generate([GenerationJob("s", prefixes[-1], (1, 3), (1, 3), sampled)]))
