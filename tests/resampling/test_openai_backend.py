@@ -338,6 +338,18 @@ def test_the_api_key_is_sent_but_never_leaks(monkeypatch, hf, prefixes, tiny_tok
             assert KEY.encode() not in path.read_bytes(), path
 
 
+def test_a_key_changed_mid_run_is_scrubbed_as_well(monkeypatch):
+    # A run sends the key it read when it started; an error that echoes it is scrubbed even if the environment
+    # holds another key (or none) by the time the error is written.
+    monkeypatch.setenv("COTSCOPE_OPENAI_API_KEY", "sk-now-0000")
+    backend = OpenAIBackend("m", "http://a:1")
+    sent = {"Authorization": f"Bearer {KEY}"}
+    assert backend._scrub(f"echo {KEY} and sk-now-0000", sent) == "echo *** and ***"
+    monkeypatch.delenv("COTSCOPE_OPENAI_API_KEY")
+    assert backend._scrub(f"echo {KEY}", sent) == "echo ***"
+    assert backend._scrub(f"echo {KEY}") == f"echo {KEY}"  # nothing to scrub without the run's header
+
+
 # -- identity, construction, parsing --------------------------------------------------------------------------
 
 
