@@ -61,7 +61,7 @@ import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from yarl import URL
 
-from resampling._backend import Completion, GenerationJob
+from resampling._backend import Completion, GenerationJob, eos_token_ids
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL
 
@@ -384,8 +384,7 @@ class OpenAIBackend:
         self.gc_tuning = bool(gc_tuning)
         self._served: dict[str, Any] | None = None
         if stop_token_ids is None:
-            eos = getattr(tokenizer, "eos_token_id", None)
-            stop_token_ids = [eos] if isinstance(eos, int) else []
+            stop_token_ids = eos_token_ids(tokenizer)
         self.stop_token_ids = sorted({int(t) for t in stop_token_ids})
         self._bos_added = _bos_the_tokenizer_adds(tokenizer)
         """The BOS id a server's tokenizer puts before a text prompt on its own (None if it adds none): dropped
@@ -439,7 +438,7 @@ class OpenAIBackend:
 
             loaded = load_model(model_id, device="cpu")  # organisms are small
             facts = loaded.identity()
-            stop_ids = _eos_ids(loaded.tokenizer, loaded.model)
+            stop_ids = eos_token_ids(loaded.tokenizer, loaded.model)
             tokenizer = tokenizer if tokenizer is not None else loaded.tokenizer
         elif folder.exists():
             # A local folder of HF weights: hash the files, never load the weights (they may be large).
@@ -456,7 +455,7 @@ class OpenAIBackend:
             facts = model_identity(model_id, _NoWeights(), tokenizer, folder)
             if not list(folder.glob("*.safetensors")):
                 del facts["weights_sha256"]  # no safetensors files to hash
-            stop_ids = _eos_ids(tokenizer, _GenerationConfig.read(folder))
+            stop_ids = eos_token_ids(tokenizer, folder)
         elif tokenizer is not None:
             from resampling._model import model_identity
 
@@ -922,33 +921,3 @@ class _NoWeights:
     @staticmethod
     def state_dict() -> dict:
         return {}
-
-
-class _GenerationConfig:
-    """The ``eos_token_id`` of a folder's ``generation_config.json`` (or ``config.json``), read without transformers."""
-
-    def __init__(self, eos_token_id: Any) -> None:
-        self.generation_config = self
-        self.eos_token_id = eos_token_id
-
-    @classmethod
-    def read(cls, folder: Path) -> _GenerationConfig:
-        for name in ("generation_config.json", "config.json"):
-            try:
-                eos = json.loads((folder / name).read_text()).get("eos_token_id")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if eos is not None:
-                return cls(eos)
-        return cls(None)
-
-
-def _eos_ids(tokenizer: Any, model: Any) -> list[int]:
-    ids: set[int] = set()
-    config = getattr(model, "generation_config", None)
-    for src in (getattr(tokenizer, "eos_token_id", None), getattr(config, "eos_token_id", None)):
-        if isinstance(src, int):
-            ids.add(src)
-        elif isinstance(src, list | tuple):
-            ids.update(int(i) for i in src)
-    return sorted(ids)
