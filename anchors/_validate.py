@@ -13,6 +13,7 @@ expectation) and the Spearman correlation between the scores and the ground-trut
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -329,18 +330,18 @@ def validate_anchors(
     emb = TextEmbeddings()
     options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
     for k, (ex, tr, (planted_plain, case)) in enumerate(chosen):
-        run = compute_importance(
+        score = functools.partial(
+            compute_importance,
             backend,
             tr,
-            samples=samples,
             seed=seed + k,
             params=params,
             forced_params=forced_params,
             options=options,
-            whitebox=whitebox,
             cache_dir=cache_dir,
             embed=emb,
         )
+        run = score(samples=samples, whitebox=whitebox)
         targets = sorted({_merged_index(tr.cot, i, run.sentences) for i in planted_plain})
         error = _merged_index(tr.cot, planted_plain[0], run.sentences)
         texts = [s.text for s in run.sentences]
@@ -349,18 +350,7 @@ def validate_anchors(
         for n in steps:
             table = run.table
             if n != samples:  # the first n samples of every position, all in the cache
-                table = compute_importance(
-                    backend,
-                    tr,
-                    samples=n,
-                    seed=seed + k,
-                    params=params,
-                    forced_params=forced_params,
-                    options=options,
-                    whitebox=False,
-                    cache_dir=cache_dir,
-                    embed=emb,
-                ).table
+                table = score(samples=n, whitebox=False).table
             for name, (planted_flags, error_flags, filler_flags) in flags[n].items():
                 column = f"{name}_significant"
                 if column in table.columns:
