@@ -1,6 +1,7 @@
 """Cross-checks against published thought-anchors traces: boundary recall and role-label agreement.
 
-Run ``python -m cot.published [FOLDER]`` (default ``../shared/data/thought-anchors``) to print both tables.
+Run ``python -m cot.published [FOLDER]`` (default: the copy vendored in the repository, ``data/thought-anchors``) to
+print both tables.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 from cot._roles import ROLES, label_sentences
 from cot._segment import split_sentences
 from cot._trace import load_trace
+
+# The published traces vendored in the repository (data/thought-anchors/PROVENANCE.md); absent from an installed wheel.
+VENDORED = Path(__file__).resolve().parents[1] / "data" / "thought-anchors"
 
 __all__ = ["BoundaryRecall", "LabelAgreement", "boundary_recall", "label_agreement", "problem_dirs"]
 
@@ -111,10 +115,13 @@ def label_agreement(dirs: list[Path], labeller="rules") -> LabelAgreement:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    root = Path(args[0]) if args else Path("../shared/data/thought-anchors")
+    root = Path(args[0]) if args else VENDORED
     dirs = problem_dirs(root)
     if not dirs:
-        raise SystemExit(f"no thought-anchors problem folders under {root}")
+        raise SystemExit(
+            f"no thought-anchors problem folders under {root}; pass a folder that holds problem_* folders "
+            "(python -m cot.published FOLDER)"
+        )
     br = boundary_recall(dirs)
     print(f"traces: {len(dirs)}; published chunks: {br.chunks}; located in the CoT: {br.published}")
     for m in sorted(br.found):

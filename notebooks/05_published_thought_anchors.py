@@ -29,7 +29,8 @@
 # `cotscope import thought-anchors PROBLEM_DIR --out DIR` on the command line); `anchors.compare_published`
 # measures the agreement. `docs/anchors.md` explains each difference; here they are checked chunk by chunk.
 #
-# The data are read from `../shared/data/thought-anchors` beside the repository (or `$COTSCOPE_SHARED/data/...`).
+# The data are the published traces vendored in the repository, `data/thought-anchors` (MIT; provenance in its
+# `PROVENANCE.md`).
 # `COTSCOPE_NOTEBOOK_WORK=small` (what the test suite sets) recomputes one problem's first chunks only.
 
 # %%
@@ -55,11 +56,8 @@ from cot import published
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
 HERE = Path.cwd()
 REPO = HERE.parent if HERE.name == "notebooks" else HERE
-SHARED = Path(os.environ.get("COTSCOPE_SHARED") or REPO.parent / "shared")
-ROOT = SHARED / "data" / "thought-anchors"
-assert ROOT.is_dir(), (
-    f"published traces not found at {ROOT}; set COTSCOPE_SHARED to the folder that holds data/"
-)
+ROOT = REPO / "data" / "thought-anchors"
+assert ROOT.is_dir(), f"published traces not found at {ROOT}; they are part of the repository (restore data/)"
 RESAMPLED = ["problem_6998"] if SMALL else ["problem_6998", "problem_2238", "problem_330"]
 FIRST_CHUNKS = 12  # small work: recompute these first chunks and the last one
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("COTSCOPE_SHARED", REPO.parent / "shared"))
-THOUGHT_ANCHORS = SHARED / "data" / "thought-anchors" / "deepseek-r1-distill-llama-8b"
+# The published thought-anchors traces (MIT), vendored in the repository: data/thought-anchors/PROVENANCE.md.
+THOUGHT_ANCHORS = REPO / "data" / "thought-anchors" / "deepseek-r1-distill-llama-8b"
 
 
 def _has_cuda() -> bool:
@@ -37,10 +36,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def thought_anchors_dir() -> Path:
-    """The published thought-anchors traces (MIT), shipped beside the repository in ../shared."""
+    """The published thought-anchors traces (MIT), vendored under data/thought-anchors."""
     if not THOUGHT_ANCHORS.exists():
         pytest.fail(
-            f"published traces not found at {THOUGHT_ANCHORS}; set COTSCOPE_SHARED to the shared folder"
+            f"published traces not found at {THOUGHT_ANCHORS}; they are part of the repository (restore data/)"
         )
     return THOUGHT_ANCHORS
 

@@ -68,12 +68,8 @@ def test_importance_runs_on_a_published_trace_with_a_real_tokenizer(deepseek_tok
     from cot import load_trace, split_sentences
     from cotscope.cli import main
 
-    shared = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "thought-anchors"
-    problem = next(
-        (shared / "deepseek-r1-distill-llama-8b" / "correct_base_solution").glob("problem_*"), None
-    )
-    if problem is None:
-        pytest.skip("the published thought-anchors traces are not in ../shared/data/thought-anchors")
+    vendored = Path(__file__).resolve().parents[2] / "data" / "thought-anchors"
+    problem = next((vendored / "deepseek-r1-distill-llama-8b" / "correct_base_solution").glob("problem_*"))
     trace = load_trace(problem)
     cut = split_sentences(trace.cot, min_chars=10)[3].end
     trace.cot = trace.cot[:cut]
