@@ -56,7 +56,7 @@ class TextEmbeddings:
             return []
         found = self._split.get((text, min_chars))
         if found is None:
-            from anchors._blackbox import continuation_sentences
+            from anchors._meaning import continuation_sentences
 
             found = self._split[(text, min_chars)] = continuation_sentences(text, min_chars)
         return found

@@ -77,7 +77,7 @@ ABOUT: dict[str, str] = {
     "receiver_score": "Attention that receiver heads pay to sentence i from later sentences (white-box). ≥ 0.",
     "suppression_outgoing": "Mean KL of later tokens' predictions when attention to sentence i is masked (white-box).",
 }
-"""One line per known metric: the formula and which sign means what (R, D, F as in ``anchors._blackbox``)."""
+"""One line per known metric: the formula and which sign means what (R, D, F as in ``anchors._formulas``)."""
 
 _SIGNED = {
     "resampling_importance_accuracy",

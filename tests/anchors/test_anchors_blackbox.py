@@ -10,7 +10,7 @@ import pytest
 from synthetic_rollouts import FakeTrace, rollout, table, topic_embed
 
 from anchors import ImportanceOptions, importance_table, kl_divergence, sentence_matrix
-from anchors._blackbox import _weights
+from anchors._significance import _weights
 
 SENTENCES = ["Alpha one.", "Beta two."]
 SHORT = ImportanceOptions(min_chars=0)

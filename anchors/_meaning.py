@@ -1,0 +1,116 @@
+"""When two sentences mean the same: first sentences against the original (embedding cosine and the numbers
+they state), continuation sentences against a target, and the first-sentence metrics used on published data."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from anchors._embedding import EmbedFn, TextEmbeddings, as_text_embeddings
+
+
+def continuation_sentences(text: str | None, min_chars: int = 0) -> list[str]:
+    """The sentences of a continuation's reasoning: the text before ``</think>`` (all of it when there is none),
+    split with ``min_chars`` as the trace was (short sentences merged into the next one)."""
+    if not text:
+        return []
+    from cot import split_sentences
+
+    cut = text.find("</think>")
+    return [s.text for s in split_sentences(text if cut < 0 else text[:cut], min_chars=min_chars)]
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def number_key(text: str | None) -> tuple[str, ...]:
+    """The numbers a sentence states, in order (digits only: "seven" is left to the embedding)."""
+    return tuple(_NUMBER.findall(text or ""))
+
+
+def _numbers_changed(frame: pl.DataFrame, texts: Sequence[str]) -> np.ndarray:
+    """1.0 where a row's first sentence states other numbers than the original sentence at its position."""
+    keys = [number_key(t) for t in texts]
+    out = np.zeros(frame.height)
+    for r, (first, pos) in enumerate(
+        zip(frame["first_sentence"].to_list(), frame["position"].to_list(), strict=True)
+    ):
+        if first is not None and pos < len(keys):
+            out[r] = float(number_key(first) != keys[pos])
+    return out
+
+
+def _continuation_matches(
+    texts: Sequence[str | None],
+    targets: np.ndarray,
+    emb: TextEmbeddings,
+    threshold: float,
+    target_texts: Sequence[str] | None = None,
+    min_chars: int = 0,
+) -> np.ndarray:
+    """``out[r, j]``: some sentence of continuation ``r`` has cosine >= threshold with target ``j`` (and, when
+    ``target_texts`` is given, states the same numbers)."""
+    per_row = [emb.continuation_sentences(t, min_chars) for t in texts]
+    flat = [s for row in per_row for s in row]
+    out = np.zeros((len(texts), targets.shape[0]), dtype=bool)
+    if not flat or targets.shape[0] == 0:
+        return out
+    ids = emb.ids(flat)
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    hits_u = np.zeros((len(uniq), targets.shape[0]), dtype=bool)
+    for start in range(0, len(uniq), 16384):
+        block = emb.matrix[uniq[start : start + 16384]]
+        hits_u[start : start + 16384] = block @ targets.T >= threshold
+    if target_texts is not None:
+        text_of = {i: t for t, i in zip(flat, ids.tolist(), strict=True)}
+        target_keys = [number_key(t) for t in target_texts]
+        for u, row_id in enumerate(uniq.tolist()):
+            key = number_key(text_of[row_id])
+            for j in np.flatnonzero(hits_u[u]):
+                if key != target_keys[j]:
+                    hits_u[u, j] = False
+    lengths = np.array([len(r) for r in per_row])
+    nonempty = np.flatnonzero(lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
+    out[nonempty] = np.logical_or.reduceat(hits_u[inverse], starts, axis=0)
+    return out
+
+
+def _first_sentence_similarity(
+    frame: pl.DataFrame, sentence_vectors: np.ndarray, emb: TextEmbeddings
+) -> np.ndarray:
+    """Cosine between each row's first sentence and the original sentence at its position (NaN if undefined)."""
+    sims = np.full(frame.height, np.nan)
+    first = frame["first_sentence"].to_list()
+    pos = frame["position"].to_numpy()
+    rows = [r for r, f in enumerate(first) if f is not None and pos[r] < sentence_vectors.shape[0]]
+    if rows:
+        vecs = emb([first[r] for r in rows])
+        sims[rows] = np.einsum("ij,ij->i", vecs, sentence_vectors[pos[rows]])
+    return sims
+
+
+def different_trajectories_fraction(
+    first_sentences: Sequence[str],
+    original: str,
+    *,
+    threshold: float = 0.8,
+    embed: TextEmbeddings | EmbedFn | None = None,
+) -> float:
+    """|D| / |R|: the fraction of regenerated first sentences with cosine < ``threshold`` to ``original``."""
+    if not first_sentences:
+        return math.nan
+    emb = as_text_embeddings(embed)
+    vecs = emb([original, *first_sentences])
+    return float(np.mean(vecs[1:] @ vecs[0] < threshold))
+
+
+def overdeterminedness(first_sentences: Sequence[str]) -> float:
+    """1 - #unique / #total over the regenerated first sentences (exact strings); NaN for none."""
+    if not first_sentences:
+        return math.nan
+    return 1.0 - len(set(first_sentences)) / len(first_sentences)
