@@ -103,10 +103,12 @@ def importance_table(
     if "finish_reason" in resample.columns:
         cut = resample.filter((pl.col("finish_reason") == "length") & pl.col("answer_norm").is_null())
         truncated_at = dict(cut.group_by("position").len().iter_rows())
-    # The reference's chunk set: positions 0..K-1 that have rollouts, answered or not (a position whose rollouts
-    # all lack an answer is still the "next" one, with accuracy 0.0); forced probes exist for every such chunk once
-    # any exist (a missing one counts as accuracy 0.0 and an empty answer distribution).
-    present = {p for p in resample["position"].to_list() if p < k}
+    # The reference's chunk set: positions 0..K-1 that have rollouts, answered or not, failed or not (a position
+    # whose rollouts all lack an answer, or whose requests all failed, is still the "next" one, with accuracy 0.0 and
+    # no answers); forced probes exist for every such chunk once any exist (a missing one counts as accuracy 0.0
+    # and an empty answer distribution).
+    requested = rollouts.filter((pl.col("trace_id") == trace.id) & (pl.col("kind") == "resample"))
+    present = {p for p in requested["position"].to_list() if p is not None and 0 <= p < k}
     rules = (_ReferenceRules if opts.compat else _CotscopeRules)(opts, k, present, forced.height > 0)
     if opts.compat:  # the reference drops unanswered rollouts before anything
         resample = resample.filter(pl.col("answer_norm").is_not_null())

@@ -38,7 +38,10 @@ def _reference_metrics(
     accuracy 0.0 for a known chunk with nothing graded, resampling accuracy against exactly chunk i+1, the opposite
     sign and another reference set for counterfactual importance, and 0.0 trajectory metrics for the last chunk.
     ``known(kind, p)`` says whether the reference has chunk p."""
-    cur, nxt, nxt1, fcur, fnxt = ps.cur, ps.nxt, ps.nxt1, ps.fcur, ps.fnxt
+    cur, nxt, fcur, fnxt = ps.cur, ps.nxt, ps.fcur, ps.fnxt
+    # position i+1 counts only as a chunk: the rollouts after the last sentence (position K) are none, so the last
+    # chunk's resampling accuracy is the reference's 0.0, not acc(R_K) - acc(R_{K-1})
+    nxt1 = ps.nxt1 if known(0, i + 1) else None
 
     def ref_acc(kind: int, p: int | None, s: dict[str, Any] | None) -> np.ndarray:
         value = ps.get(s, "acc")

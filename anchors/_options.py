@@ -64,8 +64,9 @@ class ImportanceOptions:
     convention: Literal["cotscope", "thought_anchors"] = "cotscope"
     """``thought_anchors`` reproduces the reference ``analyze_rollouts.py`` / ``step_attribution.py`` for side-by-side
     comparison: alpha=1e-9 and unanswered rollouts dropped from the metrics (``kl_alpha`` and ``no_answer`` are then
-    ignored); chunks are sentences 0..K-1, the next chunk is the next one with rollouts (answered or not; a chunk
-    with none graded has accuracy 0.0), resampling accuracy uses exactly i+1 and forced metrics exactly chunk i+1;
+    ignored); chunks are sentences 0..K-1, the next chunk is the next one with rollouts (answered or not, failed or
+    not; a chunk with none graded has accuracy 0.0), resampling accuracy uses exactly chunk i+1 (0.0 for the last
+    chunk: position K is not a chunk) and forced metrics exactly chunk i+1;
     the last chunk's different-trajectories fraction and overdeterminedness are 0.0; counterfactual accuracy is
     acc(D_i) - acc(R_next); counterfactual KL compares D_i with R_next ∪ (R_i ∖ D_i); different-trajectories
     fraction divides by all answered rollouts; 0.0 wherever a value is undefined. docs/anchors.md lists every rule."""

@@ -438,6 +438,28 @@ def test_reference_next_chunk_is_one_with_rollouts_even_if_none_answered():
     assert r0["resampling_importance_kl"] == 0.0  # the next chunk's answer distribution is empty
 
 
+def test_reference_keeps_a_chunk_whose_requests_all_failed():
+    """Failed requests are never data, but the reference keeps their chunk (error rows stay in solutions.json): it
+    has accuracy 0.0 and no answers, and it is the next chunk of the one before it."""
+    rows = [rollout(0, "4", True, first="Alpha.") for _ in range(2)]
+    rows += [rollout(1, None, None, first=None, status="error") for _ in range(2)]
+    rows += [rollout(2, "4", True, first="Gamma."), rollout(2, "5", False, first="Gamma.")]
+    t = run(table(rows), REF, sentences=THREE)
+    r0, r1 = t.row(0, named=True), t.row(1, named=True)
+    assert (r1["n_rollouts"], r1["accuracy"]) == (0, 0.0)
+    assert r0["resampling_importance_accuracy"] == -1.0  # acc(chunk 1) - acc(chunk 0) = 0.0 - 1.0
+    assert r0["resampling_importance_kl"] == 0.0  # against chunk 1's empty answer distribution, not chunk 2
+    assert r0["counterfactual_importance_accuracy"] == 0.0
+    assert r1["resampling_importance_accuracy"] == 0.5  # acc(chunk 2) - 0.0
+    # the default convention: the failed position has no value, nor has any metric that compares with it
+    ours = run(table(rows), ImportanceOptions(**FORMULA, n_bootstrap=0), sentences=THREE)
+    o0, o1 = ours.row(0, named=True), ours.row(1, named=True)
+    assert o1["n_rollouts"] == 0 and math.isnan(o1["accuracy"])
+    assert math.isnan(o1["resampling_importance_accuracy"]) and math.isnan(o1["resampling_importance_kl"])
+    assert math.isnan(o0["resampling_importance_accuracy"]) and math.isnan(o0["resampling_importance_kl"])
+    assert ours["accuracy"][2] == 0.5
+
+
 def test_reference_zeroes_the_last_chunks_trajectory_metrics():
     rows = [
         rollout(p, "4", True, first=f) for p, f in [(0, "Alpha."), (1, "Zeta."), (1, "Eta."), (2, "Theta.")]

@@ -153,12 +153,14 @@ def test_summary_reproduces_published_matrix_statistics(thought_anchors_dir):
 
 
 def _published_rollouts(chunks):
-    """Rollouts whose accuracy per position equals the published one (k right of n, n <= 100)."""
+    """Rollouts whose accuracy per position equals the published one (k right of n, n <= 100), and rollouts after
+    the last sentence (position K, all right), as a run of the engine has: the reference has no chunk K."""
     rows = []
     for c in chunks:
         acc = c["accuracy"]
         n, k = next((n, round(acc * n)) for n in range(100, 0, -1) if abs(round(acc * n) / n - acc) < 1e-12)
         rows += [rollout(c["chunk_idx"], "a" if j < k else "b", j < k, first=None) for j in range(n)]
+    rows += [rollout(len(chunks), "a", True, first=None) for _ in range(100)]
     return table(rows)
 
 
@@ -179,6 +181,9 @@ def test_compat_reproduces_published_resampling_accuracy(thought_anchors_dir):
     assert t["resampling_importance_accuracy"].to_list() == pytest.approx(
         [c["resampling_importance_accuracy"] for c in chunks], abs=1e-9
     )
+    # the last chunk's value is the reference's 0.0, not acc(R_K) - acc(R_{K-1}) = 1.0 - 0.9
+    assert chunks[-1]["accuracy"] != 1.0 and t["resampling_importance_accuracy"][-1] == 0.0
+    assert t["resampling_importance_accuracy_n"][-1] == 0
 
 
 @pytest.mark.slow
