@@ -190,6 +190,14 @@ def importance(
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
+    if convention == "cotscope" and samples < min_different:
+        # no position can have min_different rollouts that change its meaning: every counterfactual value would
+        # be undefined, which the run would only say after sampling
+        raise click.UsageError(
+            f"--samples {samples} is below --min-different {min_different}, so counterfactual importance would be "
+            f"undefined for every sentence; raise --samples to at least {min_different}, or lower --min-different "
+            f"to {samples} or less"
+        )
     heads = None
     if receiver_heads_file is not None:
         try:
@@ -282,7 +290,7 @@ def importance(
         notes["warnings"] = " | ".join(warnings)
     paths = write_importance(run, out, notes, source=trace_file)
     if not quiet:
-        terminal_summary(run.table, top=8)
+        terminal_summary(run.table, top=8, options=run.options)
     click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)
 
 

@@ -81,6 +81,8 @@ class ImportanceRun:
     suppression: np.ndarray | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     options: Any = None
+    written: dict[str, Path] = field(default_factory=dict)
+    """Files the run itself wrote into ``out`` (the engine's ``run.json``), listed with the outputs."""
 
 
 def onpolicy_trace(
@@ -298,7 +300,10 @@ def compute_importance(
             if receiver_heads is not None
             else "chosen on this trace itself (circular; pass --receiver-heads FILE from cotscope receiver-heads)"
         )
-    return ImportanceRun(trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts)
+    written = {} if out is None else {"run.json": Path(out) / "run.json"}
+    return ImportanceRun(
+        trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts, written
+    )
 
 
 def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> Any:
@@ -349,7 +354,8 @@ def write_importance(
     from anchors._report import write_outputs
     from resampling import atomic_write_parquet
 
-    paths = write_outputs(
+    paths = {name: path for name, path in run.written.items() if path.is_file()}
+    paths |= write_outputs(
         run.table, run.matrix, run.trace, out, notes=notes, options=run.options, rollouts=run.rollouts
     )
     paths["rollouts.parquet"] = atomic_write_parquet(run.rollouts, Path(out) / "rollouts.parquet")

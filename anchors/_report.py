@@ -276,8 +276,13 @@ def terminal_summary(
     metric: str = "counterfactual_importance_kl",
     top: int = 10,
     console: Any = None,
+    options: Any = None,
 ) -> Any:
-    """Print (with rich) the ``top`` sentences by ``metric``; returns the ``rich.table.Table``."""
+    """Print (with rich) the ``top`` sentences by ``metric``; returns the ``rich.table.Table``.
+
+    Undefined values are counted under the table; for counterfactual metrics the count says how many the
+    counterfactual floors left undefined, and which options (``options``, the run's ``ImportanceOptions``) to
+    change."""
     from rich.console import Console
     from rich.table import Table
 
@@ -292,6 +297,9 @@ def terminal_summary(
     notes = []
     if defined.height < table.height:
         notes.append(f"{table.height - defined.height} of {table.height} sentences undefined for this metric")
+        floored = _below_floors(keyed, metric)
+        if floored:
+            notes[-1] += f" ({_floor_reason(floored, options)})"
     if flagged:
         notes.append("* distinguishable from noise (permutation test against no change)")
     out = Table(title=f"top {ranked.height} sentences by {metric}", caption="; ".join(notes) or None)
@@ -318,6 +326,29 @@ def terminal_summary(
         )
     console.print(out)
     return out
+
+
+def _below_floors(keyed: pl.DataFrame, metric: str) -> int:
+    """Undefined counterfactual values that the counterfactual floors decided (``counterfactual_source``)."""
+    if not metric.startswith("counterfactual") or "counterfactual_source" not in keyed.columns:
+        return 0
+    return keyed.filter(pl.col("_key").is_null() & (pl.col("counterfactual_source") == "undefined")).height
+
+
+def _floor_reason(n: int, options: Any) -> str:
+    """Which floor left ``n`` sentences undefined, and the flags that change it."""
+    min_different = getattr(options, "min_different", None)
+    min_dtf = getattr(options, "min_dtf", None)
+    floors = (
+        f"fewer than --min-different {min_different} rollouts changed the sentence's meaning, or at most "
+        f"--min-dtf {min_dtf:g} of them did"
+        if min_different is not None and min_dtf is not None
+        else "too few rollouts changed the sentence's meaning (--min-different, --min-dtf)"
+    )
+    return (
+        f"{n} below the counterfactual floors: {floors}; raise --samples, lower the floors, "
+        "or pass --counterfactual-fallback resampling"
+    )
 
 
 def _role_tag(role: str, width: int = 12) -> str:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import re
 
 import networkx as nx
 import polars as pl
@@ -12,11 +15,28 @@ from cotscope.cli import main
 
 
 @pytest.fixture(scope="module")
-def importance_out(tmp_path_factory):
+def importance_run(tmp_path_factory):
+    """The output folder of one run, and what the run printed (to stderr, with --quiet)."""
     out = tmp_path_factory.mktemp("importance")
-    code = main(["importance", "--samples", "6", "--out", str(out), "--quiet"])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["importance", "--samples", "6", "--out", str(out), "--quiet"])
     assert code == 0
-    return out
+    return out, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def importance_out(importance_run):
+    return importance_run[0]
+
+
+@pytest.mark.slow
+def test_importance_counts_the_files_it_wrote(importance_run):
+    out, log = importance_run
+    said = re.search(r"wrote (\d+) files to", log)
+    assert said, log
+    written = [p for p in out.rglob("*") if p.is_file() and ".cache" not in p.relative_to(out).parts]
+    assert int(said[1]) == len(written), sorted(p.relative_to(out).as_posix() for p in written)
 
 
 @pytest.mark.slow
@@ -95,6 +115,15 @@ def test_bad_input_to_importance(tmp_path, capsys):
     assert main(["importance", "--model", "organism:nope", "--out", str(tmp_path)]) == 2
     assert "organism:arith" in capsys.readouterr().err
     assert main(["importance", "--samples", "1", "--out", str(tmp_path)]) == 2
+
+
+def test_importance_refuses_fewer_samples_than_the_counterfactual_floor(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["importance", "--samples", "4", "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--samples 4 is below --min-different 5" in err
+    assert "raise --samples to at least 5" in err and "lower --min-different to 4 or less" in err
+    assert not out.exists()  # refused before the model loads: nothing written
 
 
 @pytest.mark.slow

@@ -78,3 +78,21 @@ def test_fits_an_80_column_terminal():
     assert max(len(line) for line in lines) <= 80
     row = next(line for line in lines if "2.347*" in line)
     assert "[1.084, 3.197]" in row and " 28 " in row
+
+
+def test_undefined_counterfactual_values_name_the_floor_and_the_fix():
+    t = pl.DataFrame(
+        {
+            "position": [0, 1, 2],
+            "role": ["a", "b", "c"],
+            "text": ["One.", "Two.", "Three."],
+            "counterfactual_importance_kl": [float("nan"), float("nan"), 0.4],
+            "counterfactual_source": ["undefined", "counterfactual", "counterfactual"],
+        }
+    )
+    from anchors import ImportanceOptions
+
+    out = " ".join(_render(t, options=ImportanceOptions(min_different=7, min_dtf=0.1)).split())
+    assert "2 of 3 sentences undefined" in out
+    assert "1 below the counterfactual floors" in out
+    assert "--min-different 7" in out and "--min-dtf 0.1" in out and "--counterfactual-fallback" in out
