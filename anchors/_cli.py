@@ -38,6 +38,7 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     """
     from anchors._embedding import TextEmbeddings
     from anchors._ta_format import compare_published, import_thought_anchors
+    from cot import TraceError
 
     if not problem_dir.is_dir():
         raise click.BadParameter(
@@ -53,6 +54,8 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     try:
         # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
         table = import_thought_anchors(problem_dir, threshold=threshold, embed=TextEmbeddings(progress=True))
+    except TraceError as exc:  # an empty trace: nothing to import, nothing written
+        raise click.BadParameter(str(exc), param_hint="PROBLEM_DIR") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # a file of the wrong shape (an object where a list belongs, ...) is bad input, not a crash
         raise click.BadParameter(

@@ -219,6 +219,13 @@ def import_thought_anchors(
             "(e.g. .../correct_base_solution/problem_330)"
         )
     chunks = _read_json(labeled_path)
+    if isinstance(chunks, list) and not chunks:
+        from cot import TraceError
+
+        raise TraceError(
+            f"{labeled_path} lists no chunks: the trace is empty, so there is no sentence to import; give a "
+            "problem folder whose chunks_labeled.json lists the sentences of its chain of thought"
+        )
     found = re.search(r"problem_(\d+)", folder.name)
     problem_idx = int(found.group(1)) if found else None
     trace_id = None

@@ -78,3 +78,18 @@ def test_import_files_of_the_wrong_shape_are_usage_errors(small_problem, tmp_pat
     assert result.exit_code == 2, result.output
     assert "thought-anchors layout" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o" / "importance.parquet").exists()
+
+
+def test_import_of_an_empty_trace_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
+    from cotscope.cli import main
+
+    folder = tmp_path / "problem_1"
+    folder.mkdir()
+    (folder / "chunks_labeled.json").write_text("[]")
+    out = tmp_path / "o"
+    assert main(["import", "thought-anchors", str(folder), "--out", str(out)]) != 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "lists no chunks" in lines[0] and "trace is empty" in lines[0], captured.err
+    assert "sentences ->" not in captured.out
+    assert not out.exists()
