@@ -37,6 +37,7 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     incoming importance (from step_importance.json). Published values are kept as published_* columns.
     """
     from anchors._embedding import TextEmbeddings
+    from anchors._progress import step
     from anchors._ta_format import compare_published, import_thought_anchors
     from cot import TraceError
 
@@ -63,6 +64,7 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             "compare it with a published problem folder",
             param_hint="PROBLEM_DIR",
         ) from exc
+    step(f"writing {table.height} sentences, figures and the report to {out_dir}")
     paths = write_imported(table, problem_dir, out_dir, threshold=threshold)
     click.echo(f"{table.height} sentences -> {paths['importance.parquet']} (report: {paths['report.html']})")
     comparison = compare_published(table)

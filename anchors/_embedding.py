@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from anchors._progress import progress
 from cot import atomic_write
 
 __all__ = ["EmbedFn", "TextEmbeddings", "as_text_embeddings"]
@@ -75,7 +75,8 @@ class TextEmbeddings:
         """Row ids of ``texts`` in :attr:`matrix`, embedding the texts not seen before."""
         new = list(dict.fromkeys(t for t in texts if t not in self._index))
         step = min(self._batch_size, 512) if self._progress else self._batch_size
-        with _progress_bar(len(new) if self._progress and len(new) > step else 0) as advance:
+        total = len(new) if self._progress and len(new) > step else 0
+        with progress("embedding sentences", total) as advance:
             for start in range(0, len(new), step):
                 batch = new[start : start + step]
                 vectors = np.asarray(self._fn()(batch), dtype=np.float32)
@@ -139,27 +140,6 @@ class TextEmbeddings:
         if len(ids) == 0:
             return np.zeros((0, self.matrix.shape[1]), np.float32)
         return self.matrix[ids]
-
-
-@contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr for ``total`` texts (nothing when ``total`` is 0)."""
-    if not total:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("embedding sentences"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("embed", total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def as_text_embeddings(embed: TextEmbeddings | EmbedFn | None) -> TextEmbeddings:

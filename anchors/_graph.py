@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -81,7 +80,9 @@ def build_graph(
 def graph_json(graph: nx.DiGraph) -> str:
     """Node-link JSON (``nodes``, ``edges``), strict JSON (no NaN)."""
     data = nx.node_link_data(graph, edges="edges")
-    return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    from cot import json_dumps
+
+    return json_dumps(data, indent=1, ensure_ascii=False) + "\n"
 
 
 def write_graph(graph: nx.DiGraph, out_dir: str | os.PathLike) -> tuple[Path, Path]:

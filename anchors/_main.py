@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -339,7 +338,9 @@ def validate_anchors_command(
     cache_dir,
 ) -> None:
     """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
+    from anchors._progress import count_line, step
     from anchors._validate import TEMPERATURE, validate_anchors  # TEMPERATURE is DEFAULT_TEMPERATURE
+    from cot import json_dumps
 
     temperature = TEMPERATURE if temperature is None else temperature
     n_traces = n_traces or (10 if quick else 50)
@@ -347,8 +348,10 @@ def validate_anchors_command(
 
     def progress(done: int, total: int) -> None:
         if not as_json:
-            click.echo(f"\rscored {done}/{total} traces", nl=done == total, err=True)
+            count_line(f"scored {done}/{total} traces", last=done == total)
 
+    if not as_json:
+        step(f"sampling on-policy arith traces until {n_traces} clean ones are found, then scoring each")
     result = validate_anchors(
         n_traces=n_traces,
         samples=samples,
@@ -360,7 +363,7 @@ def validate_anchors_command(
         options=_floors(min_different, min_dtf, counterfactual_fallback),
     )
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, default=str, allow_nan=False))
+        click.echo(json_dumps(result.to_json(), indent=2, default=str))
         return
     click.echo(
         f"{result.n_traces} on-policy arith traces with one planted load-bearing sentence "
@@ -428,7 +431,7 @@ def receiver_heads_command(
     Heads chosen on the trace they score are circular; choose them on other traces of the same model.
     """
     from anchors._pipeline import pick_receiver_heads
-    from cot import atomic_write_text, load_trace
+    from cot import atomic_write_json, load_trace
 
     if backend != "hf":
         raise click.BadParameter(
@@ -438,5 +441,5 @@ def receiver_heads_command(
     traces = [load_trace(f) for f in trace_files]
     chosen = pick_receiver_heads(be.model, be.tokenizer, traces, top_k=top_k)
     chosen["model"] = model_id
-    atomic_write_text(out, json.dumps(chosen, indent=2) + "\n")
+    atomic_write_json(out, chosen)  # an undefined split-half reliability (too few heads) is null
     click.echo(f"wrote {len(chosen['heads'])} receiver heads chosen on {len(traces)} traces to {out}")

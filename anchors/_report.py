@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cot import atomic_write
+from cot import atomic_write, json_dumps
 
 __all__ = ["render_report", "terminal_summary", "write_outputs"]
 
@@ -402,7 +401,7 @@ def write_outputs(
     metadata = {
         "cotscope.importance.version": str(IMPORTANCE_VERSION),
         "cotscope.importance.embedder": EMBEDDER,
-        "cotscope.importance.settings": json.dumps(settings, default=str, sort_keys=True),
+        "cotscope.importance.settings": json_dumps(settings, default=str, sort_keys=True),
     }
     paths: dict[str, Path] = {}
     paths["importance.parquet"] = atomic_write(

@@ -8,7 +8,6 @@ the document with ``textContent``, never as markup.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -105,7 +104,9 @@ ROLE_TAGS = {
 def script_json(data: Any) -> str:
     """``data`` as JSON that is safe inside ``<script type="application/json">``: strict (no NaN), and with every
     ``<``, ``>``, ``&``, U+2028 and U+2029 written as a ``\\u`` escape, so no text can close the script element."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    from cot import json_dumps
+
+    text = json_dumps(data, ensure_ascii=False, separators=(",", ":"))
     for char, escaped in (
         ("&", "\\u0026"),
         ("<", "\\u003c"),

@@ -159,7 +159,7 @@ def write_thought_anchors(
     table: pl.DataFrame, matrix: np.ndarray | None, out_dir: str | os.PathLike, *, trace: Any = None
 ) -> list[Path]:
     """Write the three files into ``out_dir`` atomically; returns their paths."""
-    from cot import atomic_write_text
+    from cot import atomic_write_json
 
     out = Path(out_dir)
     problem_idx = _problem_idx(trace) if trace is not None else 0
@@ -168,10 +168,7 @@ def write_thought_anchors(
         "step_importance.json": to_step_importance(table, matrix),
         "summary.json": to_summary(table, matrix, problem_idx=problem_idx),
     }
-    return [
-        atomic_write_text(out / name, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-        for name, data in files.items()
-    ]
+    return [atomic_write_json(out / name, data, indent=2) for name, data in files.items()]
 
 
 # -- import ------------------------------------------------------------------------------------------------------

@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(run_variant(args.child, json.loads(args.shape), args.dtype)))
+        from cot import json_dumps
+
+        print(json_dumps(run_variant(args.child, json.loads(args.shape), args.dtype)))
         return
 
     shape = QUICK if args.quick else FULL

@@ -93,3 +93,13 @@ def test_import_of_an_empty_trace_is_a_one_line_error_and_writes_nothing(tmp_pat
     assert len(lines) == 1 and "lists no chunks" in lines[0] and "trace is empty" in lines[0], captured.err
     assert "sentences ->" not in captured.out
     assert not out.exists()
+
+
+def test_import_says_when_it_writes_the_outputs(small_problem, tmp_path, capsys):
+    from cotscope.cli import main
+
+    assert main(["import", "thought-anchors", str(small_problem), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert any(line.startswith("writing 2 sentences, figures and the report to") for line in lines), lines

@@ -165,6 +165,8 @@ def test_a_trace_read_from_out_is_not_rewritten(importance_out, tmp_path):
             "importance",
             "--samples",
             "2",
+            "--min-different",
+            "2",
             "--no-whitebox",
             "--trace",
             str(out / "trace.json"),

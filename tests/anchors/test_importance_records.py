@@ -17,7 +17,8 @@ TRACE = Path(__file__).parents[1] / "data" / "arith_trace.json"
 @pytest.fixture(scope="module")
 def run_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("records")
-    args = ["importance", "--trace", str(TRACE), "--samples", "3", "--seed", "7", "--no-whitebox"]
+    args = ["importance", "--trace", str(TRACE), "--samples", "3", "--min-different", "3", "--seed", "7"]
+    args.append("--no-whitebox")
     assert main([*args, "--out", str(out), "--quiet"]) == 0
     return out
 
@@ -78,7 +79,8 @@ def test_out_of_range_seed_is_a_usage_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_all_rollouts_failed_is_one_line_and_exit_1(tmp_path, capsys):
     args = ["importance", "--trace", str(TRACE), "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]
-    code = main([*args, "--samples", "2", "--backend-option", "max_retries=0", "--out", str(tmp_path), "-q"])
+    args += ["--samples", "2", "--min-different", "2", "--backend-option", "max_retries=0"]
+    code = main([*args, "--out", str(tmp_path), "-q"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cotscope: error")]
     assert code == 1 and len(err) == 1 and "rollouts failed (connection)" in err[0]
 

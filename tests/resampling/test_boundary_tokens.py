@@ -94,6 +94,7 @@ def test_importance_runs_on_a_published_trace_with_a_real_tokenizer(deepseek_tok
 
     out = tmp_path / "out"
     args = ["importance", "--model", str(model_dir), "--trace", str(trace_file), "--samples", "2"]
+    args += ["--min-different", "2"]
     args += [
         "--temperature",
         "0.6",
