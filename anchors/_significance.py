@@ -10,19 +10,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from anchors._formulas import kl_divergence
+from anchors._formulas import METRICS, kl_divergence
 from anchors._options import NO_ANSWER, ImportanceOptions, _check_rollouts
 
-SIGNIFICANCE_METRICS: tuple[str, ...] = (
-    "resampling_importance_accuracy",
-    "resampling_importance_kl",
-    "counterfactual_importance_accuracy",
-    "counterfactual_importance_kl",
-    "forced_importance_accuracy",
-    "forced_importance_kl",
-    "counterfactual_pp_importance_accuracy",
-    "counterfactual_pp_importance_kl",
-)
+SIGNIFICANCE_METRICS: tuple[str, ...] = tuple(name for name in METRICS if "_importance_" in name)
 """The metrics that compare two sets of rollouts; each has ``<metric>_p`` (permutation p-value, NaN where the metric
 is undefined or ``n_permutations`` is 0) and ``<metric>_significant`` (``p < significance_level``; null where p is
 NaN) columns.
