@@ -184,6 +184,7 @@ def importance(
         sampling_defaults,
         write_importance,
     )
+    from anchors._progress import step
     from anchors._report import terminal_summary
     from cot import embed_sentences, load_trace
     from resampling import SamplingParams
@@ -228,6 +229,8 @@ def importance(
         max_new_tokens=sampling["forced_max_new_tokens"],
     )
     if trace is None:
+        if not quiet:
+            step(f"writing the on-policy trace of problem {seed} with {model_id}")
         trace, _ = onpolicy_trace(
             be,
             model_id,
@@ -287,6 +290,8 @@ def importance(
         click.echo(f"cotscope: warning: {line}", err=True)
     if warnings:
         notes["warnings"] = " | ".join(warnings)
+    if not quiet:
+        step(f"writing the table, report, figures and graph to {out}")
     paths = write_importance(run, out, notes, source=trace_file)
     if not quiet:
         terminal_summary(run.table, top=8, options=run.options)

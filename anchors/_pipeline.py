@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from anchors._progress import step
+
 __all__ = [
     "DEFAULT_TEMPERATURE",
     "ImportanceRun",
@@ -281,6 +283,8 @@ def compute_importance(
     result.stats["graded_against"] = graded_against
     result.stats["truth"] = truth
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)
+    if not quiet:
+        step(f"scoring {len(prefixes.sentences)} sentences: importance, intervals and p-values")
     emb = _run_embeddings(embed, cache_dir, quiet)
     matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
     table = importance_table(
@@ -289,6 +293,8 @@ def compute_importance(
     emb.save()
     supp = None
     if whitebox and getattr(backend, "model", None) is not None:
+        if not quiet:
+            step("white-box: receiver heads and attention suppression")
         given = None if receiver_heads is None else [tuple(h) for h in receiver_heads["heads"]]
         cols, supp, heads = whitebox_columns(backend.model, prefixes, heads=given)
         table = table.with_columns(

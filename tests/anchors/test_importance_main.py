@@ -202,3 +202,17 @@ def test_validate_anchors_reports_significance_at_each_sample_count(tmp_path):
     assert null["n"] == full.traces[0]["n_sentences"] + 1  # positions 0..K, three rollouts a half
     assert null["mean_per_half"] == 3.0 and 0.0 <= null["kl_flagged"] <= 1.0
     assert full.to_json()["significance_by_samples"]["3"] == alone.to_json()["significance"]
+
+
+@pytest.mark.slow
+def test_importance_says_each_long_step_on_plain_lines(importance_out, tmp_path, capsys):
+    """Off a terminal (a log file), every step of a few seconds or more has its own line, and no carriage return."""
+    trace = str(importance_out / "trace.json")
+    cache = str(importance_out / ".cache")  # the rollouts are cached: no sampling here
+    out = tmp_path / "again"
+    assert main(["importance", "--trace", trace, "--samples", "6", "--cache", cache, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    for start in ("scoring ", "white-box: ", "writing the table, report, figures and graph to "):
+        assert any(line.startswith(start) for line in lines), (start, lines)
