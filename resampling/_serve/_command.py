@@ -6,7 +6,7 @@ import click
 
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL
-from resampling._serve._faults import FaultSpec
+from resampling._serve._faults import FaultSpec, fault_kinds_text
 from resampling._serve._requests import ServeLimits
 from resampling._serve._server import CompletionServer, is_loopback
 
@@ -47,7 +47,7 @@ _LIMIT_DEFAULTS = ServeLimits()
     default=None,
     metavar="SPEC",
     help="Answer a share of requests with faults, e.g. '429:0.2,500:0.1,timeout:0.05,garbled:0.1' "
-    "(kinds: 429, 500, 503 or any 4xx/5xx code, timeout, garbled, short, reset).",
+    f"(kinds: {fault_kinds_text()}).",
 )
 @click.option("--fault-seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
 @click.option(

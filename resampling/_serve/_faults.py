@@ -4,15 +4,44 @@ a truncated body, a response with a missing choice, or a closed connection, so c
 
 from __future__ import annotations
 
+import difflib
 import random
 from dataclasses import dataclass
 
-from resampling._errors import EngineInputError, unknown_choice
+from resampling._errors import EngineInputError
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "garbled", "short", "reset")
-"""``429``/``500``/``503`` (or any other 4xx/5xx code): that HTTP error; ``timeout``: hang without answering (for
-``hang_s``), so a client with a shorter timeout gives up; ``garbled``: a 200 whose JSON body is cut short;
-``short``: a well-formed 200 with one choice missing; ``reset``: close the connection without an answer."""
+FAULTS: dict[str, str] = {
+    "429": "that HTTP status, with an OpenAI-style error body",
+    "500": "that HTTP status, with an OpenAI-style error body",
+    "503": "that HTTP status, with an OpenAI-style error body",
+    "timeout": "no answer for ``hang_s``, then a closed connection (a client with a shorter timeout gives up)",
+    "garbled": "a 200 whose JSON body is cut short",
+    "short": "a well-formed 200 with one choice missing",
+    "reset": "the connection closed without an answer",
+}
+"""The registry of fault kinds: kind -> what the client sees. Any other HTTP status 400-599 is accepted as well."""
+
+FAULT_KINDS = tuple(FAULTS)
+HTTP_FAULT_RANGE = (400, 599)
+
+
+def _is_http_fault(kind: str) -> bool:
+    return kind.isdigit() and HTTP_FAULT_RANGE[0] <= int(kind) <= HTTP_FAULT_RANGE[1]
+
+
+def fault_kinds_text() -> str:
+    """Every accepted kind, for errors and help: ``429, 500, 503 or any HTTP status 400-599, timeout, ...``."""
+    codes = [k for k in FAULT_KINDS if k.isdigit()]
+    named = [k for k in FAULT_KINDS if not k.isdigit()]
+    low, high = HTTP_FAULT_RANGE
+    return ", ".join([f"{', '.join(codes)} or any HTTP status {low}-{high}", *named])
+
+
+def unknown_fault(kind: str) -> EngineInputError:
+    """The error for a kind that is not in :data:`FAULTS`: every accepted kind, and the closest one."""
+    close = difflib.get_close_matches(kind, FAULT_KINDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return EngineInputError(f"unknown fault '{kind}'; choose one of: {fault_kinds_text()}{hint}")
 
 
 @dataclass(frozen=True)
@@ -24,7 +53,7 @@ class FaultSpec:
 
     @classmethod
     def parse(cls, spec: str | FaultSpec | dict[str, float] | None) -> FaultSpec:
-        """Read ``KIND:P,KIND:P,...``; kinds are in :data:`FAULT_KINDS` or any HTTP status code 400-599."""
+        """Read ``KIND:P,KIND:P,...``; kinds are in :data:`FAULTS` or any HTTP status code 400-599."""
         if spec is None or isinstance(spec, FaultSpec):
             return spec or cls()
         items = list(spec.items()) if isinstance(spec, dict) else []
@@ -46,8 +75,8 @@ class FaultSpec:
         rates = []
         for kind, p in items:
             kind = str(kind).lower()
-            if kind not in FAULT_KINDS and not (kind.isdigit() and 400 <= int(kind) <= 599):
-                raise unknown_choice("fault", kind, list(FAULT_KINDS))
+            if kind not in FAULTS and not _is_http_fault(kind):
+                raise unknown_fault(kind)
             if not 0 <= float(p) <= 1:
                 raise EngineInputError(f"fault '{kind}' has probability {p}; it must be in [0, 1]")
             rates.append((kind, float(p)))

@@ -213,6 +213,23 @@ def test_fault_spec_parses_and_rejects_bad_specs():
         FaultSpec.parse("429:x")
 
 
+def test_an_unknown_fault_kind_lists_every_accepted_kind():
+    from click.testing import CliRunner
+
+    from resampling._serve import FAULT_KINDS
+
+    bad = CliRunner().invoke(serve, ["--inject-faults", "bogus:2"])
+    assert bad.exit_code == 2 and "unknown fault 'bogus'" in bad.output
+    listed = bad.output.split("choose one of:")[1]
+    for kind in FAULT_KINDS:
+        assert kind in listed, (kind, bad.output)
+    assert "400-599" in listed  # any other HTTP status is accepted too
+    for accepted in (*FAULT_KINDS, "418", "599"):  # every kind the list names parses
+        assert FaultSpec.parse(f"{accepted}:0.5").rates == ((accepted, 0.5),)
+    with pytest.raises(EngineInputError, match="unknown fault '600'"):
+        FaultSpec.parse("600:0.1")
+
+
 def test_fault_draws_follow_the_rates():
     spec = FaultSpec.parse("429:0.2,timeout:0.1,garbled:0.3")
     rng = random.Random(0)
