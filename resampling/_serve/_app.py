@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from resampling._serve._requests import _HTTPError, _loads
 
 if TYPE_CHECKING:
     from resampling._serve._server import CompletionServer
+
+_log = logging.getLogger("cotscope.serve")
 
 # -- the transport: read timeout, and a handle to close a connection without answering ---------------------------
 
@@ -149,6 +153,11 @@ def _make_app(server: CompletionServer) -> Any:
         except _HTTPError as exc:
             server._count("errors")
             return error(exc)
+        except ClientDisconnect:  # one line, not a traceback: nothing was done for the request
+            server._count("disconnected")
+            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+            _log.info("%s disconnected before sending the whole request body; the request is dropped", client)
+            return Response(status_code=400)  # never sent: the connection is gone
         fault = server._draw_fault()
         if fault == "timeout":
             deadline = time.monotonic() + server.hang_s

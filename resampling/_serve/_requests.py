@@ -6,6 +6,7 @@ A bad ``/v1/completions`` body raises :class:`HTTPError` (a 400 that names the f
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import secrets
@@ -30,7 +31,27 @@ _REFUSED_FIELDS = {
     "stop_token_ids": None,
     "prompt_logprobs": None,
     "min_tokens": 0,
+    "stream_options": None,
 }
+_SUPPORTED_FIELDS = (
+    # the OpenAI completions API's fields that this server implements
+    "model",
+    "prompt",
+    "max_tokens",
+    "n",
+    "seed",
+    "temperature",
+    "top_p",
+    "stop",
+    "best_of",  # only equal to n
+    "user",  # an end-user id for the provider's logs; it never changes the output
+    # vLLM's extensions
+    "top_k",
+    "return_token_ids",
+    "add_special_tokens",
+)
+_KNOWN_FIELDS = frozenset(_SUPPORTED_FIELDS) | frozenset(_REFUSED_FIELDS)
+"""Every other field is refused with a 400 that names it: a misspelt ``temprature`` must not sample at 1."""
 _CHARS_PER_TOKEN_BOUND = 8
 """String prompts longer than this many characters per allowed token are refused before they are tokenized."""
 
@@ -162,6 +183,22 @@ class _Request:
         return len(self.prompts) * self.n * int(self.params.max_new_tokens or 0)
 
 
+def _refuse_unknown_fields(body: dict) -> None:
+    """A 400 naming every field this server neither implements nor refuses by name (a typo, another API's field)."""
+    unknown = [str(name) for name in body if name not in _KNOWN_FIELDS]
+    if not unknown:
+        return
+    shown = ", ".join(repr(name[:60]) for name in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+    close = difflib.get_close_matches(unknown[0], _KNOWN_FIELDS, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise _HTTPError(
+        400,
+        f"unrecognized request field{'s' if len(unknown) > 1 else ''} {shown}{hint}; cotscope serve accepts: "
+        f"{', '.join(_SUPPORTED_FIELDS)}",
+        unknown[0][:60],
+    )
+
+
 class RequestValidator:
     """Turns a ``/v1/completions`` body into a :class:`_Request`, or raises the 4xx that says what is wrong."""
 
@@ -186,6 +223,7 @@ class RequestValidator:
         """Validate a ``/v1/completions`` body; bad input raises a 400 that names the field and the fix."""
         if not isinstance(body, dict):
             raise _HTTPError(400, "the request body must be a JSON object")
+        _refuse_unknown_fields(body)
         model = body.get("model")
         if model is not None and model != self.model_name:
             shown = json.dumps(model)[:80]

@@ -83,7 +83,8 @@ class CompletionServer:
         self._api_key = api_key
         self.set_faults(faults, fault_seed)
         self.stats: Counter[str] = Counter()
-        """``requests``, ``completions``, ``errors``, ``refused_busy`` and ``fault_<kind>`` for each injected fault."""
+        """``requests``, ``completions``, ``errors``, ``refused_busy``, ``disconnected`` and ``fault_<kind>`` for each
+        injected fault."""
         self.recent_requests: deque[dict[str, Any]] = deque(maxlen=10_000)
         """The latest served requests: ``prompts`` (token ids), ``n``, ``seed`` (what reached the model)."""
         self.queued_tokens = 0

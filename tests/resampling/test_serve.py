@@ -105,6 +105,48 @@ def test_bad_requests_get_a_clear_error(server, body, status, needle):
     assert needle in out["error"]["message"]
 
 
+def test_unknown_fields_are_refused_by_name_not_ignored(server):
+    """A misspelt ``temprature`` must not sample at the default temperature 1 (OpenAI refuses it too)."""
+    status, out = post(server.url + "/completions", {"prompt": PROMPT, "max_tokens": 4, "temprature": 0.0})
+    assert status == 400, out
+    assert (
+        "'temprature'" in out["error"]["message"] and "did you mean 'temperature'" in out["error"]["message"]
+    )
+    assert out["error"]["param"] == "temprature"
+    status, out = post(
+        server.url + "/completions", {"prompt": PROMPT, "max_tokens": 4, "ignore_eos": True, "foo": 1}
+    )
+    assert status == 400 and "'ignore_eos', 'foo'" in out["error"]["message"]
+    # fields of the OpenAI API this server does not implement get a 400 that names them, unless off
+    status, out = post(
+        server.url + "/completions", {"prompt": PROMPT, "max_tokens": 4, "stream_options": {"x": 1}}
+    )
+    assert status == 400 and "'stream_options'" in out["error"]["message"]
+    # every field the OpenAI completions API defines is known: implemented, or refused by name when not off
+    openai_fields = {
+        "model": "tiny",
+        "prompt": PROMPT,
+        "best_of": 1,
+        "echo": False,
+        "frequency_penalty": 0.0,
+        "logit_bias": None,
+        "logprobs": None,
+        "max_tokens": 2,
+        "n": 1,
+        "presence_penalty": 0.0,
+        "seed": 1,
+        "stop": None,
+        "stream": False,
+        "stream_options": None,
+        "suffix": None,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "user": "someone",
+    }
+    status, out = post(server.url + "/completions", openai_fields)
+    assert status == 200, out
+
+
 def test_bad_json_and_unknown_routes(server):
     status, out = post(server.url + "/completions", b"{not json")
     assert status == 400 and "not valid JSON" in out["error"]["message"]

@@ -1,6 +1,7 @@
 """``cotscope serve`` against hostile input over loopback: admission limits, malformed bodies, slow clients."""
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -199,6 +200,23 @@ def test_hostile_bodies_get_a_400(server, raw, needle):
 
 
 # -- connections ----------------------------------------------------------------------------------------------
+
+
+def test_a_client_gone_mid_body_leaves_one_log_line_not_a_traceback(server, caplog):
+    caplog.set_level(logging.INFO)
+    before = server.stats["disconnected"]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"pro')
+        time.sleep(0.2)  # the body is being read when the client goes
+    deadline = time.monotonic() + 10
+    while not caplog.records and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # a traceback, had there been one, is logged by now
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert server.stats["disconnected"] == before + 1
+    lines = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(lines) == 1 and "before sending the whole request body" in lines[0], lines
+    assert post_raw(server.port, body())[0] == 200
 
 
 def test_half_sent_requests_time_out(hf):
