@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from resampling._serve._requests import _HTTPError, _loads
+from resampling._serve._requests import _ClientGone, _HTTPError, _loads
 
 if TYPE_CHECKING:
     from resampling._serve._server import CompletionServer
@@ -81,6 +81,17 @@ async def _drop_connection(scope: dict) -> None:
         transport.abort()
     for _ in range(3):
         await asyncio.sleep(0)  # let uvicorn see the disconnect, so it does not try to answer
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has closed the connection (after the body is read, uvicorn's ``receive`` waits for
+    nothing else)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _client(request: Request) -> str:
+    return f"client {request.client.host}:{request.client.port}" if request.client else "a client"
 
 
 async def read_body(request: Any, limit: int) -> bytes:
@@ -155,8 +166,10 @@ def _make_app(server: CompletionServer) -> Any:
             return error(exc)
         except ClientDisconnect:  # one line, not a traceback: nothing was done for the request
             server._count("disconnected")
-            client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
-            _log.info("%s disconnected before sending the whole request body; the request is dropped", client)
+            _log.info(
+                "%s disconnected before sending the whole request body; the request is dropped",
+                _client(request),
+            )
             return Response(status_code=400)  # never sent: the connection is gone
         fault = server._draw_fault()
         if fault == "timeout":
@@ -171,11 +184,22 @@ def _make_app(server: CompletionServer) -> Any:
         if fault is not None and fault.isdigit():
             message = {"429": "rate limit exceeded (injected fault)"}.get(fault, f"injected fault {fault}")
             return error(_HTTPError(int(fault), message, kind="server_error"))
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            response = await server.complete(server.parse(_loads(raw)))
+            response = await server.complete(server.parse(_loads(raw)), gone)
         except _HTTPError as exc:
             server._count("errors")
             return error(exc)
+        except _ClientGone as exc:
+            _log.info(
+                "%s disconnected while its request was decoded; its remaining work is dropped (%d rollouts were "
+                "decoded)",
+                _client(request),
+                exc.args[0],
+            )
+            return Response(status_code=499)  # never sent: the connection is gone
+        finally:
+            gone.cancel()
         if fault == "garbled":
             data = json.dumps(response).encode()
             return Response(data[: max(1, len(data) // 2)], media_type="application/json")

@@ -104,6 +104,14 @@ _LIMIT_DEFAULTS = ServeLimits()
     help="Seconds a connection may take to send a whole request.",
 )
 @click.option(
+    "--slice-tokens",
+    type=click.IntRange(min=1),
+    default=2**14,
+    show_default=True,
+    help="Most tokens (rows x max_tokens) of one request decoded per round: a small request waits for one slice "
+    "of a heavy one, not the whole of it. Lower: shorter waits; higher: more throughput for a lone heavy request.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
@@ -129,6 +137,7 @@ def serve(
     max_queued_tokens,
     max_body_bytes,
     read_timeout,
+    slice_tokens,
     threads,
     quiet,
 ) -> None:
@@ -183,6 +192,7 @@ def serve(
             hang_s=hang_seconds,
             api_key=key,
             limits=limits,
+            slice_tokens=slice_tokens,
             quiet=quiet,
         )
     except EngineInputError as exc:

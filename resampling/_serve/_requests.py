@@ -124,6 +124,10 @@ class _HTTPError(Exception):
         }
 
 
+class _ClientGone(Exception):
+    """The client disconnected while its request was decoded; the argument is the rollouts decoded by then."""
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 

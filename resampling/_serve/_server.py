@@ -20,7 +20,7 @@ from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL
 from resampling._serve._app import _make_app, _protocol_class
 from resampling._serve._faults import FaultSpec
-from resampling._serve._requests import RequestValidator, ServeLimits, _HTTPError, _Request
+from resampling._serve._requests import RequestValidator, ServeLimits, _ClientGone, _HTTPError, _Request
 from resampling._serve._scheduler import _Batcher
 
 # -- the server -----------------------------------------------------------------------------------------------
@@ -37,7 +37,9 @@ class CompletionServer:
         fault_seed: seed of the fault draws (one draw per request, in arrival order).
         hang_s: how long a ``timeout`` fault hangs before closing the connection; set it above the client timeout.
         batch_window_s: how long the worker waits after a request arrives for others to batch with it.
-        max_batch_rollouts: most rollouts decoded in one ``generate`` call.
+        max_batch_rollouts: most rollouts decoded in one ``generate`` call (one round of the worker).
+        slice_tokens: most tokens (rows x ``max_tokens``) of one request decoded in one round: a small request waits
+            for one slice of a heavy one, not the whole of it (see :mod:`resampling._serve._scheduler`).
         api_key: when set, requests must send ``Authorization: Bearer <api_key>`` (401 otherwise). Never logged.
         limits: admission limits (:class:`ServeLimits`; the defaults are safe for a shared machine).
         quiet: no request log on stderr.
@@ -55,6 +57,7 @@ class CompletionServer:
         hang_s: float = 60.0,
         batch_window_s: float = 0.002,
         max_batch_rollouts: int = 1024,
+        slice_tokens: int = 2**14,
         api_key: str | None = None,
         limits: ServeLimits | None = None,
         quiet: bool = True,
@@ -83,7 +86,8 @@ class CompletionServer:
         self._api_key = api_key
         self.set_faults(faults, fault_seed)
         self.stats: Counter[str] = Counter()
-        """``requests``, ``completions``, ``errors``, ``refused_busy``, ``disconnected`` and ``fault_<kind>`` for each
+        """``requests``, ``completions``, ``errors``, ``refused_busy``, ``disconnected`` (gone while sending the body),
+        ``cancelled`` (gone while the request was decoded) and ``fault_<kind>`` for each
         injected fault."""
         self.recent_requests: deque[dict[str, Any]] = deque(maxlen=10_000)
         """The latest served requests: ``prompts`` (token ids), ``n``, ``seed`` (what reached the model)."""
@@ -104,7 +108,9 @@ class CompletionServer:
             ) from None
         self.host = host
         self.port = int(self._socket.getsockname()[1])
-        self._batcher = _Batcher(backend, batch_window_s, max_batch_rollouts)
+        if int(slice_tokens) < 1:
+            raise EngineInputError(f"slice_tokens must be >= 1, got {slice_tokens}")
+        self._batcher = _Batcher(backend, batch_window_s, max_batch_rollouts, slice_tokens)
         self._uvicorn = self._make_uvicorn()
         self._thread: threading.Thread | None = None
 
@@ -236,7 +242,9 @@ class CompletionServer:
                 )
             self.queued_tokens += req.tokens
 
-    async def complete(self, req: _Request) -> dict[str, Any]:
+    async def complete(self, req: _Request, gone: asyncio.Future | None = None) -> dict[str, Any]:
+        """Decode the request and build its answer; ``gone`` (done when the client disconnects) cancels it: the
+        work not yet started is dropped, its queued tokens are released, and :class:`_ClientGone` is raised."""
         self._admit(req)
         try:
             rid = uuid.uuid4().hex
@@ -250,7 +258,19 @@ class CompletionServer:
                 self.recent_requests.append(
                     {"prompts": [list(p) for p in req.prompts], "n": req.n, "seed": req.seed}
                 )
-            results = await asyncio.wrap_future(self._batcher.submit(jobs))
+            work = self._batcher.submit(jobs)
+            answer = asyncio.wrap_future(work.future)
+            try:
+                if gone is not None:
+                    await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    if not answer.done():
+                        self._batcher.cancel(work)
+                        self._count("cancelled")
+                        raise _ClientGone(work.rollouts - work.left)
+                results = await answer
+            except asyncio.CancelledError:
+                self._batcher.cancel(work)
+                raise
         finally:
             with self._lock:
                 self.queued_tokens -= req.tokens
