@@ -105,6 +105,48 @@ def test_bad_requests_get_a_clear_error(server, body, status, needle):
     assert needle in out["error"]["message"]
 
 
+def test_unknown_fields_are_refused_by_name_not_ignored(server):
+    """A misspelt ``temprature`` must not sample at the default temperature 1 (OpenAI refuses it too)."""
+    status, out = post(server.url + "/completions", {"prompt": PROMPT, "max_tokens": 4, "temprature": 0.0})
+    assert status == 400, out
+    assert (
+        "'temprature'" in out["error"]["message"] and "did you mean 'temperature'" in out["error"]["message"]
+    )
+    assert out["error"]["param"] == "temprature"
+    status, out = post(
+        server.url + "/completions", {"prompt": PROMPT, "max_tokens": 4, "ignore_eos": True, "foo": 1}
+    )
+    assert status == 400 and "'ignore_eos', 'foo'" in out["error"]["message"]
+    # fields of the OpenAI API this server does not implement get a 400 that names them, unless off
+    status, out = post(
+        server.url + "/completions", {"prompt": PROMPT, "max_tokens": 4, "stream_options": {"x": 1}}
+    )
+    assert status == 400 and "'stream_options'" in out["error"]["message"]
+    # every field the OpenAI completions API defines is known: implemented, or refused by name when not off
+    openai_fields = {
+        "model": "tiny",
+        "prompt": PROMPT,
+        "best_of": 1,
+        "echo": False,
+        "frequency_penalty": 0.0,
+        "logit_bias": None,
+        "logprobs": None,
+        "max_tokens": 2,
+        "n": 1,
+        "presence_penalty": 0.0,
+        "seed": 1,
+        "stop": None,
+        "stream": False,
+        "stream_options": None,
+        "suffix": None,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "user": "someone",
+    }
+    status, out = post(server.url + "/completions", openai_fields)
+    assert status == 200, out
+
+
 def test_bad_json_and_unknown_routes(server):
     status, out = post(server.url + "/completions", b"{not json")
     assert status == 400 and "not valid JSON" in out["error"]["message"]
@@ -211,6 +253,23 @@ def test_fault_spec_parses_and_rejects_bad_specs():
         FaultSpec.parse("429")
     with pytest.raises(EngineInputError, match="'x' is not a number"):
         FaultSpec.parse("429:x")
+
+
+def test_an_unknown_fault_kind_lists_every_accepted_kind():
+    from click.testing import CliRunner
+
+    from resampling._serve import FAULT_KINDS
+
+    bad = CliRunner().invoke(serve, ["--inject-faults", "bogus:2"])
+    assert bad.exit_code == 2 and "unknown fault 'bogus'" in bad.output
+    listed = bad.output.split("choose one of:")[1]
+    for kind in FAULT_KINDS:
+        assert kind in listed, (kind, bad.output)
+    assert "400-599" in listed  # any other HTTP status is accepted too
+    for accepted in (*FAULT_KINDS, "418", "599"):  # every kind the list names parses
+        assert FaultSpec.parse(f"{accepted}:0.5").rates == ((accepted, 0.5),)
+    with pytest.raises(EngineInputError, match="unknown fault '600'"):
+        FaultSpec.parse("600:0.1")
 
 
 def test_fault_draws_follow_the_rates():

@@ -1,6 +1,7 @@
 """``cotscope serve`` against hostile input over loopback: admission limits, malformed bodies, slow clients."""
 
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+from resampling import GenerationJob, SamplingParams
 from resampling._hf import HFBackend
 from resampling._openai import OpenAIBackend
 from resampling._serve import CompletionServer, ServeLimits, serve
@@ -169,6 +171,90 @@ def test_queued_work_is_bounded_across_clients_with_429_and_retry_after(hf):
         assert post_raw(srv.port, body(max_tokens=1))[0] == 200  # room again
 
 
+# -- scheduling: a fair share per request, and cancellation ------------------------------------------------------
+
+
+class _Recorder:
+    """The hf backend, recording the rows of each ``generate`` call; the first call waits until the test opens the
+    gate, so the test knows which work is under way."""
+
+    def __init__(self, hf):
+        self.hf, self.tokenizer, self.model, self.model_id = hf, hf.tokenizer, hf.model, "tiny"
+        self.gate = threading.Event()
+        self.started = threading.Event()
+        self.calls: list[list[tuple[str, int]]] = []
+
+    def generate(self, jobs):
+        self.calls.append([(j.key, len(j.samples)) for j in jobs])
+        self.started.set()
+        self.gate.wait(30)
+        yield from self.hf.generate(jobs)
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+HEAVY = {"n": 64, "max_tokens": 16, "seed": 5, "return_token_ids": True}
+"""64 rows x 16 tokens: 16 slices of 4 rows with ``slice_tokens=64``."""
+
+
+def test_a_small_request_is_answered_before_a_heavy_one_finishes(hf):
+    rec = _Recorder(hf)
+    with CompletionServer(rec, model_name="tiny", port=0, slice_tokens=64) as srv:
+        heavy: dict = {}
+        small: dict = {}
+
+        def send(out, **fields):
+            out["r"] = post_raw(srv.port, body(**fields))
+            out["at"] = time.monotonic()
+
+        threading.Thread(target=send, args=(heavy,), kwargs=HEAVY).start()
+        assert rec.started.wait(10)  # the heavy request's first slice is under way
+        threading.Thread(target=send, args=(small,), kwargs={"n": 1, "max_tokens": 2}).start()
+        assert wait_for(lambda: srv.queued_tokens == 64 * 16 + 2)
+        rec.gate.set()
+        assert wait_for(lambda: "at" in heavy and "at" in small, 60)
+        assert small["r"][0] == 200 and heavy["r"][0] == 200
+        assert small["at"] < heavy["at"]  # answered while the heavy request was still decoding
+        rows = [[r for _, r in call] for call in rec.calls]
+        assert rows[0] == [4] and sorted(rows[1]) == [1, 4]  # the next round: the small one beside one slice
+        assert sum(map(sum, rows)) == 64 + 1 and max(map(max, rows)) == 4  # no round holds more than a slice
+    # slicing never changes a result: the rollouts equal one hf call over all 64 samples
+    params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=16)
+    job = GenerationJob("x", tuple(PROMPT), tuple(range(64)), tuple(range(5, 69)), params)
+    want = [c.token_ids for c in next(iter(hf.generate([job])))[1]]
+    assert [c["token_ids"] for c in heavy["r"][1]["choices"]] == want
+
+
+def test_a_disconnected_request_is_cancelled_and_its_work_dropped(hf, caplog):
+    caplog.set_level(logging.INFO)
+    rec = _Recorder(hf)
+    with CompletionServer(rec, model_name="tiny", port=0, slice_tokens=64) as srv:
+        data = body(**HEAVY)
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+        )
+        assert rec.started.wait(10)  # its first slice is under way
+        sock.close()
+        assert wait_for(
+            lambda: srv.queued_tokens == 0
+        )  # released at once, not when the work would have ended
+        assert srv.stats["cancelled"] == 1
+        rec.gate.set()
+        time.sleep(0.3)
+        decoded = sum(r for call in rec.calls for _, r in call)
+        assert decoded == 4 and srv._batcher.dropped_rollouts == 60  # the slice under way, nothing after it
+        assert post_raw(srv.port, body())[0] == 200
+    lines = [r.getMessage() for r in caplog.records if "disconnected while" in r.getMessage()]
+    assert len(lines) == 1 and "remaining work is dropped" in lines[0]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 # -- malformed bodies -----------------------------------------------------------------------------------------
 
 
@@ -199,6 +285,23 @@ def test_hostile_bodies_get_a_400(server, raw, needle):
 
 
 # -- connections ----------------------------------------------------------------------------------------------
+
+
+def test_a_client_gone_mid_body_leaves_one_log_line_not_a_traceback(server, caplog):
+    caplog.set_level(logging.INFO)
+    before = server.stats["disconnected"]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"pro')
+        time.sleep(0.2)  # the body is being read when the client goes
+    deadline = time.monotonic() + 10
+    while not caplog.records and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # a traceback, had there been one, is logged by now
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert server.stats["disconnected"] == before + 1
+    lines = [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(lines) == 1 and "before sending the whole request body" in lines[0], lines
+    assert post_raw(server.port, body())[0] == 200
 
 
 def test_half_sent_requests_time_out(hf):
