@@ -100,11 +100,7 @@ def test_lazy_packages_stay_light_on_import():
         "    found[package] = [m for m in heavy if m in sys.modules]\n"
         "print(json.dumps(found))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=REPO
-    )
-    assert json.loads(out.stdout) == {package: [] for package in STAYS_OUT}
+    assert json.loads(_fresh_python(code)) == {package: [] for package in STAYS_OUT}
 
 
 def test_lazy_name_loads_its_module_on_first_use():
@@ -114,11 +110,16 @@ def test_lazy_name_loads_its_module_on_first_use():
         "steganography.ExperimentResult\n"
         "print(before, 'steganography._experiments' in sys.modules)\n"
     )
+    assert _fresh_python(code).split() == ["False", "True"]
+
+
+def _fresh_python(code: str) -> str:
+    """Stdout of ``code`` run in a new interpreter (nothing imported yet) on this checkout."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=REPO
     )
-    assert out.stdout.split() == ["False", "True"]
+    return run.stdout
 
 
 # A throwaway package shows the check above catches a name added in one place only.
