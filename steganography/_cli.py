@@ -210,15 +210,28 @@ EXPERIMENT_NAMES = ("blind-decode", "swap-cot", "paraphrase")
     help="paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (settings and summary rows).")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def experiment(
-    name: str, n: int, seed: int, samples: int, out: str | None, probe: str | None, as_json: bool
+    name: str,
+    n: int,
+    seed: int,
+    samples: int,
+    out: str | None,
+    probe: str | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
-    """Run experiment NAME on the shipped organisms: blind-decode, swap-cot or paraphrase."""
+    """Run experiment NAME on the shipped organisms: blind-decode, swap-cot or paraphrase.
+
+    Each step is reported, one plain line on stderr as it starts or ends (a log gets whole lines, no redrawn bar).
+    """
     from pathlib import Path
 
     from steganography._experiments import EXPERIMENTS
 
     kwargs: dict = {"n": n, "seed": seed}
+    if not quiet:
+        kwargs["progress"] = lambda line: click.echo(f"{name}: {line}", err=True)
     if name != "blind-decode":
         kwargs["samples"] = samples
         if out is not None:
