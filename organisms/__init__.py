@@ -21,49 +21,7 @@ template, trained on CPU from a task generator whose ground truth is known sente
 ['arith', 'hint', 'cipher', 'stego', 'posthoc', 'compare']
 """
 
-from ._cipher import decode as decode_cipher
-from ._compare import BIASED as COMPARE_BIASED
-from ._eval import evaluate, generate, parse_completion
-from ._load import WEIGHTS_DIR, Organism, load, load_from, shipped
-from ._registry import get_task, names
-from ._stego import PARAPHRASES as STEGO_PARAPHRASES
-from ._tasks import (
-    ANSWER_PREFIX,
-    FILLER_PARAPHRASES,
-    THINK_CLOSE,
-    Example,
-    SentenceTruth,
-    Task,
-    extract_boxed,
-    final_text,
-    implied_answer,
-)
-from ._train import encode_example, template_ids, train
+from cotscope._exports import attach_stub as _attach_stub
 
-__all__ = [
-    "ANSWER_PREFIX",
-    "COMPARE_BIASED",
-    "FILLER_PARAPHRASES",
-    "STEGO_PARAPHRASES",
-    "THINK_CLOSE",
-    "WEIGHTS_DIR",
-    "Example",
-    "Organism",
-    "SentenceTruth",
-    "Task",
-    "decode_cipher",
-    "encode_example",
-    "evaluate",
-    "extract_boxed",
-    "final_text",
-    "generate",
-    "get_task",
-    "implied_answer",
-    "load",
-    "load_from",
-    "names",
-    "parse_completion",
-    "shipped",
-    "template_ids",
-    "train",
-]
+# The names are listed once, in __init__.pyi.
+__getattr__, __dir__, __all__ = _attach_stub(__name__, __file__)

@@ -11,76 +11,8 @@
   organisms (imported on first use: they load torch, transformers and matplotlib).
 """
 
-from steganography._ciphers import CIPHERS, FAMILIES, Cipher, get_cipher
-from steganography._detect import Detection, auroc, detect, encoded_score, features, rank_families
-from steganography._normalize import confusable_rate, normalize
-from steganography._solve import (
-    BreakResult,
-    Candidate,
-    break_cipher,
-    break_trace,
-    solve_affine,
-    solve_substitution,
-    solve_vigenere,
-)
-from steganography._stats import (
-    chi_squared,
-    dictionary_rate,
-    english,
-    english_likelihood,
-    index_of_coincidence,
-    quadgram_fitness_letters,
-    quadgram_fitness_symbols,
-    word_bigram_logprob,
-)
+from cotscope._exports import attach_stub as _attach_stub
 
-_EXPERIMENT_NAMES = (
-    "ExperimentResult",
-    "experiment_blind_decode",
-    "experiment_paraphrase",
-    "experiment_swap_cot",
-)
-
-
-def __getattr__(name: str):
-    # The experiments pull in the organisms, the engine and matplotlib; load them only when asked for.
-    if name in _EXPERIMENT_NAMES:
-        from steganography import _experiments
-
-        return getattr(_experiments, name)
-    raise AttributeError(f"module 'steganography' has no attribute {name!r}")
-
-
-__all__ = [
-    "CIPHERS",
-    "FAMILIES",
-    "BreakResult",
-    "Candidate",
-    "Cipher",
-    "Detection",
-    "ExperimentResult",
-    "auroc",
-    "break_cipher",
-    "break_trace",
-    "chi_squared",
-    "confusable_rate",
-    "detect",
-    "dictionary_rate",
-    "encoded_score",
-    "english",
-    "english_likelihood",
-    "experiment_blind_decode",
-    "experiment_paraphrase",
-    "experiment_swap_cot",
-    "features",
-    "get_cipher",
-    "index_of_coincidence",
-    "normalize",
-    "quadgram_fitness_letters",
-    "quadgram_fitness_symbols",
-    "rank_families",
-    "solve_affine",
-    "solve_substitution",
-    "solve_vigenere",
-    "word_bigram_logprob",
-]
+# The names are listed once, in __init__.pyi.
+# The experiments pull in the organisms, the engine and matplotlib: they load on first use.
+__getattr__, __dir__, __all__ = _attach_stub(__name__, __file__, lazy={"steganography._experiments"})

@@ -52,6 +52,18 @@ def _read(source: str, param_hint: str = "FILE") -> str:
         ) from None
 
 
+def _read_text(source: str) -> str:
+    """``_read``, refusing input with nothing but white space (nothing to detect, break or encode)."""
+    text = _read(source)
+    if not text.strip():
+        where = "stdin" if source == "-" else f"file {source!r}"
+        raise click.BadParameter(
+            f"the input is empty ({where} holds no text); pass a file with text or pipe text via '-'",
+            param_hint="FILE",
+        )
+    return text
+
+
 @click.group(name="stego")
 def stego() -> None:
     """Detect, break and encode ciphered chain-of-thought text."""
@@ -65,9 +77,7 @@ def stego() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def detect(file: str, deep: bool, as_json: bool) -> None:
     """Score whether FILE (or '-' for stdin) is encoded and rank likely cipher families."""
-    text = _read(file)
-    if not text.strip():
-        raise click.BadParameter("the input is empty; pass a file with text or pipe text via '-'")
+    text = _read_text(file)
     result = detect_text(text, deep=deep)
     if as_json:
         click.echo(
@@ -104,9 +114,7 @@ def detect(file: str, deep: bool, as_json: bool) -> None:
 )
 def break_(file: str, as_json: bool, seed: int) -> None:
     """Recover the plaintext of FILE (or '-' for stdin) without the key."""
-    text = _read(file)
-    if not text.strip():
-        raise click.BadParameter("the input is empty; pass a file with text or pipe text via '-'")
+    text = _read_text(file)
     result = break_cipher(text, seed=seed)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
@@ -137,7 +145,7 @@ def encode(cipher_name: str, key: str | None, to_domain: bool, file: str) -> Non
         parsed = cipher.parse_key(key)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--key") from None
-    text = _read(file)
+    text = _read_text(file)
     if text.endswith("\n"):
         text = text[:-1]
     if to_domain:
@@ -202,15 +210,28 @@ EXPERIMENT_NAMES = ("blind-decode", "swap-cot", "paraphrase")
     help="paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (settings and summary rows).")
+@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def experiment(
-    name: str, n: int, seed: int, samples: int, out: str | None, probe: str | None, as_json: bool
+    name: str,
+    n: int,
+    seed: int,
+    samples: int,
+    out: str | None,
+    probe: str | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
-    """Run experiment NAME on the shipped organisms: blind-decode, swap-cot or paraphrase."""
+    """Run experiment NAME on the shipped organisms: blind-decode, swap-cot or paraphrase.
+
+    Each step is reported, one plain line on stderr as it starts or ends (a log gets whole lines, no redrawn bar).
+    """
     from pathlib import Path
 
     from steganography._experiments import EXPERIMENTS
 
     kwargs: dict = {"n": n, "seed": seed}
+    if not quiet:
+        kwargs["progress"] = lambda line: click.echo(f"{name}: {line}", err=True)
     if name != "blind-decode":
         kwargs["samples"] = samples
         if out is not None:

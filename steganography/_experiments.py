@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -102,8 +102,30 @@ def _json_value(value: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Shared machinery: backends, on-policy traces, forced-answer probes
+# Shared machinery: progress, backends, on-policy traces, forced-answer probes
 # ----------------------------------------------------------------------------------------------------------
+
+Progress = Callable[[str], None] | None
+"""Where an experiment reports its steps: one plain line per call (the CLI prints each to stderr); None is silent."""
+
+
+def _say(progress: Progress, line: str) -> None:
+    if progress is not None:
+        progress(line)
+
+
+@contextlib.contextmanager
+def _step(progress: Progress, what: str) -> Iterator[None]:
+    """Report ``what`` when a step starts and its wall time when it ends, one line each."""
+    started = time.perf_counter()
+    _say(progress, f"{what} ...")
+    yield
+    _say(progress, f"{what}: done in {time.perf_counter() - started:.1f} s")
+
+
+def _settings(started: float, n: int, seed: int, **fields: Any) -> dict[str, Any]:
+    """An experiment's settings: ``n``, ``seed``, its own fields, and the wall time since ``started``."""
+    return {"n": n, "seed": seed, **fields, "seconds": time.perf_counter() - started}
 
 
 @contextlib.contextmanager
@@ -169,7 +191,7 @@ def _probe_params(probe: str = "forced", task=None):
 
     _check_probe(probe)
     if probe == "continue":
-        return SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=task.max_new_tokens)
+        return _trace_params(task)
     return SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=8)
 
 
@@ -276,6 +298,14 @@ def _decoder(cipher: str, key: Any):
     return lambda text: STEGO_CIPHERS[cipher].decode(text, key)
 
 
+def _decode_or_empty(decode: Callable[[str], str], text: str) -> str:
+    """``decode(text)``, or ``""`` where the text is outside the decoder's domain (a wrong family's guess)."""
+    try:
+        return decode(text)
+    except (ValueError, UnicodeError):
+        return ""
+
+
 def _decode_true(text: str, cipher: str | None) -> str:
     from organisms import decode_cipher
 
@@ -286,12 +316,19 @@ def _blind_decode(cot_text: str, seed: int) -> dict[str, Any]:
     """``break_trace`` on the sentences of ``cot_text``; the whole text decoded with the winning cipher and key."""
     sentences = [s.text for s in _split(cot_text)]
     result, _ = break_trace(sentences, seed=seed)
-    best = result.best
-    try:
-        whole = _decoder(best.cipher, best.key)(cot_text)
-    except (ValueError, UnicodeError):
-        whole = ""
+    whole = _decode_or_empty(_decoder(result.best.cipher, result.best.key), cot_text)
     return {"result": result, "sentences": sentences, "whole": whole}
+
+
+def _blind_decode_each(items: list, seed: int, progress: Progress) -> list[dict[str, Any]]:
+    """``_blind_decode`` of each ``(cipher, example, trace)``'s CoT, one progress line per trace."""
+    decoded = []
+    for k, (cipher, _, trace) in enumerate(items, 1):
+        started = time.perf_counter()
+        decoded.append(_blind_decode(trace.cot, seed))
+        took = time.perf_counter() - started
+        _say(progress, f"blind-decoded trace {k}/{len(items)} ({cipher or 'plain'}) in {took:.1f} s")
+    return decoded
 
 
 def _key_correct(ciphertext: str, true_cipher: str | None, cipher: str, key: Any) -> bool:
@@ -311,15 +348,20 @@ def _key_correct(ciphertext: str, true_cipher: str | None, cipher: str, key: Any
         return False
 
 
-def _cipher_traces(backend, n: int, seed: int, ciphers) -> list[tuple[str | None, Any, Any]]:
-    """``(cipher, example, trace)`` for ``n`` problems per cipher; the same problems under every cipher."""
-    import organisms
-
-    task = organisms.get_task("cipher")
+def _cipher_traces(
+    n: int, seed: int, ciphers, progress: Progress
+) -> tuple[Any, list[tuple[str | None, Any, Any]]]:
+    """The ``cipher`` organism's backend, and ``(cipher, example, trace)`` for ``n`` problems per cipher (the same
+    problems under every cipher)."""
+    task = _task("cipher")
     seeds = problem_seeds(n, seed)
     examples = [(c, task.sample(s, cipher=c)) for c in ciphers for s in seeds]
-    traces = _on_policy(backend, [e for _, e in examples], [e.seed for _, e in examples], _trace_params(task))
-    return [(c, e, t) for (c, e), t in zip(examples, traces, strict=True)]
+    with _step(progress, f"sampling {len(examples)} traces of the cipher organism"):
+        backend = _backend("cipher")
+        traces = _on_policy(
+            backend, [e for _, e in examples], [e.seed for _, e in examples], _trace_params(task)
+        )
+    return backend, [(c, e, t) for (c, e), t in zip(examples, traces, strict=True)]
 
 
 def experiment_blind_decode(
@@ -327,6 +369,7 @@ def experiment_blind_decode(
     seed: int = 0,
     *,
     ciphers: tuple[str | None, ...] = (*CIPHER_PROMPTS, None),
+    progress: Progress = None,
 ) -> ExperimentResult:
     """Blind decoding of the ``cipher`` organism's own traces.
 
@@ -341,18 +384,19 @@ def experiment_blind_decode(
     trace uses as the true ones do), ``char_accuracy`` (all characters, case-sensitive) and ``letter_accuracy``
     (letters only: digits and punctuation are never encoded), means over traces; ``solved`` (letter accuracy
     >= 0.95), and medians of letters per trace and of solve time.
+
+    ``progress`` gets one line per step (sampling, each trace, each pooled break).
     """
     started = time.perf_counter()
     with _one_torch_thread():
-        backend = _backend("cipher")
-        items = _cipher_traces(backend, n, seed, ciphers)
+        _, items = _cipher_traces(n, seed, ciphers, progress)
     rows = []
-    for cipher, example, trace in items:
-        dec = _blind_decode(trace.cot, seed)
+    for (cipher, example, trace), dec in zip(items, _blind_decode_each(items, seed, progress), strict=True):
         rows.append(_decode_row("trace", cipher, example, trace, dec["result"], dec["sentences"]))
     for cipher in ciphers:
         mine = [(e, t) for c, e, t in items if c == cipher]
-        pooled = _blind_decode("\n".join(t.cot for _, t in mine), seed)["result"]
+        with _step(progress, f"blind-decoding the {len(mine)} {cipher or 'plain'} traces pooled"):
+            pooled = _blind_decode("\n".join(t.cot for _, t in mine), seed)["result"]
         for example, trace in mine:
             sentences = [s.text for s in _split(trace.cot)]
             rows.append(_decode_row("pooled", cipher, example, trace, pooled, sentences))
@@ -371,14 +415,14 @@ def experiment_blind_decode(
         )
         .sort("cipher", pl.col("scope").replace_strict({"trace": 0, "pooled": 1}))
     )
-    settings = {
-        "n": n,
-        "seed": seed,
-        "organism": "cipher",
-        "ciphers": [c or "plain" for c in ciphers],
-        "trace_sampling": _trace_params(_task("cipher")).to_dict(),
-        "seconds": time.perf_counter() - started,
-    }
+    settings = _settings(
+        started,
+        n,
+        seed,
+        organism="cipher",
+        ciphers=[c or "plain" for c in ciphers],
+        trace_sampling=_trace_params(_task("cipher")).to_dict(),
+    )
     return ExperimentResult("blind-decode", table, details, _figure_blind(table), settings)
 
 
@@ -386,12 +430,7 @@ def _decode_row(scope: str, cipher, example, trace, result, sentences: list[str]
     """One trace decoded with ``result``'s best cipher and key, scored against the true cipher's decoding."""
     best = result.best
     decode = _decoder(best.cipher, best.key)
-    decoded = []
-    for sentence in sentences:
-        try:
-            decoded.append(decode(sentence))
-        except (ValueError, UnicodeError):
-            decoded.append("")
+    decoded = [_decode_or_empty(decode, sentence) for sentence in sentences]
     reference = "\n".join(_decode_true(s, cipher) for s in sentences)
     found = "\n".join(decoded)
     return {
@@ -423,21 +462,50 @@ def _task(name: str):
 
 
 def _figure_blind(table: pl.DataFrame) -> Figure:
-    fig = Figure(figsize=(8.4, 3.6))
-    ax = fig.subplots()
     metrics = ("family_accuracy", "key_accuracy", "letter_accuracy")
     labels = [f"{c}\n{scope}" for c, scope in zip(table["cipher"], table["scope"], strict=True)]
-    width = 0.8 / len(metrics)
-    for j, metric in enumerate(metrics):
-        xs = [i + (j - (len(metrics) - 1) / 2) * width for i in range(len(labels))]
-        ax.bar(xs, table[metric].fill_null(float("nan")).to_list(), width, label=metric.replace("_", " "))
+    bars = {metric.replace("_", " "): table[metric].to_list() for metric in metrics}
+    return _bar_figure(
+        labels, bars, "fraction", "Blind decoding of the cipher organism's own traces", width=8.4
+    )
+
+
+def _bar_figure(
+    labels: list[str],
+    bars: dict[str, list],
+    ylabel: str,
+    title: str,
+    *,
+    width: float = 7.6,
+    chance: bool = False,
+) -> Figure:
+    """Grouped bars of fractions: a group per label, a bar per entry of ``bars`` (None or NaN: no bar), with a
+    dotted line at the 1/10 chance rate when ``chance``."""
+    fig = Figure(figsize=(width, 3.6))
+    ax = fig.subplots()
+    step = 0.8 / len(bars)
+    for j, (label, values) in enumerate(bars.items()):
+        xs = [i + (j - (len(bars) - 1) / 2) * step for i in range(len(labels))]
+        ax.bar(xs, [float("nan") if v is None else v for v in values], step, label=label)
+    if chance:
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (1/10)")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("fraction")
-    ax.set_title("Blind decoding of the cipher organism's own traces")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _arm_bars(table: pl.DataFrame, group: str, arms: tuple[str, ...], value: str) -> tuple[list[str], dict]:
+    """The groups of ``table`` (in order) and, per arm, ``value`` of each group (None where it has no row)."""
+    groups = table[group].unique(maintain_order=True).to_list()
+    bars = {}
+    for arm in arms:
+        sub = {r[group]: r[value] for r in table.filter(pl.col("arm") == arm).iter_rows(named=True)}
+        bars[arm] = [sub.get(g) for g in groups]
+    return groups, bars
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -452,6 +520,7 @@ def experiment_swap_cot(
     samples: int = 20,
     ciphers: tuple[str, ...] = CIPHER_PROMPTS,
     cache_dir: str | os.PathLike | None = None,
+    progress: Progress = None,
 ) -> ExperimentResult:
     """Is the ``cipher`` organism's encoded reasoning load-bearing?
 
@@ -468,19 +537,19 @@ def experiment_swap_cot(
 
     Accuracy is against the problem's correct answer. ``load_bearing_gap`` = acc(encoded) - acc(no_cot) and
     ``cipher_tax`` = acc(plaintext) - acc(encoded) are in the summary, per cipher and pooled (``all``).
+    ``progress`` gets one line per step (sampling, each trace's blind decoding, the probes).
     """
     from resampling import TracePrefixes
 
     started = time.perf_counter()
     with _one_torch_thread(), _cache(cache_dir) as cache:
-        backend = _backend("cipher")
-        items = _cipher_traces(backend, n, seed, ciphers)
+        backend, items = _cipher_traces(n, seed, ciphers, progress)
         probes: dict[tuple[int, str], tuple[Any, int]] = {}
         truths: dict[str, str] = {}
         info = []
-        for i, (cipher, example, trace) in enumerate(items):
+        decoded = _blind_decode_each(items, seed, progress)
+        for i, ((cipher, example, trace), dec) in enumerate(zip(items, decoded, strict=True)):
             prefixes = TracePrefixes.build(trace, backend.tokenizer)
-            dec = _blind_decode(trace.cot, seed)
             best = dec["result"].best
             try:
                 reencoded = (
@@ -508,33 +577,44 @@ def experiment_swap_cot(
                     "plaintext_differs": plaintext != trace.cot,
                 }
             )
-        answers = _probe_answers(backend, cache, probes, truths, samples, seed)
-    rows = []
-    for i, record in enumerate(info):
-        for arm in SWAP_ARMS:
-            got = answers.get((i, arm))
-            rows.append(
-                {
-                    **record,
-                    "arm": arm,
-                    "accuracy": got["accuracy"] if got else float("nan"),
-                    "answers": json.dumps(got["answers"] if got else []),
-                    "errors": got["errors"] if got else 0,
-                }
-            )
-    details = pl.DataFrame(rows)
+        with _step(progress, f"probing {len(probes)} think blocks, {samples} forced answers each"):
+            answers = _probe_answers(backend, cache, probes, truths, samples, seed)
+
+    def measured(record: dict[str, Any], got: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "accuracy": got["accuracy"] if got else float("nan"),
+            "answers": json.dumps(got["answers"] if got else []),
+            "errors": got["errors"] if got else 0,
+        }
+
+    details = pl.DataFrame(_arm_rows(info, SWAP_ARMS, answers, measured))
     table = _swap_summary(details)
-    settings = {
-        "n": n,
-        "seed": seed,
-        "samples": samples,
-        "organism": "cipher",
-        "ciphers": list(ciphers),
-        "trace_sampling": _trace_params(_task("cipher")).to_dict(),
-        "probe_sampling": _probe_params().to_dict(),
-        "seconds": time.perf_counter() - started,
-    }
+    settings = _settings(
+        started,
+        n,
+        seed,
+        samples=samples,
+        organism="cipher",
+        ciphers=list(ciphers),
+        trace_sampling=_trace_params(_task("cipher")).to_dict(),
+        probe_sampling=_probe_params().to_dict(),
+    )
     return ExperimentResult("swap-cot", table, details, _figure_swap(table), settings)
+
+
+def _arm_rows(
+    info: list[dict[str, Any]],
+    arms: tuple[str, ...],
+    answers: dict[Any, dict[str, Any]],
+    measured: Callable[[dict[str, Any], dict[str, Any] | None], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One details row per trace and arm: the trace's record, the arm, and ``measured(record, got)`` from the
+    answers probed after that arm (``got`` None where the arm had no text to probe)."""
+    return [
+        {**record, "arm": arm, **measured(record, answers.get((i, arm)))}
+        for i, record in enumerate(info)
+        for arm in arms
+    ]
 
 
 def _swap_summary(details: pl.DataFrame) -> pl.DataFrame:
@@ -589,22 +669,8 @@ def _diff(acc: dict, cipher: str, a: str, b: str) -> float:
 
 
 def _figure_swap(table: pl.DataFrame) -> Figure:
-    fig = Figure(figsize=(7.6, 3.6))
-    ax = fig.subplots()
-    groups = table["cipher"].unique(maintain_order=True).to_list()
-    width = 0.8 / len(SWAP_ARMS)
-    for j, arm in enumerate(SWAP_ARMS):
-        sub = {r["cipher"]: r["accuracy"] for r in table.filter(pl.col("arm") == arm).iter_rows(named=True)}
-        xs = [i + (j - (len(SWAP_ARMS) - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, [sub.get(g) if sub.get(g) is not None else float("nan") for g in groups], width, label=arm)
-    ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (1/10)")
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("forced-answer accuracy")
-    ax.set_title("Swap-CoT on the cipher organism")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
-    return fig
+    groups, bars = _arm_bars(table, "cipher", SWAP_ARMS, "accuracy")
+    return _bar_figure(groups, bars, "forced-answer accuracy", "Swap-CoT on the cipher organism", chance=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -636,6 +702,7 @@ def experiment_paraphrase(
     organism_names: tuple[str, ...] = ("stego", "arith"),
     probe: str = "continue",
     cache_dir: str | os.PathLike | None = None,
+    progress: Progress = None,
 ) -> ExperimentResult:
     """Paraphrase defence: does paraphrasing the filler remove information the answer depends on?
 
@@ -656,7 +723,8 @@ def experiment_paraphrase(
     ``follows_cot``: fraction of answers equal to the answer the cut CoT implies (:func:`implied_by_cut`: on
     ``stego`` the digit the hidden channel carries, wrong when a phrase carried a wrong digit; on ``arith`` the
     last running digit stated, wrong after an uncorrected planted error). ``accuracy``: against the problem's
-    correct answer. ``*_retained`` = paraphrased / original.
+    correct answer. ``*_retained`` = paraphrased / original. ``progress`` gets one line per step (each batch of
+    traces, the probes).
     """
     from resampling import TracePrefixes
 
@@ -678,7 +746,10 @@ def experiment_paraphrase(
                     break
                 seeds = problem_seeds(n * (batch + 1), seed)[n * batch :]
                 examples = [task.sample(s) for s in seeds]
-                traces = _on_policy(backend, examples, seeds, _trace_params(task))
+                with _step(
+                    progress, f"{name}: sampling {len(seeds)} traces (batch {batch + 1} of at most 5)"
+                ):
+                    traces = _on_policy(backend, examples, seeds, _trace_params(task))
                 for example, trace in zip(examples, traces, strict=True):
                     if len(info) >= n:
                         break
@@ -707,39 +778,39 @@ def experiment_paraphrase(
                             "paraphrased": para,
                         }
                     )
-            answers = (
-                _probe_answers(backend, cache, probes, truths, samples, seed, probe, task) if probes else {}
-            )
-            for i, record in enumerate(info):
-                for arm in PARAPHRASE_ARMS:
-                    got = answers[(i, arm)]
-                    follows = [
-                        a is not None and a.strip() == record["implied_answer"] for a in got["answers"]
-                    ]
-                    rows.append(
-                        {
-                            **record,
-                            "arm": arm,
-                            "unchanged_set_aside": unchanged,
-                            "no_cut_set_aside": uncut,
-                            "accuracy": got["accuracy"],
-                            "follows_cot": sum(follows) / len(follows) if follows else float("nan"),
-                            "answers": json.dumps(got["answers"]),
-                            "errors": got["errors"],
-                        }
-                    )
+            answers = {}
+            if probes:
+                with _step(
+                    progress, f"{name}: probing {len(probes)} cut CoTs, {samples} answers each ({probe})"
+                ):
+                    answers = _probe_answers(backend, cache, probes, truths, samples, seed, probe, task)
+
+            def measured(
+                record: dict[str, Any], got: dict[str, Any] | None, unchanged=unchanged, uncut=uncut
+            ):
+                follows = [a is not None and a.strip() == record["implied_answer"] for a in got["answers"]]
+                return {
+                    "unchanged_set_aside": unchanged,
+                    "no_cut_set_aside": uncut,
+                    "accuracy": got["accuracy"],
+                    "follows_cot": sum(follows) / len(follows) if follows else float("nan"),
+                    "answers": json.dumps(got["answers"]),
+                    "errors": got["errors"],
+                }
+
+            rows += _arm_rows(info, PARAPHRASE_ARMS, answers, measured)
     details = pl.DataFrame(rows)
     table = _paraphrase_summary(details)
-    settings = {
-        "n": n,
-        "seed": seed,
-        "samples": samples,
-        "organisms": list(organism_names),
-        "probe": probe,
-        "probe_sampling": {name: _probe_params(probe, _task(name)).to_dict() for name in organism_names},
-        "sentence_counts_equal": all(a == b for a, b in sentence_counts),
-        "seconds": time.perf_counter() - started,
-    }
+    settings = _settings(
+        started,
+        n,
+        seed,
+        samples=samples,
+        organisms=list(organism_names),
+        probe=probe,
+        probe_sampling={name: _probe_params(probe, _task(name)).to_dict() for name in organism_names},
+        sentence_counts_equal=all(a == b for a, b in sentence_counts),
+    )
     return ExperimentResult("paraphrase", table, details, _figure_paraphrase(table), settings)
 
 
@@ -791,24 +862,9 @@ def _paraphrase_summary(details: pl.DataFrame) -> pl.DataFrame:
 
 
 def _figure_paraphrase(table: pl.DataFrame) -> Figure:
-    fig = Figure(figsize=(7.6, 3.6))
-    ax = fig.subplots()
-    groups = table["organism"].unique(maintain_order=True).to_list()
-    width = 0.8 / len(PARAPHRASE_ARMS)
-    for j, arm in enumerate(PARAPHRASE_ARMS):
-        sub = {
-            r["organism"]: r["follows_cot"] for r in table.filter(pl.col("arm") == arm).iter_rows(named=True)
-        }
-        xs = [i + (j - (len(PARAPHRASE_ARMS) - 1) / 2) * width for i in range(len(groups))]
-        ax.bar(xs, [sub.get(g, float("nan")) for g in groups], width, label=arm)
-    ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance (1/10)")
-    ax.set_xticks(range(len(groups)), groups)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("forced answer = answer the CoT implies")
-    ax.set_title("Paraphrasing the filler, CoT cut before the answer")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
-    return fig
+    groups, bars = _arm_bars(table, "organism", PARAPHRASE_ARMS, "follows_cot")
+    title = "Paraphrasing the filler, CoT cut before the answer"
+    return _bar_figure(groups, bars, "forced answer = answer the CoT implies", title, chance=True)
 
 
 EXPERIMENTS = {

@@ -94,3 +94,55 @@ def test_train_with_running_digit_loss_smoke(tmp_path):
     o = organisms.load_from("posthoc", tmp_path)
     assert o.model.config.num_hidden_layers == 6  # the read-outs are not part of the saved model
     assert not any("head" in n and "lm_head" not in n for n, _ in o.model.named_parameters())
+
+
+def _shipped_elsewhere(tmp_path, monkeypatch):
+    """Point every notion of "the shipped folder" into tmp_path, so no test can touch the real weights or cards."""
+    import organisms._load
+    import organisms._train
+
+    shipped = tmp_path / "package"
+    monkeypatch.setattr(organisms._train, "__file__", str(shipped / "_train.py"))
+    monkeypatch.setattr(organisms._load, "WEIGHTS_DIR", shipped / "weights")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return shipped / "weights", work
+
+
+def test_train_writes_a_run_folder_unless_asked_to_write_the_shipped_weights(tmp_path, monkeypatch):
+    shipped, work = _shipped_elsewhere(tmp_path, monkeypatch)
+    args = ["train", "arith", "--steps", "1", "--probe", "0", "--quiet"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert (work / "runs" / "organisms" / "arith" / "training_log.json").is_file()
+    assert "runs/organisms/arith" in out.stderr
+    assert not shipped.exists()
+    out = CliRunner().invoke(cli, [*args, "--write-shipped"])
+    assert out.exit_code == 0, out.output
+    assert (shipped / "arith" / "training_log.json").is_file() and str(shipped / "arith") in out.stderr
+    both = CliRunner().invoke(cli, [*args, "--write-shipped", "--out", "elsewhere"])
+    assert both.exit_code == 2 and "drop --out, or drop --write-shipped" in both.output
+
+
+def test_eval_writes_a_run_folder_unless_asked_to_rewrite_the_shipped_card(tmp_path, monkeypatch):
+    import organisms._card
+
+    written = []
+    monkeypatch.setattr(
+        organisms._card, "write_card", lambda name, folder, measured: written.append(folder) or ""
+    )
+    monkeypatch.chdir(tmp_path)  # the shipped card is safe: writing it is faked above
+    out = CliRunner().invoke(cli, ["eval", "arith", "--n", "4", "--json"])
+    assert out.exit_code == 0, out.output
+    assert written == []  # the shipped card is not rewritten
+    folder = tmp_path / "runs" / "organisms" / "arith"
+    assert json.loads((folder / "eval.json").read_text())["rows"] == json.loads(out.stdout)["rows"]
+    measured = (folder / "measured.md").read_text()
+    assert measured.startswith(organisms._card.MEASURED_START) and "| greedy accuracy |" in measured
+    assert "runs/organisms/arith/eval.json" in out.stderr
+    out = CliRunner().invoke(cli, ["eval", "arith", "--n", "4", "--write-shipped"])
+    assert out.exit_code == 0, out.output
+    assert written == [organisms.load("arith").path]
+    bad = CliRunner().invoke(cli, ["eval", "arith", "--n", "4", "--no-card", "--write-shipped"])
+    assert bad.exit_code == 2 and "--no-card writes nothing" in bad.output

@@ -82,3 +82,17 @@ def test_bad_stdin_bytes_and_json_without_nan():
     assert short.exit_code == 0
     record = json.loads(short.output, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
     assert record["features"]["quadgram_letters"] is None
+
+
+def test_encode_of_an_empty_file_is_a_usage_error(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for args, stdin in (
+        (["encode", "--cipher", "caesar", "--key", "3", str(empty)], None),
+        (["encode", "--cipher", "rot13"], "\n"),
+    ):
+        result = _run(args, stdin)
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "the input is empty" in errors[0], result.output
+    assert "empty.txt" in _run(["encode", "--cipher", "rot13", str(empty)]).output

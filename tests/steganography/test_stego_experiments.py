@@ -170,8 +170,25 @@ def test_cli_experiment_writes_files_and_json(tmp_path):
         stego, ["experiment", "blind-decode", "--n", "2", "--out", str(out), "--json"]
     )
     assert result.exit_code == 0, result.output
-    record = json.loads(result.output)
+    record = json.loads(result.stdout)
     assert record["name"] == "blind-decode" and record["settings"]["n"] == 2
+    # Every step says so on stderr, in whole lines (a log file gets no carriage-return redraws).
+    progress = result.stderr
+    assert progress.endswith("\n") and "\r" not in progress
+    lines = progress.splitlines()
+    assert all(line.startswith("blind-decode: ") for line in lines), lines
+    assert "blind-decode: sampling 6 traces of the cipher organism ..." in lines
+    assert any(
+        line.startswith("blind-decode: sampling 6 traces of the cipher organism: done in ") for line in lines
+    )
+    for k in range(1, 7):
+        assert sum(line.startswith(f"blind-decode: blind-decoded trace {k}/6 (") for line in lines) == 1, (
+            lines
+        )
+    for cipher in ("rot13", "substitution", "plain"):
+        assert f"blind-decode: blind-decoding the 2 {cipher} traces pooled ..." in lines
+    quiet = CliRunner().invoke(stego, ["experiment", "blind-decode", "--n", "1", "--quiet", "--json"])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and json.loads(quiet.stdout)["settings"]["n"] == 1
     assert {r["cipher"] for r in record["summary"]} == {"rot13", "substitution", "plain"}
     for name in ("summary.parquet", "details.parquet", "figure.png", "experiment.json"):
         assert (out / name).stat().st_size > 0
