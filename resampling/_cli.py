@@ -431,19 +431,34 @@ serve = _serve_command()
 @click.option(
     "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
 )
-@click.option("--kill-one", is_flag=True, help="Also kill one server (SIGKILL) mid-run and compare the rows.")
+@click.option(
+    "--kill-one",
+    is_flag=True,
+    help="Also kill one server (SIGKILL) while requests are in flight there, and compare the rows.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
-    """The openai backend's own cost: today's client vs the one before, against instant stub servers."""
+    """The openai backend's own cost against the official openai SDK's, on instant stub servers."""
     from resampling._bench_client import (
         ClientBenchConfig,
+        check_failover_size,
+        failover_problems,
         format_client_report,
         run_client_bench,
         run_failover_check,
     )
+    from resampling._errors import EngineInputError
 
+    failover_requests = min(n_requests, 2000)
+    if kill_one:
+        try:
+            check_failover_size(servers, failover_requests)
+        except EngineInputError as exc:
+            raise click.UsageError(str(exc)) from None
     cfg = ClientBenchConfig(servers=servers, requests=n_requests, in_flight=in_flight, repeats=repeats)
     report = run_client_bench(cfg)
     if kill_one:
-        report["failover"] = run_failover_check(servers=servers, requests=min(n_requests, 2000))
+        report["failover"] = run_failover_check(servers=servers, requests=failover_requests)
     click.echo(json.dumps(report, indent=2) if as_json else format_client_report(report))
+    if kill_one and (problems := failover_problems(report["failover"])):
+        raise click.ClickException("the failover check failed: " + "; ".join(problems))

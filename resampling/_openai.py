@@ -544,6 +544,13 @@ class OpenAIBackend:
         """The endpoint every job with this routing key (a trace id) goes to."""
         return self.endpoint_order(route)[0]
 
+    def _order(self, net: Any, job: GenerationJob) -> list[str]:
+        """:meth:`endpoint_order` of the job's route (its trace), computed once per route in a run."""
+        route = job.route or job.key
+        if (order := net.orders.get(route)) is None:
+            order = net.orders[route] = self.endpoint_order(route)
+        return order
+
     def _pick(self, order: list[str], hop: int) -> str:
         """The first endpoint from ``order[hop:]`` (wrapping) that has not refused a connection just now."""
         if not self._down_until:  # no endpoint has refused a connection
@@ -632,28 +639,7 @@ class OpenAIBackend:
 
     async def _send_all(self, jobs: list[GenerationJob], requests: list[_Request], results: Any) -> None:
         """``max_in_flight`` workers take the requests in plan order; each result goes to ``results``."""
-        https = any(u.startswith("https:") for u in self.endpoints)
-        session = aiohttp.ClientSession(
-            connector=_Connector(
-                limit=self.max_in_flight,
-                ssl=_tls_context() if https else True,
-                keepalive_timeout=_KEEPALIVE_S,
-            ),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s),
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,  # proxies: see _proxy (a .netrc must not add credentials either)
-        )
-        net = _Net(
-            session,
-            {u: asyncio.Semaphore(self.max_in_flight_per_endpoint) for u in self.endpoints}
-            if self.max_in_flight_per_endpoint < self.max_in_flight
-            else {},
-            {u: URL(f"{u}/completions") for u in self.endpoints},
-            {u: self._proxy(u) for u in self.endpoints},
-            {},
-            self._authorization(),
-        )
+        net = self._connect()
         pending = iter(requests)
         done: list[tuple[_Request, list[Completion]]] = []
         loop = asyncio.get_running_loop()
@@ -679,8 +665,36 @@ class OpenAIBackend:
         try:
             await asyncio.gather(*(worker() for _ in range(min(self.max_in_flight, len(requests)))))
         finally:
-            await session.close()
+            await self._disconnect(net)
             hand_over()
+
+    def _connect(self) -> Any:
+        """What the requests of one run share (:class:`_Net`), opened on the run's event loop."""
+        https = any(u.startswith("https:") for u in self.endpoints)
+        session = aiohttp.ClientSession(
+            connector=_Connector(
+                limit=self.max_in_flight,
+                ssl=_tls_context() if https else True,
+                keepalive_timeout=_KEEPALIVE_S,
+            ),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,  # proxies: see _proxy (a .netrc must not add credentials either)
+        )
+        return _Net(
+            session,
+            {u: asyncio.Semaphore(self.max_in_flight_per_endpoint) for u in self.endpoints}
+            if self.max_in_flight_per_endpoint < self.max_in_flight
+            else {},
+            {u: URL(f"{u}/completions") for u in self.endpoints},
+            {u: self._proxy(u) for u in self.endpoints},
+            {},
+            self._authorization(),
+        )
+
+    async def _disconnect(self, net: Any) -> None:
+        await net.session.close()
 
     def _payload(self, job: GenerationJob, seed: int, n: int) -> dict[str, Any]:
         p = job.params
@@ -722,9 +736,7 @@ class OpenAIBackend:
 
     async def _attempts(self, job: GenerationJob, req: _Request, net: _Net) -> list[Completion]:
         """All attempts of one request; a failure comes back as completions with ``error`` set."""
-        route = job.route or job.key
-        if (order := net.orders.get(route)) is None:
-            order = net.orders[route] = self.endpoint_order(route)
+        order = self._order(net, job)
         body = json.dumps(self._payload(job, req.seeds[0], len(req.samples))).encode()
         tries = 1
         try:
@@ -878,7 +890,11 @@ class OpenAIBackend:
             raise _Failure(
                 "malformed", f"the response is not valid JSON ({exc.msg} at byte {exc.pos})"
             ) from None
-        choices = data.get("choices") if isinstance(data, dict) else None
+        return OpenAIBackend._choices(data.get("choices") if isinstance(data, dict) else None, n)
+
+    @staticmethod
+    def _choices(choices: Any, n: int) -> list[dict[str, Any]]:
+        """A response's ``choices``, checked (a list of ``n`` with ``text``, each index once), in index order."""
         if not isinstance(choices, list):
             raise _Failure("malformed", "the response has no 'choices' list")
         if len(choices) != n:

@@ -1,27 +1,34 @@
-"""The openai client at scale against loopback stub servers: many in flight, failover, and the client benchmark."""
+"""The openai client at scale against loopback stub servers: many in flight, failover, and the client benchmark
+(against the official openai SDK)."""
 
 import pytest
 
 from resampling._bench_client import (
+    FAILOVER_CLIENTS,
     ClientBenchConfig,
+    SDKBackend,
+    _clients,
     _jobs,
     _stub_stats,
+    failover_problems,
     format_client_report,
     run_client_bench,
     run_failover_check,
     start_stubs,
     stop_stubs,
 )
-from resampling._openai import OpenAIBackend
+from resampling._errors import EngineInputError
 
 
 @pytest.mark.slow
-def test_a_thousand_requests_in_flight_over_four_servers():
+@pytest.mark.parametrize("client", ["aiohttp", "openai SDK"])
+def test_a_thousand_requests_in_flight_over_four_servers(client):
+    # the backend's property, and the yardstick held to it in the same conditions (the benchmark is then fair)
     jobs = _jobs(ClientBenchConfig(requests=1200, traces=200))
     stubs = start_stubs(4, delay_s=0.5)  # slow enough that every request of a wave is in flight at once
     urls = [u for _, u in stubs]
     try:
-        backend = OpenAIBackend("stub", urls, max_in_flight=1024, server_facts=False, timeout_s=60)
+        backend = _clients(urls, 1024, (client,))[client]
         rows = {job.key: comps for job, comps in backend.generate(jobs)}
         served = [_stub_stats(u) for u in urls]
     finally:
@@ -32,27 +39,82 @@ def test_a_thousand_requests_in_flight_over_four_servers():
     assert all(s["requests"] > 100 for s in served)  # every server took a share
 
 
+def _assert_failover_held(out, requests):
+    assert failover_problems(out) == []
+    for client in FAILOVER_CLIENTS:
+        killed = out[client]["killed"]
+        assert out[client]["undisturbed"]["errors"] == 0 and killed["errors"] == 0
+        assert killed["in_flight_at_kill"] >= 1  # the server died with requests in flight there ...
+        assert killed["retries"].get("connection", 0) >= 1  # ... the client felt it ...
+        assert out[client]["same_rows"]  # ... and still has every row, equal to the undisturbed run's
+        assert out[client]["same_rows_as_aiohttp"]  # the SDK sent the same prompts and seeds
+        assert killed["rows"] == requests
+
+
 @pytest.mark.slow
 def test_a_killed_server_moves_its_jobs_and_the_rows_stay_the_same():
-    out = run_failover_check(servers=3, requests=300, in_flight=64, delay_s=0.01)
-    assert out["undisturbed"]["errors"] == 0 and out["killed"]["errors"] == 0
-    assert out["killed"]["retries"].get("connection", 0) > 0  # the kill was felt ...
-    assert out["same_rows"]  # ... and the run still has every row, equal to the undisturbed run's
-    assert out["killed"]["rows"] == 300
+    _assert_failover_held(run_failover_check(servers=3, requests=300, in_flight=64, delay_s=0.01), 300)
 
 
 @pytest.mark.slow
-def test_the_client_benchmark_compares_both_clients():
+def test_the_kill_lands_while_requests_are_in_flight_even_when_all_fit_in_one_wave():
+    # `bench client --requests 200 --kill-one`: every request is in flight at once (256 allowed), so killing a
+    # server after a quarter of the answers came back killed it after its work was done and tested nothing
+    _assert_failover_held(run_failover_check(servers=4, requests=200), 200)
+
+
+def test_a_failover_check_that_found_nothing_in_flight_or_felt_no_kill_is_a_failure():
+    def ok():
+        return {
+            "killed": {"in_flight_at_kill": 3, "retries": {"connection": 3}, "errors": 0},
+            "undisturbed": {"errors": 0},
+            "same_rows": True,
+            "same_rows_as_aiohttp": True,
+        }
+
+    held = {name: ok() for name in FAILOVER_CLIENTS}
+    assert failover_problems(held) == []
+    nothing_in_flight = {name: ok() for name in FAILOVER_CLIENTS}
+    nothing_in_flight["aiohttp"]["killed"].update(in_flight_at_kill=0, retries={})
+    assert len(failover_problems(nothing_in_flight)) == 2
+    other_rows = {name: ok() for name in FAILOVER_CLIENTS}
+    other_rows["openai SDK"]["same_rows_as_aiohttp"] = False
+    assert failover_problems(other_rows) == ["openai SDK: the rows differ from aiohttp's"]
+
+
+def test_kill_one_refuses_a_run_too_small_to_kill_a_server_mid_run():
+    from click.testing import CliRunner
+
+    from resampling._cli import bench
+
+    result = CliRunner().invoke(bench, ["client", "--servers", "4", "--requests", "10", "--kill-one"])
+    assert result.exit_code == 2
+    assert "--kill-one needs at least 4 requests per server" in result.output
+    assert "give --requests 16 or more" in result.output
+    with pytest.raises(EngineInputError, match="got 15 requests for 4 servers"):
+        run_failover_check(servers=4, requests=15)
+
+
+@pytest.mark.slow
+def test_the_client_benchmark_compares_the_backend_with_the_sdk():
     report = run_client_bench(ClientBenchConfig(servers=2, requests=200, in_flight=50, repeats=1))
     ways = report["ways"]
-    before, now, untuned = ways["urllib (before)"], ways["aiohttp (now)"], ways["now, gc_tuning off"]
-    assert before["errors"] == 0 and now["errors"] == 0 and untuned["errors"] == 0
-    assert before["connections"] == 200  # the urllib client opens a connection per request
-    assert now["connections"] < 200  # the aiohttp client keeps connections alive: fewer than one per request
-    assert untuned["connections"] < 200
+    assert set(ways) == {"aiohttp", "aiohttp, gc_tuning off", "openai SDK", "openai SDK, aiohttp"}
+    for name, way in ways.items():
+        assert way["errors"] == 0, name
+        assert way["connections"] < 200, name  # every client keeps connections alive
     cpu = "client_cpu_us_per_request"
-    assert report["cpu_per_request_ratio_gc_tuning_off"] == pytest.approx(untuned[cpu] / before[cpu])
-    assert "now / before" in format_client_report(report) and "gc_tuning off" in format_client_report(report)
+    assert report["cpu_per_request_ratio"]["openai SDK"] == pytest.approx(
+        ways["openai SDK"][cpu] / ways["aiohttp"][cpu]
+    )
+    assert set(report["cpu_per_request_ratio"]) == set(ways) - {"aiohttp"}
+    text = format_client_report(report)
+    assert "openai SDK / aiohttp: client CPU per request" in text and "gc_tuning off / aiohttp" in text
+
+
+def test_the_sdk_client_is_refused_with_a_clear_error_for_an_unknown_transport():
+    with pytest.raises(EngineInputError, match="transport must be 'httpx' or 'aiohttp'"):
+        SDKBackend("stub", "http://127.0.0.1:1/v1", transport="requests")
 
 
 def test_the_pool_keeps_no_more_idle_connections_than_requests_in_flight():
