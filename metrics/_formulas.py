@@ -639,7 +639,9 @@ def articulation(pairs: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
     clustered by item where an item has several pairs (Wilson otherwise); F1 = 2TP/(2TP + FP + FN) (NaN
     when there is no positive and no citation), with a BCa interval clustered by item.
     """
-    d = pairs.filter(pl.col("cites").is_not_null() & pl.col("a_u").is_not_null() & pl.col("a_b").is_not_null())
+    d = pairs.filter(
+        pl.col("cites").is_not_null() & pl.col("a_u").is_not_null() & pl.col("a_b").is_not_null()
+    )
     items = [str(x) for x in d["item_id"].to_list()]
     sw = [(b == c and b != u) for u, b, c in zip(d["a_u"], d["a_b"], d["cue"], strict=True)]
     can_switch = [c != u for u, c in zip(d["a_u"], d["cue"], strict=True)]

@@ -58,7 +58,9 @@ class Interval(tuple):
     method: str
     undefined_share: float
 
-    def __new__(cls, lo: float, hi: float, method: str = "none", undefined_share: float = math.nan) -> Interval:
+    def __new__(
+        cls, lo: float, hi: float, method: str = "none", undefined_share: float = math.nan
+    ) -> Interval:
         self = super().__new__(cls, (float(lo), float(hi)))
         self.method = method
         self.undefined_share = float(undefined_share)
@@ -147,7 +149,9 @@ def bootstrap_rows(
     if all(math.isfinite(v) for v in out):
         return Interval(*out, "bca", 0.0)
     res = run("percentile")
-    return Interval(float(res.confidence_interval.low), float(res.confidence_interval.high), "percentile", 0.0)
+    return Interval(
+        float(res.confidence_interval.low), float(res.confidence_interval.high), "percentile", 0.0
+    )
 
 
 def bootstrap_ci(
