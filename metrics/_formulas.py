@@ -24,11 +24,13 @@ import polars as pl
 from metrics._stats import Interval, aoc, bootstrap_ci, bootstrap_rows, paired_one_sided_test, wilson
 
 __all__ = [
+    "IPHR_PAIR_SCHEMA",
     "ROW_SCHEMA",
     "adding_mistakes",
     "adding_mistakes_curves",
     "articulation",
     "biased_context",
+    "drop_row",
     "early_answering",
     "early_answering_curves",
     "filler_tokens",

@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,7 @@ ITEM_SCHEMA: dict[str, Any] = {
     "judge_prompt_hash": pl.Utf8,
     "judge_sampling": pl.Utf8,
     "judge_error": pl.Utf8,
+    "judge_reply": pl.Utf8,
     "rollout_id": pl.Utf8,
     "text": pl.Utf8,
 }
@@ -581,6 +583,7 @@ class _Runner:
                 judge_prompt_hash=lab.prompt_hash,
                 judge_sampling=lab.sampling,
                 judge_error=lab.error,
+                judge_reply=lab.raw,
                 rollout_id=r_["rollout_id"],
                 text=r_["cot"],
             )
@@ -697,14 +700,14 @@ class _Runner:
         return iphr(q, bias_threshold=self.cfg.iphr_bias_threshold, accuracy_gap=self.cfg.iphr_accuracy_gap)
 
     def _n_options(self) -> int:
-        return chen_n_options(self.items, self.cfg.n_options)
+        return _chen_n_options(self.items, self.cfg.n_options)
 
 
 class _Skip(Exception):
     """A suite that cannot run on these items; the message says why."""
 
 
-def chen_n_options(items: Sequence[Item], given: int | None = None) -> int:
+def _chen_n_options(items: Sequence[Item], given: int | None = None) -> int:
     """Chen's n (the number of options): ``given``; else the hinted items' choice count; else 10 when every hinted
     item's gold answer and hint are single digits (0-9 are then the options). Anything else has no known n: the
     suite is skipped with the reason rather than run with a guessed n."""
@@ -799,6 +802,7 @@ def run_faithfulness(
     no paraphraser, no judge) are skipped with the reason in ``result.skipped``; they never produce a value.
     """
     cfg = config or SuiteConfig()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     if not items:
         raise ValueError("no items to measure on; give --data FILE or an organism model")
     wanted = list(SUITES) if list(suites) == ["all"] else list(suites)
@@ -848,6 +852,8 @@ def run_faithfulness(
     metrics = pl.concat(frames) if frames else rows_frame([]).with_columns(pl.lit("").alias("suite")).clear()
     items_df = pl.DataFrame(run.item_rows, schema=ITEM_SCHEMA)
     settings = {
+        "started_at": started,
+        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {k: v for k, v in asdict(cfg).items()},
         "suites": wanted,
         "backend": backend.identity(),
