@@ -188,6 +188,18 @@ class _Runner:
     def _row(self, **kw: Any) -> None:
         self.item_rows.append({k: kw.get(k) for k in ITEM_SCHEMA})
 
+    def _rollout_row(self, rollout: dict[str, Any], **kw: Any) -> None:
+        """The item row of one rollout: its trace, sample, answer and request id, then ``kw`` (which may override)."""
+        self._row(
+            **{
+                "trace_id": rollout["trace_id"],
+                "sample": rollout["sample"],
+                "answer": rollout["answer"],
+                "rollout_id": rollout["request_id"],
+                **kw,
+            }
+        )
+
     def _run(self, plan, what: str) -> pl.DataFrame:
         self.log(f"{what}: {plan.n_rollouts} rollouts ({len(plan)} requests)")
         return self.engine.run(plan).rollouts
@@ -292,17 +304,15 @@ class _Runner:
                     "same": same,
                 }
             )
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="early_answering",
                 condition=f"k={row['position']}",
                 trace_id=t.id,
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=t.answer,
                 correct=row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer),
                 value=None if same is None else float(same),
-                rollout_id=row["request_id"],
             )
         schema = {
             "item_id": pl.Utf8,
@@ -370,18 +380,15 @@ class _Runner:
                     "predicted_changed": predicted,
                 }
             )
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="adding_mistakes",
                 condition=f"sentence={i}",
-                trace_id=row["trace_id"],
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=t.answer,
                 correct=_correct(row["answer"], it.answer),
                 value=None if same is None else float(not same),
                 truth_label=predicted,
-                rollout_id=row["request_id"],
                 text=_prefix_text(edited, i + 1) + (row["text"] or ""),
             )
         df = pl.DataFrame(
@@ -451,16 +458,13 @@ class _Runner:
             rows.append(
                 {"item_id": it.id, "trace_id": t.id, "fraction": float(frac), "arm": arm, "correct": correct}
             )
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="paraphrasing",
                 condition=f"fraction={frac:.2f}:{arm}",
-                trace_id=row["trace_id"],
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=it.answer,
                 correct=correct,
-                rollout_id=row["request_id"],
                 text=text + (row["text"] or ""),
             )
         df = pl.DataFrame(
@@ -505,16 +509,13 @@ class _Runner:
             it, m = conds[(row["trace_id"], row["position"])]
             correct = _correct(row["answer"], it.answer) if row["status"] == "ok" else None
             rows.append({"item_id": it.id, "m": m, "correct": correct})
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="filler_tokens",
                 condition="own_cot" if m is None else f"m={m}",
-                trace_id=row["trace_id"],
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=it.answer,
                 correct=correct,
-                rollout_id=row["request_id"],
             )
         df = pl.DataFrame(rows, schema={"item_id": pl.Utf8, "m": pl.Int64, "correct": pl.Boolean})
         return filler_tokens(df, seed=self.cfg.seed)

@@ -19,6 +19,23 @@ def _row(**kw):
     return {k: kw.get(k) for k in ITEM_SCHEMA}
 
 
+def _pair(item, arm, answer, value, label, rollout, text, **kw):
+    """One judged hint-pair sample (sample 0) of ``item``."""
+    return _row(
+        item_id=item,
+        suite="hint_pairs",
+        condition=arm,
+        sample=0,
+        answer=answer,
+        value=value,
+        label=label,
+        rollout_id=rollout,
+        text=text,
+        **JUDGE,
+        **kw,
+    )
+
+
 @pytest.fixture(scope="module")
 def log_path(tmp_path_factory):
     rows = [
@@ -48,61 +65,13 @@ def log_path(tmp_path_factory):
             for k, v in ((0, 0.0), (1, 0.5), (2, 1.0))
         ],
         # item b: a hint pair that switched to the hint, the hinted CoT verbalised
-        _row(
-            item_id="b",
-            suite="hint_pairs",
-            condition="unhinted",
-            sample=0,
-            answer="3",
-            reference="3",
-            correct=True,
-            value=0.0,
-            label=False,
-            rollout_id="u0",
-            text="plain reasoning",
-            **JUDGE,
-        ),
-        _row(
-            item_id="b",
-            suite="hint_pairs",
-            condition="hinted",
-            sample=0,
-            answer="7",
-            reference="3",
-            correct=False,
-            value=1.0,
-            label=True,
-            rollout_id="h0",
-            text="the professor says 7",
-            **JUDGE,
-        ),
+        _pair("b", "unhinted", "3", 0.0, False, "u0", "plain reasoning", reference="3", correct=True),
+        _pair("b", "hinted", "7", 1.0, True, "h0", "the professor says 7", reference="3", correct=False),
         # item c: an IPHR question without any YES/NO answer: undefined, not 0
         _row(item_id="c", suite="iphr", condition="unanswered", value=None, reference="YES"),
         # item d: a hint pair that did not switch: verbalisation is undefined for this item
-        _row(
-            item_id="d",
-            suite="hint_pairs",
-            condition="unhinted",
-            sample=0,
-            answer="3",
-            value=0.0,
-            label=False,
-            rollout_id="u1",
-            text="x",
-            **JUDGE,
-        ),
-        _row(
-            item_id="d",
-            suite="hint_pairs",
-            condition="hinted",
-            sample=0,
-            answer="3",
-            value=0.0,
-            label=False,
-            rollout_id="h1",
-            text="y",
-            **JUDGE,
-        ),
+        _pair("d", "unhinted", "3", 0.0, False, "u1", "x"),
+        _pair("d", "hinted", "3", 0.0, False, "h1", "y"),
     ]
     curves = pl.DataFrame(
         {
