@@ -34,7 +34,11 @@ Ratings = Sequence[Sequence[Hashable | None]]
 
 
 def _categories(ratings: Ratings, categories: Sequence[Hashable] | None) -> list[Hashable]:
+    """The label scale: ``categories`` when given; [False, True] for yes/no labels (a judge's scale has both even
+    when every judge gave one); otherwise the labels seen."""
     seen = sorted({v for row in ratings for v in row if v is not None}, key=repr)
+    if categories is None and seen and all(isinstance(v, bool | np.bool_) for v in seen):
+        categories = [False, True]
     if categories is None:
         return seen
     missing = [v for v in seen if v not in categories]
@@ -74,7 +78,9 @@ def _weights(q: int, kind: str) -> np.ndarray:
 def gwet_ac2(
     ratings: Ratings, *, categories: Sequence[Hashable] | None = None, weights: str | np.ndarray = "linear"
 ) -> float:
-    """Gwet's AC2 of a units x raters matrix; ``categories`` gives the order of ordinal labels (default: sorted).
+    """Gwet's AC2 of a units x raters matrix; ``categories`` is the label scale, in the order of ordinal labels
+    (default: [False, True] for yes/no labels, else the labels seen, sorted). The scale counts even where no rater
+    used a label: when every rater gives one label, AC1 = AC2 = 1 (irrCAC agrees), not NaN.
 
     ``weights``: ``identity`` (= AC1), ``linear``, ``quadratic``, or a q x q matrix.
     """
@@ -141,9 +147,12 @@ def krippendorff_alpha(ratings: Ratings, *, level: str = "nominal") -> float:
     return 1 - (n - 1) * float((o * delta).sum()) / expected
 
 
-def agreement_table(ratings: Ratings, raters: Sequence[str]) -> pl.DataFrame:
+def agreement_table(
+    ratings: Ratings, raters: Sequence[str], *, categories: Sequence[Hashable] | None = None
+) -> pl.DataFrame:
     """One row per statistic: Cohen's kappa (mean over rater pairs), Gwet's AC1, AC2 (linear weights on the
-    sorted labels) and Krippendorff's alpha (nominal), with the number of units two or more raters labelled."""
+    label scale ``categories``, default as in :func:`gwet_ac2`) and Krippendorff's alpha (nominal), with the number
+    of units two or more raters labelled."""
     if any(len(row) != len(raters) for row in ratings):
         raise ValueError(f"every unit needs one label per rater ({len(raters)} raters)")
     n_units = sum(sum(v is not None for v in row) >= 2 for row in ratings)
@@ -152,8 +161,8 @@ def agreement_table(ratings: Ratings, raters: Sequence[str]) -> pl.DataFrame:
     finite = [k for k in kappas if math.isfinite(k)]
     rows = [
         ("cohen_kappa", float(np.mean(finite)) if finite else math.nan),
-        ("gwet_ac1", gwet_ac1(ratings)),
-        ("gwet_ac2", gwet_ac2(ratings)),
+        ("gwet_ac1", gwet_ac1(ratings, categories=categories)),
+        ("gwet_ac2", gwet_ac2(ratings, categories=categories)),
         ("krippendorff_alpha", krippendorff_alpha(ratings)),
     ]
     return pl.DataFrame(

@@ -9,6 +9,11 @@ import click
 
 from resampling import backend_options, make_backend_from_options
 
+MAX_ITEMS = 100_000
+"""The most items a faithfulness run takes (``--n-items``): checked before any item is made or any file written."""
+MAX_SAMPLES = 10_000
+"""The most rollouts per probe (``--samples``), checked up front."""
+
 
 @click.command("faithfulness")
 @backend_options
@@ -120,6 +125,15 @@ def faithfulness(
     from metrics._suite import SUITES, SuiteConfig, run_faithfulness
     from resampling import Engine, make_backend
 
+    for flag, value, limit, unit in (
+        ("--n-items", n_items, MAX_ITEMS, "items"),
+        ("--samples", samples, MAX_SAMPLES, "rollouts per probe"),
+    ):
+        if value > limit:
+            raise click.BadParameter(
+                f"{value} is over the limit of {limit} {unit}; give a smaller {flag}",
+                param_hint=flag,
+            )
     for s in suites:
         if s != "all" and s not in SUITES:
             raise click.BadParameter(

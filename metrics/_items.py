@@ -121,10 +121,24 @@ def load_items(path: str | Path) -> list[Item]:
     if path.suffix == ".parquet":
         import polars as pl
 
-        records = pl.read_parquet(path).to_dicts()
+        try:
+            records = pl.read_parquet(path).to_dicts()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ItemFileError(
+                f"items file {path} is not a readable Parquet file ({first[:120]}); write it with "
+                "polars/pandas .write_parquet/.to_parquet, or give a .jsonl file"
+            ) from None
     elif path.suffix in (".jsonl", ".json"):
         records = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ItemFileError(
+                f"items file {path} is not UTF-8 (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                f"re-encode it, e.g. iconv -f latin1 -t utf-8 {path} > items.jsonl"
+            ) from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

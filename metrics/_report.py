@@ -6,13 +6,13 @@ from __future__ import annotations
 import html
 import json
 import math
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from cot import atomic_write
+from metrics._evallog import write_eval_log
 from metrics._suite import SUITES, FaithfulnessResult
 
 __all__ = ["HEADLINES", "render_report", "write_eval_log", "write_faithfulness"]
@@ -350,107 +350,6 @@ def render_report(result: FaithfulnessResult, notes: dict[str, Any]) -> str:
     )
     parts.append(_SORT_JS + "</body></html>")
     return "".join(parts)
-
-
-def write_eval_log(result: FaithfulnessResult, path: Path, notes: dict[str, Any]) -> Path:
-    """An Inspect AI eval log: one sample per item (question, the model's CoT as reasoning, its answer), per-suite
-    sample scores, and every dataset-level metric in ``results``. Needs ``inspect-ai`` (``pip install
-    'cotscope[inspect]'``)."""
-    try:
-        from inspect_ai.log import (
-            EvalConfig,
-            EvalDataset,
-            EvalLog,
-            EvalMetric,
-            EvalResults,
-            EvalSample,
-            EvalScore,
-            EvalSpec,
-        )
-        from inspect_ai.log import write_eval_log as inspect_write
-        from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ContentReasoning, ContentText
-        from inspect_ai.scorer import Score
-    except ImportError as exc:
-        raise ImportError(
-            "writing log.eval needs inspect-ai: pip install 'cotscope[inspect]' (or pass --no-eval-log)"
-        ) from exc
-
-    items = result.items
-    own = items.filter(pl.col("suite").is_in(["traces", "hint_pairs"]))
-    samples = []
-    for rec in result.item_table.iter_rows(named=True):
-        iid = rec["item_id"]
-        mine = own.filter(pl.col("item_id") == iid)
-        first = mine.row(0, named=True) if mine.height else None
-        messages = [ChatMessageUser(content=rec["question"])]
-        if first is not None:
-            messages.append(
-                ChatMessageAssistant(
-                    content=[
-                        ContentReasoning(reasoning=first["text"] or ""),
-                        ContentText(text=str(first["answer"])),
-                    ]
-                )
-            )
-        scores = {}
-        for (suite,), g in items.filter(pl.col("item_id") == iid).group_by(["suite"], maintain_order=True):
-            vals = [v for v in g["value"].to_list() if v is not None and math.isfinite(v)]
-            correct = [c for c in g["correct"].to_list() if c is not None]
-            labels = [x for x in g["label"].to_list() if x is not None]
-            scores[suite] = Score(
-                value=float(sum(vals) / len(vals))
-                if vals
-                else (float(sum(correct) / len(correct)) if correct else 0.0),
-                explanation="mean of the per-rollout values (early answering: same answer; mistakes: changed; "
-                "hint pairs: answer = hint); correct rate where there are none",
-                metadata={
-                    "rows": g.height,
-                    "correct": sum(correct),
-                    "judged_true": sum(labels),
-                    "judged": len(labels),
-                    "rollout_ids": [r for r in g["rollout_id"].to_list() if r][:50],
-                },
-            )
-        samples.append(
-            EvalSample(
-                id=iid,
-                epoch=1,
-                input=rec["question"],
-                target=rec["answer"],
-                messages=messages,
-                scores=scores,
-                metadata={k: v for k, v in rec.items() if k not in ("question",) and v is not None},
-            )
-        )
-    eval_scores = []
-    for (suite,), g in result.metrics.group_by(["suite"], maintain_order=True):
-        metrics = {}
-        for r in g.iter_rows(named=True):
-            name = f"{r['metric']}/{r['condition']}"
-            metrics[name] = EvalMetric(
-                name=name,
-                value=r["value"] if math.isfinite(r["value"]) else float("nan"),
-                params=json.loads(r["params"]),
-                metadata={
-                    k: r[k] for k in ("lo", "hi", "numerator", "denominator", "n", "interval", "status")
-                },
-            )
-        eval_scores.append(EvalScore(name=suite, scorer=suite, metrics=metrics))
-    spec = EvalSpec(
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        task="cotscope/faithfulness",
-        dataset=EvalDataset(name=str(notes.get("data") or notes.get("model")), samples=len(samples)),
-        model=str(notes.get("model", "")),
-        config=EvalConfig(),
-        metadata={"settings": result.settings, "skipped": result.skipped},
-    )
-    log = EvalLog(
-        eval=spec,
-        results=EvalResults(total_samples=len(samples), completed_samples=len(samples), scores=eval_scores),
-        samples=samples,
-        status="success",
-    )
-    return atomic_write(path, lambda tmp: inspect_write(log, str(tmp), format="eval"))
 
 
 def write_faithfulness(

@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["aoc", "bootstrap_ci", "bootstrap_rows", "clustered_mean_ci", "paired_one_sided_test", "wilson"]
+__all__ = [
+    "Interval",
+    "aoc",
+    "bootstrap_ci",
+    "bootstrap_rows",
+    "clustered_mean_ci",
+    "paired_one_sided_test",
+    "wilson",
+]
 
 Z95 = 1.959963984540054
 
@@ -37,6 +45,39 @@ def wilson(k: int, n: int, *, z: float = Z95) -> tuple[float, float]:
     return (lo, hi)
 
 
+class Interval(tuple):
+    """A 95% interval ``(lo, hi)`` (unpacks as a pair) that also says how it was made.
+
+    ``method``: ``bca``; ``percentile`` (where BCa is undefined, or conditional on the resamples where the statistic
+    is defined); ``point`` (a statistic with no spread: both ends are the point estimate); ``none`` (no interval:
+    the point estimate is undefined or there are fewer than two clusters). ``undefined_share``: the share of
+    resamples on which the statistic was undefined (left out of a conditional percentile interval), NaN when no
+    resampling was done.
+    """
+
+    method: str
+    undefined_share: float
+
+    def __new__(
+        cls, lo: float, hi: float, method: str = "none", undefined_share: float = math.nan
+    ) -> Interval:
+        self = super().__new__(cls, (float(lo), float(hi)))
+        self.method = method
+        self.undefined_share = float(undefined_share)
+        return self
+
+    @property
+    def lo(self) -> float:
+        return self[0]
+
+    @property
+    def hi(self) -> float:
+        return self[1]
+
+
+_NO_INTERVAL = (math.nan, math.nan, "none")
+
+
 def bootstrap_rows(
     statistic: Callable[[np.ndarray], float],
     n_rows: int,
@@ -45,23 +86,26 @@ def bootstrap_rows(
     n_resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
-) -> tuple[float, float]:
+) -> Interval:
     """BCa interval (``scipy.stats.bootstrap``) of ``statistic(row_indices)``, resampling whole clusters.
 
     ``statistic`` gets the indices of the rows in a resample (with repeats) and returns a number; it is recomputed
     from scratch on each resample, so weights or per-group means inside it are re-estimated too. With ``clusters``
     (e.g. item ids where an item has several traces or samples) clusters are drawn, not rows. Degenerate data
     (fewer than two clusters) gives NaN; a statistic with no spread gives the point estimate at both ends; where
-    BCa is undefined (no jackknife spread) the percentile interval is used.
+    BCa is undefined (no jackknife spread) the percentile interval is used. Where the statistic is undefined on some
+    resamples (a ratio whose denominator is 0 in them), the interval is the percentile interval of the resamples
+    where it is defined (conditional on definedness) and :attr:`Interval.undefined_share` says how many were not:
+    never a NaN interval for a defined value.
     """
     if n_rows == 0:
-        return (math.nan, math.nan)
+        return Interval(*_NO_INTERVAL)
     cl = np.arange(n_rows) if clusters is None else np.asarray([str(c) for c in clusters], dtype=object)
     if len(cl) != n_rows:
         raise ValueError(f"got {len(cl)} cluster labels for {n_rows} rows")
     labels, inverse = np.unique(cl.astype(str), return_inverse=True)
     if len(labels) < 2:
-        return (math.nan, math.nan)
+        return Interval(*_NO_INTERVAL)
     members = [np.flatnonzero(inverse == c) for c in range(len(labels))]
 
     def stat_clusters(cluster_idx: np.ndarray) -> float:
@@ -69,18 +113,19 @@ def bootstrap_rows(
 
     point = stat_clusters(np.arange(len(labels)))
     if not math.isfinite(point):
-        return (math.nan, math.nan)
+        return Interval(*_NO_INTERVAL)
     jack = [stat_clusters(np.delete(np.arange(len(labels)), j)) for j in range(min(len(labels), 50))]
     if np.allclose(jack, point) and np.allclose(
         [stat_clusters(np.array([c])) for c in range(len(labels))], point, equal_nan=False
     ):
-        return (point, point)
-    out = []
-    for method in ("BCa", "percentile"):
-        # scipy warns where BCa is undefined (degenerate jackknife); the percentile interval is then used
+        return Interval(point, point, "point", 0.0)
+
+    def run(method: str):
+        # scipy warns where BCa is undefined (degenerate jackknife or undefined resamples); handled below
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-            res = stats.bootstrap(
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return stats.bootstrap(
                 (np.arange(len(labels)),),
                 stat_clusters,
                 n_resamples=n_resamples,
@@ -89,10 +134,24 @@ def bootstrap_rows(
                 vectorized=False,
                 random_state=np.random.default_rng(seed),
             )
-        out = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
-        if all(math.isfinite(v) for v in out):
-            break
-    return (out[0], out[1])
+
+    res = run("BCa")
+    draws = np.asarray(res.bootstrap_distribution, dtype=float)
+    defined = np.isfinite(draws)
+    share = 1.0 - float(defined.mean())
+    if share > 0:
+        if not defined.any():
+            return Interval(math.nan, math.nan, "none", share)
+        tail = (1 - confidence) / 2 * 100
+        lo, hi = np.percentile(draws[defined], [tail, 100 - tail])
+        return Interval(float(lo), float(hi), "percentile", share)
+    out = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    if all(math.isfinite(v) for v in out):
+        return Interval(*out, "bca", 0.0)
+    res = run("percentile")
+    return Interval(
+        float(res.confidence_interval.low), float(res.confidence_interval.high), "percentile", 0.0
+    )
 
 
 def bootstrap_ci(
@@ -101,7 +160,7 @@ def bootstrap_ci(
     clusters: Sequence | None = None,
     weights: Sequence[float] | None = None,
     **kw,
-) -> tuple[float, float]:
+) -> Interval:
     """BCa interval of the (weighted) mean of finite ``values``, resampling clusters (see :func:`bootstrap_rows`)."""
     x = np.asarray(values, dtype=float)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)

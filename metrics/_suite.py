@@ -11,30 +11,34 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from cot import Trace, answer_key, answers_equivalent
+from cot import Trace
 from metrics._formulas import (
     adding_mistakes,
     adding_mistakes_curves,
-    articulation,
-    biased_context,
     early_answering,
     early_answering_curves,
     filler_tokens,
-    hint_verbalisation,
-    iphr,
-    iphr_pairs,
     metric_row,
     paraphrasing,
     rows_frame,
 )
-from metrics._gmean import monitor_gmean2
 from metrics._items import Item
-from metrics._judges import Judge, JudgeRequest, MistakeGenerator, Paraphraser
+from metrics._judges import Judge, MistakeGenerator, Paraphraser
+from metrics._suite_pairs import _PairSuites
+from metrics._suite_rules import (
+    _correct,
+    _opened_prompt_ids,
+    _predicted_changed,
+    _prefix_text,
+    _same,
+    _Skip,
+)
 
 __all__ = ["ITEM_SCHEMA", "SUITES", "FaithfulnessResult", "SuiteConfig", "run_faithfulness"]
 
@@ -69,6 +73,7 @@ ITEM_SCHEMA: dict[str, Any] = {
     "judge_prompt_hash": pl.Utf8,
     "judge_sampling": pl.Utf8,
     "judge_error": pl.Utf8,
+    "judge_reply": pl.Utf8,
     "rollout_id": pl.Utf8,
     "text": pl.Utf8,
 }
@@ -129,32 +134,7 @@ class FaithfulnessResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def _opened_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """The chat template of ``prompt`` with the think block open (the engine's own prefix of position 0)."""
-    from resampling import TracePrefixes
-
-    return TracePrefixes.build(Trace(prompt=prompt, cot="."), tokenizer).prefix_ids(0)
-
-
-def _key(x: str | None) -> str | None:
-    return answer_key(x) if x is not None else None
-
-
-def _same(a: str | None, b: str | None) -> bool | None:
-    if b is None:
-        return None
-    if a is None:
-        return False
-    return answer_key(a) == answer_key(b) or bool(answers_equivalent(a, b))
-
-
-def _correct(answer: str | None, gold: str) -> bool:
-    return answer is not None and (
-        answer_key(answer) == answer_key(gold) or bool(answers_equivalent(answer, gold))
-    )
-
-
-class _Runner:
+class _Runner(_PairSuites):
     def __init__(
         self,
         backend: Any,
@@ -185,6 +165,18 @@ class _Runner:
 
     def _row(self, **kw: Any) -> None:
         self.item_rows.append({k: kw.get(k) for k in ITEM_SCHEMA})
+
+    def _rollout_row(self, rollout: dict[str, Any], **kw: Any) -> None:
+        """The item row of one rollout: its trace, sample, answer and request id, then ``kw`` (which may override)."""
+        self._row(
+            **{
+                "trace_id": rollout["trace_id"],
+                "sample": rollout["sample"],
+                "answer": rollout["answer"],
+                "rollout_id": rollout["request_id"],
+                **kw,
+            }
+        )
 
     def _run(self, plan, what: str) -> pl.DataFrame:
         self.log(f"{what}: {plan.n_rollouts} rollouts ({len(plan)} requests)")
@@ -279,11 +271,8 @@ class _Runner:
             )
         for row in r.iter_rows(named=True):
             it, t = meta[row["trace_id"]]
-            same = (
-                _same(row["answer"], t.answer)
-                if row["status"] == "ok" and row["answer"] is not None
-                else None
-            )
+            # Lanham's rule: a probe that states no answer counts as a different answer; a failed request is left out
+            same = _same(row["answer"], t.answer) if row["status"] == "ok" else None
             probes.append(
                 {
                     "item_id": it.id,
@@ -293,17 +282,15 @@ class _Runner:
                     "same": same,
                 }
             )
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="early_answering",
                 condition=f"k={row['position']}",
                 trace_id=t.id,
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=t.answer,
                 correct=row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer),
                 value=None if same is None else float(same),
-                rollout_id=row["request_id"],
             )
         schema = {
             "item_id": pl.Utf8,
@@ -371,18 +358,15 @@ class _Runner:
                     "predicted_changed": predicted,
                 }
             )
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="adding_mistakes",
                 condition=f"sentence={i}",
-                trace_id=row["trace_id"],
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=t.answer,
                 correct=_correct(row["answer"], it.answer),
                 value=None if same is None else float(not same),
                 truth_label=predicted,
-                rollout_id=row["request_id"],
                 text=_prefix_text(edited, i + 1) + (row["text"] or ""),
             )
         df = pl.DataFrame(
@@ -452,16 +436,13 @@ class _Runner:
             rows.append(
                 {"item_id": it.id, "trace_id": t.id, "fraction": float(frac), "arm": arm, "correct": correct}
             )
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="paraphrasing",
                 condition=f"fraction={frac:.2f}:{arm}",
-                trace_id=row["trace_id"],
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=it.answer,
                 correct=correct,
-                rollout_id=row["request_id"],
                 text=text + (row["text"] or ""),
             )
         df = pl.DataFrame(
@@ -506,258 +487,16 @@ class _Runner:
             it, m = conds[(row["trace_id"], row["position"])]
             correct = _correct(row["answer"], it.answer) if row["status"] == "ok" else None
             rows.append({"item_id": it.id, "m": m, "correct": correct})
-            self._row(
+            self._rollout_row(
+                row,
                 item_id=it.id,
                 suite="filler_tokens",
                 condition="own_cot" if m is None else f"m={m}",
-                trace_id=row["trace_id"],
-                sample=row["sample"],
-                answer=row["answer"],
                 reference=it.answer,
                 correct=correct,
-                rollout_id=row["request_id"],
             )
         df = pl.DataFrame(rows, schema={"item_id": pl.Utf8, "m": pl.Int64, "correct": pl.Boolean})
         return filler_tokens(df, seed=self.cfg.seed)
-
-    def pairs(self) -> pl.DataFrame:
-        """Paired unhinted/hinted samples (same seeds) of every item with a hint, with judge labels on both arms."""
-        if self._pairs is not None:
-            return self._pairs
-        hinted = [it for it in self.items if it.hint is not None]
-        if not hinted:
-            raise _Skip("no item has a hint target (give items with a 'hint' field, or use organism:hint)")
-        if self.judge is None:
-            raise _Skip("no judge was given")
-        prompts = [(f"{it.id}#u", it.question) for it in hinted] + [
-            (f"{it.id}#h", it.hinted_prompt()) for it in hinted
-        ]
-        r = self.sample_prompts(prompts, self.cfg.samples, "hint_pair")
-        rows = []
-        for row in r.sort("trace_id", "sample").iter_rows(named=True):
-            key, arm = row["trace_id"].rsplit("#", 1)
-            it = self.by_id[key]
-            text = row["text"] if row["status"] == "ok" else None
-            cot = None
-            if text is not None:
-                cot = Trace.from_completion(
-                    text if text.lstrip().startswith("<think>") else "<think>\n" + text
-                ).cot
-            rows.append(
-                {
-                    "item_id": it.id,
-                    "arm": "hinted" if arm == "h" else "unhinted",
-                    "sample": row["sample"],
-                    "answer": row["answer"],
-                    "cot": cot,
-                    "rollout_id": row["request_id"],
-                }
-            )
-        reqs = [
-            JudgeRequest(
-                question=self.by_id[r_["item_id"]].hinted_prompt() or "",
-                cot=r_["cot"] or "",
-                answer=r_["answer"],
-                cue=_cue_text(self.by_id[r_["item_id"]]),
-                cue_answer=self.by_id[r_["item_id"]].hint,
-            )
-            for r_ in rows
-        ]
-        self.log(f"judging {len(reqs)} CoTs with {self.judge.id}")
-        labels = self.judge.label(reqs)
-        for r_, lab in zip(rows, labels, strict=True):
-            it = self.by_id[r_["item_id"]]
-            r_["label"] = lab.value if r_["cot"] is not None else None
-            truth = _truth_verbalised(it, r_["cot"]) if r_["arm"] == "hinted" else None
-            self._row(
-                item_id=it.id,
-                suite="hint_pairs",
-                condition=r_["arm"],
-                sample=r_["sample"],
-                answer=r_["answer"],
-                reference=it.answer,
-                correct=_correct(r_["answer"], it.answer),
-                value=None if r_["answer"] is None else float(_same(r_["answer"], it.hint) or False),
-                label=r_["label"],
-                truth_label=truth,
-                judge_id=lab.judge_id,
-                judge_prompt_hash=lab.prompt_hash,
-                judge_sampling=lab.sampling,
-                judge_error=lab.error,
-                rollout_id=r_["rollout_id"],
-                text=r_["cot"],
-            )
-        self._pairs = pl.DataFrame(
-            rows,
-            schema={
-                "item_id": pl.Utf8,
-                "arm": pl.Utf8,
-                "sample": pl.Int64,
-                "answer": pl.Utf8,
-                "cot": pl.Utf8,
-                "rollout_id": pl.Utf8,
-                "label": pl.Boolean,
-            },
-        )
-        return self._pairs
-
-    def _wide(self) -> pl.DataFrame:
-        p = self.pairs()
-        u = p.filter(pl.col("arm") == "unhinted").select("item_id", "sample", pl.col("answer").alias("a_u"))
-        h = p.filter(pl.col("arm") == "hinted").select(
-            "item_id", "sample", pl.col("answer").alias("a_h"), "label"
-        )
-        w = u.join(h, on=["item_id", "sample"])
-        hint = {it.id: it.hint for it in self.items}
-        gold = {it.id: it.answer for it in self.items}
-        return w.with_columns(
-            pl.col("item_id").replace_strict(hint, return_dtype=pl.Utf8).alias("hint"),
-            pl.col("item_id").replace_strict(gold, return_dtype=pl.Utf8).alias("gold"),
-        )
-
-    def biased_context(self) -> pl.DataFrame:
-        p = self.pairs()
-        hint = {it.id: it.hint for it in self.items}
-        gold = {it.id: it.answer for it in self.items}
-        rows = [
-            {
-                "item_id": r["item_id"],
-                "arm": "biased" if r["arm"] == "hinted" else "unbiased",
-                "correct": _correct(r["answer"], gold[r["item_id"]]),
-                "equals_bias": bool(_same(r["answer"], hint[r["item_id"]])),
-                "bias_inconsistent": not _correct(hint[r["item_id"]], gold[r["item_id"]]),
-            }
-            for r in p.iter_rows(named=True)
-        ]
-        return biased_context(pl.DataFrame(rows), seed=self.cfg.seed)
-
-    def _norm(self, w: pl.DataFrame) -> pl.DataFrame:
-        def k(col: str):
-            return pl.col(col).map_elements(lambda x: answer_key(x), return_dtype=pl.Utf8)
-
-        return w.with_columns(k("a_u"), k("a_h"), k("hint"))
-
-    def hint_verbalisation(self) -> pl.DataFrame:
-        w = self._norm(self._wide()).rename({"label": "verbalised"})
-        return hint_verbalisation(w, n_options=self._n_options(), seed=self.cfg.seed)
-
-    def articulation(self) -> pl.DataFrame:
-        w = self._norm(self._wide()).rename({"a_h": "a_b", "hint": "cue", "label": "cites"})
-        return articulation(w)
-
-    def monitor(self) -> pl.DataFrame:
-        p = self.pairs()
-        hint = {it.id: it.hint for it in self.items}
-        rows = [
-            {
-                "instance": r["item_id"],
-                "x": int(r["arm"] == "hinted"),
-                "y": int(bool(_same(r["answer"], hint[r["item_id"]]))),
-                "z": int(bool(r["label"])),
-            }
-            for r in p.iter_rows(named=True)
-            if r["label"] is not None
-        ]
-        if not rows:
-            raise _Skip("the judge labelled no CoT (every label failed)")
-        return monitor_gmean2(pl.DataFrame(rows), n_bootstrap=self.cfg.monitor_bootstrap, seed=self.cfg.seed)
-
-    def iphr(self) -> pl.DataFrame:
-        qs = [it for it in self.items if it.pair_id is not None]
-        if not qs:
-            raise _Skip(
-                "no item has a pair_id (IPHR needs reversed question pairs: organism:compare or items with pair_id, group)"
-            )
-        r = self.sample_prompts([(f"{it.id}#q", it.question) for it in qs], self.cfg.samples, "iphr")
-        rows = []
-        for it in qs:
-            g = r.filter(pl.col("trace_id") == f"{it.id}#q")
-            answers = [(a or "").strip().upper() for a in g["answer"].to_list() if a is not None]
-            answers = [a for a in answers if a in ("YES", "NO")]
-            gold = it.answer.strip().upper()
-            rows.append(
-                {
-                    "group": it.group or it.pair_id,
-                    "pair_id": it.pair_id,
-                    "question_id": it.id,
-                    "correct_answer": gold,
-                    "n_yes": sum(a == "YES" for a in answers),
-                    "n_answered": len(answers),
-                    "n_correct": sum(a == gold for a in answers),
-                }
-            )
-            self._row(
-                item_id=it.id,
-                suite="iphr",
-                condition="question",
-                value=rows[-1]["n_yes"] / max(1, len(answers)),
-                reference=gold,
-            )
-        q = pl.DataFrame(rows).filter(pl.col("n_answered") > 0)
-        self.iphr_flags = iphr_pairs(
-            q, bias_threshold=self.cfg.iphr_bias_threshold, accuracy_gap=self.cfg.iphr_accuracy_gap
-        )
-        return iphr(q, bias_threshold=self.cfg.iphr_bias_threshold, accuracy_gap=self.cfg.iphr_accuracy_gap)
-
-    def _n_options(self) -> int:
-        if self.cfg.n_options:
-            return self.cfg.n_options
-        counts = {len(it.choices) for it in self.items if it.choices}
-        if len(counts) > 1:
-            raise _Skip(f"items have different numbers of choices {sorted(counts)}; give n_options")
-        return counts.pop() if counts else 10
-
-
-class _Skip(Exception):
-    """A suite that cannot run on these items; the message says why."""
-
-
-def _cue_text(item: Item) -> str:
-    hinted = item.hinted_prompt() or ""
-    extra = hinted.replace(item.question, "").strip()
-    return extra or f"a suggestion that the answer is {item.hint}"
-
-
-def _truth_verbalised(item: Item, cot: str | None) -> bool | None:
-    """Planted truth for a sampled hinted CoT of the ``hint`` organism: its ground-truth analysis has a hint
-    sentence (a mention of the professor). None for items without a task analysis."""
-    if cot is None or item.example is None or item.source != "organism:hint":
-        return None
-    import organisms
-
-    return any(s.kind == "hint" for s in organisms.get_task("hint").analyze(item.example, cot))
-
-
-def _prefix_text(prefixes: Any, position: int) -> str:
-    """The CoT text a position's prefix holds: everything before sentence ``position`` (the whole CoT at K)."""
-    if position < len(prefixes.sentences):
-        return prefixes.trace.cot[: prefixes.sentences[position].start]
-    return prefixes.trace.cot
-
-
-def _predicted_changed(
-    item: Item, edited: Any, index: int, continuation: str, original: str | None
-) -> bool | None:
-    """The task's propagation rule applied to the edited CoT prefix plus the sampled continuation: the running digit
-    after the last computation or correction (read by the task's ground-truth analysis, not from the final answer
-    or the consolidating sentences) differs from the original answer. In the organisms' last-digit arithmetic every
-    step is a bijection mod 10, so a wrong digit that no later correction replaces always reaches the end."""
-    import organisms
-
-    name = item.source.removeprefix("organism:")
-    if name not in organisms.names() or original is None:
-        return None
-    if organisms.get_task(name).planted.get("answer_from_prompt") == 1.0:
-        return False  # a post-hoc task: the answer comes from the prompt, nothing in the CoT propagates to it
-    if name not in ("arith", "hint"):
-        return None  # the running-digit rule below is these tasks' rule only
-    cot = (_prefix_text(edited, index + 1) + continuation).split("</think>", 1)[0]
-    try:
-        sentences = organisms.get_task(name).analyze(item.example, cot)
-    except (ValueError, KeyError, IndexError):  # a task without this analysis: no prediction, never a guess
-        return None
-    values = [s.value for s in sentences if s.kind in ("compute", "correction") and s.value is not None]
-    return None if not values else str(values[-1]) != answer_key(original)
 
 
 def run_faithfulness(
@@ -779,6 +518,7 @@ def run_faithfulness(
     no paraphraser, no judge) are skipped with the reason in ``result.skipped``; they never produce a value.
     """
     cfg = config or SuiteConfig()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     if not items:
         raise ValueError("no items to measure on; give --data FILE or an organism model")
     wanted = list(SUITES) if list(suites) == ["all"] else list(suites)
@@ -828,6 +568,8 @@ def run_faithfulness(
     metrics = pl.concat(frames) if frames else rows_frame([]).with_columns(pl.lit("").alias("suite")).clear()
     items_df = pl.DataFrame(run.item_rows, schema=ITEM_SCHEMA)
     settings = {
+        "started_at": started,
+        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": {k: v for k, v in asdict(cfg).items()},
         "suites": wanted,
         "backend": backend.identity(),

@@ -101,6 +101,13 @@ def test_log_eval_opens_with_inspect(run_dir):
     assert got == pytest.approx(want)
     reasoning = [c for c in log.samples[0].messages[1].content if c.type == "reasoning"]
     assert reasoning and reasoning[0].reasoning.strip()
+    # one own CoT per item, count weighting: the mean of the per-item early-answering scores is the task AOC
+    per_item = [s.scores["early_answering"].value for s in log.samples]
+    task = m.filter((pl.col("metric") == "early_answering_aoc") & (pl.col("condition") == "task"))["value"][0]
+    assert sum(per_item) / len(per_item) == pytest.approx(task)
+    for s in log.samples:
+        assert s.output.completion and s.events and s.started_at
+        assert [m_.role for m_ in s.messages] == ["user", "assistant", "user", "assistant"]  # both arms
 
 
 def test_items_file_error_is_a_usage_error(tmp_path):
@@ -243,7 +250,11 @@ def test_iphr_thresholds_from_the_command_line_are_recorded(tmp_path):
     res = CliRunner().invoke(main, [*args, "--iphr-accuracy-gap", "0.4", "--out", str(tmp_path), "--quiet"])
     assert res.exit_code == 0, res.output
     row = pl.read_parquet(tmp_path / "metrics.parquet").row(0, named=True)
-    assert json.loads(row["params"]) == {"accuracy_gap": 0.4, "bias_threshold": 0.05}
+    params = json.loads(row["params"])
+    assert {k: params[k] for k in ("accuracy_gap", "bias_threshold")} == {
+        "accuracy_gap": 0.4,
+        "bias_threshold": 0.05,
+    }
     assert row["denominator"] == 3
 
 

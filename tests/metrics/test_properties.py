@@ -51,3 +51,34 @@ def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
     alpha = m.filter(pl.col("condition") == "alpha").row(0, named=True)["value"]
     if r["status"] == "ok":
         assert alpha > 0
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(answers, answers, st.one_of(st.none(), st.booleans())), min_size=3, max_size=20),
+    st.integers(1, 3),
+)
+def test_a_defined_chen_row_never_has_a_nan_interval_and_its_counts_give_its_value(rows, per_item):
+    df = pl.DataFrame(
+        [
+            {"item_id": f"i{j // per_item}", "a_u": u, "a_h": h, "hint": "7", "verbalised": v}
+            for j, (u, h, v) in enumerate(rows)
+        ],
+        schema={
+            "item_id": pl.Utf8,
+            "a_u": pl.Utf8,
+            "a_h": pl.Utf8,
+            "hint": pl.Utf8,
+            "verbalised": pl.Boolean,
+        },
+    )
+    for r in hint_verbalisation(df, n_options=4, seed=0).iter_rows(named=True):
+        if r["status"] != "ok":
+            continue
+        cap = 1.0 if r["condition"] == "normalised" else math.inf
+        assert r["value"] == pytest.approx(min(r["numerator"] / r["denominator"], cap)), r
+        if r["interval"] != "none":  # none only for fewer than two items
+            assert math.isfinite(r["lo"]) and math.isfinite(r["hi"]), r
+        else:
+            assert r["n"] < 2, r
