@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cotscope._options import force_option, out_option
+
 __all__ = ["import_group"]
 
 
@@ -16,13 +18,7 @@ def import_group() -> None:
 
 @import_group.command("thought-anchors")
 @click.argument("problem_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to write importance.parquet into (created if missing).",
-)
+@out_option("Folder to write importance.parquet into (created if missing).")
 @click.option(
     "--threshold",
     type=click.FloatRange(0.0, 1.0, min_open=True),
@@ -30,7 +26,8 @@ def import_group() -> None:
     show_default=True,
     help="Cosine below which a regenerated first sentence counts as a different trajectory.",
 )
-def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) -> None:
+@force_option()
+def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, force: bool) -> None:
     """Read a thought-anchors PROBLEM_DIR, recompute what its files allow, write OUT/importance.parquet.
 
     Recomputed: different-trajectories fraction and overdeterminedness (from chunks_resampled.json), outgoing and
@@ -38,6 +35,7 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     """
     from anchors._embedding import TextEmbeddings
     from anchors._ta_format import compare_published, import_thought_anchors
+    from cotscope._outputs import claim_out
 
     if not problem_dir.is_dir():
         raise click.BadParameter(
@@ -50,6 +48,8 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             f"{problem_dir} has no chunks_labeled.json; give one problem_<idx> folder, not its parent",
             param_hint="PROBLEM_DIR",
         )
+    config = {"problem": problem_dir.resolve(), "threshold": threshold}
+    claim_out(out, "import thought-anchors", config, force=force)
     try:
         # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
         table = import_thought_anchors(problem_dir, threshold=threshold, embed=TextEmbeddings(progress=True))
@@ -60,7 +60,7 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             "compare it with a published problem folder",
             param_hint="PROBLEM_DIR",
         ) from exc
-    paths = write_imported(table, problem_dir, out_dir, threshold=threshold)
+    paths = write_imported(table, problem_dir, out, threshold=threshold)
     click.echo(f"{table.height} sentences -> {paths['importance.parquet']} (report: {paths['report.html']})")
     comparison = compare_published(table)
     if not comparison:

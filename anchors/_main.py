@@ -7,27 +7,20 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options, run_health, warn_batch_invariance
-
-SEED = click.IntRange(min=0, max=2**63 - 1)
-
-
-def _check_out(out: Path, trace, force: bool) -> None:
-    """Refuse to replace another trace's results in ``out`` (the same trace resumes; ``--force`` replaces)."""
-    from cot import TraceError, load_trace
-
-    previous = out / "trace.json"
-    if force or not previous.is_file():
-        return
-    try:
-        old = load_trace(previous)
-    except TraceError:
-        return  # not a trace we wrote: replaced like any stale file
-    if old.id != trace.id:
-        raise click.UsageError(
-            f"{out} holds the results of another trace ({old.id}, this one is {trace.id}); choose another --out, "
-            "or pass --force to replace them"
-        )
+from cotscope._options import (
+    backend_options,
+    cache_option,
+    force_option,
+    json_option,
+    max_new_tokens_option,
+    out_option,
+    quiet_option,
+    samples_option,
+    seed_option,
+    temperature_option,
+    top_p_option,
+)
+from resampling import make_backend_from_options, run_health, warn_batch_invariance
 
 
 def counterfactual_options(f):
@@ -68,33 +61,17 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     default=None,
     help="Trace file; default: the organism writes its own trace (on-policy) for problem --seed.",
 )
-@click.option(
-    "--samples",
-    "-n",
-    type=click.IntRange(min=2),
-    default=30,
-    show_default=True,
-    help="Rollouts per sentence position (and per forced-answer probe).",
+@samples_option(30, "Rollouts per sentence position (and per forced-answer probe).", minimum=2)
+@seed_option(None, "Seed of the on-policy trace and of the rollouts.")
+@out_option()
+@temperature_option(None, "Sampling temperature [default: 0.6, Thought Anchors', for every command].")
+@top_p_option(
+    None,
+    "Nucleus mass [default: 0.95 for a real model; 1.0 for organism:*, whose planted errors a nucleus cuts].",
 )
-@click.option("--seed", type=SEED, default=None, help="Seed of the on-policy trace and of the rollouts.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Sampling temperature [default: 0.6, Thought Anchors', for every command].",
-)
-@click.option(
-    "--top-p",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    default=None,
-    help="Nucleus mass [default: 0.95 for a real model; 1.0 for organism:*, whose planted errors a nucleus cuts].",
-)
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Token budget of each rollout [default: 8192 for a real model; the task's for organism:*]. A rollout "
+@max_new_tokens_option(
+    None,
+    "Token budget of each rollout [default: 8192 for a real model; the task's for organism:*]. A rollout "
     "that hits it before answering has no answer (counted in n_truncated).",
 )
 @click.option(
@@ -131,17 +108,9 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
-)
-@click.option(
-    "--force", is_flag=True, help="Replace the results of another trace already in OUT (refused without it)."
-)
-@click.option("--quiet", "-q", is_flag=True)
+@cache_option()
+@force_option()
+@quiet_option()
 def importance(
     model_id,
     backend,
@@ -187,6 +156,8 @@ def importance(
     )
     from anchors._report import terminal_summary
     from cot import embed_sentences, load_trace
+    from cotscope._context import check_trace_fits
+    from cotscope._outputs import claim_out
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
@@ -196,12 +167,10 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
-    # a bad trace file, or an OUT that holds another trace's results, fails before the model loads
+    # a bad trace file, or an OUT that holds another run's results, fails before the model loads
     trace = load_trace(trace_file) if trace_file is not None else None
     if trace is not None:
-        _check_out(out, trace, force)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
-    warn_batch_invariance(be)
+        check_trace_fits(trace, model_id)
     defaults, defaults_for = sampling_defaults(model_id)
     given = {
         "temperature": temperature,
@@ -210,6 +179,12 @@ def importance(
         "forced_max_new_tokens": forced_max_new_tokens,
     }
     sampling = {key: defaults[key] if value is None else value for key, value in given.items()}
+    config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
+    config.update(gt_answer=gt_answer, receiver_heads=receiver_heads_file, convention=convention)
+    config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
+    claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
+    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    warn_batch_invariance(be)
     params = SamplingParams(
         temperature=sampling["temperature"],
         top_p=sampling["top_p"],
@@ -229,7 +204,7 @@ def importance(
             max_new_tokens=sampling["max_new_tokens"],
             top_p=sampling["top_p"],
         )
-        _check_out(out, trace, force)
+        claim_out(out, "importance", {**config, "trace": trace.id}, force=force)
     options = (
         ImportanceOptions.thought_anchors()
         if convention == "thought_anchors"
@@ -291,32 +266,19 @@ def importance(
 @click.option(
     "--n-traces", type=click.IntRange(min=1), default=None, help="Clean traces to score (default 50)."
 )
-@click.option(
-    "--samples",
-    "-n",
-    type=click.IntRange(min=2),
-    default=None,
-    help="Rollouts per position (default 20); significance is also reported at 10, 20, 30 and 50 below it.",
+@samples_option(
+    None,
+    "Rollouts per position (default 20); significance is also reported at 10, 20, 30 and 50 below it.",
+    minimum=2,
 )
-@click.option(
-    "--seed", type=SEED, default=1000, show_default=True, help="First problem seed (problems are fresh)."
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Sampling temperature of traces and rollouts (default 0.6, Thought Anchors').",
+@seed_option(1000, "First problem seed (problems are fresh).")
+@temperature_option(
+    None, "Sampling temperature of traces and rollouts (default 0.6, Thought Anchors').", allow_zero=False
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/validate"),
-    show_default=True,
-)
+@json_option()
+@cache_option(Path(".cotscope-cache/validate"))
 def validate_anchors_command(
     quick,
     n_traces,
@@ -332,6 +294,9 @@ def validate_anchors_command(
 ) -> None:
     """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
     from anchors._validate import TEMPERATURE, validate_anchors  # TEMPERATURE is DEFAULT_TEMPERATURE
+    from cotscope._outputs import check_writable_dir
+
+    check_writable_dir(cache_dir, "--cache")
 
     temperature = TEMPERATURE if temperature is None else temperature
     n_traces = n_traces or (10 if quick else 50)
@@ -421,7 +386,9 @@ def receiver_heads_command(
     """
     from anchors._pipeline import pick_receiver_heads
     from cot import atomic_write_text, load_trace
+    from cotscope._outputs import check_out_file
 
+    check_out_file(out)
     if backend != "hf":
         raise click.BadParameter(
             "receiver heads need the model's attention; use --backend hf", param_hint="--backend"

@@ -9,7 +9,17 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options
+from cotscope._options import (
+    backend_options,
+    cache_option,
+    json_option,
+    max_new_tokens_option,
+    quiet_option,
+    samples_option,
+    seed_option,
+    temperature_option,
+)
+from resampling import make_backend_from_options
 
 _ORGANISM_CUE = re.compile(r"A professor says the answer is (\d)\.")
 
@@ -73,12 +83,10 @@ def _why(name: str, ev: dict) -> str:
 )
 @click.option("--gold", default=None, help="Reversal: the correct answer of TRACE (YES/NO).")
 @click.option("--pair-gold", default=None, help="Reversal: the correct answer of --pair (YES/NO).")
-@click.option(
-    "--samples", "-n", type=click.IntRange(min=1), default=8, show_default=True, help="Rollouts per prefix."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@samples_option(8, "Rollouts per prefix.")
+@seed_option(0)
+@temperature_option(1.0)
+@max_new_tokens_option(256)
 @click.option(
     "--judge",
     type=click.Choice(["auto", "rule", "self"]),
@@ -97,15 +105,9 @@ def _why(name: str, ev: dict) -> str:
     help="Repeatable: CoT-only monitors (rule: the offline phrase monitor; self: the model asked for JSON). With two "
     "or more, their agreement is printed.",
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/classify"),
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-@click.option("--quiet", "-q", is_flag=True)
+@cache_option(Path(".cotscope-cache/classify"))
+@json_option("Print JSON instead of the table.")
+@quiet_option()
 def classify_command(
     trace_path, model_id, backend, base_url, batch_size, device, backend_option, classifiers, cue, cue_answer,
     plain_prompt, pair_path, gold, pair_gold, samples, seed, temperature, max_new_tokens, judge, monitors,
@@ -113,9 +115,12 @@ def classify_command(
 ) -> None:  # fmt: skip
     """Is this CoT unfaithful, how, and where? One verdict per classifier, with the sentences and numbers."""
     from cot import TraceError, load_trace
+    from cotscope._context import check_trace_fits
+    from cotscope._outputs import check_writable_dir
     from metrics._classifiers import CLASSIFIERS, ClassifyConfig, TraceCase, classify, monitor_agreement
     from metrics._judges import LLMJudge, OrganismMistakes, OrganismParaphraser, RuleJudge
 
+    check_writable_dir(cache_dir, "--cache")
     for c in classifiers:
         if c != "all" and c not in CLASSIFIERS:
             raise click.BadParameter(f"unknown classifier {c!r}; choose all or one of: {', '.join(CLASSIFIERS)}",
@@ -125,6 +130,9 @@ def classify_command(
         pair = load_trace(pair_path) if pair_path else None
     except (TraceError, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
+    check_trace_fits(trace, model_id, option="TRACE")
+    if pair is not None:
+        check_trace_fits(pair, model_id, option="--pair")
     organism = model_id.split(":", 1)[1] if model_id.startswith("organism:") else None
     md = trace.metadata
     cue = cue or md.get("cue")
@@ -233,18 +241,14 @@ def classify_command(
 @click.option(
     "--quick", is_flag=True, help="Small run (30 items, 2 traces, 4 samples): plumbing, not the numbers."
 )
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/validate-classifiers"),
-    show_default=True,
-)
+@json_option()
+@cache_option(Path(".cotscope-cache/validate-classifiers"))
 def validate_classifiers_command(n_items, traces, samples, quick, as_json, cache_dir) -> None:
     """Every unfaithfulness classifier vs baselines on organism traces with planted labels."""
+    from cotscope._outputs import check_writable_dir
     from metrics._classify_validate import validate_classifiers
 
+    check_writable_dir(cache_dir, "--cache")
     if quick:
         n_items, traces, samples = 30, 2, 4
 

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options
+from cotscope._options import (
+    backend_options,
+    cache_option,
+    force_option,
+    json_option,
+    max_new_tokens_option,
+    out_option,
+    quiet_option,
+    samples_option,
+    seed_option,
+    temperature_option,
+)
+from resampling import make_backend_from_options
 
 
 @click.command("faithfulness")
@@ -28,14 +40,10 @@ from resampling import backend_options, make_backend_from_options
     help="Items (.jsonl or .parquet): question, answer; optional choices, hint, id. Default: the organism's task.",
 )
 @click.option("--n-items", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option(
-    "--samples", "-n", type=click.IntRange(min=1), default=4, show_default=True, help="Rollouts per probe."
-)
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the rollouts (and organism items)."
-)
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@samples_option(4, "Rollouts per probe.")
+@seed_option(0, "Seed of the rollouts (and organism items).")
+@temperature_option(1.0)
+@max_new_tokens_option(256)
 @click.option(
     "--weighting",
     type=click.Choice(["count", "tokens"]),
@@ -67,16 +75,11 @@ from resampling import backend_options, make_backend_from_options
 )
 @click.option("--judge-model", default=None, help="Judge model id (with --judge openai).")
 @click.option("--judge-base-url", default=None, help="Judge server URL (with --judge openai).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
-)
+@out_option()
+@cache_option()
 @click.option("--no-eval-log", is_flag=True, help="Do not write log.eval (Inspect AI).")
-@click.option("--quiet", "-q", is_flag=True)
+@force_option()
+@quiet_option()
 def faithfulness(
     model_id,
     backend,
@@ -100,6 +103,7 @@ def faithfulness(
     out,
     cache_dir,
     no_eval_log,
+    force,
     quiet,
 ) -> None:
     """Faithfulness report of a model: early answering, mistakes, paraphrasing, filler, biased context, hint
@@ -107,6 +111,7 @@ def faithfulness(
 
     Writes OUT/metrics.parquet, OUT/items.parquet, OUT/report.html and OUT/log.eval.
     """
+    from cotscope._outputs import claim_out
     from metrics._items import ItemFileError, load_items, organism_items
     from metrics._judges import (
         BackendParaphraser,
@@ -139,6 +144,13 @@ def faithfulness(
         raise click.UsageError(str(exc)) from exc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    config = {"model": model_id, "backend": backend, "suites": suites, "data": data, "n_items": n_items}
+    config.update(samples=samples, seed=seed, temperature=temperature, max_new_tokens=max_new_tokens)
+    config.update(
+        weighting=weighting, iphr=[iphr_bias_threshold, iphr_accuracy_gap], eval_log=not no_eval_log
+    )
+    config.update(judge=judge, judge_model=judge_model)
+    claim_out(out, "faithfulness", config, force=force)
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
     cache = cache_dir or out / ".cache"
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
@@ -210,20 +222,16 @@ def _summary(result) -> None:
 
 @click.command("faithfulness")
 @click.option("--n-items", type=click.IntRange(min=2), default=100, show_default=True)
-@click.option("--samples", "-n", type=click.IntRange(min=2), default=8, show_default=True)
+@samples_option(8, minimum=2)
 @click.option("--quick", is_flag=True, help="30 items, 6 samples: a smoke run.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/validate-faithfulness"),
-    show_default=True,
-)
+@json_option()
+@cache_option(Path(".cotscope-cache/validate-faithfulness"))
 def validate_faithfulness_command(n_items, samples, quick, as_json, cache_dir) -> None:
     """Run every faithfulness metric on organisms with planted truth; print each check with its numbers."""
+    from cotscope._outputs import check_writable_dir
     from metrics._validate import validate_faithfulness
 
+    check_writable_dir(cache_dir, "--cache")
     if quick:
         n_items, samples = 30, 6
 

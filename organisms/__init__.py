@@ -25,7 +25,7 @@ from ._cipher import decode as decode_cipher
 from ._compare import BIASED as COMPARE_BIASED
 from ._eval import evaluate, generate, parse_completion
 from ._load import WEIGHTS_DIR, Organism, load, load_from, shipped
-from ._registry import get_task, names
+from ._registry import get_task, model_ids, names, unknown_model_message
 from ._stego import PARAPHRASES as STEGO_PARAPHRASES
 from ._tasks import (
     ANSWER_PREFIX,
@@ -61,9 +61,11 @@ __all__ = [
     "implied_answer",
     "load",
     "load_from",
+    "model_ids",
     "names",
     "parse_completion",
     "shipped",
     "template_ids",
     "train",
+    "unknown_model_message",
 ]

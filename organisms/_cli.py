@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
+
+from cotscope._options import json_option, out_option, quiet_option, seed_option
 
 from ._registry import names, unknown_name_message
 
@@ -48,11 +51,9 @@ def card_cmd(name: str) -> None:
 
 @organisms.command("train")
 @click.argument("name", callback=_check_name)
-@click.option("--seed", default=0, show_default=True, help="Training seed (examples, initialisation, order).")
+@seed_option(0, "Training seed (examples, initialisation, order).")
 @click.option("--steps", default=None, type=int, help="Optimiser steps (default: the organism's setting).")
-@click.option(
-    "--out", default=None, type=click.Path(file_okay=False), help="Output folder (default: shipped)."
-)
+@out_option("Output folder (default: shipped).", required=False)
 @click.option("--probe", default=64, show_default=True, help="Fresh problems for the greedy-accuracy probe.")
 @click.option("--resume", is_flag=True, help="Continue the model saved in the output folder up to --steps.")
 @click.option(
@@ -62,20 +63,24 @@ def card_cmd(name: str) -> None:
     type=click.IntRange(min=1),
     help="CPU threads; a run is bit-for-bit reproducible for a given seed and thread count.",
 )
-@click.option("--quiet", is_flag=True, help="No progress output.")
+@quiet_option("No progress output.")
 def train_cmd(
     name: str,
     seed: int,
     steps: int | None,
-    out: str | None,
+    out: Path | None,
     probe: int,
     resume: bool,
     threads: int,
     quiet: bool,
 ) -> None:
     """Train organism NAME from scratch on CPU and save weights, tokenizer, card and training log."""
+    from cotscope._outputs import check_writable_dir
+
     from ._train import train
 
+    if out is not None:
+        check_writable_dir(out)
     echo = (lambda _msg: None) if quiet else None
     log = train(name, seed=seed, steps=steps, out=out, probe=probe, resume=resume, threads=threads, echo=echo)
     if quiet:
@@ -85,7 +90,7 @@ def train_cmd(
 @organisms.command("eval")
 @click.argument("name", callback=_check_name)
 @click.option("--n", "n", default=200, show_default=True, help="Fresh problems per measurement.")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@json_option("Print the measurements as JSON.")
 @click.option("--no-card", is_flag=True, help="Do not rewrite the measured section of the card.")
 def eval_cmd(name: str, n: int, as_json: bool, no_card: bool) -> None:
     """Measure NAME against its planted rates and rewrite the measured section of its card."""

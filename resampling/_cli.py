@@ -8,10 +8,22 @@ from typing import Any
 
 import click
 
-from resampling._model import DEFAULT_MODEL
-
-SEED = click.IntRange(min=0, max=2**63 - 1)
-"""The type of every ``--seed`` option: a 64-bit seed, refused in one line before any work when out of range."""
+from cotscope._options import (
+    backend_options,
+    batch_size_option,
+    cache_option,
+    device_option,
+    force_option,
+    json_option,
+    max_new_tokens_option,
+    model_option,
+    out_option,
+    quiet_option,
+    samples_option,
+    seed_option,
+    temperature_option,
+    top_p_option,
+)
 
 
 def default_trace(model_id: str, seed: int = 0):
@@ -30,45 +42,6 @@ def default_trace(model_id: str, seed: int = 0):
         prompt=example.messages,
         metadata={"gt_answer": example.answer, "source": f"{model_id} task example, seed {seed}"},
     )
-
-
-def backend_options(f):
-    options = [
-        click.option(
-            "--model",
-            "model_id",
-            default=DEFAULT_MODEL,
-            show_default=True,
-            help="organism:NAME, a local folder of HF weights, or a hub id.",
-        ),
-        click.option(
-            "--backend", type=click.Choice(["hf", "vllm", "openai"]), default="hf", show_default=True
-        ),
-        click.option(
-            "--base-url", multiple=True, help="openai backend: server URL(s), e.g. http://127.0.0.1:8000/v1."
-        ),
-        click.option(
-            "--batch-size",
-            type=click.IntRange(min=1),
-            default=512,
-            show_default=True,
-            help="Rollouts decoded together (hf); does not change the results.",
-        ),
-        click.option("--device", default=None, help="cpu or cuda (default: cuda where available)."),
-        click.option(
-            "--backend-option",
-            "backend_option",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Repeatable. vllm: any vllm.LLM argument (tensor_parallel_size=2, max_model_len=8192, "
-            "gpu_memory_utilization=0.8). openai: max_retries, timeout_s, max_in_flight, max_n, use_n, use_seeds, "
-            "vllm_extras, token_prompts, backoff_s, backoff_max_s, served_model_name, tokenizer. Values are JSON "
-            "(numbers, true/false, null) or plain strings.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 _OPENAI_FIXED = {"self", "cls", "model", "model_id", "endpoints", "base_url", "kwargs"}
@@ -159,29 +132,17 @@ def warn_batch_invariance(backend) -> None:
     default=None,
     help="Trace file (JSON, text completion, or thought-anchors folder); default: the organism's example.",
 )
-@click.option(
-    "--samples",
-    "-n",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Continuations per sentence position.",
-)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: rollouts.parquet and run.json.",
-)
+@samples_option(20, "Continuations per sentence position.")
+@seed_option(0)
+@out_option("Output folder: rollouts.parquet and run.json.")
 @click.option(
     "--forced-answer", is_flag=True, help="Also probe the answer distribution right after each prefix."
 )
 @click.option("--positions", default=None, help="Comma-separated positions (default: all, 0..K).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.6, show_default=True)
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95, show_default=True)
+@temperature_option(0.6)
+@top_p_option(0.95)
 @click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@max_new_tokens_option(256)
 @click.option(
     "--min-chars",
     type=click.IntRange(min=0),
@@ -189,12 +150,8 @@ def warn_batch_invariance(backend) -> None:
     show_default=True,
     help="Merge sentences shorter than this into the next (thought-anchors convention).",
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run cache folder (default: OUT/.cache). Reruns reuse it and compute only what is missing.",
+@cache_option(
+    help="Run cache folder (default: OUT/.cache). Reruns reuse it and compute only what is missing."
 )
 @click.option(
     "--flush-every",
@@ -203,7 +160,8 @@ def warn_batch_invariance(backend) -> None:
     show_default=True,
     help="Rollouts buffered before they are written to the cache.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@force_option()
+@quiet_option("No progress bar.")
 def resample(
     model_id,
     backend,
@@ -224,15 +182,19 @@ def resample(
     min_chars,
     cache_dir,
     flush_every,
+    force,
     quiet,
 ) -> None:
     """Resample every sentence position of a trace: writes OUT/rollouts.parquet and OUT/run.json."""
     from cot import load_trace
+    from cotscope._context import check_trace_fits
+    from cotscope._outputs import claim_out
     from resampling._engine import Engine
     from resampling._plan import SamplingParams
     from resampling._prefix import TracePrefixes
 
     trace = load_trace(trace_file) if trace_file is not None else default_trace(model_id)
+    check_trace_fits(trace, model_id)
     pos = None
     if positions:
         try:
@@ -242,6 +204,9 @@ def resample(
                 f"'{positions}' is not a comma-separated list of integers", param_hint="--positions"
             ) from None
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
+    config = {"model": model_id, "backend": backend, "trace": trace.id, "samples": samples, "seed": seed}
+    config.update(forced_answer=forced_answer, positions=pos, min_chars=min_chars, sampling=params.to_dict())
+    claim_out(out, "resample", config, force=force)
     be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
     warn_batch_invariance(be)
     tokenizer = be.tokenizer
@@ -284,7 +249,7 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
 
 
 @bench.command("engine")
-@click.option("--model", "model_id", default=DEFAULT_MODEL, show_default=True)
+@model_option()
 @click.option(
     "--real-vocab",
     "real_vocab",
@@ -307,22 +272,16 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
     default=None,
     help="Use this many sentence positions, evenly spaced (default: all).",
 )
-@click.option("--samples", "-n", type=click.IntRange(min=1), default=None, help="Samples per position.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
-@click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Default 1.0.")
+@samples_option(None, "Samples per position.")
+@max_new_tokens_option(None)
+@temperature_option(None, "Default 1.0.")
 @click.option(
     "--ways",
     default=",".join(WAYS_DEFAULT),
     show_default=True,
     help="Comma-separated subset of naive, generate_n, engine.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=512,
-    show_default=True,
-    help="Engine rows per batch, at most.",
-)
+@batch_size_option("Engine rows per batch, at most.")
 @click.option(
     "--kv-budget-gb",
     type=click.FloatRange(min=0, min_open=True),
@@ -334,8 +293,8 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
     "--repeats", type=click.IntRange(min=1), default=None, help="Repeated runs; medians are reported."
 )
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--device", default=None)
+@json_option()
+@device_option(None)
 def bench_engine(
     model_id,
     real_vocab,
@@ -396,7 +355,7 @@ def bench_engine(
 @click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--vocab", type=click.IntRange(min=2), default=129_280, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def bench_sampler(rows, vocab, repeats, as_json) -> None:
     """The sampler's time beside the output projection it follows, and its float32 noise against float64."""
     from resampling._bench import format_sampler_report, run_sampler_bench
@@ -432,7 +391,7 @@ serve = _serve_command()
     "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
 )
 @click.option("--kill-one", is_flag=True, help="Also kill one server (SIGKILL) mid-run and compare the rows.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
     """The openai backend's own cost: today's client vs the one before, against instant stub servers."""
     from resampling._bench_client import (
