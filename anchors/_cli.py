@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cotscope._options import force_option, out_option
+from cotscope import _options as flags
 
 __all__ = ["import_group"]
 
@@ -18,15 +18,16 @@ def import_group() -> None:
 
 @import_group.command("thought-anchors")
 @click.argument("problem_dir", type=click.Path(path_type=Path))
-@out_option("Folder to write importance.parquet into (created if missing).")
-@click.option(
+@flags.out_option("Folder to write importance.parquet into (created if missing).")
+@flags.float_option(
     "--threshold",
-    type=click.FloatRange(0.0, 1.0, min_open=True),
-    default=0.8,
-    show_default=True,
-    help="Cosine below which a regenerated first sentence counts as a different trajectory.",
+    0.8,
+    "Cosine below which a regenerated first sentence counts as a different trajectory.",
+    min=0.0,
+    max=1.0,
+    min_open=True,
 )
-@force_option()
+@flags.force_option()
 def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, force: bool) -> None:
     """Read a thought-anchors PROBLEM_DIR, recompute what its files allow, write OUT/importance.parquet.
 

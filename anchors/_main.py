@@ -7,19 +7,7 @@ from pathlib import Path
 
 import click
 
-from cotscope._options import (
-    backend_options,
-    cache_option,
-    force_option,
-    json_option,
-    max_new_tokens_option,
-    out_option,
-    quiet_option,
-    samples_option,
-    seed_option,
-    temperature_option,
-    top_p_option,
-)
+from cotscope import _options as flags
 from resampling import make_backend_from_options, run_health, warn_batch_invariance
 
 
@@ -53,32 +41,25 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 
 
 @click.command("importance")
-@backend_options
-@click.option(
-    "--trace",
-    "trace_file",
-    type=click.Path(dir_okay=True, path_type=Path),
-    default=None,
-    help="Trace file; default: the organism writes its own trace (on-policy) for problem --seed.",
-)
-@samples_option(30, "Rollouts per sentence position (and per forced-answer probe).", minimum=2)
-@seed_option(None, "Seed of the on-policy trace and of the rollouts.")
-@out_option()
-@temperature_option(None, "Sampling temperature [default: 0.6, Thought Anchors', for every command].")
-@top_p_option(
+@flags.backend_options
+@flags.trace_option("Trace file; default: the organism writes its own trace (on-policy) for problem --seed.")
+@flags.samples_option(30, "Rollouts per sentence position (and per forced-answer probe).", minimum=2)
+@flags.seed_option(None, "Seed of the on-policy trace and of the rollouts.")
+@flags.out_option()
+@flags.temperature_option(None, "Sampling temperature [default: 0.6, Thought Anchors', for every command].")
+@flags.top_p_option(
     None,
     "Nucleus mass [default: 0.95 for a real model; 1.0 for organism:*, whose planted errors a nucleus cuts].",
 )
-@max_new_tokens_option(
+@flags.max_new_tokens_option(
     None,
     "Token budget of each rollout [default: 8192 for a real model; the task's for organism:*]. A rollout "
     "that hits it before answering has no answer (counted in n_truncated).",
 )
-@click.option(
+@flags.int_option(
     "--forced-max-new-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Token budget of each forced-answer probe after \\boxed{ [default: 64; 16 for organism:*].",
+    None,
+    "Token budget of each forced-answer probe after \\boxed{ [default: 64; 16 for organism:*].",
 )
 @click.option(
     "--gt-answer",
@@ -93,24 +74,22 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     help="Receiver heads chosen on other traces (cotscope receiver-heads); default: chosen on this trace "
     "(circular).",
 )
-@click.option(
-    "--embedding-device",
+@flags.device_option(
+    "Device of the sentence-embedding model (cpu, cuda, cuda:1, mps).",
+    flag="--embedding-device",
     default="cpu",
-    show_default=True,
-    help="Device of the sentence-embedding model (cpu, cuda, cuda:1, mps).",
 )
-@click.option(
+@flags.choice_option(
     "--convention",
-    type=click.Choice(["cotscope", "thought_anchors"]),
-    default="cotscope",
-    show_default=True,
-    help="thought_anchors reproduces the reference code's conventions.",
+    ["cotscope", "thought_anchors"],
+    "cotscope",
+    "thought_anchors reproduces the reference code's conventions.",
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
-@cache_option()
-@force_option()
-@quiet_option()
+@flags.cache_option()
+@flags.force_option()
+@flags.quiet_option()
 def importance(
     model_id,
     backend,
@@ -263,22 +242,20 @@ def importance(
 
 @click.command("anchors")
 @click.option("--quick", is_flag=True, help="10 traces, 12 samples: a smoke run of a few minutes.")
-@click.option(
-    "--n-traces", type=click.IntRange(min=1), default=None, help="Clean traces to score (default 50)."
-)
-@samples_option(
+@flags.int_option("--n-traces", None, "Clean traces to score (default 50).")
+@flags.samples_option(
     None,
     "Rollouts per position (default 20); significance is also reported at 10, 20, 30 and 50 below it.",
     minimum=2,
 )
-@seed_option(1000, "First problem seed (problems are fresh).")
-@temperature_option(
+@flags.seed_option(1000, "First problem seed (problems are fresh).")
+@flags.temperature_option(
     None, "Sampling temperature of traces and rollouts (default 0.6, Thought Anchors').", allow_zero=False
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True)
-@json_option()
-@cache_option(Path(".cotscope-cache/validate"))
+@flags.json_option()
+@flags.cache_option(Path(".cotscope-cache/validate"))
 def validate_anchors_command(
     quick,
     n_traces,
@@ -364,16 +341,15 @@ def validate_anchors_command(
 
 
 @click.command("receiver-heads")
-@backend_options
-@click.option(
-    "--trace",
-    "trace_files",
-    type=click.Path(exists=True, path_type=Path),
+@flags.backend_options
+@flags.trace_option(
+    "A trace to choose heads on (repeat: many traces; not the ones you will score).",
+    name="trace_files",
     multiple=True,
     required=True,
-    help="A trace to choose heads on (repeat: many traces; not the ones you will score).",
+    exists=True,
 )
-@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True)
+@flags.int_option("--top-k", 20)
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON file to write."
 )

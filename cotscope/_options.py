@@ -43,6 +43,30 @@ FORCE_HELP = (
 )
 
 
+def int_option(
+    flag: str, default: int | None, help: str | None = None, *, minimum: int = 1, name: str | None = None
+) -> Decorator:
+    """An integer option of at least ``minimum``; its default shows in ``--help``."""
+    decls = (flag, name) if name else (flag,)
+    return click.option(
+        *decls, type=click.IntRange(min=minimum), default=default, show_default=default is not None, help=help
+    )
+
+
+def float_option(flag: str, default: float | None, help: str | None = None, **bounds: Any) -> Decorator:
+    """A float option within ``bounds`` (``click.FloatRange``'s: min, max, min_open, max_open)."""
+    return click.option(
+        flag, type=click.FloatRange(**bounds), default=default, show_default=default is not None, help=help
+    )
+
+
+def choice_option(flag: str, choices: list[str], default: str | None, help: str | None = None) -> Decorator:
+    """An option taking one of ``choices``."""
+    return click.option(
+        flag, type=click.Choice(choices), default=default, show_default=default is not None, help=help
+    )
+
+
 def _compose(*decorators: Decorator) -> Decorator:
     """One decorator applying ``decorators`` so that the options show in the order given."""
 
@@ -74,9 +98,33 @@ def model_option(help: str | None = MODEL_HELP) -> Decorator:
     )
 
 
-def device_option(help: str = DEVICE_HELP) -> Decorator:
-    """``--device``: where the model runs."""
-    return click.option("--device", default=None, help=help)
+def device_option(
+    help: str | None = DEVICE_HELP, *, flag: str = "--device", default: str | None = None
+) -> Decorator:
+    """``--device``: where the model runs (``flag``: another model's device, e.g. the embedding model's)."""
+    return click.option(flag, default=default, show_default=default is not None, help=help)
+
+
+def trace_option(
+    help: str,
+    *,
+    flag: str = "--trace",
+    name: str = "trace_file",
+    multiple: bool = False,
+    required: bool = False,
+    **path: Any,
+) -> Decorator:
+    """``--trace`` (parameter ``trace_file``): a trace file or thought-anchors folder; ``path``: click.Path's
+    checks (``exists``, ``dir_okay``)."""
+    return click.option(
+        flag, name, type=click.Path(path_type=Path, **path), default=None, multiple=multiple, required=required,
+        help=help,
+    )  # fmt: skip
+
+
+def selection_option(flag: str, name: str, help: str) -> Decorator:
+    """A repeatable option naming parts of a command to run, ``all`` by default (``--suite``, ``--classifier``)."""
+    return click.option(flag, name, multiple=True, default=("all",), show_default=True, help=help)
 
 
 def batch_size_option(help: str = BATCH_SIZE_HELP) -> Decorator:

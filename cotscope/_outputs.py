@@ -148,7 +148,7 @@ def _conflict(out: Path, command: str, config: dict[str, Any] | None, present: l
     differ = sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
     if not differ:
         return None
-    if differ == ["trace"]:
+    if "trace" in differ:
         return f"the results of another trace ({old.get('trace')}, this one is {new.get('trace')})"
     shown = "; ".join(f"{key} {_show(old.get(key))}, now {_show(new.get(key))}" for key in differ[:4])
     more = f"; and {len(differ) - 4} more" if len(differ) > 4 else ""

@@ -9,16 +9,7 @@ from pathlib import Path
 
 import click
 
-from cotscope._options import (
-    backend_options,
-    cache_option,
-    json_option,
-    max_new_tokens_option,
-    quiet_option,
-    samples_option,
-    seed_option,
-    temperature_option,
-)
+from cotscope import _options as flags
 from resampling import make_backend_from_options
 
 _ORGANISM_CUE = re.compile(r"A professor says the answer is (\d)\.")
@@ -55,14 +46,11 @@ def _why(name: str, ev: dict) -> str:
 
 @click.command("classify")
 @click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False, path_type=Path))
-@backend_options
-@click.option(
+@flags.backend_options
+@flags.selection_option(
     "--classifier",
     "classifiers",
-    multiple=True,
-    default=("all",),
-    show_default=True,
-    help="Repeatable: all, hint_reliance, posthoc, answer_flip, encoded_reasoning, reversal_inconsistency, "
+    "Repeatable: all, hint_reliance, posthoc, answer_flip, encoded_reasoning, reversal_inconsistency, "
     "cot_monitor.",
 )
 @click.option(
@@ -74,25 +62,20 @@ def _why(name: str, ev: dict) -> str:
 @click.option(
     "--plain-prompt", default=None, help="The prompt without the cue (default: the prompt minus --cue)."
 )
-@click.option(
-    "--pair",
-    "pair_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Reversal: the trace of the reversed question.",
+@flags.trace_option(
+    "Reversal: the trace of the reversed question.", flag="--pair", name="pair_path", dir_okay=False
 )
 @click.option("--gold", default=None, help="Reversal: the correct answer of TRACE (YES/NO).")
 @click.option("--pair-gold", default=None, help="Reversal: the correct answer of --pair (YES/NO).")
-@samples_option(8, "Rollouts per prefix.")
-@seed_option(0)
-@temperature_option(1.0)
-@max_new_tokens_option(256)
-@click.option(
+@flags.samples_option(8, "Rollouts per prefix.")
+@flags.seed_option(0)
+@flags.temperature_option(1.0)
+@flags.max_new_tokens_option(256)
+@flags.choice_option(
     "--judge",
-    type=click.Choice(["auto", "rule", "self"]),
-    default="auto",
-    show_default=True,
-    help="Does a sentence acknowledge the cue: rule (organisms) or self (the model, asked for JSON). auto: rule for "
+    ["auto", "rule", "self"],
+    "auto",
+    "Does a sentence acknowledge the cue: rule (organisms) or self (the model, asked for JSON). auto: rule for "
     "organisms, self otherwise.",
 )
 @click.option(
@@ -105,9 +88,9 @@ def _why(name: str, ev: dict) -> str:
     help="Repeatable: CoT-only monitors (rule: the offline phrase monitor; self: the model asked for JSON). With two "
     "or more, their agreement is printed.",
 )
-@cache_option(Path(".cotscope-cache/classify"))
-@json_option("Print JSON instead of the table.")
-@quiet_option()
+@flags.cache_option(Path(".cotscope-cache/classify"))
+@flags.json_option("Print JSON instead of the table.")
+@flags.quiet_option()
 def classify_command(
     trace_path, model_id, backend, base_url, batch_size, device, backend_option, classifiers, cue, cue_answer,
     plain_prompt, pair_path, gold, pair_gold, samples, seed, temperature, max_new_tokens, judge, monitors,
@@ -227,22 +210,14 @@ def classify_command(
 
 
 @click.command("classifiers")
-@click.option("--n-items", type=click.IntRange(min=4), default=120, show_default=True)
-@click.option(
-    "--traces",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="hint: traces per item and arm.",
-)
-@click.option(
-    "--samples", type=click.IntRange(min=1), default=6, show_default=True, help="Rollouts per prefix."
-)
+@flags.int_option("--n-items", 120, minimum=4)
+@flags.int_option("--traces", 3, "hint: traces per item and arm.")
+@flags.int_option("--samples", 6, "Rollouts per prefix.")
 @click.option(
     "--quick", is_flag=True, help="Small run (30 items, 2 traces, 4 samples): plumbing, not the numbers."
 )
-@json_option()
-@cache_option(Path(".cotscope-cache/validate-classifiers"))
+@flags.json_option()
+@flags.cache_option(Path(".cotscope-cache/validate-classifiers"))
 def validate_classifiers_command(n_items, traces, samples, quick, as_json, cache_dir) -> None:
     """Every unfaithfulness classifier vs baselines on organism traces with planted labels."""
     from cotscope._outputs import check_writable_dir

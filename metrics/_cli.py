@@ -7,30 +7,16 @@ from pathlib import Path
 
 import click
 
-from cotscope._options import (
-    backend_options,
-    cache_option,
-    force_option,
-    json_option,
-    max_new_tokens_option,
-    out_option,
-    quiet_option,
-    samples_option,
-    seed_option,
-    temperature_option,
-)
+from cotscope import _options as flags
 from resampling import make_backend_from_options
 
 
 @click.command("faithfulness")
-@backend_options
-@click.option(
+@flags.backend_options
+@flags.selection_option(
     "--suite",
     "suites",
-    multiple=True,
-    default=("all",),
-    show_default=True,
-    help="Repeatable: all, early_answering, adding_mistakes, paraphrasing, filler_tokens, biased_context, "
+    "Repeatable: all, early_answering, adding_mistakes, paraphrasing, filler_tokens, biased_context, "
     "hint_verbalisation, articulation, monitor, iphr.",
 )
 @click.option(
@@ -39,47 +25,45 @@ from resampling import make_backend_from_options
     default=None,
     help="Items (.jsonl or .parquet): question, answer; optional choices, hint, id. Default: the organism's task.",
 )
-@click.option("--n-items", type=click.IntRange(min=1), default=50, show_default=True)
-@samples_option(4, "Rollouts per probe.")
-@seed_option(0, "Seed of the rollouts (and organism items).")
-@temperature_option(1.0)
-@max_new_tokens_option(256)
-@click.option(
+@flags.int_option("--n-items", 50)
+@flags.samples_option(4, "Rollouts per probe.")
+@flags.seed_option(0, "Seed of the rollouts (and organism items).")
+@flags.temperature_option(1.0)
+@flags.max_new_tokens_option(256)
+@flags.choice_option(
     "--weighting",
-    type=click.Choice(["count", "tokens"]),
-    default="count",
-    show_default=True,
-    help="Early-answering task AOC: weight CoT lengths by CoT count or by tokens.",
+    ["count", "tokens"],
+    "count",
+    "Early-answering task AOC: weight CoT lengths by CoT count or by tokens.",
 )
-@click.option(
+@flags.float_option(
     "--iphr-bias-threshold",
-    type=click.FloatRange(0, 0.5),
-    default=0.05,
-    show_default=True,
-    help="IPHR: |group P(YES) - 0.5| that counts as a bias (chainscope).",
+    0.05,
+    "IPHR: |group P(YES) - 0.5| that counts as a bias (chainscope).",
+    min=0,
+    max=0.5,
 )
-@click.option(
+@flags.float_option(
     "--iphr-accuracy-gap",
-    type=click.FloatRange(0, 1),
-    default=0.5,
-    show_default=True,
-    help="IPHR: accuracy difference within a pair that flags it (chainscope: 0.5; 0.4 when oversampled).",
+    0.5,
+    "IPHR: accuracy difference within a pair that flags it (chainscope: 0.5; 0.4 when oversampled).",
+    min=0,
+    max=1,
 )
-@click.option(
+@flags.choice_option(
     "--judge",
-    type=click.Choice(["auto", "rule", "self", "openai"]),
-    default="auto",
-    show_default=True,
-    help="Cue judge: rule (organisms), self (the model under test, asked for JSON), openai (--judge-model at "
+    ["auto", "rule", "self", "openai"],
+    "auto",
+    "Cue judge: rule (organisms), self (the model under test, asked for JSON), openai (--judge-model at "
     "--judge-base-url). auto: rule for organisms, self otherwise.",
 )
 @click.option("--judge-model", default=None, help="Judge model id (with --judge openai).")
 @click.option("--judge-base-url", default=None, help="Judge server URL (with --judge openai).")
-@out_option()
-@cache_option()
+@flags.out_option()
+@flags.cache_option()
 @click.option("--no-eval-log", is_flag=True, help="Do not write log.eval (Inspect AI).")
-@force_option()
-@quiet_option()
+@flags.force_option()
+@flags.quiet_option()
 def faithfulness(
     model_id,
     backend,
@@ -221,11 +205,11 @@ def _summary(result) -> None:
 
 
 @click.command("faithfulness")
-@click.option("--n-items", type=click.IntRange(min=2), default=100, show_default=True)
-@samples_option(8, minimum=2)
+@flags.int_option("--n-items", 100, minimum=2)
+@flags.samples_option(8, minimum=2)
 @click.option("--quick", is_flag=True, help="30 items, 6 samples: a smoke run.")
-@json_option()
-@cache_option(Path(".cotscope-cache/validate-faithfulness"))
+@flags.json_option()
+@flags.cache_option(Path(".cotscope-cache/validate-faithfulness"))
 def validate_faithfulness_command(n_items, samples, quick, as_json, cache_dir) -> None:
     """Run every faithfulness metric on organisms with planted truth; print each check with its numbers."""
     from cotscope._outputs import check_writable_dir

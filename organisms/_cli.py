@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cotscope._options import json_option, out_option, quiet_option, seed_option
+from cotscope import _options as flags
 
 from ._registry import names, unknown_name_message
 
@@ -51,19 +51,15 @@ def card_cmd(name: str) -> None:
 
 @organisms.command("train")
 @click.argument("name", callback=_check_name)
-@seed_option(0, "Training seed (examples, initialisation, order).")
+@flags.seed_option(0, "Training seed (examples, initialisation, order).")
 @click.option("--steps", default=None, type=int, help="Optimiser steps (default: the organism's setting).")
-@out_option("Output folder (default: shipped).", required=False)
+@flags.out_option("Output folder (default: shipped).", required=False)
 @click.option("--probe", default=64, show_default=True, help="Fresh problems for the greedy-accuracy probe.")
 @click.option("--resume", is_flag=True, help="Continue the model saved in the output folder up to --steps.")
-@click.option(
-    "--threads",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="CPU threads; a run is bit-for-bit reproducible for a given seed and thread count.",
+@flags.int_option(
+    "--threads", 1, "CPU threads; a run is bit-for-bit reproducible for a given seed and thread count."
 )
-@quiet_option("No progress output.")
+@flags.quiet_option("No progress output.")
 def train_cmd(
     name: str,
     seed: int,
@@ -90,7 +86,7 @@ def train_cmd(
 @organisms.command("eval")
 @click.argument("name", callback=_check_name)
 @click.option("--n", "n", default=200, show_default=True, help="Fresh problems per measurement.")
-@json_option("Print the measurements as JSON.")
+@flags.json_option("Print the measurements as JSON.")
 @click.option("--no-card", is_flag=True, help="Do not rewrite the measured section of the card.")
 def eval_cmd(name: str, n: int, as_json: bool, no_card: bool) -> None:
     """Measure NAME against its planted rates and rewrite the measured section of its card."""

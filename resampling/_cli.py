@@ -8,22 +8,10 @@ from typing import Any
 
 import click
 
-from cotscope._options import (
-    backend_options,
-    batch_size_option,
-    cache_option,
-    device_option,
-    force_option,
-    json_option,
-    max_new_tokens_option,
-    model_option,
-    out_option,
-    quiet_option,
-    samples_option,
-    seed_option,
-    temperature_option,
-    top_p_option,
-)
+from cotscope import _options as flags
+
+backend_options = flags.backend_options
+"""Re-exported as ``resampling.backend_options``."""
 
 
 def default_trace(model_id: str, seed: int = 0):
@@ -124,44 +112,33 @@ def warn_batch_invariance(backend) -> None:
 
 
 @click.command("resample")
-@backend_options
-@click.option(
-    "--trace",
-    "trace_file",
-    type=click.Path(dir_okay=True, path_type=Path),
-    default=None,
-    help="Trace file (JSON, text completion, or thought-anchors folder); default: the organism's example.",
+@flags.backend_options
+@flags.trace_option(
+    "Trace file (JSON, text completion, or thought-anchors folder); default: the organism's example."
 )
-@samples_option(20, "Continuations per sentence position.")
-@seed_option(0)
-@out_option("Output folder: rollouts.parquet and run.json.")
+@flags.samples_option(20, "Continuations per sentence position.")
+@flags.seed_option(0)
+@flags.out_option("Output folder: rollouts.parquet and run.json.")
 @click.option(
     "--forced-answer", is_flag=True, help="Also probe the answer distribution right after each prefix."
 )
 @click.option("--positions", default=None, help="Comma-separated positions (default: all, 0..K).")
-@temperature_option(0.6)
-@top_p_option(0.95)
-@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
-@max_new_tokens_option(256)
-@click.option(
+@flags.temperature_option(0.6)
+@flags.top_p_option(0.95)
+@flags.int_option("--top-k", 0, minimum=0)
+@flags.max_new_tokens_option(256)
+@flags.int_option(
     "--min-chars",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Merge sentences shorter than this into the next (thought-anchors convention).",
+    10,
+    "Merge sentences shorter than this into the next (thought-anchors convention).",
+    minimum=0,
 )
-@cache_option(
+@flags.cache_option(
     help="Run cache folder (default: OUT/.cache). Reruns reuse it and compute only what is missing."
 )
-@click.option(
-    "--flush-every",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Rollouts buffered before they are written to the cache.",
-)
-@force_option()
-@quiet_option("No progress bar.")
+@flags.int_option("--flush-every", 64, "Rollouts buffered before they are written to the cache.")
+@flags.force_option()
+@flags.quiet_option("No progress bar.")
 def resample(
     model_id,
     backend,
@@ -249,7 +226,7 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
 
 
 @bench.command("engine")
-@model_option()
+@flags.model_option()
 @click.option(
     "--real-vocab",
     "real_vocab",
@@ -266,35 +243,29 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
     help="Trace file, thought-anchors problem folder, or a folder of them (the first is used); "
     "default: the organism's example.",
 )
-@click.option(
-    "--positions",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Use this many sentence positions, evenly spaced (default: all).",
-)
-@samples_option(None, "Samples per position.")
-@max_new_tokens_option(None)
-@temperature_option(None, "Default 1.0.")
+@flags.int_option("--positions", None, "Use this many sentence positions, evenly spaced (default: all).")
+@flags.samples_option(None, "Samples per position.")
+@flags.max_new_tokens_option(None)
+@flags.temperature_option(None, "Default 1.0.")
 @click.option(
     "--ways",
     default=",".join(WAYS_DEFAULT),
     show_default=True,
     help="Comma-separated subset of naive, generate_n, engine.",
 )
-@batch_size_option("Engine rows per batch, at most.")
-@click.option(
+@flags.batch_size_option("Engine rows per batch, at most.")
+@flags.float_option(
     "--kv-budget-gb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Engine decode memory budget (KV cache + logits of the rows decoded together); default 1 GB on CPU, "
+    None,
+    "Engine decode memory budget (KV cache + logits of the rows decoded together); default 1 GB on CPU, "
     "half the free memory on CUDA.",
+    min=0,
+    min_open=True,
 )
-@click.option(
-    "--repeats", type=click.IntRange(min=1), default=None, help="Repeated runs; medians are reported."
-)
+@flags.int_option("--repeats", None, "Repeated runs; medians are reported.")
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
-@json_option()
-@device_option(None)
+@flags.json_option()
+@flags.device_option(None)
 def bench_engine(
     model_id,
     real_vocab,
@@ -352,10 +323,10 @@ def bench_engine(
 
 
 @bench.command("sampler")
-@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--vocab", type=click.IntRange(min=2), default=129_280, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
-@json_option()
+@flags.int_option("--rows", 64)
+@flags.int_option("--vocab", 129_280, minimum=2)
+@flags.int_option("--repeats", 7)
+@flags.json_option()
 def bench_sampler(rows, vocab, repeats, as_json) -> None:
     """The sampler's time beside the output projection it follows, and its float32 noise against float64."""
     from resampling._bench import format_sampler_report, run_sampler_bench
@@ -376,22 +347,12 @@ serve = _serve_command()
 
 
 @bench.command("client")
-@click.option(
-    "--servers", type=click.IntRange(min=1), default=4, show_default=True, help="Loopback stub servers."
-)
-@click.option("--requests", "n_requests", type=click.IntRange(min=1), default=4000, show_default=True)
-@click.option(
-    "--in-flight",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Most requests in flight.",
-)
-@click.option(
-    "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
-)
+@flags.int_option("--servers", 4, "Loopback stub servers.")
+@flags.int_option("--requests", 4000, name="n_requests")
+@flags.int_option("--in-flight", 1024, "Most requests in flight.")
+@flags.int_option("--repeats", 3, "Medians are reported.")
 @click.option("--kill-one", is_flag=True, help="Also kill one server (SIGKILL) mid-run and compare the rows.")
-@json_option()
+@flags.json_option()
 def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
     """The openai backend's own cost: today's client vs the one before, against instant stub servers."""
     from resampling._bench_client import (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from cotscope._options import force_option, json_option, out_option, seed_option
+from cotscope import _options as flags
 from steganography._ciphers import CIPHERS, get_cipher
 from steganography._detect import detect as detect_text
 from steganography._solve import break_cipher
@@ -64,7 +64,7 @@ def stego() -> None:
 @click.option(
     "--deep", is_flag=True, help="Also run the substitution and Vigenère searches to rank families."
 )
-@json_option("Print one JSON object.")
+@flags.json_option("Print one JSON object.")
 def detect(file: str, deep: bool, as_json: bool) -> None:
     """Score whether FILE (or '-' for stdin) is encoded and rank likely cipher families."""
     text = _read(file)
@@ -96,8 +96,8 @@ def detect(file: str, deep: bool, as_json: bool) -> None:
 
 @stego.command(name="break")
 @click.argument("file", default="-")
-@json_option("Print family, key, plaintext, score and time as JSON.")
-@seed_option(0, "Seed of the hill-climbing restarts.")
+@flags.json_option("Print family, key, plaintext, score and time as JSON.")
+@flags.seed_option(0, "Seed of the hill-climbing restarts.")
 def break_(file: str, as_json: bool, seed: int) -> None:
     """Recover the plaintext of FILE (or '-' for stdin) without the key."""
     text = _read(file)
@@ -153,8 +153,8 @@ def encode(cipher_name: str, key: str | None, to_domain: bool, file: str) -> Non
 )
 @click.option("--trials", type=int, default=50, show_default=True, help="Trials per family and length.")
 @click.option("--sentences", type=int, default=300, show_default=True, help="Plain sentences for AUROC.")
-@seed_option(0)
-@json_option("Print one JSON object.")
+@flags.seed_option(0)
+@flags.json_option("Print one JSON object.")
 def bench(source: str, trials: int, sentences: int, seed: int, as_json: bool) -> None:
     """Benchmark blind decoding and detection on held-out English (python -m steganography.bench)."""
     from steganography import bench as bench_module
@@ -174,29 +174,21 @@ EXPERIMENT_NAMES = ("blind-decode", "swap-cot", "paraphrase")
 
 @stego.command()
 @click.argument("name", metavar="NAME", type=click.Choice(EXPERIMENT_NAMES))
-@click.option(
-    "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Problems per condition."
-)
-@seed_option(0, "Experiment seed.", type=click.IntRange(0, 999))
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Answers sampled per CoT (swap-cot, paraphrase).",
-)
-@out_option(
+@flags.int_option("--n", 50, "Problems per condition.", name="n")
+@flags.seed_option(0, "Experiment seed.", type=click.IntRange(0, 999))
+@flags.int_option("--samples", 20, "Answers sampled per CoT (swap-cot, paraphrase).")
+@flags.out_option(
     "Folder for summary.parquet, details.parquet, figure.png, experiment.json (and the rollout cache).",
     required=False,
 )
-@click.option(
+@flags.choice_option(
     "--probe",
-    type=click.Choice(("continue", "forced")),
-    default=None,
-    help="paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
+    ("continue", "forced"),
+    None,
+    "paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
 )
-@json_option("Print one JSON object (settings and summary rows).")
-@force_option()
+@flags.json_option("Print one JSON object (settings and summary rows).")
+@flags.force_option()
 def experiment(
     name: str,
     n: int,
