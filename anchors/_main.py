@@ -93,10 +93,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 def importance(
     model_id,
     backend,
-    base_url,
-    batch_size,
-    device,
-    backend_option,
+    backend_settings,
     trace_file,
     samples,
     seed,
@@ -162,7 +159,7 @@ def importance(
     config.update(gt_answer=gt_answer, receiver_heads=receiver_heads_file, convention=convention)
     config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
     params = SamplingParams(
         temperature=sampling["temperature"],
@@ -353,9 +350,7 @@ def validate_anchors_command(
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON file to write."
 )
-def receiver_heads_command(
-    model_id, backend, base_url, batch_size, device, backend_option, trace_files, top_k, out
-) -> None:
+def receiver_heads_command(model_id, backend, backend_settings, trace_files, top_k, out) -> None:
     """Choose receiver heads over many traces, for `cotscope importance --receiver-heads FILE`.
 
     Heads chosen on the trace they score are circular; choose them on other traces of the same model.
@@ -369,7 +364,7 @@ def receiver_heads_command(
         raise click.BadParameter(
             "receiver heads need the model's attention; use --backend hf", param_hint="--backend"
         )
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     traces = [load_trace(f) for f in trace_files]
     chosen = pick_receiver_heads(be.model, be.tokenizer, traces, top_k=top_k)
     chosen["model"] = model_id

@@ -7,6 +7,7 @@ meaning stay the same everywhere.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,9 +133,22 @@ def batch_size_option(help: str = BATCH_SIZE_HELP) -> Decorator:
     return click.option("--batch-size", type=click.IntRange(min=1), default=512, show_default=True, help=help)
 
 
+BACKEND_SETTINGS = ("base_url", "batch_size", "device", "backend_option")
+"""The options of ``backend_options`` that reach the command as one dict, ``backend_settings``."""
+
+
 def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--model``, ``--backend``, ``--base-url``, ``--batch-size``, ``--device``, ``--backend-option``: what
-    ``resampling.make_backend_from_options`` takes."""
+    ``resampling.make_backend_from_options`` takes.
+
+    The command receives ``model_id``, ``backend`` and ``backend_settings`` (the other four, by name), and builds
+    its backend with ``make_backend_from_options(model_id, backend, **backend_settings)``."""
+
+    @functools.wraps(f)
+    def command(**kwargs: Any) -> Any:
+        settings = {name: kwargs.pop(name) for name in BACKEND_SETTINGS}
+        return f(**kwargs, backend_settings=settings)
+
     return _compose(
         model_option(),
         click.option(
@@ -155,7 +169,7 @@ def backend_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "vllm_extras, token_prompts, backoff_s, backoff_max_s, served_model_name, tokenizer. Values are JSON "
             "(numbers, true/false, null) or plain strings.",
         ),
-    )(f)
+    )(command)
 
 
 def seed_option(

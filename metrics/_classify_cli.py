@@ -92,7 +92,7 @@ def _why(name: str, ev: dict) -> str:
 @flags.json_option("Print JSON instead of the table.")
 @flags.quiet_option()
 def classify_command(
-    trace_path, model_id, backend, base_url, batch_size, device, backend_option, classifiers, cue, cue_answer,
+    trace_path, model_id, backend, backend_settings, classifiers, cue, cue_answer,
     plain_prompt, pair_path, gold, pair_gold, samples, seed, temperature, max_new_tokens, judge, monitors,
     cache_dir, as_json, quiet,
 ) -> None:  # fmt: skip
@@ -131,7 +131,7 @@ def classify_command(
         trace, cue=cue, cue_answer=cue_answer, plain_prompt=plain_prompt, gold=gold or md.get("gt_answer"),
         pair=pair, pair_gold=pair_gold,
     )  # fmt: skip
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     log = (lambda m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
     from resampling import Engine
 

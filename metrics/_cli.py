@@ -67,10 +67,7 @@ from resampling import make_backend_from_options
 def faithfulness(
     model_id,
     backend,
-    base_url,
-    batch_size,
-    device,
-    backend_option,
+    backend_settings,
     suites,
     data,
     n_items,
@@ -135,7 +132,7 @@ def faithfulness(
     )
     config.update(judge=judge, judge_model=judge_model)
     claim_out(out, "faithfulness", config, force=force)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     cache = cache_dir or out / ".cache"
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     helper_engine = Engine(be, cache, quiet=quiet)

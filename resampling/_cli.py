@@ -142,10 +142,7 @@ def warn_batch_invariance(backend) -> None:
 def resample(
     model_id,
     backend,
-    base_url,
-    batch_size,
-    device,
-    backend_option,
+    backend_settings,
     trace_file,
     samples,
     seed,
@@ -184,7 +181,7 @@ def resample(
     config = {"model": model_id, "backend": backend, "trace": trace.id, "samples": samples, "seed": seed}
     config.update(forced_answer=forced_answer, positions=pos, min_chars=min_chars, sampling=params.to_dict())
     claim_out(out, "resample", config, force=force)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
     tokenizer = be.tokenizer
     prefixes = TracePrefixes.build(trace, tokenizer, min_chars=min_chars)
