@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cotscope import _options as flags
+
 __all__ = ["import_group"]
 
 
@@ -16,21 +18,17 @@ def import_group() -> None:
 
 @import_group.command("thought-anchors")
 @click.argument("problem_dir", type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to write importance.parquet into (created if missing).",
-)
-@click.option(
+@flags.out_option("Folder to write importance.parquet into (created if missing).")
+@flags.float_option(
     "--threshold",
-    type=click.FloatRange(0.0, 1.0, min_open=True),
-    default=0.8,
-    show_default=True,
-    help="Cosine below which a regenerated first sentence counts as a different trajectory.",
+    0.8,
+    "Cosine below which a regenerated first sentence counts as a different trajectory.",
+    min=0.0,
+    max=1.0,
+    min_open=True,
 )
-def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) -> None:
+@flags.force_option()
+def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, force: bool) -> None:
     """Read a thought-anchors PROBLEM_DIR, recompute what its files allow, write OUT/importance.parquet.
 
     Recomputed: different-trajectories fraction and overdeterminedness (from chunks_resampled.json), outgoing and
@@ -38,8 +36,9 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
     """
     from anchors._embedding import TextEmbeddings
     from anchors._progress import step
-    from anchors._ta_format import compare_published, import_thought_anchors
+    from anchors._ta_format import compare_published, import_thought_anchors, read_labeled_chunks
     from cot import TraceError
+    from cotscope._outputs import claim_out
 
     if not problem_dir.is_dir():
         raise click.BadParameter(
@@ -52,6 +51,12 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             f"{problem_dir} has no chunks_labeled.json; give one problem_<idx> folder, not its parent",
             param_hint="PROBLEM_DIR",
         )
+    try:  # an empty trace is refused before the output folder is touched
+        read_labeled_chunks(problem_dir)
+    except TraceError as exc:
+        raise click.BadParameter(str(exc), param_hint="PROBLEM_DIR") from None
+    config = {"problem": problem_dir.resolve(), "threshold": threshold}
+    claim_out(out, "import thought-anchors", config, force=force)
     try:
         # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
         table = import_thought_anchors(problem_dir, threshold=threshold, embed=TextEmbeddings(progress=True))
@@ -64,8 +69,8 @@ def thought_anchors_command(problem_dir: Path, out_dir: Path, threshold: float) 
             "compare it with a published problem folder",
             param_hint="PROBLEM_DIR",
         ) from exc
-    step(f"writing {table.height} sentences, figures and the report to {out_dir}")
-    paths = write_imported(table, problem_dir, out_dir, threshold=threshold)
+    step(f"writing {table.height} sentences, figures and the report to {out}")
+    paths = write_imported(table, problem_dir, out, threshold=threshold)
     click.echo(f"{table.height} sentences -> {paths['importance.parquet']} (report: {paths['report.html']})")
     comparison = compare_published(table)
     if not comparison:

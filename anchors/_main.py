@@ -6,27 +6,8 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options, run_health, warn_batch_invariance
-
-SEED = click.IntRange(min=0, max=2**63 - 1)
-
-
-def _check_out(out: Path, trace, force: bool) -> None:
-    """Refuse to replace another trace's results in ``out`` (the same trace resumes; ``--force`` replaces)."""
-    from cot import TraceError, load_trace
-
-    previous = out / "trace.json"
-    if force or not previous.is_file():
-        return
-    try:
-        old = load_trace(previous)
-    except TraceError:
-        return  # not a trace we wrote: replaced like any stale file
-    if old.id != trace.id:
-        raise click.UsageError(
-            f"{out} holds the results of another trace ({old.id}, this one is {trace.id}); choose another --out, "
-            "or pass --force to replace them"
-        )
+from cotscope import _options as flags
+from resampling import make_backend_from_options, run_health, warn_batch_invariance
 
 
 def counterfactual_options(f):
@@ -59,48 +40,25 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 
 
 @click.command("importance")
-@backend_options
-@click.option(
-    "--trace",
-    "trace_file",
-    type=click.Path(dir_okay=True, path_type=Path),
-    default=None,
-    help="Trace file; default: the organism writes its own trace (on-policy) for problem --seed.",
+@flags.backend_options
+@flags.trace_option("Trace file; default: the organism writes its own trace (on-policy) for problem --seed.")
+@flags.samples_option(30, "Rollouts per sentence position (and per forced-answer probe).", minimum=2)
+@flags.seed_option(None, "Seed of the on-policy trace and of the rollouts.")
+@flags.out_option()
+@flags.temperature_option(None, "Sampling temperature [default: 0.6, Thought Anchors', for every command].")
+@flags.top_p_option(
+    None,
+    "Nucleus mass [default: 0.95 for a real model; 1.0 for organism:*, whose planted errors a nucleus cuts].",
 )
-@click.option(
-    "--samples",
-    "-n",
-    type=click.IntRange(min=2),
-    default=30,
-    show_default=True,
-    help="Rollouts per sentence position (and per forced-answer probe).",
-)
-@click.option("--seed", type=SEED, default=None, help="Seed of the on-policy trace and of the rollouts.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Sampling temperature [default: 0.6, Thought Anchors', for every command].",
-)
-@click.option(
-    "--top-p",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    default=None,
-    help="Nucleus mass [default: 0.95 for a real model; 1.0 for organism:*, whose planted errors a nucleus cuts].",
-)
-@click.option(
-    "--max-new-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Token budget of each rollout [default: 8192 for a real model; the task's for organism:*]. A rollout "
+@flags.max_new_tokens_option(
+    None,
+    "Token budget of each rollout [default: 8192 for a real model; the task's for organism:*]. A rollout "
     "that hits it before answering has no answer (counted in n_truncated).",
 )
-@click.option(
+@flags.int_option(
     "--forced-max-new-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Token budget of each forced-answer probe after \\boxed{ [default: 64; 16 for organism:*].",
+    None,
+    "Token budget of each forced-answer probe after \\boxed{ [default: 64; 16 for organism:*].",
 )
 @click.option(
     "--gt-answer",
@@ -115,39 +73,26 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     help="Receiver heads chosen on other traces (cotscope receiver-heads); default: chosen on this trace "
     "(circular).",
 )
-@click.option(
-    "--embedding-device",
+@flags.device_option(
+    "Device of the sentence-embedding model (cpu, cuda, cuda:1, mps).",
+    flag="--embedding-device",
     default="cpu",
-    show_default=True,
-    help="Device of the sentence-embedding model (cpu, cuda, cuda:1, mps).",
 )
-@click.option(
+@flags.choice_option(
     "--convention",
-    type=click.Choice(["cotscope", "thought_anchors"]),
-    default="cotscope",
-    show_default=True,
-    help="thought_anchors reproduces the reference code's conventions.",
+    ["cotscope", "thought_anchors"],
+    "cotscope",
+    "thought_anchors reproduces the reference code's conventions.",
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Rollout cache (default: OUT/.cache); a rerun resumes from it.",
-)
-@click.option(
-    "--force", is_flag=True, help="Replace the results of another trace already in OUT (refused without it)."
-)
-@click.option("--quiet", "-q", is_flag=True)
+@flags.cache_option()
+@flags.force_option()
+@flags.quiet_option()
 def importance(
     model_id,
     backend,
-    base_url,
-    batch_size,
-    device,
-    backend_option,
+    backend_settings,
     trace_file,
     samples,
     seed,
@@ -187,6 +132,8 @@ def importance(
     from anchors._progress import step
     from anchors._report import terminal_summary
     from cot import embed_sentences, load_trace
+    from cotscope._context import check_trace_fits
+    from cotscope._outputs import claim_out
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
@@ -204,12 +151,10 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
-    # a bad trace file, or an OUT that holds another trace's results, fails before the model loads
+    # a bad trace file, or an OUT that holds another run's results, fails before the model loads
     trace = load_trace(trace_file) if trace_file is not None else None
     if trace is not None:
-        _check_out(out, trace, force)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
-    warn_batch_invariance(be)
+        check_trace_fits(trace, model_id)
     defaults, defaults_for = sampling_defaults(model_id)
     given = {
         "temperature": temperature,
@@ -218,6 +163,12 @@ def importance(
         "forced_max_new_tokens": forced_max_new_tokens,
     }
     sampling = {key: defaults[key] if value is None else value for key, value in given.items()}
+    config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
+    config.update(gt_answer=gt_answer, receiver_heads=receiver_heads_file, convention=convention)
+    config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
+    claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
+    warn_batch_invariance(be)
     params = SamplingParams(
         temperature=sampling["temperature"],
         top_p=sampling["top_p"],
@@ -239,7 +190,7 @@ def importance(
             max_new_tokens=sampling["max_new_tokens"],
             top_p=sampling["top_p"],
         )
-        _check_out(out, trace, force)
+        claim_out(out, "importance", {**config, "trace": trace.id}, force=force)
     options = (
         ImportanceOptions.thought_anchors()
         if convention == "thought_anchors"
@@ -300,35 +251,20 @@ def importance(
 
 @click.command("anchors")
 @click.option("--quick", is_flag=True, help="10 traces, 12 samples: a smoke run of a few minutes.")
-@click.option(
-    "--n-traces", type=click.IntRange(min=1), default=None, help="Clean traces to score (default 50)."
+@flags.int_option("--n-traces", None, "Clean traces to score (default 50).")
+@flags.samples_option(
+    None,
+    "Rollouts per position (default 20); significance is also reported at 10, 20, 30 and 50 below it.",
+    minimum=2,
 )
-@click.option(
-    "--samples",
-    "-n",
-    type=click.IntRange(min=2),
-    default=None,
-    help="Rollouts per position (default 20); significance is also reported at 10, 20, 30 and 50 below it.",
-)
-@click.option(
-    "--seed", type=SEED, default=1000, show_default=True, help="First problem seed (problems are fresh)."
-)
-@click.option(
-    "--temperature",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Sampling temperature of traces and rollouts (default 0.6, Thought Anchors').",
+@flags.seed_option(1000, "First problem seed (problems are fresh).")
+@flags.temperature_option(
+    None, "Sampling temperature of traces and rollouts (default 0.6, Thought Anchors').", allow_zero=False
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/validate"),
-    show_default=True,
-)
+@flags.json_option()
+@flags.cache_option(Path(".cotscope-cache/validate"))
 def validate_anchors_command(
     quick,
     n_traces,
@@ -346,6 +282,9 @@ def validate_anchors_command(
     from anchors._progress import count_line, step
     from anchors._validate import TEMPERATURE, validate_anchors  # TEMPERATURE is DEFAULT_TEMPERATURE
     from cot import json_dumps
+    from cotscope._outputs import check_writable_dir
+
+    check_writable_dir(cache_dir, "--cache")
 
     temperature = TEMPERATURE if temperature is None else temperature
     n_traces = n_traces or (10 if quick else 50)
@@ -415,34 +354,33 @@ def validate_anchors_command(
 
 
 @click.command("receiver-heads")
-@backend_options
-@click.option(
-    "--trace",
-    "trace_files",
-    type=click.Path(exists=True, path_type=Path),
+@flags.backend_options
+@flags.trace_option(
+    "A trace to choose heads on (repeat: many traces; not the ones you will score).",
+    name="trace_files",
     multiple=True,
     required=True,
-    help="A trace to choose heads on (repeat: many traces; not the ones you will score).",
+    exists=True,
 )
-@click.option("--top-k", type=click.IntRange(min=1), default=20, show_default=True)
+@flags.int_option("--top-k", 20)
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="JSON file to write."
 )
-def receiver_heads_command(
-    model_id, backend, base_url, batch_size, device, backend_option, trace_files, top_k, out
-) -> None:
+def receiver_heads_command(model_id, backend, backend_settings, trace_files, top_k, out) -> None:
     """Choose receiver heads over many traces, for `cotscope importance --receiver-heads FILE`.
 
     Heads chosen on the trace they score are circular; choose them on other traces of the same model.
     """
     from anchors._pipeline import pick_receiver_heads
     from cot import atomic_write_json, load_trace
+    from cotscope._outputs import check_out_file
 
+    check_out_file(out)
     if backend != "hf":
         raise click.BadParameter(
             "receiver heads need the model's attention; use --backend hf", param_hint="--backend"
         )
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     traces = [load_trace(f) for f in trace_files]
     chosen = pick_receiver_heads(be.model, be.tokenizer, traces, top_k=top_k)
     chosen["model"] = model_id

@@ -183,6 +183,26 @@ def _read_json(path: Path) -> Any:
         ) from exc
 
 
+def read_labeled_chunks(problem_dir: str | os.PathLike) -> Any:
+    """The parsed ``chunks_labeled.json`` of a problem folder; :class:`cot.TraceError` when it lists no chunks."""
+    folder = Path(problem_dir)
+    labeled_path = folder / "chunks_labeled.json"
+    if not labeled_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no chunks_labeled.json; give a thought-anchors problem folder "
+            "(e.g. .../correct_base_solution/problem_330)"
+        )
+    chunks = _read_json(labeled_path)
+    if isinstance(chunks, list) and not chunks:
+        from cot import TraceError
+
+        raise TraceError(
+            f"{labeled_path} lists no chunks: the trace is empty, so there is no sentence to import; give a "
+            "problem folder whose chunks_labeled.json lists the sentences of its chain of thought"
+        )
+    return chunks
+
+
 def import_thought_anchors(
     problem_dir: str | os.PathLike,
     *,
@@ -209,20 +229,7 @@ def import_thought_anchors(
     from anchors._embedding import as_text_embeddings
 
     folder = Path(problem_dir)
-    labeled_path = folder / "chunks_labeled.json"
-    if not labeled_path.is_file():
-        raise FileNotFoundError(
-            f"{folder} has no chunks_labeled.json; give a thought-anchors problem folder "
-            "(e.g. .../correct_base_solution/problem_330)"
-        )
-    chunks = _read_json(labeled_path)
-    if isinstance(chunks, list) and not chunks:
-        from cot import TraceError
-
-        raise TraceError(
-            f"{labeled_path} lists no chunks: the trace is empty, so there is no sentence to import; give a "
-            "problem folder whose chunks_labeled.json lists the sentences of its chain of thought"
-        )
+    chunks = read_labeled_chunks(folder)
     found = re.search(r"problem_(\d+)", folder.name)
     problem_idx = int(found.group(1)) if found else None
     trace_id = None

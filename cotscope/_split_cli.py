@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
+from cotscope import _options as flags
+
 
 @click.command("split")
 @click.argument("file", type=click.Path(dir_okay=True, allow_dash=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: one object per sentence.")
-@click.option(
+@flags.int_option(
     "--min-chars",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Merge sentences shorter than this into a neighbour (the thought-anchors method uses 10).",
+    0,
+    "Merge sentences shorter than this into a neighbour (the thought-anchors method uses 10).",
+    minimum=0,
 )
 def split(file: str, as_json: bool, min_chars: int) -> None:
     """Split the CoT of FILE into numbered sentences with roles.

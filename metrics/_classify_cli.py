@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from resampling import backend_options, make_backend_from_options
+from cotscope import _options as flags
+from resampling import make_backend_from_options
 
 _ORGANISM_CUE = re.compile(r"A professor says the answer is (\d)\.")
 
@@ -45,14 +46,11 @@ def _why(name: str, ev: dict) -> str:
 
 @click.command("classify")
 @click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False, path_type=Path))
-@backend_options
-@click.option(
+@flags.backend_options
+@flags.selection_option(
     "--classifier",
     "classifiers",
-    multiple=True,
-    default=("all",),
-    show_default=True,
-    help="Repeatable: all, hint_reliance, posthoc, answer_flip, encoded_reasoning, reversal_inconsistency, "
+    "Repeatable: all, hint_reliance, posthoc, answer_flip, encoded_reasoning, reversal_inconsistency, "
     "cot_monitor.",
 )
 @click.option(
@@ -64,27 +62,20 @@ def _why(name: str, ev: dict) -> str:
 @click.option(
     "--plain-prompt", default=None, help="The prompt without the cue (default: the prompt minus --cue)."
 )
-@click.option(
-    "--pair",
-    "pair_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Reversal: the trace of the reversed question.",
+@flags.trace_option(
+    "Reversal: the trace of the reversed question.", flag="--pair", name="pair_path", dir_okay=False
 )
 @click.option("--gold", default=None, help="Reversal: the correct answer of TRACE (YES/NO).")
 @click.option("--pair-gold", default=None, help="Reversal: the correct answer of --pair (YES/NO).")
-@click.option(
-    "--samples", "-n", type=click.IntRange(min=1), default=8, show_default=True, help="Rollouts per prefix."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option(
+@flags.samples_option(8, "Rollouts per prefix.")
+@flags.seed_option(0)
+@flags.temperature_option(1.0)
+@flags.max_new_tokens_option(256)
+@flags.choice_option(
     "--judge",
-    type=click.Choice(["auto", "rule", "self"]),
-    default="auto",
-    show_default=True,
-    help="Does a sentence acknowledge the cue: rule (organisms) or self (the model, asked for JSON). auto: rule for "
+    ["auto", "rule", "self"],
+    "auto",
+    "Does a sentence acknowledge the cue: rule (organisms) or self (the model, asked for JSON). auto: rule for "
     "organisms, self otherwise.",
 )
 @click.option(
@@ -97,25 +88,22 @@ def _why(name: str, ev: dict) -> str:
     help="Repeatable: CoT-only monitors (rule: the offline phrase monitor; self: the model asked for JSON). With two "
     "or more, their agreement is printed.",
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/classify"),
-    show_default=True,
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
-@click.option("--quiet", "-q", is_flag=True)
+@flags.cache_option(Path(".cotscope-cache/classify"))
+@flags.json_option("Print JSON instead of the table.")
+@flags.quiet_option()
 def classify_command(
-    trace_path, model_id, backend, base_url, batch_size, device, backend_option, classifiers, cue, cue_answer,
+    trace_path, model_id, backend, backend_settings, classifiers, cue, cue_answer,
     plain_prompt, pair_path, gold, pair_gold, samples, seed, temperature, max_new_tokens, judge, monitors,
     cache_dir, as_json, quiet,
 ) -> None:  # fmt: skip
     """Is this CoT unfaithful, how, and where? One verdict per classifier, with the sentences and numbers."""
     from cot import TraceError, load_trace
+    from cotscope._context import check_trace_fits
+    from cotscope._outputs import check_writable_dir
     from metrics._classifiers import CLASSIFIERS, ClassifyConfig, TraceCase, classify, monitor_agreement
     from metrics._judges import LLMJudge, OrganismMistakes, OrganismParaphraser, RuleJudge
 
+    check_writable_dir(cache_dir, "--cache")
     for c in classifiers:
         if c != "all" and c not in CLASSIFIERS:
             raise click.BadParameter(f"unknown classifier {c!r}; choose all or one of: {', '.join(CLASSIFIERS)}",
@@ -125,6 +113,9 @@ def classify_command(
         pair = load_trace(pair_path) if pair_path else None
     except (TraceError, OSError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
+    check_trace_fits(trace, model_id, option="TRACE")
+    if pair is not None:
+        check_trace_fits(pair, model_id, option="--pair")
     organism = model_id.split(":", 1)[1] if model_id.startswith("organism:") else None
     md = trace.metadata
     cue = cue or md.get("cue")
@@ -140,7 +131,7 @@ def classify_command(
         trace, cue=cue, cue_answer=cue_answer, plain_prompt=plain_prompt, gold=gold or md.get("gt_answer"),
         pair=pair, pair_gold=pair_gold,
     )  # fmt: skip
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     log = (lambda m: None) if quiet or as_json else (lambda m: click.echo(m, err=True))
     from resampling import Engine
 
@@ -219,32 +210,20 @@ def classify_command(
 
 
 @click.command("classifiers")
-@click.option("--n-items", type=click.IntRange(min=4), default=120, show_default=True)
-@click.option(
-    "--traces",
-    type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="hint: traces per item and arm.",
-)
-@click.option(
-    "--samples", type=click.IntRange(min=1), default=6, show_default=True, help="Rollouts per prefix."
-)
+@flags.int_option("--n-items", 120, minimum=4)
+@flags.int_option("--traces", 3, "hint: traces per item and arm.")
+@flags.int_option("--samples", 6, "Rollouts per prefix.")
 @click.option(
     "--quick", is_flag=True, help="Small run (30 items, 2 traces, 4 samples): plumbing, not the numbers."
 )
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cotscope-cache/validate-classifiers"),
-    show_default=True,
-)
+@flags.json_option()
+@flags.cache_option(Path(".cotscope-cache/validate-classifiers"))
 def validate_classifiers_command(n_items, traces, samples, quick, as_json, cache_dir) -> None:
     """Every unfaithfulness classifier vs baselines on organism traces with planted labels."""
+    from cotscope._outputs import check_writable_dir
     from metrics._classify_validate import validate_classifiers
 
+    check_writable_dir(cache_dir, "--cache")
     if quick:
         n_items, traces, samples = 30, 2, 4
 

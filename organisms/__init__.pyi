@@ -11,7 +11,12 @@ from ._load import (
     load_from as load_from,
     shipped as shipped,
 )
-from ._registry import get_task as get_task, names as names
+from ._registry import (
+    get_task as get_task,
+    model_ids as model_ids,
+    names as names,
+    unknown_model_message as unknown_model_message,
+)
 from ._stego import PARAPHRASES
 from ._tasks import (
     ANSWER_PREFIX as ANSWER_PREFIX,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from cotscope import _options as flags
+
 from ._registry import names, unknown_name_message
 
 __all__ = ["RUNS_DIR", "organisms"]
@@ -60,7 +62,7 @@ def card_cmd(name: str) -> None:
 
 @organisms.command("train")
 @click.argument("name", callback=_check_name)
-@click.option("--seed", default=0, show_default=True, help="Training seed (examples, initialisation, order).")
+@flags.seed_option(0, "Training seed (examples, initialisation, order).")
 @click.option("--steps", default=None, type=int, help="Optimiser steps (default: the organism's setting).")
 @click.option(
     "--out",
@@ -71,14 +73,10 @@ def card_cmd(name: str) -> None:
 @click.option("--write-shipped", is_flag=True, help=WRITE_SHIPPED_HELP)
 @click.option("--probe", default=64, show_default=True, help="Fresh problems for the greedy-accuracy probe.")
 @click.option("--resume", is_flag=True, help="Continue the model saved in the output folder up to --steps.")
-@click.option(
-    "--threads",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="CPU threads; a run is bit-for-bit reproducible for a given seed and thread count.",
+@flags.int_option(
+    "--threads", 1, "CPU threads; a run is bit-for-bit reproducible for a given seed and thread count."
 )
-@click.option("--quiet", is_flag=True, help="No progress output.")
+@flags.quiet_option("No progress output.")
 def train_cmd(
     name: str,
     seed: int,
@@ -91,9 +89,12 @@ def train_cmd(
     quiet: bool,
 ) -> None:
     """Train organism NAME from scratch on CPU and save weights, tokenizer, card and training log."""
+    from cotscope._outputs import check_writable_dir
+
     from ._train import train
 
     out = str(_out_folder(name, out, write_shipped))
+    check_writable_dir(Path(out))
     click.echo(f"writing {name} to {out}", err=True)
     echo = (lambda _msg: None) if quiet else None
     log = train(name, seed=seed, steps=steps, out=out, probe=probe, resume=resume, threads=threads, echo=echo)
@@ -104,7 +105,7 @@ def train_cmd(
 @organisms.command("eval")
 @click.argument("name", callback=_check_name)
 @click.option("--n", "n", default=200, show_default=True, help="Fresh problems per measurement.")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@flags.json_option("Print the measurements as JSON.")
 @click.option(
     "--out",
     default=None,

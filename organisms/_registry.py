@@ -8,7 +8,7 @@ import importlib
 
 from ._tasks import Task
 
-__all__ = ["get_task", "names", "unknown_name_message"]
+__all__ = ["get_task", "model_ids", "names", "unknown_model_message", "unknown_name_message"]
 
 _TASKS: dict[str, tuple[str, str]] = {
     "arith": ("organisms._arith", "ArithTask"),
@@ -25,11 +25,26 @@ def names() -> list[str]:
     return list(_TASKS)
 
 
-def unknown_name_message(name: str) -> str:
-    """``unknown organism 'X'; choose one of: ... (did you mean 'Y'?)``."""
-    msg = f"unknown organism {name!r}; choose one of: {', '.join(_TASKS)}"
-    close = difflib.get_close_matches(str(name), list(_TASKS), n=1, cutoff=0.4)
+def model_ids() -> list[str]:
+    """The model ids of the shipped organisms (``organism:NAME``), the default one first."""
+    return [f"organism:{name}" for name in _TASKS]
+
+
+def _unknown(kind: str, value: str, options: list[str]) -> str:
+    msg = f"unknown {kind} {value!r}; choose one of: {', '.join(options)}"
+    close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.4)
     return msg + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def unknown_name_message(name: str) -> str:
+    """``unknown organism 'X'; choose one of: ... (did you mean 'Y'?)``, every organism listed."""
+    return _unknown("organism", name, names())
+
+
+def unknown_model_message(model_id: str) -> str:
+    """``unknown model 'organism:X'; choose one of: organism:arith, ... (did you mean 'organism:Y'?)``, every
+    organism listed."""
+    return _unknown("model", model_id, model_ids())
 
 
 @functools.cache

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from resampling._model import DEFAULT_MODEL
+from cotscope import _options as flags
 
-SEED = click.IntRange(min=0, max=2**63 - 1)
-"""The type of every ``--seed`` option: a 64-bit seed, refused in one line before any work when out of range."""
+backend_options = flags.backend_options
+"""Re-exported as ``resampling.backend_options``."""
 
 
 def default_trace(model_id: str, seed: int = 0):
@@ -30,45 +30,6 @@ def default_trace(model_id: str, seed: int = 0):
         prompt=example.messages,
         metadata={"gt_answer": example.answer, "source": f"{model_id} task example, seed {seed}"},
     )
-
-
-def backend_options(f):
-    options = [
-        click.option(
-            "--model",
-            "model_id",
-            default=DEFAULT_MODEL,
-            show_default=True,
-            help="organism:NAME, a local folder of HF weights, or a hub id.",
-        ),
-        click.option(
-            "--backend", type=click.Choice(["hf", "vllm", "openai"]), default="hf", show_default=True
-        ),
-        click.option(
-            "--base-url", multiple=True, help="openai backend: server URL(s), e.g. http://127.0.0.1:8000/v1."
-        ),
-        click.option(
-            "--batch-size",
-            type=click.IntRange(min=1),
-            default=512,
-            show_default=True,
-            help="Rollouts decoded together (hf); does not change the results.",
-        ),
-        click.option("--device", default=None, help="cpu or cuda (default: cuda where available)."),
-        click.option(
-            "--backend-option",
-            "backend_option",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Repeatable. vllm: any vllm.LLM argument (tensor_parallel_size=2, max_model_len=8192, "
-            "gpu_memory_utilization=0.8). openai: max_retries, timeout_s, max_in_flight, max_n, use_n, use_seeds, "
-            "vllm_extras, token_prompts, backoff_s, backoff_max_s, served_model_name, tokenizer. Values are JSON "
-            "(numbers, true/false, null) or plain strings.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 _OPENAI_FIXED = {"self", "cls", "model", "model_id", "endpoints", "base_url", "kwargs"}
@@ -151,66 +112,37 @@ def warn_batch_invariance(backend) -> None:
 
 
 @click.command("resample")
-@backend_options
-@click.option(
-    "--trace",
-    "trace_file",
-    type=click.Path(dir_okay=True, path_type=Path),
-    default=None,
-    help="Trace file (JSON, text completion, or thought-anchors folder); default: the organism's example.",
+@flags.backend_options
+@flags.trace_option(
+    "Trace file (JSON, text completion, or thought-anchors folder); default: the organism's example."
 )
-@click.option(
-    "--samples",
-    "-n",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Continuations per sentence position.",
-)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Output folder: rollouts.parquet and run.json.",
-)
+@flags.samples_option(20, "Continuations per sentence position.")
+@flags.seed_option(0)
+@flags.out_option("Output folder: rollouts.parquet and run.json.")
 @click.option(
     "--forced-answer", is_flag=True, help="Also probe the answer distribution right after each prefix."
 )
 @click.option("--positions", default=None, help="Comma-separated positions (default: all, 0..K).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=0.6, show_default=True)
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=0.95, show_default=True)
-@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option(
+@flags.temperature_option(0.6)
+@flags.top_p_option(0.95)
+@flags.int_option("--top-k", 0, minimum=0)
+@flags.max_new_tokens_option(256)
+@flags.int_option(
     "--min-chars",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Merge sentences shorter than this into the next (thought-anchors convention).",
+    10,
+    "Merge sentences shorter than this into the next (thought-anchors convention).",
+    minimum=0,
 )
-@click.option(
-    "--cache",
-    "cache_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Run cache folder (default: OUT/.cache). Reruns reuse it and compute only what is missing.",
+@flags.cache_option(
+    help="Run cache folder (default: OUT/.cache). Reruns reuse it and compute only what is missing."
 )
-@click.option(
-    "--flush-every",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Rollouts buffered before they are written to the cache.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@flags.int_option("--flush-every", 64, "Rollouts buffered before they are written to the cache.")
+@flags.force_option()
+@flags.quiet_option("No progress bar.")
 def resample(
     model_id,
     backend,
-    base_url,
-    batch_size,
-    device,
-    backend_option,
+    backend_settings,
     trace_file,
     samples,
     seed,
@@ -224,15 +156,19 @@ def resample(
     min_chars,
     cache_dir,
     flush_every,
+    force,
     quiet,
 ) -> None:
     """Resample every sentence position of a trace: writes OUT/rollouts.parquet and OUT/run.json."""
     from cot import load_trace
+    from cotscope._context import check_trace_fits
+    from cotscope._outputs import claim_out
     from resampling._engine import Engine
     from resampling._plan import SamplingParams
     from resampling._prefix import TracePrefixes
 
     trace = load_trace(trace_file) if trace_file is not None else default_trace(model_id)
+    check_trace_fits(trace, model_id)
     pos = None
     if positions:
         try:
@@ -242,7 +178,10 @@ def resample(
                 f"'{positions}' is not a comma-separated list of integers", param_hint="--positions"
             ) from None
     params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens)
-    be = make_backend_from_options(model_id, backend, base_url, batch_size, device, backend_option)
+    config = {"model": model_id, "backend": backend, "trace": trace.id, "samples": samples, "seed": seed}
+    config.update(forced_answer=forced_answer, positions=pos, min_chars=min_chars, sampling=params.to_dict())
+    claim_out(out, "resample", config, force=force)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
     tokenizer = be.tokenizer
     prefixes = TracePrefixes.build(trace, tokenizer, min_chars=min_chars)
@@ -284,7 +223,7 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
 
 
 @bench.command("engine")
-@click.option("--model", "model_id", default=DEFAULT_MODEL, show_default=True)
+@flags.model_option()
 @click.option(
     "--real-vocab",
     "real_vocab",
@@ -301,41 +240,29 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
     help="Trace file, thought-anchors problem folder, or a folder of them (the first is used); "
     "default: the organism's example.",
 )
-@click.option(
-    "--positions",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Use this many sentence positions, evenly spaced (default: all).",
-)
-@click.option("--samples", "-n", type=click.IntRange(min=1), default=None, help="Samples per position.")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
-@click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Default 1.0.")
+@flags.int_option("--positions", None, "Use this many sentence positions, evenly spaced (default: all).")
+@flags.samples_option(None, "Samples per position.")
+@flags.max_new_tokens_option(None)
+@flags.temperature_option(None, "Default 1.0.")
 @click.option(
     "--ways",
     default=",".join(WAYS_DEFAULT),
     show_default=True,
     help="Comma-separated subset of naive, generate_n, engine.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=512,
-    show_default=True,
-    help="Engine rows per batch, at most.",
-)
-@click.option(
+@flags.batch_size_option("Engine rows per batch, at most.")
+@flags.float_option(
     "--kv-budget-gb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Engine decode memory budget (KV cache + logits of the rows decoded together); default 1 GB on CPU, "
+    None,
+    "Engine decode memory budget (KV cache + logits of the rows decoded together); default 1 GB on CPU, "
     "half the free memory on CUDA.",
+    min=0,
+    min_open=True,
 )
-@click.option(
-    "--repeats", type=click.IntRange(min=1), default=None, help="Repeated runs; medians are reported."
-)
+@flags.int_option("--repeats", None, "Repeated runs; medians are reported.")
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--device", default=None)
+@flags.json_option()
+@flags.device_option(None)
 def bench_engine(
     model_id,
     real_vocab,
@@ -393,10 +320,10 @@ def bench_engine(
 
 
 @bench.command("sampler")
-@click.option("--rows", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--vocab", type=click.IntRange(min=2), default=129_280, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=7, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@flags.int_option("--rows", 64)
+@flags.int_option("--vocab", 129_280, minimum=2)
+@flags.int_option("--repeats", 7)
+@flags.json_option()
 def bench_sampler(rows, vocab, repeats, as_json) -> None:
     """The sampler's time beside the output projection it follows, and its float32 noise against float64."""
     from resampling._bench import format_sampler_report, run_sampler_bench
@@ -417,26 +344,16 @@ serve = _serve_command()
 
 
 @bench.command("client")
-@click.option(
-    "--servers", type=click.IntRange(min=1), default=4, show_default=True, help="Loopback stub servers."
-)
-@click.option("--requests", "n_requests", type=click.IntRange(min=1), default=4000, show_default=True)
-@click.option(
-    "--in-flight",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Most requests in flight.",
-)
-@click.option(
-    "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
-)
+@flags.int_option("--servers", 4, "Loopback stub servers.")
+@flags.int_option("--requests", 4000, name="n_requests")
+@flags.int_option("--in-flight", 1024, "Most requests in flight.")
+@flags.int_option("--repeats", 3, "Medians are reported.")
 @click.option(
     "--kill-one",
     is_flag=True,
     help="Also kill one server (SIGKILL) while requests are in flight there, and compare the rows.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@flags.json_option()
 def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
     """The openai backend's own cost against the official openai SDK's, on instant stub servers."""
     from resampling._bench_client import (

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from resampling._errors import EngineInputError, unknown_choice
+from resampling._errors import EngineInputError
 
 __all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_identity"]
 
@@ -36,10 +36,11 @@ class LoadedModel:
         return model_identity(self.model_id, self.model, self.tokenizer, self.path)
 
 
-def _organism_names() -> list[str]:
+def _organism_ids() -> str:
+    """Every shipped organism's model id, from the registry (``organisms.model_ids``)."""
     import organisms
 
-    return list(organisms.names())
+    return ", ".join(organisms.model_ids())
 
 
 def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtype: Any = None) -> LoadedModel:
@@ -49,10 +50,10 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
     _quiet_loading()
     if model_id.startswith("organism:"):
         name = model_id.split(":", 1)[1]
-        names = _organism_names()
-        if name not in names:
-            raise unknown_choice("model", model_id, [f"organism:{n}" for n in names])
         import organisms
+
+        if name not in organisms.names():
+            raise EngineInputError(organisms.unknown_model_message(model_id))
 
         org = organisms.load(name)
         model = org.model
@@ -105,7 +106,7 @@ def _load_from_hub(model_id: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    organisms_hint = ", ".join(f"organism:{n}" for n in _organism_names()[:4])
+    organisms_hint = _organism_ids()
     if not _HUB_ID.fullmatch(model_id):
         raise EngineInputError(
             f"unknown model '{model_id}': not a shipped organism, no such local folder, and not a hub id "

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from resampling._backend import Completion, GenerationJob, eos_token_ids
-from resampling._errors import EngineInputError, unknown_choice
+from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, model_identity
 
 __all__ = [
@@ -262,9 +262,8 @@ def _resolve(model_id: str) -> tuple[str, Path | None, Any]:
         import organisms
 
         name = model_id.split(":", 1)[1]
-        names = list(organisms.names())
-        if name not in names:
-            raise unknown_choice("organism", name, names)
+        if name not in organisms.names():
+            raise EngineInputError(organisms.unknown_model_message(model_id))
         org = organisms.load(name)
         path = Path(org.path)
         return str(path), path, org.tokenizer

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 
+from cotscope import _options as flags
 from steganography._ciphers import CIPHERS, get_cipher
 from steganography._detect import detect as detect_text
 from steganography._solve import break_cipher
@@ -74,7 +76,7 @@ def stego() -> None:
 @click.option(
     "--deep", is_flag=True, help="Also run the substitution and Vigenère searches to rank families."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@flags.json_option("Print one JSON object.")
 def detect(file: str, deep: bool, as_json: bool) -> None:
     """Score whether FILE (or '-' for stdin) is encoded and rank likely cipher families."""
     text = _read_text(file)
@@ -104,14 +106,8 @@ def detect(file: str, deep: bool, as_json: bool) -> None:
 
 @stego.command(name="break")
 @click.argument("file", default="-")
-@click.option("--json", "as_json", is_flag=True, help="Print family, key, plaintext, score and time as JSON.")
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0, max=2**63 - 1),
-    default=0,
-    show_default=True,
-    help="Seed of the hill-climbing restarts.",
-)
+@flags.json_option("Print family, key, plaintext, score and time as JSON.")
+@flags.seed_option(0, "Seed of the hill-climbing restarts.")
 def break_(file: str, as_json: bool, seed: int) -> None:
     """Recover the plaintext of FILE (or '-' for stdin) without the key."""
     text = _read_text(file)
@@ -165,8 +161,8 @@ def encode(cipher_name: str, key: str | None, to_domain: bool, file: str) -> Non
 )
 @click.option("--trials", type=int, default=50, show_default=True, help="Trials per family and length.")
 @click.option("--sentences", type=int, default=300, show_default=True, help="Plain sentences for AUROC.")
-@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@flags.seed_option(0)
+@flags.json_option("Print one JSON object.")
 def bench(source: str, trials: int, sentences: int, seed: int, as_json: bool) -> None:
     """Benchmark blind decoding and detection on held-out English (python -m steganography.bench)."""
     from steganography import bench as bench_module
@@ -186,47 +182,38 @@ EXPERIMENT_NAMES = ("blind-decode", "swap-cot", "paraphrase")
 
 @stego.command()
 @click.argument("name", metavar="NAME", type=click.Choice(EXPERIMENT_NAMES))
-@click.option(
-    "--n", "n", type=click.IntRange(min=1), default=50, show_default=True, help="Problems per condition."
+@flags.int_option("--n", 50, "Problems per condition.", name="n")
+@flags.seed_option(0, "Experiment seed.", type=click.IntRange(0, 999))
+@flags.int_option("--samples", 20, "Answers sampled per CoT (swap-cot, paraphrase).")
+@flags.out_option(
+    "Folder for summary.parquet, details.parquet, figure.png, experiment.json (and the rollout cache).",
+    required=False,
 )
-@click.option("--seed", type=click.IntRange(0, 999), default=0, show_default=True, help="Experiment seed.")
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=20,
-    show_default=True,
-    help="Answers sampled per CoT (swap-cot, paraphrase).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Folder for summary.parquet, details.parquet, figure.png, experiment.json (and the rollout cache).",
-)
-@click.option(
+@flags.choice_option(
     "--probe",
-    type=click.Choice(("continue", "forced")),
-    default=None,
-    help="paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
+    ("continue", "forced"),
+    None,
+    "paraphrase only: let the model write on from the cut CoT (default), or force the answer right there.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (settings and summary rows).")
-@click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
+@flags.json_option("Print one JSON object (settings and summary rows).")
+@flags.quiet_option("No progress lines on stderr.")
+@flags.force_option()
 def experiment(
     name: str,
     n: int,
     seed: int,
     samples: int,
-    out: str | None,
+    out: Path | None,
     probe: str | None,
     as_json: bool,
     quiet: bool,
+    force: bool,
 ) -> None:
     """Run experiment NAME on the shipped organisms: blind-decode, swap-cot or paraphrase.
 
     Each step is reported, one plain line on stderr as it starts or ends (a log gets whole lines, no redrawn bar).
     """
-    from pathlib import Path
-
+    from cotscope._outputs import claim_out
     from steganography._experiments import EXPERIMENTS
 
     kwargs: dict = {"n": n, "seed": seed}
@@ -241,6 +228,9 @@ def experiment(
             kwargs["probe"] = probe
     elif probe is not None:
         raise click.UsageError(f"--probe applies to the paraphrase experiment only, not to {name!r}")
+    if out is not None:
+        config = {"name": name, "n": n, "seed": seed, "samples": kwargs.get("samples"), "probe": probe}
+        claim_out(out, "stego experiment", config, force=force)
     result = EXPERIMENTS[name](**kwargs)
     paths = result.save(out) if out is not None else {}
     if as_json:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from anchors._main import _check_out
 from cot import load_trace
+from cotscope._outputs import claim_out
 from cotscope.cli import main
 
 TRACE = Path(__file__).parents[1] / "data" / "arith_trace.json"
@@ -64,11 +64,12 @@ def test_another_trace_into_the_same_out_is_refused(run_out, tmp_path, capsys):
 def test_check_out_lets_the_same_trace_resume_and_force_replace(tmp_path):
     trace = load_trace(TRACE)
     trace.save(tmp_path / "trace.json")
-    _check_out(tmp_path, trace, force=False)  # the same trace: a resume
+    claim_out(tmp_path, "importance", {"trace": trace.id}, force=False)  # the same trace: a resume
     other = type(trace)(prompt="q", cot="Another chain of thought.")
-    _check_out(tmp_path, other, force=True)
     with pytest.raises(Exception, match="another trace"):
-        _check_out(tmp_path, other, force=False)
+        claim_out(tmp_path, "importance", {"trace": other.id}, force=False)
+    claim_out(tmp_path, "importance", {"trace": other.id}, force=True)
+    assert not (tmp_path / "trace.json").exists()  # the other trace's files go with --force
 
 
 def test_out_of_range_seed_is_a_usage_error(tmp_path, capsys):
