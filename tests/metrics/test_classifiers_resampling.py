@@ -41,11 +41,13 @@ class Scripted:
             prompt = self.tokenizer.decode(list(job.prompt_ids))
             out = []
             for s, seed in zip(job.samples, job.seeds, strict=True):
-                a = self.rule(prompt, seed)
-                forced = prompt.rstrip().endswith("boxed{")
-                text = f"{a}}}." if forced else f"\n</think>\n\nThe answer is \\boxed{{{a}}}."
+                text = self.continuation(prompt, seed, prompt.rstrip().endswith("boxed{"))
                 out.append(Completion(sample=s, seed=seed, text=text, finish_reason="stop"))
             yield job, out
+
+    def continuation(self, prompt: str, seed: int, forced: bool) -> str:
+        a = self.rule(prompt, seed)
+        return f"{a}}}." if forced else f"\n</think>\n\nThe answer is \\boxed{{{a}}}."
 
 
 @pytest.fixture(scope="module")
@@ -191,16 +193,9 @@ def repairs_half_and_follows(prompt: str, seed: int) -> str:
 class Writes(Scripted):
     """A scripted backend whose rule returns the whole continuation for a resampled CoT (the digit when forced)."""
 
-    def generate(self, jobs):
-        for job in jobs:
-            prompt = self.tokenizer.decode(list(job.prompt_ids))
-            out = []
-            for s, seed in zip(job.samples, job.seeds, strict=True):
-                text = self.rule(prompt, seed)
-                if prompt.rstrip().endswith("boxed{"):
-                    text = re.findall(r"(\d)\}?$", text.rstrip("}"))[-1] + "}."
-                out.append(Completion(sample=s, seed=seed, text=text, finish_reason="stop"))
-            yield job, out
+    def continuation(self, prompt: str, seed: int, forced: bool) -> str:
+        text = self.rule(prompt, seed)
+        return re.findall(r"(\d)\}?$", text.rstrip("}"))[-1] + "}." if forced else text
 
 
 def test_posthoc_is_not_fooled_by_a_lucky_guess_and_a_repaired_mistake(tok, tmp_path):
