@@ -241,8 +241,6 @@ def classify_command(
             + ", ".join(f"{s}={_fmt(v)}" for s, v in agreement.select("statistic", "value").rows())
         )
     click.echo(f"\nflagged: {', '.join(flagged) if flagged else 'none'}")
-    for w in warnings:
-        click.echo(f"warning: {w}")
 
 
 @click.command("classifiers")
