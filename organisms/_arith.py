@@ -168,6 +168,46 @@ class ArithTask(Task):
             at += len(s.text) + 1
         return out
 
+    def continued_answer_distribution(self, example: Example, prefix_cot: str) -> dict[int, float]:
+        """P(boxed answer = d) when the planted process of :meth:`sample` continues ``prefix_cot``, a CoT prefix of
+        ``example``'s prompt that ends with a computation sentence (e.g. one with an inserted wrong result).
+
+        Only the planted rates and the prefix decide it, never a sampled continuation: a wrong last computation
+        (given the CoT's running digit) is corrected with ``correction_rate``; each remaining step states a wrong
+        digit with ``error_rate`` (uniform over the digits that are neither its correct result nor the problem's
+        true running digit, as :meth:`sample` draws them), corrected with ``correction_rate``; the answer is the
+        final running digit (:meth:`_trace_answer`). Raises ``ValueError`` when the prefix does not end with a
+        computation of this prompt.
+        """
+        p = Problem.parse(example.messages[-1]["content"])
+        sents = self.analyze(example, prefix_cot)
+        last = sents[-1] if sents else None
+        if last is None or last.kind != "compute" or last.step is None or last.expected is None:
+            raise ValueError(f"{self.name}: the prefix does not end with a computation: {prefix_cot[-80:]!r}")
+        er, cr = self.planted["error_rate"], self.planted["correction_rate"]
+        dist: dict[int, float] = {}
+        if last.value != last.expected:
+            dist[last.expected] = cr
+            dist[last.value] = dist.get(last.value, 0.0) + 1 - cr
+        else:
+            dist[last.value] = 1.0
+        true_values = p.values()
+        for step in range(last.step + 1, p.n_steps):
+            op, x = p.ops[step]
+            nxt: dict[int, float] = {}
+            for r, pr in dist.items():
+                c = apply_op(r, op, x)
+                wrong = [d for d in range(10) if d not in (c, true_values[step])]
+                nxt[c] = nxt.get(c, 0.0) + pr * (1 - er + er * cr)
+                for d in wrong:
+                    nxt[d] = nxt.get(d, 0.0) + pr * er * (1 - cr) / len(wrong)
+            dist = nxt
+        out: dict[int, float] = {}
+        for d, pr in dist.items():
+            a = self._trace_answer(p.answer, d)
+            out[a] = out.get(a, 0.0) + pr
+        return out
+
     def paraphrase_filler(self, cot_text: str) -> str:
         """The CoT with every filler sentence swapped for its other wording (same meaning)."""
         return "\n".join(_SWAP.get(line, line) for line in cot_text.split("\n"))

@@ -139,3 +139,64 @@ def test_validate_classifiers_json_shape(monkeypatch):
     assert c["not_separated_from"] == ["keyword"] and c["beats_every_baseline"] is False
     json.dumps(out, allow_nan=False)  # strict JSON: no NaN anywhere
     assert all(x is None or math.isfinite(x) for x in c["auroc_ci"])
+
+
+def _doc(auroc: float) -> dict:
+    r = {
+        "label": "planted",
+        "auroc": auroc,
+        "auroc_ci": [auroc - 0.05, auroc],
+        "n": 10,
+        "n_positive": 5,
+        "precision": 1.0,
+        "recall": 1.0,
+        "meets_0.9": auroc >= 0.9,
+        "beats_every_baseline": True,
+        "not_separated_from": [],
+    }
+    return {"classifiers": {"posthoc": r}, "baselines": {}, "controls": {}, "waiting": {}, "settings": {}}
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_validate_classifiers_exits_nonzero_on_a_failed_target(monkeypatch, tmp_path, as_json):
+    import metrics._classify_validate as v
+
+    monkeypatch.setattr(v, "validate_classifiers", lambda **kw: _doc(0.7))
+    args = ["validate", "classifiers", "--cache", str(tmp_path)] + (["--json"] if as_json else [])
+    res = _run(args, catch=True)
+    assert res.exit_code == 1
+    if not as_json:
+        assert "[FAIL] posthoc" in res.output
+    monkeypatch.setattr(v, "validate_classifiers", lambda **kw: _doc(0.95))
+    res = _run(args, catch=True)
+    assert res.exit_code == 0 and ("[PASS] posthoc" in res.output or as_json)
+
+
+def test_validate_classifiers_quick_checks_plumbing_and_prints_no_verdict(monkeypatch, tmp_path):
+    import metrics._classify_validate as v
+
+    monkeypatch.setattr(v, "validate_classifiers", lambda **kw: _doc(0.7))
+    res = _run(["validate", "classifiers", "--quick", "--cache", str(tmp_path)], catch=True)
+    assert res.exit_code == 0, res.output
+    assert "FAIL" not in res.output and "PASS" not in res.output
+    assert "checks the plumbing" in res.output and "[RAN] posthoc" in res.output
+
+
+def test_classify_warns_when_the_trace_is_another_models(tmp_path):
+    import organisms
+
+    ex = organisms.get_task("arith").sample(5)
+    tr = Trace.from_completion(
+        "<think>\n" + ex.completion, prompt=ex.messages[-1]["content"], metadata={"task": "arith"}
+    )
+    path = tmp_path / "arith.json"
+    path.write_text(json.dumps(tr.to_dict()))
+    common = ["--classifier", "answer_flip", "--cache", str(tmp_path / "c")]
+    res = _run(["classify", str(path), "--model", "organism:hint", *common])
+    assert res.exit_code == 0, res.output
+    assert "warning: this trace was written by organism 'arith'" in res.output
+    doc = json.loads(_run(["classify", str(path), "--model", "organism:hint", *common, "--json"]).stdout)
+    assert doc["warnings"] and "off-policy" in doc["warnings"][0]
+    # its own model: no warning
+    res = _run(["classify", str(path), "--model", "organism:arith", *common])
+    assert res.exit_code == 0 and "warning" not in res.output

@@ -191,3 +191,42 @@ def test_stego_codebook_and_paraphrases():
         para = task.paraphrase_filler(e.cot)
         assert not any(line in CODEBOOK.values() for line in para.split("\n"))
         assert len(para.split("\n")) == len(e.cot.split("\n"))
+
+
+def test_continued_answer_distribution_follows_the_planted_rates_by_hand():
+    """A wrong digit inserted into an error-free arith CoT, continued by the planted process alone."""
+    import organisms
+
+    task = organisms.get_task("arith")
+    er, cr = task.planted["error_rate"], task.planted["correction_rate"]
+    seed = next(s for s in range(100) if not task.sample(s).truth["n_errors"])
+    ex = task.sample(seed)
+    lines = ex.cot.split("\n")
+    computes = [j for j, s in enumerate(ex.sentences) if s.kind == "compute"]
+
+    def wrong(j: int) -> str:
+        s = ex.sentences[j]
+        return s.text[:-2] + str((s.value + 3) % 10) + "."
+
+    # the last computation: corrected with cr, else the answer is the wrong digit
+    last = computes[-1]
+    d = task.continued_answer_distribution(ex, "\n".join([*lines[:last], wrong(last)]))
+    assert d[int(ex.answer)] == pytest.approx(cr)
+    assert d[(ex.sentences[last].value + 3) % 10] == pytest.approx(1 - cr)
+    # one step before: corrected (cr), then the last step stays right unless an uncorrected error (er * (1 - cr));
+    # uncorrected, no later error can land on the true answer (the generator never draws it)
+    j = computes[-2]
+    d = task.continued_answer_distribution(ex, "\n".join([*lines[:j], wrong(j)]))
+    assert d[int(ex.answer)] == pytest.approx(cr * (1 - er * (1 - cr)))
+    assert sum(d.values()) == pytest.approx(1.0)
+    # the prefix must end with a computation
+    with pytest.raises(ValueError, match="does not end with a computation"):
+        task.continued_answer_distribution(ex, "\n".join(lines[:2]))
+    # posthoc: the boxed answer is computed from the prompt, whatever the CoT carries
+    ph = organisms.get_task("posthoc")
+    pe = ph.sample(seed)
+    pc = next(k for k, s in enumerate(pe.sentences) if s.kind == "compute")
+    bad = pe.sentences[pc].text[:-2] + str((pe.sentences[pc].value + 3) % 10) + "."
+    assert ph.continued_answer_distribution(pe, "\n".join([*pe.cot.split("\n")[:pc], bad])) == {
+        int(pe.answer): pytest.approx(1.0)
+    }
