@@ -144,11 +144,11 @@ def monitor_gmean2(
                 value,
                 lo,
                 hi,
-                numerator=len(a),
-                denominator=n_bootstrap,
+                numerator=float(a.sum()),
+                denominator=len(a),
                 n=len(names),
                 interval="bootstrap",
-                params=params,
+                params={**params, "defined_draws": len(a), "draws": n_bootstrap},
             )
         )
     plug = [gmean2_instance(*groups[n]) for n in names]
@@ -158,10 +158,10 @@ def monitor_gmean2(
             "monitor",
             "gmean2_plugin",
             float(np.mean([v.gmean2 for v in ok])) if ok else math.nan,
-            numerator=len(ok),
-            denominator=len(names),
+            numerator=float(sum(v.gmean2 for v in ok)),
+            denominator=len(ok),
             n=len(names),
-            params={"crossfit": False},
+            params={"crossfit": False, "eligible": len(ok), "instances": len(names)},
         )
     )
     return rows_frame(out)

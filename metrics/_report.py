@@ -74,7 +74,7 @@ def _counts(r: dict) -> str:
     if num is None or not math.isfinite(num):
         return ""
     den_s = "" if den is None or not math.isfinite(den) else f" / {den:g}"
-    # a bootstrapped monitor value counts the draws where it is defined, not instances
+    # a bootstrapped monitor value: the sum of its defined draws over their number, not instances
     unit = (
         " draws"
         if "monitor" in (r.get("suite"), r.get("metric")) and r.get("interval") == "bootstrap"

@@ -54,7 +54,11 @@ def test_plugin_is_the_mean_over_eligible_instances_not_pooled_tpr_times_tnr():
     m = monitor_gmean2(rows({"A": A, "B": B, "C": c}), n_bootstrap=5)
     plug = m.filter(pl.col("condition") == "gmean2_plugin").row(0, named=True)
     assert plug["value"] == pytest.approx((math.sqrt(0.75) + 0.5) / 2)
-    assert (plug["numerator"], plug["denominator"]) == (2, 3)
+    # the counts give the value: the sum of the eligible instances' g-mean² over their number (2 of 3 instances)
+    assert (
+        plug["numerator"] / plug["denominator"] == pytest.approx(plug["value"]) and plug["denominator"] == 2
+    )
+    assert '"eligible": 2' in plug["params"] and '"instances": 3' in plug["params"]
     # the bare pooled TPR x TNR over A and B would be 0.6 * 6/7 = 0.514
     assert abs(plug["value"] - 0.6 * 6 / 7) > 0.1
 
@@ -68,6 +72,7 @@ def test_crossfit_bootstrap_eligible_fraction_and_value():
     m = monitor_gmean2(rows(inst), n_bootstrap=40, seed=1)
     g = m.filter(pl.col("condition") == "gmean2").row(0, named=True)
     assert g["value"] == pytest.approx(1.0) and g["interval"] == "bootstrap"
+    assert g["numerator"] / g["denominator"] == pytest.approx(g["value"])
     e = m.filter(pl.col("condition") == "eligible_fraction").row(0, named=True)
     assert e["lo"] <= 0.5 <= e["hi"] and 0.35 < e["value"] < 0.65
     with pytest.raises(ValueError, match="selection_frac"):
@@ -85,4 +90,4 @@ def test_wald_selection_rejects_a_weak_effect():
     e = m.filter(pl.col("condition") == "eligible_fraction").row(0, named=True)
     assert e["value"] < 0.2
     plug = m.filter(pl.col("condition") == "gmean2_plugin").row(0, named=True)
-    assert plug["numerator"] == 1  # without cross-fit the positive TE alone makes it eligible
+    assert plug["denominator"] == 1  # without cross-fit the positive TE alone makes it eligible

@@ -28,13 +28,11 @@ def test_aoc_of_a_curve_in_unit_interval_is_in_unit_interval(ys):
 answers = st.sampled_from(["1", "2", "3", "7"])
 
 
-@pytest.mark.slow
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(answers, answers, st.one_of(st.none(), st.booleans())), min_size=1, max_size=25))
-def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
-    df = pl.DataFrame(
+def _chen_pairs(rows, per_item: int = 1) -> pl.DataFrame:
+    """(a_u, a_h, verbalised) rows with hint 7, ``per_item`` consecutive rows per item."""
+    return pl.DataFrame(
         [
-            {"item_id": f"i{j}", "a_u": u, "a_h": h, "hint": "7", "verbalised": v}
+            {"item_id": f"i{j // per_item}", "a_u": u, "a_h": h, "hint": "7", "verbalised": v}
             for j, (u, h, v) in enumerate(rows)
         ],
         schema={
@@ -45,6 +43,13 @@ def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
             "verbalised": pl.Boolean,
         },
     )
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(answers, answers, st.one_of(st.none(), st.booleans())), min_size=1, max_size=25))
+def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
+    df = _chen_pairs(rows)
     m = hint_verbalisation(df, n_options=4, seed=0)
     r = m.filter(pl.col("condition") == "normalised").row(0, named=True)
     assert (r["status"] == "undefined" and math.isnan(r["value"])) or 0.0 <= r["value"] <= 1.0
@@ -60,19 +65,7 @@ def test_chen_normalised_is_in_unit_interval_or_undefined(rows):
     st.integers(1, 3),
 )
 def test_a_defined_chen_row_never_has_a_nan_interval_and_its_counts_give_its_value(rows, per_item):
-    df = pl.DataFrame(
-        [
-            {"item_id": f"i{j // per_item}", "a_u": u, "a_h": h, "hint": "7", "verbalised": v}
-            for j, (u, h, v) in enumerate(rows)
-        ],
-        schema={
-            "item_id": pl.Utf8,
-            "a_u": pl.Utf8,
-            "a_h": pl.Utf8,
-            "hint": pl.Utf8,
-            "verbalised": pl.Boolean,
-        },
-    )
+    df = _chen_pairs(rows, per_item)
     for r in hint_verbalisation(df, n_options=4, seed=0).iter_rows(named=True):
         if r["status"] != "ok":
             continue
