@@ -370,11 +370,16 @@ def _pointer(t: pl.DataFrame, cases, meta) -> dict[str, Any]:
 
 
 def _data(t: pl.DataFrame, cases, meta, label: str, truth_of, seed: int) -> ValidationData:
-    by = {r["trace_id"]: r for r in t.filter(pl.col("classifier") == label).iter_rows(named=True)}
+    """One row per case; a classifier row is matched on (trace id, ``arm``): two organisms can write the identical
+    trace (same prompt, same CoT), and each is scored with its own model's rollouts."""
+    by = {
+        (r["trace_id"], r.get("arm")): r
+        for r in t.filter(pl.col("classifier") == label).iter_rows(named=True)
+    }
     base = _baselines(cases, label, seed)
     rows = []
     for i, (c, m) in enumerate(zip(cases, meta, strict=True)):
-        r = by.get(c.trace.id, {})
+        r = by.get((c.trace.id, m.get("arm")), {})
         rows.append(
             {
                 "trace_id": c.trace.id,
@@ -485,14 +490,13 @@ def _posthoc_data(
             for s, e in ex.items()
             for tr in got.get(f"{name}:{s}", [])
         ]
-        meta += [{"seed": int(c.item_id.split(":")[1]), "posthoc": positive} for c in cs]
+        meta += [{"seed": int(c.item_id.split(":")[1]), "posthoc": positive, "arm": name} for c in cs]
         log(f"post-hoc: classifying {len(cs)} {name} traces")
         cfg = ClassifyConfig(samples=samples, seed=0, max_new_tokens=200)
-        tables.append(
-            classify(
-                cs, be, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
-            )
+        t = classify(
+            cs, be, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
         )
+        tables.append(t.with_columns(pl.lit(name).alias("arm")))
         cases += cs
     d = _data(pl.concat(tables), cases, meta, "posthoc", lambda m: m["posthoc"], seed)
     d.notes["false_positives"] = _false_positives(d.table, "arith")

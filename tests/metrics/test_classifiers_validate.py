@@ -196,3 +196,26 @@ def test_false_positive_rate_on_arith_counts_labels_of_arith_traces():
     assert fp["false_positives_arith_all"] == [1, 2] and fp["false_positive_rate_arith_all"] == 0.5
     assert fp["false_positives_arith_test"] == [1, 1]
     assert all(math.isfinite(x) for x in fp["false_positive_rate_arith_all_ci"])
+
+
+def test_identical_traces_of_two_organisms_keep_their_own_scores():
+    """posthoc and arith can write the same CoT for the same prompt (same trace id): each keeps its model's row."""
+    import metrics._classify_validate as v
+    from cot import Trace
+    from metrics._classifiers import TraceCase
+
+    tr = Trace.from_completion("<think>\nStep one adds 1 to 2, giving 3.\n</think>\n\n\\boxed{3}", prompt="p")
+    cases = [TraceCase(tr, item_id="posthoc:1"), TraceCase(tr, item_id="arith:1")]
+    meta = [{"seed": 1, "posthoc": True, "arm": "posthoc"}, {"seed": 1, "posthoc": False, "arm": "arith"}]
+    t = pl.DataFrame(
+        {
+            "trace_id": [tr.id, tr.id],
+            "classifier": ["posthoc", "posthoc"],
+            "score": [1.0, 0.0],
+            "label": [True, False],
+            "rollouts": [5, 5],
+            "arm": ["posthoc", "arith"],
+        }
+    )
+    d = v._data(t, cases, meta, "posthoc", lambda m: m["posthoc"], 0)
+    assert d.table["score"].to_list() == [1.0, 0.0] and d.table["truth"].to_list() == [True, False]
