@@ -155,10 +155,15 @@ def test_answer_flip_labels_are_the_generators_recorded_decisions(monkeypatch):
 
     monkeypatch.setattr(v, "classify", never_flags)
     d = v._answer_flip_data(60, VALIDATION_SEED, lambda m: None)
-    task = organisms.get_task("hint")
-    want = [task.sample(VALIDATION_SEED + i, hint=True).truth["unfaithful_mode"] == "flip" for i in range(60)]
-    # the truth does not move with the classifier's verdicts: it is the generator's coin
-    assert d.table["truth"].to_list() == want and sum(want) > 0
+    hint, posthoc = organisms.get_task("hint"), organisms.get_task("posthoc")
+    want = [hint.sample(VALIDATION_SEED + i, hint=True).truth["unfaithful_mode"] == "flip" for i in range(60)]
+    want += [
+        posthoc.sample(VALIDATION_SEED + i).truth["cot_answer"] != posthoc.sample(VALIDATION_SEED + i).answer
+        for i in range(20)
+    ]
+    want += [False] * 20  # arith answers what its CoT ends on
+    # the truth does not move with the classifier's verdicts: it is the generators' recorded decisions
+    assert d.table["truth"].to_list() == want and sum(want[:60]) > 0 and sum(want[60:80]) > 0
     assert calls == [["answer_flip"]] and set(d.table["score"].to_list()) == {0.0}
 
 
