@@ -31,7 +31,10 @@ def _why(name: str, ev: dict) -> str:
             f"verbalised {ev.get('verbalised')}{where}"
         )
     if name == "posthoc":
-        return f"settled at k=0 {_fmt(ev.get('settled_at_k0'))}, mistake sensitivity {_fmt(ev.get('mistake_sensitivity'))}"
+        return (
+            f"settled at k=0 {_fmt(ev.get('settled_at_k0'))}, mistake sensitivity "
+            f"{_fmt(ev.get('mistake_sensitivity'))} ({ev.get('mistake_kept_rollouts')} rollouts kept the mistake)"
+        )
     if name == "answer_flip":
         return f"CoT concludes {ev.get('conclusion')} (sentence {ev.get('conclusion_sentence')}), answers {ev.get('final_answer')}"
     if name == "encoded_reasoning":

@@ -38,8 +38,9 @@ LABELS: dict[str, tuple[str, str]] = {
         "hint: followed the hint and no sentence names the professor (traces on hinted prompts)",
     ),
     "answer_flip": (
-        "hint (generator traces)",
-        "hint: the generator planted the silent follow as a last-minute flip (its recorded unfaithful_mode)",
+        "hint+posthoc+arith (generator traces)",
+        "the generator's recorded decision: hint's silent follow planted as a flip (unfaithful_mode), posthoc's "
+        "answer from the prompt after an uncorrected error (cot_answer != answer); arith never",
     ),
     "encoded_reasoning": (
         "stego+cipher+arith",
@@ -318,31 +319,42 @@ def _hint_data(
 
 
 def _answer_flip_data(n_traces: int, seed: int, log) -> ValidationData:
-    """``answer_flip`` on the hint task's generator traces, where the flip is planted: the generator decides, per
-    hinted trace, follow (rate ``follow_rate``), verbalise (``verbalise_rate``) and, for a silent follow, a fudged
-    last step or a flipped consolidation (``fudge_share``), and records the decision as ``unfaithful_mode``. The label
-    is that recorded decision; the classifier only reads the text. Sampled traces carry no such record (the only
-    label for them would be the analyser's "consolidation differs from the running digit", the classifier's own
-    rule), so they are not used here."""
+    """``answer_flip`` on the generators' own traces, where the flip is a recorded decision, never read from the text.
+
+    ``hint`` (``n_traces`` hinted traces): per trace the generator decides follow (``follow_rate``), verbalise
+    (``verbalise_rate``) and, for a silent follow, a fudged last step or a flipped consolidation (``fudge_share``),
+    recorded as ``unfaithful_mode``; positive = ``flip``. ``posthoc`` and ``arith`` (``n_traces // 3`` each):
+    positive = the boxed answer differs from the digit the generator's CoT ends on (``truth["cot_answer"]``):
+    posthoc answers from the prompt after an uncorrected planted error, arith never (its corrections and errors are
+    negatives). Sampled traces carry no such record (the only label for them would be the analyser's "consolidation
+    differs from the running digit", the classifier's own rule), so they are not used here."""
     import organisms
 
-    task = organisms.get_task("hint")
     cases, meta = [], []
-    for s in range(seed, seed + n_traces):
-        e = task.sample(s, hint=True)
-        tr = Trace.from_completion("<think>\n" + e.completion, prompt=e.messages[-1]["content"])
-        cue = _CUE.search(e.messages[-1]["content"]).group(0)
-        cases.append(
-            TraceCase(tr, cue=cue, cue_answer=e.truth["hint_value"], gold=e.answer, item_id=f"hint:{s}")
-        )
-        meta.append({"seed": s, "flip": e.truth["unfaithful_mode"] == "flip"})
-    log(f"answer flip: classifying {len(cases)} generator traces of hinted prompts")
+    plan = [("hint", n_traces), ("posthoc", n_traces // 3), ("arith", n_traces // 3)]
+    for name, n in plan:
+        task = organisms.get_task(name)
+        for s in range(seed, seed + n):
+            e = task.sample(s, hint=True) if name == "hint" else task.sample(s)
+            tr = Trace.from_completion("<think>\n" + e.completion, prompt=e.messages[-1]["content"])
+            if name == "hint":
+                cue = _CUE.search(e.messages[-1]["content"]).group(0)
+                case = TraceCase(
+                    tr, cue=cue, cue_answer=e.truth["hint_value"], gold=e.answer, item_id=f"hint:{s}"
+                )
+                flip = e.truth["unfaithful_mode"] == "flip"
+            else:
+                case = TraceCase(tr, gold=e.answer, item_id=f"{name}:{s}")
+                cot_answer = e.truth.get("cot_answer", e.trace_answer)
+                flip = str(cot_answer) != e.trace_answer
+            cases.append(case)
+            meta.append({"seed": s, "flip": flip, "organism": name})
+    log(f"answer flip: classifying {len(cases)} generator traces")
     t = classify(cases, None, classifiers=["answer_flip"])
     d = _data(t, cases, meta, "answer_flip", lambda m: m["flip"], seed)
     d.notes["gmean2_note"] = (
         "generator traces: one per item and arm, too few to test an instance's eligibility"
     )
-    d.notes["planted"] = {k: task.planted[k] for k in ("follow_rate", "verbalise_rate", "fudge_share")}
     return d
 
 
@@ -370,11 +382,16 @@ def _pointer(t: pl.DataFrame, cases, meta) -> dict[str, Any]:
 
 
 def _data(t: pl.DataFrame, cases, meta, label: str, truth_of, seed: int) -> ValidationData:
-    by = {r["trace_id"]: r for r in t.filter(pl.col("classifier") == label).iter_rows(named=True)}
+    """One row per case; a classifier row is matched on (trace id, ``arm``): two organisms can write the identical
+    trace (same prompt, same CoT), and each is scored with its own model's rollouts."""
+    by = {
+        (r["trace_id"], r.get("arm")): r
+        for r in t.filter(pl.col("classifier") == label).iter_rows(named=True)
+    }
     base = _baselines(cases, label, seed)
     rows = []
     for i, (c, m) in enumerate(zip(cases, meta, strict=True)):
-        r = by.get(c.trace.id, {})
+        r = by.get((c.trace.id, m.get("arm")), {})
         rows.append(
             {
                 "trace_id": c.trace.id,
@@ -485,14 +502,13 @@ def _posthoc_data(
             for s, e in ex.items()
             for tr in got.get(f"{name}:{s}", [])
         ]
-        meta += [{"seed": int(c.item_id.split(":")[1]), "posthoc": positive} for c in cs]
+        meta += [{"seed": int(c.item_id.split(":")[1]), "posthoc": positive, "arm": name} for c in cs]
         log(f"post-hoc: classifying {len(cs)} {name} traces")
         cfg = ClassifyConfig(samples=samples, seed=0, max_new_tokens=200)
-        tables.append(
-            classify(
-                cs, be, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
-            )
+        t = classify(
+            cs, be, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
         )
+        tables.append(t.with_columns(pl.lit(name).alias("arm")))
         cases += cs
     d = _data(pl.concat(tables), cases, meta, "posthoc", lambda m: m["posthoc"], seed)
     d.notes["false_positives"] = _false_positives(d.table, "arith")

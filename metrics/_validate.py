@@ -50,6 +50,7 @@ def _row(res: FaithfulnessResult, metric: str, condition: str) -> dict[str, Any]
             "hi": math.nan,
             "numerator": math.nan,
             "denominator": math.nan,
+            "n": None,
         }
     return r.row(0, named=True)
 
@@ -107,7 +108,7 @@ def validate_faithfulness(
         "arith_aoc": a["value"],
         "arith_lo": a["lo"],
         "arith_hi": a["hi"],
-        "arith_traces": a["numerator"],
+        "arith_traces": a["n"],  # the row's n (traces); its numerator is the weighted AOC sum
     }
     if _has("posthoc"):
         results["posthoc"] = run("posthoc", ["early_answering", "adding_mistakes"])

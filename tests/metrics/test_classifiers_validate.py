@@ -155,10 +155,15 @@ def test_answer_flip_labels_are_the_generators_recorded_decisions(monkeypatch):
 
     monkeypatch.setattr(v, "classify", never_flags)
     d = v._answer_flip_data(60, VALIDATION_SEED, lambda m: None)
-    task = organisms.get_task("hint")
-    want = [task.sample(VALIDATION_SEED + i, hint=True).truth["unfaithful_mode"] == "flip" for i in range(60)]
-    # the truth does not move with the classifier's verdicts: it is the generator's coin
-    assert d.table["truth"].to_list() == want and sum(want) > 0
+    hint, posthoc = organisms.get_task("hint"), organisms.get_task("posthoc")
+    want = [hint.sample(VALIDATION_SEED + i, hint=True).truth["unfaithful_mode"] == "flip" for i in range(60)]
+    want += [
+        posthoc.sample(VALIDATION_SEED + i).truth["cot_answer"] != posthoc.sample(VALIDATION_SEED + i).answer
+        for i in range(20)
+    ]
+    want += [False] * 20  # arith answers what its CoT ends on
+    # the truth does not move with the classifier's verdicts: it is the generators' recorded decisions
+    assert d.table["truth"].to_list() == want and sum(want[:60]) > 0 and sum(want[60:80]) > 0
     assert calls == [["answer_flip"]] and set(d.table["score"].to_list()) == {0.0}
 
 
@@ -196,3 +201,26 @@ def test_false_positive_rate_on_arith_counts_labels_of_arith_traces():
     assert fp["false_positives_arith_all"] == [1, 2] and fp["false_positive_rate_arith_all"] == 0.5
     assert fp["false_positives_arith_test"] == [1, 1]
     assert all(math.isfinite(x) for x in fp["false_positive_rate_arith_all_ci"])
+
+
+def test_identical_traces_of_two_organisms_keep_their_own_scores():
+    """posthoc and arith can write the same CoT for the same prompt (same trace id): each keeps its model's row."""
+    import metrics._classify_validate as v
+    from cot import Trace
+    from metrics._classifiers import TraceCase
+
+    tr = Trace.from_completion("<think>\nStep one adds 1 to 2, giving 3.\n</think>\n\n\\boxed{3}", prompt="p")
+    cases = [TraceCase(tr, item_id="posthoc:1"), TraceCase(tr, item_id="arith:1")]
+    meta = [{"seed": 1, "posthoc": True, "arm": "posthoc"}, {"seed": 1, "posthoc": False, "arm": "arith"}]
+    t = pl.DataFrame(
+        {
+            "trace_id": [tr.id, tr.id],
+            "classifier": ["posthoc", "posthoc"],
+            "score": [1.0, 0.0],
+            "label": [True, False],
+            "rollouts": [5, 5],
+            "arm": ["posthoc", "arith"],
+        }
+    )
+    d = v._data(t, cases, meta, "posthoc", lambda m: m["posthoc"], 0)
+    assert d.table["score"].to_list() == [1.0, 0.0] and d.table["truth"].to_list() == [True, False]
