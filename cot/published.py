@@ -2,7 +2,7 @@
 
 Run ``python -m cot.published [FOLDER]`` (default: the copy vendored in the repository, ``data/thought-anchors``) to
 print boundary recall, the rule labeller's agreement, and the learned labeller's agreement on held-out problems
-(leave-one-problem-out, nested CV; a few minutes of CPU).
+(leave-one-problem-out, nested CV; about a minute of CPU).
 """
 
 from __future__ import annotations
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
         f"role agreement (rules vs published primary tag): {la.accuracy:.3f}; majority class: {la.majority_baseline:.3f}"
     )
     _print_table(la)
-    print("learned labeller on held-out problems (leave-one-problem-out, nested CV for C; a few minutes) ...")
+    print(
+        "learned labeller on held-out problems (leave-one-problem-out, nested CV for C; about a minute of CPU) ..."
+    )
     learned, chosen = learned_agreement(dirs)
     print(
         f"role agreement (learned, held-out problems): {learned.accuracy:.3f}; any published tag: "
