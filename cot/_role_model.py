@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import zipfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -185,21 +186,18 @@ def load_role_model(path: str | Path | None = None) -> RoleModel:
 def _load(path: str, mtime_ns: int = 0, size: int = 0) -> RoleModel:
     import numpy as np
 
-    with np.load(path) as z:
-        roles = tuple(str(r) for r in z["roles"])
-        if (
-            roles != ROLE_TAGS
-            or int(z["hash_buckets"]) != HASH_BUCKETS
-            or z["weights"].shape
-            != (
-                N_FEATURES,
-                len(ROLE_TAGS),
-            )
-        ):
-            raise ValueError(
-                f"{path} was trained for other features or roles; retrain it with: python -m cot.train_roles"
-            )
-        return RoleModel(weights=z["weights"].copy(), bias=z["bias"].copy(), c=float(z["c"]))
+    retrain = f"retrain it with: python -m cot.train_roles --out {path}"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            roles = tuple(str(r) for r in z["roles"])
+            buckets = int(z["hash_buckets"])
+            model = RoleModel(weights=z["weights"].copy(), bias=z["bias"].copy(), c=float(z["c"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is not a role-model .npz ({exc}); {retrain}") from None
+    expected = (N_FEATURES, len(ROLE_TAGS))
+    if roles != ROLE_TAGS or buckets != HASH_BUCKETS or model.weights.shape != expected:
+        raise ValueError(f"{path} was trained for other features or roles; {retrain}")
+    return model
 
 
 C_GRID: tuple[float, ...] = (0.1, 0.3, 1.0)

@@ -101,8 +101,12 @@ def test_bad_weights_and_tags(tmp_path):
         roles=np.asarray(ROLE_TAGS),
         hash_buckets=7,
     )
-    with pytest.raises(ValueError, match="retrain"):
+    with pytest.raises(ValueError, match="trained for other features"):
         load_role_model(bad)
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a zip")
+    with pytest.raises(ValueError, match=r"not a role-model \.npz"):
+        LearnedLabeller(weights=junk).label(["a"])
     with pytest.raises(ValueError, match="unknown role tag"):
         fit_role_model([["a."]], [["unknown"]])
     with pytest.raises(ValueError, match="c must be positive"):
