@@ -1,8 +1,10 @@
 """Sentence-role labels from the thought-anchors taxonomy.
 
-Two labellers share one interface (``Labeller.label(sentences) -> list[str]``):
+Three labellers share one interface (``Labeller.label(sentences) -> list[str]``):
 
 - ``RuleLabeller`` (the default): offline cue-phrase rules, no model needed.
+- ``LearnedLabeller`` (``"learned"``, in ``cot._role_model``): offline logistic regression trained on the published
+  thought-anchors labels, weights shipped in the package.
 - ``JudgeLabeller``: asks any chat-capable model, through a ``complete(prompt) -> str`` callable, to tag every
   sentence in one call (the thought-anchors method used one GPT-4o call per trace), and validates the JSON reply.
 """
@@ -234,7 +236,13 @@ def _reply_object(reply: str) -> dict[str, Any]:
     return labelled[-1]
 
 
-_LABELLERS = {"rules": RuleLabeller}
+def _learned() -> Labeller:
+    from cot._role_model import LearnedLabeller  # it imports this module
+
+    return LearnedLabeller()
+
+
+_LABELLERS: dict[str, Callable[[], Labeller]] = {"rules": RuleLabeller, "learned": _learned}
 
 
 def label_sentences(sentences: Sequence[Sentence | str], labeller: str | Labeller = "rules") -> list[str]:
@@ -242,13 +250,14 @@ def label_sentences(sentences: Sequence[Sentence | str], labeller: str | Labelle
 
     Args:
         sentences: sentences (or their texts) in trace order; position matters (problem setup comes first).
-        labeller: ``"rules"`` (offline, the default) or any object with ``label(sentences) -> list[str]``, such
-            as :class:`JudgeLabeller`.
+        labeller: ``"rules"`` (offline cue phrases, the default), ``"learned"`` (offline, trained on the published
+            thought-anchors labels: :class:`cot._role_model.LearnedLabeller`) or any object with
+            ``label(sentences) -> list[str]``, such as :class:`JudgeLabeller`.
     """
     if isinstance(labeller, str):
         if labeller not in _LABELLERS:
             raise ValueError(
-                f"unknown labeller {labeller!r}; choose 'rules' or pass a JudgeLabeller(complete=...)"
+                f"unknown labeller {labeller!r}; choose 'rules' or 'learned', or pass a JudgeLabeller(complete=...)"
             )
         labeller = _LABELLERS[labeller]()
     labels = labeller.label(sentences)

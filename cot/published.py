@@ -1,7 +1,8 @@
 """Cross-checks against published thought-anchors traces: boundary recall and role-label agreement.
 
 Run ``python -m cot.published [FOLDER]`` (default: the copy vendored in the repository, ``data/thought-anchors``) to
-print both tables.
+print boundary recall, the rule labeller's agreement, and the learned labeller's agreement on held-out problems
+(leave-one-problem-out, nested CV; about a minute of CPU).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cot._role_model import leave_problems_out
 from cot._roles import ROLES, label_sentences
 from cot._segment import split_sentences
 from cot._trace import load_trace
@@ -20,7 +22,16 @@ from cot._trace import load_trace
 # The published traces vendored in the repository (data/thought-anchors/PROVENANCE.md); absent from an installed wheel.
 VENDORED = Path(__file__).resolve().parents[1] / "data" / "thought-anchors"
 
-__all__ = ["BoundaryRecall", "LabelAgreement", "boundary_recall", "label_agreement", "problem_dirs"]
+__all__ = [
+    "BoundaryRecall",
+    "LabelAgreement",
+    "LabelledTrace",
+    "boundary_recall",
+    "label_agreement",
+    "labelled_traces",
+    "learned_agreement",
+    "problem_dirs",
+]
 
 
 def problem_dirs(root: str | Path) -> list[Path]:
@@ -76,10 +87,23 @@ class LabelAgreement:
     """Published primary tag -> chunks where our label agrees."""
     predicted: Counter = field(default_factory=Counter)
     """Our label -> number of chunks."""
+    hits_any: int = 0
+    """Chunks where our label is any of the published tags (not only the primary one)."""
 
     @property
     def accuracy(self) -> float:
         return sum(self.hits.values()) / max(sum(self.counts.values()), 1)
+
+    @property
+    def accuracy_any(self) -> float:
+        """Fraction of chunks whose label is any of their published tags."""
+        return self.hits_any / max(sum(self.counts.values()), 1)
+
+    @property
+    def macro_recall(self) -> float:
+        """Mean recall over the published primary tags that occur."""
+        present = [r for r in self.counts if self.counts[r]]
+        return sum(self.hits[r] / self.counts[r] for r in present) / len(present) if present else float("nan")
 
     @property
     def majority_baseline(self) -> float:
@@ -99,18 +123,62 @@ class LabelAgreement:
         }
 
 
-def label_agreement(dirs: list[Path], labeller="rules") -> LabelAgreement:
-    """Agreement of a labeller with the published primary tags (``function_tags[0]``) chunk by chunk."""
-    out = LabelAgreement()
+@dataclass
+class LabelledTrace:
+    problem: str
+    """The problem folder's name; a problem's correct and incorrect base solutions share it."""
+    chunks: list[str]
+    """The published chunks in order."""
+    tags: list[list[str]]
+    """Each chunk's published ``function_tags`` (the first is the primary tag; ``["unknown"]`` when empty)."""
+
+
+def labelled_traces(dirs: list[Path]) -> list[LabelledTrace]:
+    """The published labelled chunks of each problem folder (``chunks_labeled.json``)."""
+    out = []
     for d in dirs:
         chunks = json.loads((d / "chunks_labeled.json").read_text(encoding="utf-8"))
-        ours = label_sentences([c["chunk"] for c in chunks], labeller)
-        for c, mine in zip(chunks, ours, strict=True):
-            gold = (c.get("function_tags") or ["unknown"])[0]
+        out.append(
+            LabelledTrace(
+                problem=d.name,
+                chunks=[c["chunk"] for c in chunks],
+                tags=[list(c.get("function_tags") or ["unknown"]) for c in chunks],
+            )
+        )
+    return out
+
+
+def _agreement(traces: list[LabelledTrace], predictions: list[list[str]]) -> LabelAgreement:
+    out = LabelAgreement()
+    for t, ours in zip(traces, predictions, strict=True):
+        if len(ours) != len(t.chunks):
+            raise ValueError(
+                f"labeller returned {len(ours)} labels for {len(t.chunks)} chunks of {t.problem}"
+            )
+        for tags, mine in zip(t.tags, ours, strict=True):
+            gold = tags[0]
             out.counts[gold] += 1
             out.predicted[mine] += 1
             out.hits[gold] += gold == mine
+            out.hits_any += mine in tags
     return out
+
+
+def label_agreement(dirs: list[Path], labeller="rules") -> LabelAgreement:
+    """Agreement of a labeller with the published primary tags (``function_tags[0]``) chunk by chunk."""
+    traces = labelled_traces(dirs)
+    return _agreement(traces, [label_sentences(t.chunks, labeller) for t in traces])
+
+
+def learned_agreement(dirs: list[Path]) -> tuple[LabelAgreement, dict[str, float]]:
+    """Agreement of the learned labeller on held-out problems: leave-one-problem-out cross-validation (both base
+    solutions of a problem held out together), with the L2 strength chosen by an inner CV on the training problems
+    only. Returns the agreement and the C chosen for each held-out problem."""
+    traces = labelled_traces(dirs)
+    preds, chosen = leave_problems_out(
+        [t.problem for t in traces], [t.chunks for t in traces], [[g[0] for g in t.tags] for t in traces]
+    )
+    return _agreement(traces, preds), chosen
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,6 +198,21 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"role agreement (rules vs published primary tag): {la.accuracy:.3f}; majority class: {la.majority_baseline:.3f}"
     )
+    _print_table(la)
+    print(
+        "learned labeller on held-out problems (leave-one-problem-out, nested CV for C; about a minute of CPU) ..."
+    )
+    learned, chosen = learned_agreement(dirs)
+    print(
+        f"role agreement (learned, held-out problems): {learned.accuracy:.3f}; any published tag: "
+        f"{learned.accuracy_any:.3f}; macro recall: {learned.macro_recall:.3f} "
+        f"(rules: {la.accuracy:.3f}, any tag {la.accuracy_any:.3f}, macro recall {la.macro_recall:.3f})"
+    )
+    print("C chosen per held-out problem: " + ", ".join(f"{p}={c:g}" for p, c in chosen.items()))
+    _print_table(learned)
+
+
+def _print_table(la: LabelAgreement) -> None:
     print(f"{'role':<24}{'support':>8}{'recall':>8}{'precision':>10}")
     for role, (n, rec, prec) in la.per_class().items():
         print(f"{role:<24}{n:>8}{rec:>8.2f}{prec:>10.2f}")

@@ -88,5 +88,5 @@ def test_judge_reply_with_braces_around_the_object():
 
 
 def test_unknown_labeller_name():
-    with pytest.raises(ValueError, match="unknown labeller"):
+    with pytest.raises(ValueError, match="unknown labeller 'gpt'; choose 'rules' or 'learned'"):
         label_sentences(["a"], "gpt")
