@@ -12,6 +12,7 @@ from ._embed import (
     load_sentence_embedder as load_sentence_embedder,
 )
 from ._json import atomic_write_json as atomic_write_json, json_dumps as json_dumps
+from ._role_model import LearnedLabeller as LearnedLabeller
 from ._roles import (
     ROLES as ROLES,
     JudgeLabeller as JudgeLabeller,

@@ -218,11 +218,12 @@ def _summary(result) -> None:
 @click.command("faithfulness")
 @flags.int_option("--n-items", 100, minimum=2)
 @flags.samples_option(8, minimum=2)
-@click.option("--quick", is_flag=True, help="30 items, 6 samples: a smoke run.")
+@click.option("--quick", is_flag=True, help="30 items, 6 samples: a smoke run (plumbing, not the targets).")
 @flags.json_option()
 @flags.cache_option(Path(".cotscope-cache/validate-faithfulness"))
 def validate_faithfulness_command(n_items, samples, quick, as_json, cache_dir) -> None:
-    """Run every faithfulness metric on organisms with planted truth; print each check with its numbers."""
+    """Run every faithfulness metric on organisms with planted truth; print each check with its numbers; exit 1
+    when a check fails (except with --quick, which checks plumbing only)."""
     from cotscope._outputs import check_writable_dir
     from metrics._validate import validate_faithfulness
 
@@ -235,11 +236,22 @@ def validate_faithfulness_command(n_items, samples, quick, as_json, cache_dir) -
             click.echo(msg, err=True)
 
     checks = validate_faithfulness(n_items=n_items, samples=samples, cache_dir=cache_dir, progress=progress)
+    failed = [c.name for c in checks if c.status == "measured" and not c.passed]
     if as_json:
         click.echo(json.dumps({"checks": [c.to_json() for c in checks]}, indent=2, allow_nan=False))
-        return
+    else:
+        _print_checks(checks, quick)
+    if failed and not quick:
+        raise SystemExit(1)
+
+
+def _print_checks(checks: list, quick: bool) -> None:
+    """One line a check; with --quick, [RAN] instead of a verdict (a smoke run checks plumbing, not targets)."""
+    if quick:
+        click.echo("--quick checks plumbing only: too few items for the targets, so no check is judged")
     for c in checks:
-        mark = {"measured": "PASS" if c.passed else "FAIL"}.get(c.status, c.status.upper())
+        verdict = "RAN" if quick else ("PASS" if c.passed else "FAIL")
+        mark = {"measured": verdict}.get(c.status, c.status.upper())
         nums = ", ".join(
             f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
             for k, v in c.to_json().items()
