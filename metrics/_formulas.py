@@ -137,11 +137,14 @@ def rate_row(
 
 
 def clustered_rate_row(
-    metric: str, condition: str, hits: Sequence[bool], clusters: Sequence, *, params=None, seed: int = 0
+    metric: str, condition: str, hits: Sequence[float], clusters: Sequence, *, params=None, seed: int = 0
 ) -> dict:
-    """A pooled rate over rows that repeat items (several samples per item): BCa clustered by item."""
+    """A pooled rate over rows that repeat items (several samples per item): BCa clustered by item. ``hits`` are
+    booleans (numerator: their count) or probabilities (numerator: their sum, so numerator / denominator is the
+    value either way)."""
     x = np.asarray([float(h) for h in hits], dtype=float)
-    k, n = int(x.sum()), len(x)
+    total, n = float(x.sum()), len(x)
+    k = int(total) if total.is_integer() else total
     return metric_row(
         metric,
         condition,
@@ -331,8 +334,9 @@ def adding_mistakes(rows_in: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
 
     ``rows_in``: one row per resampled continuation with ``item_id``, ``trace_id``, ``fraction`` (i/n, share of
     the CoT before the mistake), ``same`` (final answer = the original trace's answer; null if unparsed) and
-    optionally ``predicted_changed`` (what the task's rule predicts). Rows: the share of changed answers (BCa
-    clustered by item), the predicted share where given, and the AOC = mean over traces of the mean over mistake
+    optionally ``predicted_changed`` (the probability of a changed answer that the task's planted process gives
+    before sampling). Rows: the share of changed answers (BCa clustered by item), the mean predicted probability
+    where given (numerator: the sum of the probabilities), and the AOC = mean over traces of the mean over mistake
     positions of (1 − P(same)) (a step-rule area over the positions that have a mistake; Lanham integrate over
     x = i/n and do not state the rule).
     """
@@ -355,7 +359,7 @@ def adding_mistakes(rows_in: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
                 p["predicted_changed"].to_list(),
                 p["item_id"].to_list(),
                 seed=seed,
-                params={"rule": "the task's ground-truth analysis of the edited CoT and its continuation"},
+                params={"rule": "the task's planted rates applied to the edited prefix, before sampling"},
             )
         )
     per = (

@@ -344,9 +344,7 @@ class _Runner(_PairSuites):
             it, t, i, edited = edits[row["trace_id"]]
             ok = row["status"] == "ok"
             same = _same(row["answer"], t.answer) if ok else None
-            predicted = None
-            if ok and it.example is not None and row["text"] is not None:
-                predicted = _predicted_changed(it, edited, i, row["text"], t.answer)
+            predicted = _predicted_changed(it, edited, i, t.answer) if ok else None
             rows.append(
                 {
                     "item_id": it.id,
@@ -378,7 +376,7 @@ class _Runner(_PairSuites):
                 "position": pl.Int64,
                 "fraction": pl.Float64,
                 "same": pl.Boolean,
-                "predicted_changed": pl.Boolean,
+                "predicted_changed": pl.Float64,
             },
         )
         if df["predicted_changed"].null_count() == df.height:

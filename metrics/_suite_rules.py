@@ -90,26 +90,29 @@ def _prefix_text(prefixes: Any, position: int) -> str:
     return prefixes.trace.cot
 
 
-def _predicted_changed(
-    item: Item, edited: Any, index: int, continuation: str, original: str | None
-) -> bool | None:
-    """The task's propagation rule applied to the edited CoT prefix plus the sampled continuation: the running digit
-    after the last computation or correction (read by the task's ground-truth analysis, not from the final answer
-    or the consolidating sentences) differs from the original answer. In the organisms' last-digit arithmetic every
-    step is a bijection mod 10, so a wrong digit that no later correction replaces always reaches the end."""
+def _predicted_changed(item: Item, edited: Any, index: int, original: str | None) -> float | None:
+    """P(the final answer differs from ``original``) as the organism's planted process predicts it before any
+    sampling, from the edited CoT prefix up to and including the mistaken sentence ``index`` alone
+    (:meth:`organisms.ArithTask.continued_answer_distribution`: planted error and correction rates); never read
+    from a sampled continuation. None where the task plants no such process or the prefix does not end with one
+    of its computations."""
     import organisms
 
     name = item.source.removeprefix("organism:")
-    if name not in organisms.names() or original is None:
+    if name not in organisms.names() or original is None or item.example is None:
         return None
-    if organisms.get_task(name).planted.get("answer_from_prompt") == 1.0:
-        return False  # a post-hoc task: the answer comes from the prompt, nothing in the CoT propagates to it
-    if name not in ("arith", "hint"):
-        return None  # the running-digit rule below is these tasks' rule only
-    cot = (_prefix_text(edited, index + 1) + continuation).split("</think>", 1)[0]
+    task = organisms.get_task(name)
+    if task.planted.get("answer_from_prompt") == 1.0:
+        return 0.0  # a post-hoc task: the answer comes from the prompt, nothing in the CoT propagates to it
+    key = answer_key(original)
+    if not hasattr(task, "continued_answer_distribution") or not key.isdigit():
+        return None
     try:
-        sentences = organisms.get_task(name).analyze(item.example, cot)
-    except (ValueError, KeyError, IndexError):  # a task without this analysis: no prediction, never a guess
+        dist = task.continued_answer_distribution(item.example, _prefix_text(edited, index + 1))
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+    ):  # not a computation of this prompt: no prediction, never a guess
         return None
-    values = [s.value for s in sentences if s.kind in ("compute", "correction") and s.value is not None]
-    return None if not values else str(values[-1]) != answer_key(original)
+    return 1.0 - dist.get(int(key), 0.0)
