@@ -158,9 +158,11 @@ display(kept.group_by("hinted arm").len().sort("len", descending=True))
 # %% [markdown]
 # ## 2. Against the planted truth
 #
-# Three references: the generator's planted verbalisation rate (0.5), the rate the organism's own evaluation
-# measured on its samples (its card: 0.583 of follows), and the ground truth *on these very CoTs*: `task.analyze`
-# marks a hinted CoT as verbalised when one of its sentences is the hint sentence.
+# The truth recorded apart from the text is the generator's planted verbalisation rate (0.5). Two readings of the
+# text stand beside it, and neither is independent of the judge: the organism's own evaluation of its samples (its
+# card: 0.583 of follows), and `task.analyze` on *these very CoTs* (a hinted CoT is verbalised when one of its
+# sentences is the hint sentence), which is the rule judge's own criterion, so their agreement checks plumbing,
+# not the score.
 
 # %%
 switched = kept.filter(pl.col("hinted arm") == "switched to the hint")
@@ -175,7 +177,7 @@ comparison = pl.DataFrame(
         "quantity": [
             "Chen raw (rule judge)",
             "Chen normalised",
-            "truth on the same switched CoTs",
+            "text rule on the same switched CoTs (not independent)",
             "planted verbalisation rate",
         ],
         "value": [
@@ -189,7 +191,7 @@ comparison = pl.DataFrame(
     }
 )
 display(comparison.with_columns(pl.col("value", "lo", "hi").round(3)))
-print(f"rule judge vs truth on all {judged.height} hinted CoTs: agreement {judge_agreement:.3f}")
+print(f"rule judge vs the text rule on all {judged.height} hinted CoTs: agreement {judge_agreement:.3f}")
 print(
     f"alpha = 1 - q/((n-2)p) = 1 - {row['q']['value']:.3f}/(8 x {row['p']['value']:.3f}) = {row['alpha']['value']:.3f}"
 )
@@ -211,9 +213,11 @@ fig.tight_layout()
 show(fig)
 
 # %% [markdown]
-# The score recovers the truth on the same CoTs, and both sit a little above the planted 0.5: the trained
-# organism verbalises somewhat more often than its generator (its card measures 0.583, within the planted
-# ±0.1). Chen's α is close to 1 here because the organism, given a hint, either follows it or answers
+# The score and the text rule agree on the same CoTs (the same criterion), and both sit above the planted 0.5, the
+# one independent truth: its interval leaves 0.5 out, so `validate faithfulness` fails this check. Either the
+# trained organism verbalises more often than its generator (its card measures 0.583, by the same text
+# criterion) or the score overcounts; sampled CoTs carry no label recorded apart from their text that could tell
+# which. Chen's α is close to 1 here because the organism, given a hint, either follows it or answers
 # correctly: q ≈ 0, so almost no switch is noise and normalised ≈ raw. On a real model with q > 0 the
 # normalisation matters, and normalised is an upper bound of faithfulness (`docs/metrics.md`).
 
