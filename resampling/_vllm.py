@@ -263,7 +263,9 @@ def _resolve(model_id: str) -> tuple[str, Path | None, Any]:
 
         name = model_id.split(":", 1)[1]
         if name not in organisms.names():
-            raise EngineInputError(organisms.unknown_model_message(model_id))
+            from organisms._registry import unknown_name_message
+
+            raise EngineInputError(unknown_name_message(name))
         org = organisms.load(name)
         path = Path(org.path)
         return str(path), path, org.tokenizer
