@@ -186,7 +186,9 @@ class Trace:
         """Write the trace as JSON, atomically (temp file, then rename); on one line for a ``.jsonl`` path."""
         path = Path(path)
         indent = None if path.suffix.lower() in (".jsonl", ".ndjson") else 2
-        return atomic_write_text(path, json.dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n")
+        from cot._json import json_dumps  # strict JSON: an undefined number in the metadata is null, not NaN
+
+        return atomic_write_text(path, json_dumps(self.to_dict(), indent=indent, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:

@@ -13,7 +13,6 @@ Sampling is not done here: :mod:`metrics._suite` runs the engine and hands these
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cot import json_dumps
 from metrics._stats import Interval, aoc, bootstrap_ci, bootstrap_rows, paired_one_sided_test, wilson
 
 __all__ = [
@@ -97,7 +97,7 @@ def metric_row(
         "n": int(n),
         "interval": interval,
         "status": status or ("ok" if math.isfinite(v) else "undefined"),
-        "params": json.dumps(params or {}, sort_keys=True, default=str),
+        "params": json_dumps(params or {}, sort_keys=True, default=str),
     }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from cot import atomic_write
+from cot import atomic_write, json_dumps
 from metrics._evallog import write_eval_log
 from metrics._suite import SUITES, FaithfulnessResult
 
@@ -361,7 +361,7 @@ def write_faithfulness(
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "cotscope_metrics_version": str(METRICS_VERSION),
-        "settings": json.dumps(result.settings, default=str),
+        "settings": json_dumps(result.settings, default=str),
     }
     paths: dict[str, Any] = {
         "metrics.parquet": atomic_write(

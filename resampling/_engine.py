@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from cot import answer_key, answers_equivalent, atomic_write_text, extract_answer, split_sentences
+from cot import answer_key, answers_equivalent, atomic_write_text, extract_answer, json_dumps, split_sentences
 from resampling._backend import Backend, Completion, GenerationJob
 from resampling._errors import EngineInputError
 from resampling._plan import Plan, SamplingRequest
@@ -293,7 +293,7 @@ class Engine:
             },
             **(header or {}),
         }
-        atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
+        atomic_write_text(out / "run.json", json_dumps(meta, indent=2, default=str) + "\n")
 
 
 class _Progress:
