@@ -227,11 +227,14 @@ def experiment(
     """
     from pathlib import Path
 
+    def say(line: str) -> None:
+        if not quiet:
+            click.echo(f"{name}: {line}", err=True)
+
+    say("loading the experiment code ...")
     from steganography._experiments import EXPERIMENTS
 
-    kwargs: dict = {"n": n, "seed": seed}
-    if not quiet:
-        kwargs["progress"] = lambda line: click.echo(f"{name}: {line}", err=True)
+    kwargs: dict = {"n": n, "seed": seed, "progress": say}
     if name != "blind-decode":
         kwargs["samples"] = samples
         if out is not None:
