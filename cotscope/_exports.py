@@ -11,8 +11,8 @@ and its ``__init__.pyi`` holds one import line per public name, in the explicit 
     decode_cipher = decode               # ... public under another name
 
 The same lines are, at run time, the import table, ``__all__`` and ``dir()``: a name added to the stub is public
-everywhere at once, and there is no second list to forget. ``lazy`` keeps the named modules unimported until one
-of their names is first used (a module imported by every name is imported when the package is).
+everywhere at once, and there is no second list to forget. ``lazy`` defers imports to a name's first use: every
+import (``True``) or those from the modules it names; the rest happen with the package's, as plain imports would.
 """
 
 from __future__ import annotations

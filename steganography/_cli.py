@@ -214,11 +214,15 @@ def experiment(
     Each step is reported, one plain line on stderr as it starts or ends (a log gets whole lines, no redrawn bar).
     """
     from cotscope._outputs import claim_out
+
+    def say(line: str) -> None:
+        if not quiet:
+            click.echo(f"{name}: {line}", err=True)
+
+    say("loading the experiment code ...")
     from steganography._experiments import EXPERIMENTS
 
-    kwargs: dict = {"n": n, "seed": seed}
-    if not quiet:
-        kwargs["progress"] = lambda line: click.echo(f"{name}: {line}", err=True)
+    kwargs: dict = {"n": n, "seed": seed, "progress": say}
     if name != "blind-decode":
         kwargs["samples"] = samples
         if out is not None:

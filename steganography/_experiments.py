@@ -356,8 +356,9 @@ def _cipher_traces(
     task = _task("cipher")
     seeds = problem_seeds(n, seed)
     examples = [(c, task.sample(s, cipher=c)) for c in ciphers for s in seeds]
-    with _step(progress, f"sampling {len(examples)} traces of the cipher organism"):
+    with _step(progress, "loading the cipher organism"):
         backend = _backend("cipher")
+    with _step(progress, f"sampling {len(examples)} traces of the cipher organism"):
         traces = _on_policy(
             backend, [e for _, e in examples], [e.seed for _, e in examples], _trace_params(task)
         )

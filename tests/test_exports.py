@@ -202,3 +202,11 @@ def test_attach_stub_names_a_missing_stub(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "nostub", types.ModuleType("nostub"))
     with pytest.raises(ValueError, match=r"the stub .* is missing"):
         attach_stub("nostub", str(tmp_path / "__init__.py"))
+
+
+def test_the_stubs_ship_in_the_wheel():
+    # the run time reads each __init__.pyi: a wheel without them could not import any package
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "*.pyi" in config["tool"]["setuptools"]["package-data"]["*"]

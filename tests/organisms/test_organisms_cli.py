@@ -128,9 +128,13 @@ def test_train_writes_a_run_folder_unless_asked_to_write_the_shipped_weights(tmp
 def test_eval_writes_a_run_folder_unless_asked_to_rewrite_the_shipped_card(tmp_path, monkeypatch):
     import organisms._card
 
+    card = organisms.load("arith").card
     written = []
     monkeypatch.setattr(
-        organisms._card, "write_card", lambda name, folder, measured: written.append(folder) or ""
+        # the card text it returns becomes the cached organism's card: hand back the one it has
+        organisms._card,
+        "write_card",
+        lambda name, folder, measured: written.append(folder) or organisms.load(name).card,
     )
     monkeypatch.chdir(tmp_path)  # the shipped card is safe: writing it is faked above
     out = CliRunner().invoke(cli, ["eval", "arith", "--n", "4", "--json"])
@@ -146,3 +150,4 @@ def test_eval_writes_a_run_folder_unless_asked_to_rewrite_the_shipped_card(tmp_p
     assert written == [organisms.load("arith").path]
     bad = CliRunner().invoke(cli, ["eval", "arith", "--n", "4", "--no-card", "--write-shipped"])
     assert bad.exit_code == 2 and "--no-card writes nothing" in bad.output
+    assert organisms.load("arith").card == card  # the cached organism other tests use is as it was

@@ -177,6 +177,8 @@ def test_cli_experiment_writes_files_and_json(tmp_path):
     assert progress.endswith("\n") and "\r" not in progress
     lines = progress.splitlines()
     assert all(line.startswith("blind-decode: ") for line in lines), lines
+    assert lines[0] == "blind-decode: loading the experiment code ..."
+    assert "blind-decode: loading the cipher organism ..." in lines
     assert "blind-decode: sampling 6 traces of the cipher organism ..." in lines
     assert any(
         line.startswith("blind-decode: sampling 6 traces of the cipher organism: done in ") for line in lines
