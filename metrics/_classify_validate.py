@@ -24,7 +24,8 @@ import numpy as np
 import polars as pl
 
 from cot import Trace, answer_key
-from metrics._classifiers import MONITOR_PATTERNS, ClassifyConfig, TraceCase, _clean, classify
+from metrics._classifier_records import _clean
+from metrics._classifiers import MONITOR_PATTERNS, ClassifyConfig, TraceCase, classify
 from metrics._gmean import monitor_gmean2
 from metrics._judges import OrganismMistakes, OrganismParaphraser, RuleJudge
 from metrics._stats import bootstrap_rows, wilson
