@@ -2,10 +2,11 @@
 
 For CPU users without vLLM, and as the real server the ``openai`` backend's tests talk to over loopback.
 Requests are served through :meth:`resampling._hf.HFBackend.generate`, so a completion with seed ``s`` is, token
-for token, what the ``hf`` backend gives for seed ``s``. Requests that arrive together are decoded together: one
-worker thread takes everything pending (after a short window) and runs it as one ``generate`` call, which shares
-the prefill of nested prefixes and decodes all rows in one batch. Seeds do not depend on the batch, so batching
-never changes a result. Waiting requests hold no thread: the event loop awaits the worker's future.
+for token, what the ``hf`` backend gives for seed ``s``. One worker thread decodes in rounds: each round takes a
+slice of every waiting request (a fair share, least-served first) and runs them as one ``generate`` call, which
+shares the prefill of nested prefixes and decodes the rows in one batch; so a small request is not stuck behind a
+heavy one, and a request whose client disconnects is cancelled. Seeds do not depend on the batch, so batching and
+slicing never change a result. Waiting requests hold no thread: the event loop awaits the worker's future.
 
 Request fields follow vLLM's ``CompletionRequest``:
 
@@ -17,7 +18,8 @@ Request fields follow vLLM's ``CompletionRequest``:
 - ``add_special_tokens`` (string prompts; default true, as in vLLM).
 
 Fields that would change the output in ways this server does not implement (``logprobs``, ``echo``, ``stream``,
-penalties, ``min_p`` > 0, ``logit_bias``, ...) are refused with a 400 rather than silently ignored.
+penalties, ``min_p`` > 0, ``logit_bias``, ...) are refused with a 400 rather than silently ignored, and so is any
+field the server does not know (a misspelt ``temprature`` must not sample at temperature 1).
 
 Admission (:class:`ServeLimits`): the body size is checked from ``Content-Length`` before the body is read (413),
 ``n``, the number of prompts, prompt length and ``prompts x n x max_tokens`` before any work (400 naming the limit),
@@ -32,10 +34,11 @@ Where each part lives:
 - ``_app``: the HTTP layer (FastAPI routes, the body read within its size limit, uvicorn's protocol with the read
   deadline);
 - ``_requests``: request validation and the admission limits (:class:`ServeLimits`);
-- ``_scheduler``: the worker thread that owns the model and decodes pending requests together;
+- ``_scheduler``: the worker thread that owns the model and decodes requests in rounds, a fair share each;
 - ``_faults``: fault injection (:class:`FaultSpec`, :data:`FAULT_KINDS`);
 - ``_server``: :class:`CompletionServer` (lifecycle and the request pipeline) and :func:`start_server`;
-- ``_command``: the ``cotscope serve`` click command and its options.
+- ``_command``: the ``cotscope serve`` click command and its options;
+- ``_loadbench``: small-request latency beside heavy and abandoned requests (``python -m resampling._serve._loadbench``).
 """
 
 from resampling._serve._command import serve

@@ -203,25 +203,16 @@ def _refuse_unknown_fields(body: dict) -> None:
     )
 
 
+@dataclass(kw_only=True)
 class RequestValidator:
     """Turns a ``/v1/completions`` body into a :class:`_Request`, or raises the 4xx that says what is wrong."""
 
-    def __init__(
-        self,
-        *,
-        model_name: str,
-        tokenizer: Any,
-        vocab_size: int,
-        max_model_len: int | None,
-        max_prompt_tokens: int,
-        limits: ServeLimits,
-    ) -> None:
-        self.model_name = model_name
-        self.tokenizer = tokenizer
-        self.vocab_size = vocab_size
-        self.max_model_len = max_model_len
-        self.max_prompt_tokens = max_prompt_tokens
-        self.limits = limits
+    model_name: str
+    tokenizer: Any
+    vocab_size: int
+    max_model_len: int | None
+    max_prompt_tokens: int
+    limits: ServeLimits
 
     def parse(self, body: Any) -> _Request:
         """Validate a ``/v1/completions`` body; bad input raises a 400 that names the field and the fix."""
