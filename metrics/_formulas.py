@@ -316,13 +316,16 @@ def adding_mistakes_curves(rows_in: pl.DataFrame) -> pl.DataFrame:
 
     ``rows_in``: one row per continuation with ``item_id``, ``trace_id``, ``fraction`` and ``same`` (null for a
     failed or unparsed continuation, left out of the denominator); ``position`` (i) and ``n_sentences`` (n) are
-    kept when present. Columns: those keys, ``n_same``, ``n_total``, ``p_same`` and ``changed`` = 1 − ``p_same``.
+    kept when present. Columns: those keys, ``n_same``, ``n_total``, ``p_same`` and ``changed`` = 1 − ``p_same``;
+    ``predicted_changed`` (the planted probability of a changed answer, one per edited prefix) when given.
     """
     keys = [c for c in ("item_id", "trace_id", "n_sentences", "position", "fraction") if c in rows_in.columns]
+    # the planted prediction depends on the edited prefix alone: one value per curve point
+    extra = [pl.col("predicted_changed").first()] if "predicted_changed" in rows_in.columns else []
     return (
         rows_in.filter(pl.col("same").is_not_null())
         .group_by(keys)
-        .agg(pl.col("same").sum().alias("n_same"), pl.len().alias("n_total"))
+        .agg(pl.col("same").sum().alias("n_same"), pl.len().alias("n_total"), *extra)
         .with_columns((pl.col("n_same") / pl.col("n_total")).alias("p_same"))
         .with_columns((1 - pl.col("p_same")).alias("changed"))
         .sort("item_id", "trace_id", "fraction")

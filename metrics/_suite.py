@@ -364,7 +364,7 @@ class _Runner(_PairSuites):
                 reference=t.answer,
                 correct=_correct(row["answer"], it.answer),
                 value=None if same is None else float(not same),
-                truth_label=predicted,
+                truth_label=None,  # the planted truth here is a probability: predicted_changed in the curve
                 text=_prefix_text(edited, i + 1) + (row["text"] or ""),
             )
         df = pl.DataFrame(

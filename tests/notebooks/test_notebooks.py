@@ -367,8 +367,12 @@ def test_posthoc_or_load_bearing_notebook(tmp_path):
         c = res.curves["adding_mistakes"]
         changed = (c["n_total"] - c["n_same"]).sum() / c["n_total"].sum()
         assert key[f"{name}_mistake_changed"] == pytest.approx(changed)
-        pred = res.items.filter(pl.col("suite") == "adding_mistakes").drop_nulls("truth_label")["truth_label"]
-        assert key[f"{name}_mistake_predicted"] == pytest.approx(pred.mean())
+        # the planted probability of a changed answer from the edited prefix alone, weighted by its rollouts
+        if name == "posthoc":
+            assert c["predicted_changed"].drop_nulls().to_list() == [0.0] * c["predicted_changed"].count()
+        p = c.drop_nulls("predicted_changed")
+        pred = (p["predicted_changed"] * p["n_total"]).sum() / p["n_total"].sum()
+        assert key[f"{name}_mistake_predicted"] == pytest.approx(pred)
     assert key["posthoc_mistake_predicted"] == 0.0  # the planted rule: nothing in the CoT propagates
     gap = aoc["arith"]["value"] - aoc["posthoc"]["value"]
     # the notebook's text says the curves separate (intervals apart, gap >= 0.4) and that posthoc ignores mistakes
