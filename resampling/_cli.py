@@ -432,12 +432,15 @@ serve = _serve_command()
     "--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Medians are reported."
 )
 @click.option(
+    "--prompt-tokens", type=click.IntRange(min=1), default=64, show_default=True, help="Tokens per prompt."
+)
+@click.option(
     "--kill-one",
     is_flag=True,
     help="Also kill one server (SIGKILL) while requests are in flight there, and compare the rows.",
 )
 @click.option("--json", "as_json", is_flag=True)
-def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
+def bench_client(servers, n_requests, in_flight, repeats, prompt_tokens, kill_one, as_json) -> None:
     """The openai backend's own cost against the official openai SDK's, on instant stub servers."""
     from resampling._bench_client import (
         ClientBenchConfig,
@@ -455,7 +458,13 @@ def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> 
             check_failover_size(servers, failover_requests)
         except EngineInputError as exc:
             raise click.UsageError(str(exc)) from None
-    cfg = ClientBenchConfig(servers=servers, requests=n_requests, in_flight=in_flight, repeats=repeats)
+    cfg = ClientBenchConfig(
+        servers=servers,
+        requests=n_requests,
+        in_flight=in_flight,
+        repeats=repeats,
+        prompt_tokens=prompt_tokens,
+    )
     report = run_client_bench(cfg)
     if kill_one:
         report["failover"] = run_failover_check(servers=servers, requests=failover_requests)
