@@ -458,13 +458,7 @@ def bench_client(servers, n_requests, in_flight, repeats, prompt_tokens, kill_on
             check_failover_size(servers, failover_requests)
         except EngineInputError as exc:
             raise click.UsageError(str(exc)) from None
-    cfg = ClientBenchConfig(
-        servers=servers,
-        requests=n_requests,
-        in_flight=in_flight,
-        repeats=repeats,
-        prompt_tokens=prompt_tokens,
-    )
+    cfg = ClientBenchConfig(servers, n_requests, in_flight, repeats=repeats, prompt_tokens=prompt_tokens)
     report = run_client_bench(cfg)
     if kill_one:
         report["failover"] = run_failover_check(servers=servers, requests=failover_requests)
