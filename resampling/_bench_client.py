@@ -505,7 +505,8 @@ def failover_problems(failover: dict[str, Any]) -> list[str]:
 def format_client_report(r: dict[str, Any]) -> str:
     c = r["config"]
     lines = [
-        f"client benchmark: {c['requests']} requests (one sample each, {c['traces']} traces), at most "
+        f"client benchmark: {c['requests']} requests (one sample each, {c['traces']} traces, "
+        f"{c['prompt_tokens']}-token prompts), at most "
         f"{c['in_flight']} in flight over {c['servers']} loopback stub servers; medians of {c['repeats']} run(s)",
         f"{'client':<24}{'seconds':>9}{'req/s':>9}{'client CPU/req':>16}{'connections':>13}{'peak open':>11}"
         f"{'peak fds':>10}{'errors':>8}",

@@ -348,13 +348,14 @@ serve = _serve_command()
 @flags.int_option("--requests", 4000, name="n_requests")
 @flags.int_option("--in-flight", 1024, "Most requests in flight.")
 @flags.int_option("--repeats", 3, "Medians are reported.")
+@flags.int_option("--prompt-tokens", 64, "Tokens per prompt.")
 @click.option(
     "--kill-one",
     is_flag=True,
     help="Also kill one server (SIGKILL) while requests are in flight there, and compare the rows.",
 )
 @flags.json_option()
-def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> None:
+def bench_client(servers, n_requests, in_flight, repeats, prompt_tokens, kill_one, as_json) -> None:
     """The openai backend's own cost against the official openai SDK's, on instant stub servers."""
     from resampling._bench_client import (
         ClientBenchConfig,
@@ -372,7 +373,7 @@ def bench_client(servers, n_requests, in_flight, repeats, kill_one, as_json) -> 
             check_failover_size(servers, failover_requests)
         except EngineInputError as exc:
             raise click.UsageError(str(exc)) from None
-    cfg = ClientBenchConfig(servers=servers, requests=n_requests, in_flight=in_flight, repeats=repeats)
+    cfg = ClientBenchConfig(servers, n_requests, in_flight, repeats=repeats, prompt_tokens=prompt_tokens)
     report = run_client_bench(cfg)
     if kill_one:
         report["failover"] = run_failover_check(servers=servers, requests=failover_requests)

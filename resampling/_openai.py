@@ -198,7 +198,7 @@ def _bos_the_tokenizer_adds(tokenizer: Any) -> int | None:
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop (the one uvicorn and vLLM run on; its transports and callbacks are C: about 15 % less
-    client CPU per request in ``cotscope bench client``) where it is installed, else asyncio's."""
+    client CPU per request, measured on ``cotscope bench client``'s work) where it is installed, else asyncio's."""
     try:
         import uvloop
     except ImportError:  # not installed (it has no Windows build): the standard loop does the same, slower

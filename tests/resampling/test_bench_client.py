@@ -97,7 +97,9 @@ def test_kill_one_refuses_a_run_too_small_to_kill_a_server_mid_run():
 
 @pytest.mark.slow
 def test_the_client_benchmark_compares_the_backend_with_the_sdk():
-    report = run_client_bench(ClientBenchConfig(servers=2, requests=200, in_flight=50, repeats=1))
+    report = run_client_bench(
+        ClientBenchConfig(servers=2, requests=200, in_flight=50, repeats=1, prompt_tokens=16)
+    )
     ways = report["ways"]
     assert set(ways) == {"aiohttp", "aiohttp, gc_tuning off", "openai SDK", "openai SDK, aiohttp"}
     for name, way in ways.items():
@@ -110,6 +112,7 @@ def test_the_client_benchmark_compares_the_backend_with_the_sdk():
     assert set(report["cpu_per_request_ratio"]) == set(ways) - {"aiohttp"}
     text = format_client_report(report)
     assert "openai SDK / aiohttp: client CPU per request" in text and "gc_tuning off / aiohttp" in text
+    assert "16-token prompts" in text
 
 
 def test_the_sdk_client_is_refused_with_a_clear_error_for_an_unknown_transport():
