@@ -524,7 +524,7 @@ def run_sampler_bench(
 
 def format_sampler_report(r: dict[str, Any]) -> str:
     lines = [
-        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 ({r['threads']} threads;"
+        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 ({r['threads']} thread(s);"
         " medians, every contender timed once per round; the ratio is the median of the per-round ratios)",
         f"  output projection alone ({r['rows']} x {r['hidden']} x {r['vocab']:,}): {1000 * r['lm_head_seconds']:.1f} ms",
     ]

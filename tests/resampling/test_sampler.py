@@ -139,3 +139,14 @@ def test_noise_over_the_vocabulary_equals_noise_for_explicit_ids():
     h = _hash32(key[:, None] ^ _hash32(ids * 0x27D4EB2F & _MASK32))
     u = ((h >> 9) * 2 + 1).float() * (1.0 / (1 << 24))
     assert torch.equal(full, -torch.log(-torch.log(u)))
+
+
+def test_sampler_bench_times_every_contender_and_checks_the_draws():
+    from resampling._bench import format_sampler_report, run_sampler_bench
+
+    r = run_sampler_bench(rows=4, vocab=5_000, repeats=1, check_chunks=1, hidden=16)
+    assert r["flat_same_draws_as_sort"] and r["peaked_same_draws_as_sort"]
+    assert r["flat_rows_by_candidates"] == {"k5000": 4} and r["peaked_rows_by_candidates"] == {"k64": 4}
+    assert r["lm_head_to_lm_head"] == 1.0 and r["flat_sampler_to_lm_head"] > 0
+    report = format_sampler_report(r)
+    assert "threshold search" in report and "the previous full sort" in report and "NO" not in report
