@@ -145,10 +145,10 @@ def sample_tokens(
     so the set depends on the values only. Equivalently it is ``{p >= t}`` for the largest probability ``t`` whose
     mass at or above, ``sum_{p_i >= t} p_i``, reaches ``top_p``. It is found without sorting the vocabulary: the 64
     most likely tokens (``torch.topk``) hold the whole nucleus as soon as one of them falls outside it; rows where
-    none does try 1,024, and the rest search the threshold over the whole vocabulary (:func:`nucleus_cutoff`), so
+    none does try 1,024, and the rest search the threshold over the whole vocabulary (:func:`_nucleus_keys`), so
     the set is exact in every case. The softmax normaliser comes from one fused ``log_softmax`` over the whole
     vocabulary (renormalised over the top-k set when ``top_k`` is set). Among the kept tokens the draw is
-    ``argmax(log p + g)`` (the same as ``argmax(logits / T + g)``; the lowest id on an exact tie) with Gumbel noise
+    ``argmax(log p + g)`` (the same as ``argmax(logits / T + g)``) with Gumbel noise
     ``g = gumbel_noise(seed, step, token id)``: an exact draw from the renormalised nucleus (the Gumbel-max trick)
     that depends on the row's own logits and (seed, step) only, never on the batch. Scores and noise are float32.
     ``counts`` (if given) tallies the rows settled by each candidate-set size (the vocabulary size for the search).
