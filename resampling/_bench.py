@@ -34,6 +34,7 @@ __all__ = [
     "format_sampler_report",
     "run_engine_bench",
     "run_sampler_bench",
+    "sort_sampler",
 ]
 
 WAYS = ("naive", "generate_n", "engine")
@@ -430,19 +431,38 @@ def _noise64(seeds: torch.Tensor, steps: torch.Tensor, ids: torch.Tensor) -> tor
     return -torch.log(-torch.log((h.double() + 0.5) / 4294967296.0))
 
 
+def sort_sampler(
+    logits: torch.Tensor, seeds: torch.Tensor, steps: torch.Tensor, temperature: float, top_p: float
+):
+    """The previous sampler's full-sort path, the baseline of the threshold search: sort the vocabulary, float32
+    running mass, Gumbel-max over the sorted ids. Returns the draws and the kept sets."""
+    from resampling._hf import gumbel_noise
+
+    logp = torch.log_softmax(logits * (1.0 / temperature), dim=-1)
+    vals, ids = torch.sort(logp, dim=-1, descending=True)
+    before = torch.cumsum(vals.exp(), dim=-1).roll(1, dims=-1)
+    before[:, 0] = 0.0
+    n_in = (before < top_p).sum(dim=-1).clamp(min=1)
+    cutoff = vals.gather(1, (n_in - 1)[:, None])
+    scores = vals.masked_fill(vals < cutoff, float("-inf")) + gumbel_noise(seeds, steps, ids)
+    return ids.gather(1, scores.argmax(dim=-1, keepdim=True)).squeeze(1), logp >= cutoff
+
+
 @torch.inference_mode()
 def run_sampler_bench(
     rows: int = 64, vocab: int = 129_280, repeats: int = 7, check_chunks: int = 20, hidden: int = 512
 ) -> dict[str, Any]:
     """The sampler against the step it belongs to, and its float32 noise against float64.
 
-    Times (medians of ``repeats``) of ``sample_tokens`` on ``rows`` x ``vocab`` logits, i.i.d. normal with
+    Times (medians of ``repeats`` rounds; each round times every contender once, in turn, so that a change in the
+    machine's load falls on all of them) of ``sample_tokens`` on ``rows`` x ``vocab`` logits, i.i.d. normal with
     standard deviation 6 (what :func:`resampling.synthetic_model` gives; a few tokens in the nucleus) and 1 (nearly
-    flat: the full-sort fallback), at temperature 0.6 and top-p 0.95, beside the output projection alone
-    (``rows`` x ``hidden`` x ``vocab``). Then, for ``check_chunks`` x 256 rows of logits x 40 seeds in each of 3
-    settings (logit sd 6 at temperature 0.6 and 1.0, sd 3 at 1.0), how often the float32 draw among the top 64
-    differs from the one with the previous float64 noise and float64 scores from the same hashes: an upper bound on
-    the total variation distance between the two samplers.
+    flat: the threshold search over the whole vocabulary), at temperature 0.6 and top-p 0.95, beside the output
+    projection alone (``rows`` x ``hidden`` x ``vocab``) and the previous full-sort path on the flat logits
+    (:func:`sort_sampler`, which must draw the same tokens). Then, for ``check_chunks`` x 256 rows of logits x 40
+    seeds in each of 3 settings (logit sd 6 at temperature 0.6 and 1.0, sd 3 at 1.0), how often the float32 draw
+    among the top 64 differs from the one with the previous float64 noise and float64 scores from the same hashes:
+    an upper bound on the total variation distance between the two samplers.
     """
     from resampling._hf import gumbel_noise, sample_tokens
     from resampling._plan import SamplingParams
@@ -451,28 +471,40 @@ def run_sampler_bench(
     params = SamplingParams(temperature=0.6, top_p=0.95)
     seeds, steps = torch.arange(rows), torch.zeros(rows, dtype=torch.long)
 
-    def median_seconds(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     out: dict[str, Any] = {"rows": rows, "vocab": vocab, "hidden": hidden, "threads": torch.get_num_threads()}
     weight = torch.randn(vocab, hidden, generator=g) / hidden**0.5
     h = torch.randn(rows, hidden, generator=g)
-    out["lm_head_seconds"] = median_seconds(lambda: torch.nn.functional.linear(h, weight))
-    for name, sd in (("peaked", 6.0), ("flat", 1.0)):
-        logits = torch.randn(rows, vocab, generator=g) * sd
+    logits = {
+        name: torch.randn(rows, vocab, generator=g) * sd for name, sd in (("peaked", 6.0), ("flat", 1.0))
+    }
+    contenders = {
+        "lm_head": lambda: torch.nn.functional.linear(h, weight),
+        **{
+            f"{name}_sampler": lambda x=x: sample_tokens(x, seeds, steps, params)
+            for name, x in logits.items()
+        },
+        "flat_sort": lambda: sort_sampler(logits["flat"], seeds, steps, 0.6, 0.95),
+    }
+    for name, x in logits.items():
         counts: dict[str, int] = {}
-        sample_tokens(logits, seeds, steps, params, counts)
-        out[f"{name}_sampler_seconds"] = median_seconds(
-            lambda logits=logits: sample_tokens(logits, seeds, steps, params)
-        )
+        drawn = sample_tokens(x, seeds, steps, params, counts)
         out[f"{name}_rows_by_candidates"] = {
             k.removeprefix("sampler_rows_"): v for k, v in counts.items() if v
         }
+        out[f"{name}_same_draws_as_sort"] = bool(
+            torch.equal(drawn, sort_sampler(x, seeds, steps, 0.6, 0.95)[0])
+        )
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    for name, ts in times.items():
+        out[f"{name}_seconds"] = statistics.median(ts)
+        out[f"{name}_to_lm_head"] = statistics.median(
+            t / p for t, p in zip(ts, times["lm_head"], strict=True)
+        )
     differ = total = 0
     g = torch.Generator().manual_seed(0)
     for sd, temperature in ((6.0, 0.6), (6.0, 1.0), (3.0, 1.0)):
@@ -492,15 +524,26 @@ def run_sampler_bench(
 
 def format_sampler_report(r: dict[str, Any]) -> str:
     lines = [
-        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 ({r['threads']} threads)",
+        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 ({r['threads']} thread(s);"
+        " medians, every contender timed once per round; the ratio is the median of the per-round ratios)",
         f"  output projection alone ({r['rows']} x {r['hidden']} x {r['vocab']:,}): {1000 * r['lm_head_seconds']:.1f} ms",
     ]
-    for name, what in (("peaked", "logit sd 6"), ("flat", "logit sd 1, full-sort fallback")):
-        lines.append(
-            f"  sample_tokens, {what}: {1000 * r[f'{name}_sampler_seconds']:.1f} ms "
-            f"({r[f'{name}_sampler_seconds'] / r['lm_head_seconds']:.2f}x the projection); rows settled by "
-            f"candidate-set size: {r[f'{name}_rows_by_candidates']}"
+    for name, what in (
+        ("peaked_sampler", "logit sd 6"),
+        ("flat_sampler", "logit sd 1, threshold search"),
+        ("flat_sort", "logit sd 1, the previous full sort"),
+    ):
+        line = (
+            f"  {'sample_tokens' if name.endswith('sampler') else 'sort_sampler'}, {what}: "
+            f"{1000 * r[f'{name}_seconds']:.1f} ms ({r[f'{name}_to_lm_head']:.2f}x the projection)"
         )
+        if name.endswith("sampler"):
+            kind = name.removesuffix("_sampler")
+            line += (
+                f"; rows settled by candidate-set size: {r[f'{kind}_rows_by_candidates']}; same draws as the "
+                f"full sort: {'yes' if r[f'{kind}_same_draws_as_sort'] else 'NO'}"
+            )
+        lines.append(line)
     c = r["float32_vs_float64"]
     lines.append(
         f"  float32 noise vs the previous float64 noise, same hashes: {c['differ']} of {c['draws']:,} draws differ"

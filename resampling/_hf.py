@@ -15,6 +15,7 @@ Work per call, for a trace of K positions and N samples each:
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,24 @@ def sliding_window(config: Any) -> int | None:
     return int(window)
 
 
+def _row_keys(seeds: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """One 32-bit key per (seed, step): the part of the noise hash that does not depend on the token."""
+    lo = seeds & _MASK32
+    hi = (seeds >> 32) & _MASK32
+    key = _hash32(_hash32(lo) ^ _hash32(hi ^ 0x5BD1E995))
+    return _hash32(key ^ _hash32(steps & _MASK32))
+
+
+def _id_hashes(ids: torch.Tensor) -> torch.Tensor:
+    return _hash32(ids * 0x27D4EB2F & _MASK32)
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_hashes(vocab: int, device: torch.device) -> torch.Tensor:
+    """``_id_hashes`` of every id of a vocabulary, computed once per (size, device)."""
+    return _id_hashes(torch.arange(vocab, device=device, dtype=torch.int64))
+
+
 def gumbel_noise(
     seeds: torch.Tensor, steps: torch.Tensor, tokens: int | torch.Tensor, device=None, dtype=torch.float32
 ) -> torch.Tensor:
@@ -79,25 +98,35 @@ def gumbel_noise(
     each row's candidate ids. The uniform is ``u = (2 (h >> 9) + 1) / 2**24`` for a 32-bit hash ``h`` of (seed,
     step, id): 2**23 levels, exact in float32, never 0 or 1, so ``-log(-log(u))`` is finite.
     """
-    seeds = seeds.to(device=device, dtype=torch.int64)
-    steps = steps.to(device=device, dtype=torch.int64)
-    lo = seeds & _MASK32
-    hi = (seeds >> 32) & _MASK32
-    key = _hash32(_hash32(lo) ^ _hash32(hi ^ 0x5BD1E995))
-    key = _hash32(key ^ _hash32(steps & _MASK32))
+    key = _row_keys(seeds.to(device=device, dtype=torch.int64), steps.to(device=device, dtype=torch.int64))
     if isinstance(tokens, int):
-        ids = torch.arange(tokens, device=device, dtype=torch.int64)[None, :]
+        ids = _vocab_hashes(tokens, key.device)[None, :]
     else:
-        ids = tokens.to(device=device, dtype=torch.int64)
-    h = _hash32(key[:, None] ^ _hash32(ids * 0x27D4EB2F & _MASK32))
-    u = ((h >> 9) * 2 + 1).to(dtype) * (1.0 / (1 << 24))
-    return -torch.log(-torch.log(u))
+        ids = _id_hashes(tokens.to(device=device, dtype=torch.int64))
+    # _hash32 of key ^ ids, in place: at full vocabulary width every temporary is a vocabulary-wide int64 copy
+    h = key[:, None] ^ ids
+    for _ in range(2):
+        x = h >> 16
+        x ^= h
+        x *= 0x45D9F3B
+        x &= _MASK32
+        h = x
+    h ^= h >> 16
+    h >>= 8
+    h |= 1  # 2 (h >> 9) + 1
+    u = h.to(dtype)
+    u *= 1.0 / (1 << 24)
+    return u.log_().neg_().log_().neg_()
 
 
 CANDIDATES = (64, 1024)
-"""Candidate-set sizes tried (``torch.topk``, no sort of the vocabulary) before a full sort."""
+"""Candidate-set sizes tried (``torch.topk``) before the threshold search over the whole vocabulary."""
 
-SAMPLER_VERSION = 2
+SEARCH_CHUNK = {"cpu": 1 << 18, "cuda": 1 << 24}
+"""Entries (rows x vocabulary) the threshold search handles at once: on CPU a few rows, so that its temporaries stay
+in cache; elsewhere enough rows to fill the device, in bounded memory."""
+
+SAMPLER_VERSION = 3
 """Changes whenever the same (logits, seed, step) can draw another token; part of the backend identity."""
 
 
@@ -113,15 +142,16 @@ def sample_tokens(
     The nucleus (top-p; Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration") is the smallest set
     of most likely tokens whose mass reaches ``top_p``: with ``p`` the softmax of ``logits / T`` in descending
     order, token j is kept iff ``sum_{i<j} p_i < top_p``, and every token tied with the last kept one is kept too,
-    so the set depends on the values only. It is found without sorting the vocabulary: the 64 most likely tokens
-    (``torch.topk``) hold the whole nucleus as soon as one of them falls outside it; rows where none does try
-    1,024, and the rest sort the full vocabulary, so the set is exact in every case. The softmax normaliser comes
-    from one fused ``log_softmax`` over the whole vocabulary (renormalised over the top-k set when ``top_k`` is
-    set). Among the kept tokens the draw is ``argmax(log p + g)`` (the same as ``argmax(logits / T + g)``) with
-    Gumbel noise ``g = gumbel_noise(seed, step, token id)`` computed for the
-    candidates only: an exact draw from the renormalised nucleus (the Gumbel-max trick) that depends on the row's
-    own logits and (seed, step) only, never on the batch. Scores and noise are float32. ``counts`` (if given)
-    tallies the rows settled by each candidate-set size.
+    so the set depends on the values only. Equivalently it is ``{p >= t}`` for the largest probability ``t`` whose
+    mass at or above, ``sum_{p_i >= t} p_i``, reaches ``top_p``. It is found without sorting the vocabulary: the 64
+    most likely tokens (``torch.topk``) hold the whole nucleus as soon as one of them falls outside it; rows where
+    none does try 1,024, and the rest search the threshold over the whole vocabulary (:func:`_nucleus_keys`), so
+    the set is exact in every case. The softmax normaliser comes from one fused ``log_softmax`` over the whole
+    vocabulary (renormalised over the top-k set when ``top_k`` is set). Among the kept tokens the draw is
+    ``argmax(log p + g)`` (the same as ``argmax(logits / T + g)``) with Gumbel noise
+    ``g = gumbel_noise(seed, step, token id)``: an exact draw from the renormalised nucleus (the Gumbel-max trick)
+    that depends on the row's own logits and (seed, step) only, never on the batch. Scores and noise are float32.
+    ``counts`` (if given) tallies the rows settled by each candidate-set size (the vocabulary size for the search).
     """
     x = logits if logits.dtype == torch.float32 else logits.float()
     if params.temperature == 0:
@@ -137,23 +167,87 @@ def sample_tokens(
         _draw(vals, ids, seeds, steps, params.top_p, out, None, True, counts)
         return out
     if params.top_p >= 1.0:  # nothing is cut: noise for every id
-        if counts is not None:
-            counts[f"sampler_rows_k{vocab}"] = counts.get(f"sampler_rows_k{vocab}", 0) + rows
+        _tally(counts, vocab, rows)
         return (logp + gumbel_noise(seeds, steps, vocab, device=x.device)).argmax(dim=-1)
-    todo: torch.Tensor | None = None  # rows still to draw (None: all)
-    for k in (*(c for c in CANDIDATES if c < vocab), vocab):
-        sub = logp if todo is None else logp[todo]
-        if k >= vocab:
-            vals, ids = torch.sort(sub, dim=-1, descending=True)
-        else:
-            vals, ids = torch.topk(sub, k, dim=-1)
-        s, t = (seeds, steps) if todo is None else (seeds[todo], steps[todo])
-        done = _draw(vals, ids, s, t, params.top_p, out, todo, k >= vocab, counts)
-        if bool(done.all()):
+    todo = torch.arange(rows, device=x.device)  # rows still to draw
+    search = []  # rows that go straight to the threshold search
+    sizes = [c for c in CANDIDATES if c < vocab]
+    for i, k in enumerate(sizes):
+        if not todo.numel():
             break
-        rest = (~done).nonzero().squeeze(1)
-        todo = rest if todo is None else todo[rest]
+        vals, ids = torch.topk(logp if i == 0 else logp[todo], k, dim=-1)
+        done = _draw(vals, ids, seeds[todo], steps[todo], params.top_p, out, todo, False, counts)
+        todo, vals = todo[~done], vals[~done]
+        if i + 1 < len(sizes) and todo.numel():
+            # The next set settles a row only if its first (size - 1) tokens reach top_p; their mass is at most
+            # that of these k plus (size - 1 - k) times the least of them. Rows short of it skip that set.
+            bound = vals.exp().sum(-1) + (sizes[i + 1] - 1 - k) * vals[:, -1].exp()
+            search.append(todo[bound < params.top_p])
+            todo = todo[bound >= params.top_p]
+    todo = torch.cat([*search, todo])
+    if not todo.numel():
+        return out
+    _tally(counts, vocab, int(todo.numel()))
+    step = max(1, SEARCH_CHUNK.get(x.device.type, SEARCH_CHUNK["cuda"]) // vocab)
+    for first in range(0, int(todo.numel()), step):
+        at = todo[first : first + step]
+        sub = logp[at]
+        key, cutoff = _nucleus_keys(sub, params.top_p)
+        scores = sub.masked_fill_(key > cutoff, float("-inf"))
+        scores += gumbel_noise(seeds[at], steps[at], vocab, device=x.device)
+        out[at] = scores.argmax(dim=-1)
     return out
+
+
+def _tally(counts: dict[str, int] | None, k: int, rows: int) -> None:
+    if counts is not None:
+        counts[f"sampler_rows_k{k}"] = counts.get(f"sampler_rows_k{k}", 0) + rows
+
+
+def _radix_passes(vocab: int) -> list[tuple[int, int]]:
+    """(lowest bit, width) of each pass of the threshold search over the 31 bits of a key: buckets of up to about
+    as many values as ids (8 to 16 bits a pass), so that a row's buckets do not outweigh the row; 16 bits then 15
+    at 129,280 ids."""
+    passes = -(-31 // min(16, max(8, vocab.bit_length())))
+    widths = [31 // passes + (i < 31 % passes) for i in range(passes)]
+    lows = [31 - sum(widths[: i + 1]) for i in range(passes)]
+    return list(zip(lows, widths, strict=True))
+
+
+def _nucleus_keys(logp: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each entry's key and each row's cutoff: the nucleus of a row is ``key <= cutoff``.
+
+    The key is the bit pattern of ``-log p`` as an integer (non-negative floats order like their bits), so the
+    most likely token has the smallest key and tied tokens share one. The cutoff is the smallest key whose mass at
+    or below reaches ``top_p``, found by a radix select on its bits without sorting: each pass sums the mass of
+    the row's keys into one bucket per value of the next bits (float64 sums of the float32 probabilities), keys
+    below the bits fixed so far into a first bucket and keys above them into a last one, and fixes those bits to
+    the first bucket where the running mass reaches ``top_p``. The passes (:func:`_radix_passes`) fix all 31 bits,
+    so the cutoff is exact whatever the ties. When the whole mass falls short of ``top_p`` (rounding, ``top_p`` near
+    1) the cutoff keeps every token.
+    """
+    key = logp.view(torch.int32).long() & 0x7FFFFFFF  # log p <= 0: dropping the sign gives -log p (-0.0 -> 0)
+    mass = logp.exp().double()
+    rows = logp.shape[0]
+    cutoff = torch.zeros(rows, 1, dtype=torch.int64, device=logp.device)
+    for low, width in _radix_passes(logp.shape[1]):
+        n = 1 << width
+        if low + width == 31:  # nothing fixed yet: bucket b holds the keys whose top bits are b
+            bucket, first = key >> low, 0
+        else:  # bucket 0: below the bits fixed so far (more likely), 1 + b: bits b, n + 1: above them
+            shifted = key >> low if low else key
+            bucket, first = (shifted - ((cutoff << width) - 1)).clamp_(0, n + 1), 1
+        sums = torch.zeros(rows, n + 2, dtype=torch.float64, device=logp.device)
+        running = sums.scatter_add_(1, bucket, mass)[:, : n + first].cumsum_(1)
+        reached = (running < top_p).sum(1, keepdim=True) - first  # the bucket where the mass reaches top_p
+        cutoff = (cutoff << width) | reached.clamp_(0, n - 1)
+    return key, cutoff
+
+
+def nucleus_mask(logp: torch.Tensor, top_p: float) -> torch.Tensor:
+    """The top-p nucleus of each row of log-probabilities, as a mask (see :func:`_nucleus_keys`)."""
+    key, cutoff = _nucleus_keys(logp, top_p)
+    return key <= cutoff
 
 
 def _draw(vals, ids, seeds, steps, top_p, out, rows, complete, counts) -> torch.Tensor:
@@ -174,9 +268,7 @@ def _draw(vals, ids, seeds, steps, top_p, out, rows, complete, counts) -> torch.
         out[where] = token[where]
     else:
         out[rows[where]] = token[where]
-    if counts is not None:
-        key = f"sampler_rows_k{vals.shape[1]}"
-        counts[key] = counts.get(key, 0) + int(where.numel())
+    _tally(counts, vals.shape[1], int(where.numel()))
     return done
 
 
