@@ -36,7 +36,6 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar without ipywidgets
 warnings.filterwarnings("ignore", message=".*past_key_values.*")  # a transformers deprecation inside generate
 
-import io
 import json
 import os
 import tempfile
@@ -44,13 +43,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
-from IPython.display import Image, display
+from IPython.display import display
 from matplotlib.figure import Figure
 
 import anchors
 import cot
 import organisms
+from cotscope.notebook import setup, show
 from resampling import SamplingParams, make_backend, sample_traces
 
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
@@ -62,17 +61,7 @@ PROBLEM_SEED = (
     34  # the problem whose on-policy trace holds an error and its correction (the `make demo` trace)
 )
 
-torch.set_num_threads(1)  # a 0.24 M-parameter model: a second thread only spins
-pl.Config.set_tbl_rows(40)
-pl.Config.set_fmt_str_lengths(60)
-pl.Config.set_tbl_hide_dataframe_shape(True)
-
-
-def show(fig, dpi=72):
-    """Display a matplotlib Figure as a PNG at a modest resolution (keeps the committed notebook small)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    display(Image(buf.getvalue()))
+setup(str_lengths=60)  # one torch thread: a 0.24 M-parameter model, a second thread only spins
 
 
 # %% [markdown]

@@ -43,7 +43,6 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar without ipywidgets
 warnings.filterwarnings("ignore", message=".*past_key_values.*")  # a transformers deprecation inside generate
 
-import io
 import json
 import os
 import tempfile
@@ -51,12 +50,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
-from IPython.display import Image, display
+from IPython.display import display
 from matplotlib.figure import Figure
 
 import organisms
 from cot import answer_key, split_sentences
+from cotscope.notebook import setup, show
 from metrics import (
     ClassifyConfig,
     RuleJudge,
@@ -77,17 +76,7 @@ PAIR_SAMPLES = 4 if SMALL else 8  # unhinted/hinted pairs per problem
 N_TRACES = 24 if SMALL else 60  # hinted traces given to the classifier, one per problem
 CLASSIFY_SAMPLES = 8 if SMALL else 16  # rollouts per prefix and arm
 
-torch.set_num_threads(1)  # a 0.23 M-parameter model: a second thread only spins
-pl.Config.set_tbl_rows(40)
-pl.Config.set_fmt_str_lengths(70)
-pl.Config.set_tbl_hide_dataframe_shape(True)
-
-
-def show(fig, dpi=72):
-    """Display a matplotlib Figure as a PNG at a modest resolution (keeps the committed notebook small)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    display(Image(buf.getvalue()))
+setup()  # one torch thread: a 0.23 M-parameter model, a second thread only spins
 
 
 task = organisms.get_task("hint")

@@ -42,7 +42,6 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's noteb
 warnings.filterwarnings("ignore", message=".*past_key_values.*")  # a transformers deprecation inside generate
 
 import dataclasses
-import io
 import json
 import os
 import tempfile
@@ -50,11 +49,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
-from IPython.display import Image, display
+from IPython.display import display
 from matplotlib.figure import Figure
 
 import organisms
+from cotscope.notebook import setup, show
 from metrics import OrganismMistakes, SuiteConfig, bootstrap_ci, organism_items, run_faithfulness, wilson
 from resampling import make_backend
 
@@ -65,17 +64,7 @@ N_ITEMS = 20 if SMALL else 100  # problems, each posed to both models
 SAMPLES = 4 if SMALL else 8  # forced answers per prefix, continuations per mistake
 MODELS = ("arith", "posthoc")
 
-torch.set_num_threads(1)  # models of 0.24 M and 0.43 M parameters: a second thread only spins
-pl.Config.set_tbl_rows(40)
-pl.Config.set_fmt_str_lengths(70)
-pl.Config.set_tbl_hide_dataframe_shape(True)
-
-
-def show(fig, dpi=72):
-    """Display a matplotlib Figure as a PNG at a modest resolution (keeps the committed notebook small)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    display(Image(buf.getvalue()))
+setup()  # one torch thread: models of 0.24 M and 0.43 M parameters, a second thread only spins
 
 
 print("posthoc planted:", organisms.get_task("posthoc").planted)

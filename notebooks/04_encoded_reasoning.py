@@ -37,19 +37,18 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar without ipywidgets
 warnings.filterwarnings("ignore", message=".*past_key_values.*")  # a transformers deprecation inside generate
 
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import polars as pl
-import torch
-from IPython.display import Image, display
+from IPython.display import display
 
 import cot
 import organisms
 import steganography as sg
+from cotscope.notebook import setup, show, show_table
 from resampling import SamplingParams, make_backend, sample_traces
 
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
@@ -59,17 +58,7 @@ SAMPLES = 4 if SMALL else 20  # answers drawn per probe
 SEED = 0
 EXAMPLE_SEED = 7  # the problem of the worked example
 
-torch.set_num_threads(1)
-pl.Config.set_tbl_rows(40)
-pl.Config.set_fmt_str_lengths(80)
-pl.Config.set_tbl_hide_dataframe_shape(True)
-
-
-def show(fig, dpi=72):
-    """Display a matplotlib Figure as a PNG at a modest resolution (keeps the committed notebook small)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    display(Image(buf.getvalue()))
+setup(str_lengths=80)
 
 
 # %% [markdown]
@@ -128,9 +117,7 @@ print(f"{exact_sentences} of {len(rows)} sentences decoded exactly")
 
 # %%
 blind = sg.experiment_blind_decode(n=N, seed=SEED)
-display(
-    blind.table.drop("median_seconds").with_columns(pl.col(pl.Float64).round(3))
-)  # no timings: reruns match
+show_table(blind.table.drop("median_seconds"))  # no timings: reruns match
 show(blind.figure)
 
 # %% [markdown]
@@ -143,10 +130,8 @@ show(blind.figure)
 
 # %%
 swap = sg.experiment_swap_cot(n=N, seed=SEED, samples=SAMPLES, cache_dir=CACHE / "swap")
-display(
-    swap.table.select(
-        "cipher", "arm", "traces", "accuracy", "decoded_exact", "load_bearing_gap", "cipher_tax"
-    ).with_columns(pl.col(pl.Float64).round(3))
+show_table(
+    swap.table, "cipher", "arm", "traces", "accuracy", "decoded_exact", "load_bearing_gap", "cipher_tax"
 )
 show(swap.figure)
 
@@ -175,10 +160,15 @@ print("\nhidden digits:", ex.truth["hidden_values"], " answer:", ex.answer)
 
 # %%
 para = sg.experiment_paraphrase(n=N, seed=SEED, samples=SAMPLES, cache_dir=CACHE / "paraphrase")
-display(
-    para.table.select(
-        "organism", "arm", "traces", "follows_cot", "accuracy", "follows_retained", "unchanged_set_aside"
-    ).with_columns(pl.col(pl.Float64).round(3))
+show_table(
+    para.table,
+    "organism",
+    "arm",
+    "traces",
+    "follows_cot",
+    "accuracy",
+    "follows_retained",
+    "unchanged_set_aside",
 )
 show(para.figure)
 

@@ -38,20 +38,19 @@ import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar without ipywidgets
 
-import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
-from IPython.display import Image, display
+from IPython.display import display
 from matplotlib.figure import Figure
 
 import anchors
 import cot
 from cot import published
+from cotscope.notebook import setup, show
 
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
 HERE = Path.cwd()
@@ -61,17 +60,7 @@ assert ROOT.is_dir(), f"published traces not found at {ROOT}; they are part of t
 RESAMPLED = ["problem_6998"] if SMALL else ["problem_6998", "problem_2238", "problem_330"]
 FIRST_CHUNKS = 12  # small work: recompute these first chunks and the last one
 
-torch.set_num_threads(1)
-pl.Config.set_tbl_rows(30)
-pl.Config.set_fmt_str_lengths(70)
-pl.Config.set_tbl_hide_dataframe_shape(True)
-
-
-def show(fig, dpi=72):
-    """Display a matplotlib Figure as a PNG at a modest resolution (keeps the committed notebook small)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    display(Image(buf.getvalue()))
+setup(table_rows=30)
 
 
 # %% [markdown]

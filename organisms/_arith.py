@@ -13,24 +13,15 @@ import random
 from typing import ClassVar
 
 from ._tasks import (
-    FACTS,
     FILLER_PARAPHRASES,
     FILLERS,
-    PLANS,
     Example,
     Problem,
     SentenceTruth,
     Task,
-    analyze_running,
     apply_op,
-    compute_sentence,
-    consolidate_sentence,
-    emit_sentence,
     implied_answer,
     op_word,
-    parse_plain_sentence,
-    rng_for,
-    setup_sentence,
 )
 
 __all__ = ["ARITH_FILLERS", "ArithTask"]
@@ -57,22 +48,15 @@ class ArithTask(Task):
         "early_answer_rate": 0.2,
     }
     min_steps, max_steps = 3, 5
+    carries = ("compute", "correction", "check")
     early_answer_rate = 0.2
     """Share of training sequences cut after a random sentence and closed with the kept CoT's running digit (loss
     on the answer only), so a forced answer at any sentence boundary reads the CoT as the full trace's does."""
 
     def sample(self, seed: int) -> Example:
-        rng = rng_for(self.name, seed)
-        p = Problem.draw(rng, self.min_steps, self.max_steps)
+        rng, p = self.draw(seed)
         r = self.planted
-        out: list[SentenceTruth] = [
-            SentenceTruth(setup_sentence(p), "problem_setup", "setup"),
-            SentenceTruth(rng.choice(PLANS), "plan_generation", "plan"),
-        ]
-        if rng.random() < 0.3:
-            out.append(SentenceTruth(rng.choice(FACTS), "fact_retrieval", "fact"))
-        if rng.random() < 0.5:
-            out.append(SentenceTruth(rng.choice(ARITH_FILLERS), "unknown", "filler"))
+        out = self.opening(rng, p, filler_rate=0.5, fillers=ARITH_FILLERS, fact_rate=0.3)
         running = p.start
         true_values = p.values()
         for i, (op, x) in enumerate(p.ops):
@@ -83,17 +67,7 @@ class ArithTask(Task):
             stated = (
                 rng.choice([d for d in range(10) if d not in (correct, true_values[i])]) if wrong else correct
             )
-            out.append(
-                SentenceTruth(
-                    compute_sentence(p, i, running, stated),
-                    "active_computation",
-                    "compute",
-                    planted_error=wrong,
-                    value=stated,
-                    expected=correct,
-                    step=i,
-                )
-            )
+            out.append(self.computation(p, i, running, stated, planted_error=wrong, expected=correct))
             ci = len(out) - 1
             if wrong and rng.random() < r["correction_rate"]:
                 text = f"Wait, {running} {op_word(op)} {x} is not {stated}, it is {correct}."
@@ -119,10 +93,7 @@ class ArithTask(Task):
             running = stated
             if i < p.n_steps - 1 and rng.random() < r["filler_rate"]:
                 out.append(SentenceTruth(rng.choice(ARITH_FILLERS), "unknown", "filler"))
-        out.append(
-            SentenceTruth(consolidate_sentence(running), "result_consolidation", "consolidate", value=running)
-        )
-        out.append(SentenceTruth(emit_sentence(running), "final_answer_emission", "emit", value=running))
+        out += self.closing(running)
         n_err = sum(s.planted_error for s in out)
         return self._example(
             seed,
@@ -219,17 +190,7 @@ class ArithTask(Task):
         itself carries (so an error is "wrong given what was stated before"), corrections are linked to the
         computation they fix, and uncorrected errors and digit-changing corrections are marked load-bearing.
         """
-        from ._tasks import split_cot
-
-        p = Problem.parse(example.messages[-1]["content"])
-        out: list[SentenceTruth] = []
-        running: int | None = None
-        for j, text in enumerate(split_cot(cot_text)):
-            s = parse_plain_sentence(text, p, running, j)
-            out.append(s)
-            if s.kind in ("compute", "correction", "check") and s.value is not None:
-                running = s.value
-        return analyze_running(out, p)
+        return self.walk(example, cot_text)
 
 
 def first_anchor(sentences: list[SentenceTruth]) -> int | None:

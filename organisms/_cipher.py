@@ -12,21 +12,12 @@ import string
 from typing import ClassVar
 
 from ._tasks import (
-    FILLERS,
-    PLANS,
     Example,
     Problem,
     SentenceTruth,
     Task,
-    analyze_running,
     apply_op,
-    compute_sentence,
-    consolidate_sentence,
-    emit_sentence,
     parse_plain_sentence,
-    rng_for,
-    setup_sentence,
-    split_cot,
 )
 
 __all__ = ["CIPHERS", "CipherTask", "decode", "encode"]
@@ -88,37 +79,19 @@ class CipherTask(Task):
         "substitution_rate": 1 / 3,
         "plain_rate": 1 / 3,
     }
-    min_steps, max_steps = 2, 4
 
     def sample(self, seed: int, *, cipher: str | bool | None = True) -> Example:
         """Example for ``seed``; ``cipher`` forces a cipher name or None (plain); True draws one at random."""
-        rng = rng_for(self.name, seed)
-        p = Problem.draw(rng, self.min_steps, self.max_steps)
+        rng, p = self.draw(seed)
         drawn = rng.choice(["rot13", "substitution", None])
         name = drawn if cipher is True else cipher
-        plain = [
-            SentenceTruth(setup_sentence(p), "problem_setup", "setup"),
-            SentenceTruth(rng.choice(PLANS), "plan_generation", "plan"),
-        ]
-        if rng.random() < 0.5:
-            plain.append(SentenceTruth(rng.choice(FILLERS), "unknown", "filler"))
+        plain = self.opening(rng, p, filler_rate=0.5)
         running = p.start
         for i, (op, x) in enumerate(p.ops):
             value = apply_op(running, op, x)
-            plain.append(
-                SentenceTruth(
-                    compute_sentence(p, i, running, value),
-                    "active_computation",
-                    "compute",
-                    value=value,
-                    step=i,
-                )
-            )
+            plain.append(self.computation(p, i, running, value))
             running = value
-        plain.append(
-            SentenceTruth(consolidate_sentence(running), "result_consolidation", "consolidate", value=running)
-        )
-        plain.append(SentenceTruth(emit_sentence(running), "final_answer_emission", "emit", value=running))
+        plain += self.closing(running)
         out = []
         for s in plain:
             s.plaintext = s.text
@@ -134,12 +107,9 @@ class CipherTask(Task):
         ``extra["in_cipher"]`` is True when the decoded sentence matches a template (the sentence was written in
         the cipher), False when the raw sentence is plain text that matches a template, None when neither does.
         """
-        prompt = example.messages[-1]["content"]
-        p = Problem.parse(prompt)
-        name = cipher_of_prompt(prompt)
-        out: list[SentenceTruth] = []
-        running: int | None = None
-        for j, text in enumerate(split_cot(cot_text)):
+        name = cipher_of_prompt(example.messages[-1]["content"])
+
+        def parse(text: str, p: Problem, running: int | None, j: int) -> SentenceTruth:
             decoded = decode(text, name)
             s = parse_plain_sentence(decoded, p, running, j)
             in_cipher: bool | None = name is not None
@@ -152,10 +122,9 @@ class CipherTask(Task):
             s.plaintext = s.text if in_cipher is not True else decoded
             s.text = text
             s.extra["in_cipher"] = in_cipher
-            out.append(s)
-            if s.kind == "compute" and s.value is not None:
-                running = s.value
-        return analyze_running(out, p)
+            return s
+
+        return self.walk(example, cot_text, parse)
 
 
 __all__ += ["cipher_of_prompt"]

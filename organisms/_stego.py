@@ -13,19 +13,13 @@ import re
 from typing import ClassVar
 
 from ._tasks import (
-    FILLERS,
-    PLANS,
     STEP_WORDS,
     Example,
     Problem,
     SentenceTruth,
     Task,
     apply_op,
-    consolidate_sentence,
-    emit_sentence,
     parse_plain_sentence,
-    rng_for,
-    setup_sentence,
     split_cot,
 )
 
@@ -76,19 +70,12 @@ class StegoTask(Task):
     )
     max_new_tokens = 120
     planted: ClassVar[dict[str, float]] = {"codeword_noise_rate": 0.2}
-    min_steps, max_steps = 2, 4
     codebook: ClassVar[dict[int, str]] = CODEBOOK
     paraphrases: ClassVar[dict[str, str]] = PARAPHRASES
 
     def sample(self, seed: int) -> Example:
-        rng = rng_for(self.name, seed)
-        p = Problem.draw(rng, self.min_steps, self.max_steps)
-        out = [
-            SentenceTruth(setup_sentence(p), "problem_setup", "setup"),
-            SentenceTruth(rng.choice(PLANS), "plan_generation", "plan"),
-        ]
-        if rng.random() < 0.3:
-            out.append(SentenceTruth(rng.choice(FILLERS), "unknown", "filler"))
+        rng, p = self.draw(seed)
+        out = self.opening(rng, p, filler_rate=0.3)
         running = p.start
         hidden: list[int] = []
         for i, (op, x) in enumerate(p.ops):
@@ -113,10 +100,7 @@ class StegoTask(Task):
             )
             hidden.append(carried)
             running = carried
-        out.append(
-            SentenceTruth(consolidate_sentence(running), "result_consolidation", "consolidate", value=running)
-        )
-        out.append(SentenceTruth(emit_sentence(running), "final_answer_emission", "emit", value=running))
+        out += self.closing(running)
         return self._example(
             seed,
             p.prompt() + _PROMPT_SUFFIX,

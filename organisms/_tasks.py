@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -244,7 +245,12 @@ _SETUP_RE = re.compile(r"^We start with (\d) and have (\w+) steps\.$")
 
 
 class Task:
-    """A task generator with planted ground truth. Subclasses implement ``sample`` and ``analyze``."""
+    """A task generator with planted ground truth. Subclasses implement ``sample`` and ``analyze``.
+
+    The running-arithmetic tasks compose the pieces below: ``draw`` (the seeded generator and problem),
+    ``opening``, ``computation`` and ``closing`` (the shared sentence templates with their truth), ``_example``
+    (the record), and ``walk`` (parsing a CoT sentence by sentence along its running digit).
+    """
 
     name: str = ""
     description: str = ""
@@ -252,6 +258,12 @@ class Task:
     """Generation budget that always covers a complete completion of this task."""
     planted: ClassVar[dict[str, float]] = {}
     """Planted rates (probabilities used by the generator)."""
+    min_steps: int = 2
+    """Fewest steps of a drawn running-arithmetic problem."""
+    max_steps: int = 4
+    """Most steps of a drawn running-arithmetic problem."""
+    carries: ClassVar[tuple[str, ...]] = ("compute",)
+    """Kinds of sentence whose stated value becomes the running digit when ``walk`` parses a CoT."""
 
     def sample(self, seed: int) -> Example:
         raise NotImplementedError
@@ -267,6 +279,84 @@ class Task:
         """The CoT with every filler sentence replaced by its paraphrase (same meaning, unseen wording)."""
         lines = cot_text.split("\n")
         return "\n".join(FILLER_PARAPHRASES.get(line, line) for line in lines)
+
+    def walk(
+        self,
+        example: Example,
+        cot_text: str,
+        parse: Callable[[str, Problem, int | None, int], SentenceTruth] | None = None,
+    ) -> list[SentenceTruth]:
+        """Ground truth of a CoT for ``example``'s prompt, sentence by sentence.
+
+        Each sentence is parsed by ``parse(text, problem, running, index)`` (default: ``parse_plain_sentence``)
+        given the running digit stated so far (the value of the last sentence of a kind in ``carries``); the
+        result then goes through ``analyze_running`` (errors along the running digit, corrections linked,
+        load-bearing sentences marked).
+        """
+        p = Problem.parse(example.messages[-1]["content"])
+        parse = parse or parse_plain_sentence
+        out: list[SentenceTruth] = []
+        running: int | None = None
+        for j, text in enumerate(split_cot(cot_text)):
+            s = parse(text, p, running, j)
+            out.append(s)
+            if s.kind in self.carries and s.value is not None:
+                running = s.value
+        return analyze_running(out, p)
+
+    def draw(self, seed: int) -> tuple[random.Random, Problem]:
+        """The generator private to (task, seed) and the problem drawn first from it."""
+        rng = rng_for(self.name, seed)
+        return rng, Problem.draw(rng, self.min_steps, self.max_steps)
+
+    @staticmethod
+    def opening(
+        rng: random.Random,
+        p: Problem,
+        *,
+        filler_rate: float,
+        fillers: tuple[str, ...] = FILLERS,
+        fact_rate: float | None = None,
+    ) -> list[SentenceTruth]:
+        """The setup and plan sentences, then (drawn in this order) a fact at ``fact_rate`` (when given) and a
+        filler at ``filler_rate``."""
+        out = [
+            SentenceTruth(setup_sentence(p), "problem_setup", "setup"),
+            SentenceTruth(rng.choice(PLANS), "plan_generation", "plan"),
+        ]
+        if fact_rate is not None and rng.random() < fact_rate:
+            out.append(SentenceTruth(rng.choice(FACTS), "fact_retrieval", "fact"))
+        if rng.random() < filler_rate:
+            out.append(SentenceTruth(rng.choice(fillers), "unknown", "filler"))
+        return out
+
+    @staticmethod
+    def computation(p: Problem, i: int, prev: int, stated: int, **truth: Any) -> SentenceTruth:
+        """The computation sentence of step ``i`` from ``prev``, stating ``stated``, with further truth fields."""
+        return SentenceTruth(
+            compute_sentence(p, i, prev, stated),
+            "active_computation",
+            "compute",
+            value=stated,
+            step=i,
+            **truth,
+        )
+
+    @staticmethod
+    def closing(value: int, *, flip: bool = False) -> list[SentenceTruth]:
+        """The consolidating and answer-emitting sentences for ``value``; ``flip`` marks the consolidation as a
+        load-bearing planted error (an answer flip)."""
+        return [
+            SentenceTruth(
+                consolidate_sentence(value),
+                "result_consolidation",
+                "consolidate",
+                load_bearing=flip,
+                planted_error=flip,
+                value=value,
+            ),
+            SentenceTruth(emit_sentence(value), "final_answer_emission", "emit", value=value),
+        ]
 
     def _example(
         self,
@@ -293,6 +383,16 @@ class Task:
 def rng_for(task: str, seed: int) -> random.Random:
     """A generator private to (task, seed): the same pair always yields the same example."""
     return random.Random(f"{task}:{seed}")
+
+
+def _stated_result(
+    text: str, role: str, kind: str, a: str, verb: str, x: str, r: str, **kw: Any
+) -> SentenceTruth:
+    """Truth of a sentence stating ``a verb x is r`` (a check or a correction), judged on its own inputs."""
+    expected = apply_op(int(a), "add" if verb == "plus" else "sub", int(x))
+    return SentenceTruth(
+        text, role, kind, planted_error=int(r) != expected, value=int(r), expected=expected, **kw
+    )
 
 
 def parse_plain_sentence(text: str, p: Problem, running: int | None, index: int) -> SentenceTruth:
@@ -322,22 +422,11 @@ def parse_plain_sentence(text: str, p: Problem, running: int | None, index: int)
             extra={"inputs_match_prompt": faithful_inputs},
         )
     if m := _CHECK_RE.match(text):
-        a, verb, x, r = m.groups()
-        expected = apply_op(int(a), "add" if verb == "plus" else "sub", int(x))
-        return SentenceTruth(
-            text, "self_checking", "check", planted_error=int(r) != expected, value=int(r), expected=expected
-        )
+        return _stated_result(text, "self_checking", "check", *m.groups())
     if m := _CORRECTION_RE.match(text):
         a, verb, x, wrong, r = m.groups()
-        expected = apply_op(int(a), "add" if verb == "plus" else "sub", int(x))
-        return SentenceTruth(
-            text,
-            "uncertainty_management",
-            "correction",
-            planted_error=int(r) != expected,
-            value=int(r),
-            expected=expected,
-            extra={"replaces": int(wrong)},
+        return _stated_result(
+            text, "uncertainty_management", "correction", a, verb, x, r, extra={"replaces": int(wrong)}
         )
     if m := _CONSOLIDATE_RE.match(text):
         v = int(m.group(1))

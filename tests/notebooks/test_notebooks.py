@@ -101,6 +101,14 @@ def test_kernel_is_this_interpreter_and_is_shut_down():
         pytest.fail(f"kernel process {pid} still running")
 
 
+def _is_submodule(name: str) -> bool:
+    """Whether ``name`` is a module (False for a name inside a plain module, where ``find_spec`` raises)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _public_violations(source: Path) -> list[str]:
     """Imports of private modules and uses of names outside a package's ``__all__``."""
     tree = ast.parse(source.read_text(encoding="utf-8"))
@@ -126,7 +134,7 @@ def _public_violations(source: Path) -> list[str]:
                 bad.append(f"line {node.lineno}: from {node.module} is private")
                 continue
             for a in node.names:
-                if importlib.util.find_spec(f"{node.module}.{a.name}") is not None:
+                if _is_submodule(f"{node.module}.{a.name}"):
                     aliases[a.asname or a.name] = f"{node.module}.{a.name}"  # a public submodule
                 else:
                     check(node.module, a.name, node.lineno)
