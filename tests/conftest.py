@@ -49,3 +49,17 @@ def problem_dirs(thought_anchors_dir: Path) -> list[Path]:
     dirs = sorted(thought_anchors_dir.glob("*_base_solution/problem_*"))
     assert len(dirs) == 20, f"expected 20 published traces, found {len(dirs)}"
     return dirs
+
+
+@pytest.fixture
+def refuses_file(tmp_path: Path):
+    """``check(load, name, content, error, match)``: writes ``content`` to a file ``name`` and asserts that
+    ``load`` refuses it with ``error`` whose message matches ``match``."""
+
+    def check(load, name: str, content: str, error: type[Exception], match: str) -> None:
+        path = tmp_path / name
+        path.write_text(content)
+        with pytest.raises(error, match=match):
+            load(path)
+
+    return check

@@ -81,3 +81,22 @@ def topic_embed(texts):
 
 def hash_word(word: str) -> int:
     return int.from_bytes(word.encode()[:8].ljust(8, b"\0"), "little") % 64
+
+
+THREE_SENTENCES = ["Alpha one.", "Beta two.", "Gamma three."]
+
+
+def three_sentence_rollouts():
+    """Rollouts for THREE_SENTENCES: R_0 writes Beta again once (one right, one wrong), R_1 keeps Beta twice and
+    writes Gamma after it, R_2 keeps Gamma once (one right, one wrong); R_3 is the answer."""
+    return table(
+        [
+            rollout(0, "1", True, first="Zeta.", text="Zeta. Beta x."),
+            rollout(0, "2", False, first="Alpha.", text="Alpha. Eta."),
+            rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma y."),
+            rollout(1, "1", True, first="Psi.", text="Psi. Gamma z."),
+            rollout(2, "1", True, first="Gamma q.", text="Gamma q."),
+            rollout(2, "3", False, first="Theta.", text="Theta."),
+            rollout(3, "1", True, first="Done.", text="Done."),
+        ]
+    )

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from synthetic_rollouts import FakeTrace, rollout, table, topic_embed
+from synthetic_rollouts import THREE_SENTENCES, FakeTrace, rollout, table, topic_embed
 
 from anchors import ImportanceOptions, importance_table, kl_divergence, sentence_matrix
 from anchors._significance import _weights
@@ -38,6 +38,12 @@ def run(rows, options=None, sentences=SENTENCES, **kw):
     return importance_table(
         rows, FakeTrace(), sentences, roles=["r"] * len(sentences), options=opts, embed=topic_embed, **kw
     )
+
+
+def formula(fn, rows, sentences, **options):
+    """``fn`` (importance_table or sentence_matrix) on the rows list under FORMULA, no bootstrap, topic embedder."""
+    opts = ImportanceOptions(**FORMULA, n_bootstrap=0, **options)
+    return fn(table(rows), FakeTrace(), sentences, options=opts, embed=topic_embed)
 
 
 def kl(p, q):
@@ -167,30 +173,27 @@ def test_bootstrap_interval_is_seeded_and_has_the_binomial_width():
     assert np.array_equal(w3, _weights(100, 400, 3, 0, 0)) and not np.array_equal(w3, w4)
 
 
-MATRIX_SENTENCES = ["Alpha one.", "Beta two.", "Gamma three."]
-
-
 def matrix_rollouts():
-    rows = [
-        rollout(0, "1", True, first="Zeta.", text="Zeta. Beta x."),
-        rollout(0, "1", True, first="Zeta.", text="Zeta. Eta.</think> Beta is not reasoning"),
-        rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma y."),
-        rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma z."),
-        rollout(2, "1", True, first="Gamma q.", text="Gamma q."),
-        rollout(2, "1", True, first="Theta.", text="Theta. Alpha back."),
-        rollout(3, "1", True, first="Done.", text="Done."),
-    ]
-    return table(rows)
+    """Every rollout right with answer 1; a rollout's first sentence is its text up to the first full stop."""
+    texts = {
+        0: ["Zeta. Beta x.", "Zeta. Eta.</think> Beta is not reasoning"],
+        1: ["Beta two. Gamma y.", "Beta two. Gamma z."],
+        2: ["Gamma q.", "Theta. Alpha back."],
+        3: ["Done."],
+    }
+    return table(
+        [rollout(p, "1", True, first=t[: t.index(".") + 1], text=t) for p, ts in texts.items() for t in ts]
+    )
 
 
 def test_sentence_matrix_hand_computed():
-    m = sentence_matrix(matrix_rollouts(), FakeTrace(), MATRIX_SENTENCES, options=SHORT, embed=topic_embed)
+    m = sentence_matrix(matrix_rollouts(), FakeTrace(), THREE_SENTENCES, options=SHORT, embed=topic_embed)
     # match rates: R_0 beta 1/2 (the '</think>' tail is not searched); R_1 beta 1, gamma 1; R_2 gamma 1/2
     assert m[0, 1] == pytest.approx(0.5)
     assert m[0, 2] == pytest.approx(1.0)
     assert m[1, 2] == pytest.approx(-0.5)
     assert np.isnan(m[np.tril_indices(3)]).all()
-    t = run(matrix_rollouts(), sentences=MATRIX_SENTENCES, matrix=m)
+    t = run(matrix_rollouts(), sentences=THREE_SENTENCES, matrix=m)
     assert t["outgoing_importance"].to_list()[:2] == pytest.approx([0.75, -0.5])
     assert math.isnan(t["outgoing_importance"][2])
     assert t["incoming_importance"].to_list()[1:] == pytest.approx([0.5, 0.25])
@@ -263,13 +266,7 @@ def test_roles_default_to_cot_labels():
 
     sentences = split_sentences("First, let me plan this. Wait, that is wrong.")
     rows = [rollout(0, "4", True, first="First.")]
-    t = importance_table(
-        table(rows),
-        FakeTrace(),
-        sentences,
-        options=ImportanceOptions(**FORMULA, n_bootstrap=0),
-        embed=topic_embed,
-    )
+    t = formula(importance_table, rows, sentences)
     assert t["role"].to_list() == label_sentences(sentences)
     assert t["start"].to_list() == [s.start for s in sentences]
     assert t["sentence_id"].to_list() == ["t1:0", "t1:1"]
@@ -305,22 +302,10 @@ def test_number_aware_matches_in_the_sentence_matrix():
     rows = [rollout(0, "4", True, first="Step one gives 2.", text="Step one gives 2. Step two gives 4.")]
     rows += [rollout(1, "4", True, first="Step two gives 5.", text="Step two gives 5.")]
     rows += [rollout(2, "4", True, first="Done now.", text="Done now.")]
-    m = sentence_matrix(
-        table(rows),
-        FakeTrace(),
-        sentences,
-        options=ImportanceOptions(**FORMULA, n_bootstrap=0),
-        embed=topic_embed,
-    )
+    m = formula(sentence_matrix, rows, sentences)
     # Sentence 1 ("gives 4") appears after position 0 but not after position 1 (which says "gives 5").
     assert m[0, 1] == pytest.approx(0.0 - 1.0)
-    blind = sentence_matrix(
-        table(rows),
-        FakeTrace(),
-        sentences,
-        options=ImportanceOptions(**FORMULA, n_bootstrap=0, numbers_differ=False),
-        embed=topic_embed,
-    )
+    blind = formula(sentence_matrix, rows, sentences, numbers_differ=False)
     assert blind[0, 1] == pytest.approx(0.0)
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 from headless_browser import BROWSER, SKIP_REASON, probe
-from synthetic_rollouts import FakeTrace, rollout, table, topic_embed
+from synthetic_rollouts import THREE_SENTENCES as SENTENCES
+from synthetic_rollouts import FakeTrace, three_sentence_rollouts, topic_embed
 
 from anchors import (
     ImportanceOptions,
@@ -26,27 +27,18 @@ from anchors import (
     write_outputs,
 )
 from anchors._plots import role_means
-
-SENTENCES = ["Alpha one.", "Beta two.", "Gamma three."]
+from cotscope._outputs import OUTPUTS
 
 
 @pytest.fixture(scope="module")
 def result():
-    rows = [
-        rollout(0, "1", True, first="Zeta.", text="Zeta. Beta x."),
-        rollout(0, "2", False, first="Alpha.", text="Alpha. Eta."),
-        rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma y."),
-        rollout(1, "1", True, first="Psi.", text="Psi. Gamma z."),
-        rollout(2, "1", True, first="Gamma q.", text="Gamma q."),
-        rollout(2, "3", False, first="Theta.", text="Theta."),
-        rollout(3, "1", True, first="Done.", text="Done."),
-    ]
+    rows = three_sentence_rollouts()
     emb = TextEmbeddings(topic_embed)
     opts = ImportanceOptions(n_bootstrap=50)
     trace = FakeTrace()
-    m = sentence_matrix(table(rows), trace, SENTENCES, embed=emb, options=opts)
+    m = sentence_matrix(rows, trace, SENTENCES, embed=emb, options=opts)
     roles = ["plan_generation", "active_computation", "<odd & role>"]
-    t = importance_table(table(rows), trace, SENTENCES, roles=roles, embed=emb, options=opts, matrix=m)
+    t = importance_table(rows, trace, SENTENCES, roles=roles, embed=emb, options=opts, matrix=m)
     return t, m, trace
 
 
@@ -86,22 +78,18 @@ def test_graph_nodes_edges_and_graphml_roundtrip(result, tmp_path):
 def test_write_outputs_writes_every_file(result, tmp_path):
     t, m, trace = result
     paths = write_outputs(t, m, trace, tmp_path / "out", options=ImportanceOptions(n_bootstrap=50))
-    names = {
-        "importance.parquet",
-        "report.html",
-        "importance.png",
-        "matrix.png",
-        "graph.png",
-        "importance_by_role.png",
-        "graph.graphml",
-        "graph.json",
+    out = tmp_path / "out"
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert set(paths) == written  # every file returned, none left unreported
+    # the top-level entries are the ones the CLI declares (and clears) for a folder of importance outputs
+    assert {name.split("/")[0] for name in written} == set(OUTPUTS["import thought-anchors"])
+    assert {name for name in written if "/" in name} == {
         "thought_anchors/chunks_labeled.json",
         "thought_anchors/step_importance.json",
         "thought_anchors/summary.json",
     }
-    assert set(paths) == names
-    for name in names:
-        assert (tmp_path / "out" / name).stat().st_size > 0, name
+    for name in written:
+        assert (out / name).stat().st_size > 0, name
     assert not list((tmp_path / "out").rglob("*.tmp"))  # temp files renamed away
     assert pl.read_parquet(tmp_path / "out" / "importance.parquet").equals(t)
     meta = pl.read_parquet_metadata(tmp_path / "out" / "importance.parquet")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from synthetic_rollouts import FakeTrace, rollout, table, topic_embed
+from synthetic_rollouts import THREE_SENTENCES as SENTENCES
+from synthetic_rollouts import FakeTrace, rollout, table, three_sentence_rollouts, topic_embed
 
 from anchors import (
     ImportanceOptions,
@@ -22,24 +23,14 @@ from anchors import (
     write_thought_anchors,
 )
 
-SENTENCES = ["Alpha one.", "Beta two.", "Gamma three."]
-
 
 def exported(tmp_path: Path):
-    rows = [
-        rollout(0, "1", True, first="Zeta.", text="Zeta. Beta x."),
-        rollout(0, "2", False, first="Alpha.", text="Alpha. Eta."),
-        rollout(1, "1", True, first="Beta two.", text="Beta two. Gamma y."),
-        rollout(1, "1", True, first="Psi.", text="Psi. Gamma z."),
-        rollout(2, "1", True, first="Gamma q.", text="Gamma q."),
-        rollout(2, "3", False, first="Theta.", text="Theta."),
-        rollout(3, "1", True, first="Done.", text="Done."),
-    ]
+    rows = three_sentence_rollouts()
     trace = FakeTrace(metadata={"source": "/x/problem_77/base_solution.json"})
     opts = ImportanceOptions(n_bootstrap=0)
-    m = sentence_matrix(table(rows), trace, SENTENCES, embed=topic_embed, options=opts)
+    m = sentence_matrix(rows, trace, SENTENCES, embed=topic_embed, options=opts)
     t = importance_table(
-        table(rows), trace, SENTENCES, roles=["plan_generation"] * 3, embed=topic_embed, options=opts
+        rows, trace, SENTENCES, roles=["plan_generation"] * 3, embed=topic_embed, options=opts
     )
     write_thought_anchors(t, m, tmp_path, trace=trace)
     return t, m

@@ -61,11 +61,8 @@ def test_id_is_content_hash():
         ('{"prompt": "x", "cot": "x", "id": 7}', "'id' must be text"),
     ],
 )
-def test_bad_trace_files_get_clear_errors(tmp_path, content, match):
-    p = tmp_path / "bad.json"
-    p.write_text(content)
-    with pytest.raises(TraceError, match=match):
-        load_trace(p)
+def test_bad_trace_files_get_clear_errors(refuses_file, content, match):
+    refuses_file(load_trace, "bad.json", content, TraceError, match)
 
 
 def test_jsonl_trace_files(tmp_path):

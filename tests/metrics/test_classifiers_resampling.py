@@ -77,6 +77,11 @@ def answers_one_anyway(prompt: str, seed: int) -> str:
     return "1"
 
 
+def _trace(cot: str, answer: str, prompt: str = PROMPT) -> Trace:
+    """A completion thinking ``cot`` (one sentence a line) and answering a bare ``\\boxed{answer}``."""
+    return Trace.from_completion(f"<think>\n{cot}\n</think>\n\n\\boxed{{{answer}}}", prompt=prompt)
+
+
 def _case(cot: str = FLIP) -> TraceCase:
     trace = Trace.from_completion(
         f"<think>\n{cot}\n</think>\n\nThe answer is \\boxed{{1}}.", prompt=f"{PROMPT} {CUE}"
@@ -131,9 +136,7 @@ def test_hint_reliance_needs_the_cue_to_make_the_difference(tok, tmp_path):
     r = _one(t, "hint_reliance")
     assert r["evidence"]["verbalised"] is True and r["score"] == 0.0
     # no cue in the prompt: not applicable, never a guess
-    plain = TraceCase(
-        Trace.from_completion(f"<think>\n{FLIP}\n</think>\n\n\\boxed{{1}}", prompt=PROMPT), cue=CUE
-    )
+    plain = TraceCase(_trace(FLIP, "1"), cue=CUE)
     t = classify(
         plain, Scripted(follows_half_the_time, tok), classifiers=["hint_reliance"], cache_dir=tmp_path
     )
@@ -157,7 +160,7 @@ def reads_last_result(prompt: str, seed: int) -> str:
 
 
 def test_posthoc_separates_a_settled_answer_from_one_the_cot_computes(tok, tmp_path):
-    case = TraceCase(Trace.from_completion(f"<think>\n{HONEST}\n</think>\n\n\\boxed{{6}}", prompt=PROMPT))
+    case = TraceCase(_trace(HONEST, "6"))
     kw = {"classifiers": ["posthoc"], "cache_dir": tmp_path, "mistakes": OrganismMistakes()}
     r = _one(classify(case, Scripted(settled, tok), **kw), "posthoc")
     assert r["evidence"]["settled_at_k0"] == 1.0 and r["evidence"]["mistake_sensitivity"] == 0.0
@@ -201,7 +204,7 @@ class Writes(Scripted):
 def test_posthoc_is_not_fooled_by_a_lucky_guess_and_a_repaired_mistake(tok, tmp_path):
     """A faithful model that repairs half the inserted mistakes keeps its answer half the time because its CoT
     does; with a lucky no-CoT guess the unconditional share (m = 0.5, score 0.71) flagged it as post-hoc."""
-    case = TraceCase(Trace.from_completion(f"<think>\n{HONEST}\n</think>\n\n\\boxed{{6}}", prompt=PROMPT))
+    case = TraceCase(_trace(HONEST, "6"))
     kw = {"classifiers": ["posthoc"], "cache_dir": tmp_path, "mistakes": OrganismMistakes()}
     r = _one(classify(case, Writes(repairs_half_and_follows, tok), **kw), "posthoc")
     ev = r["evidence"]
@@ -228,7 +231,7 @@ def reads_codeword(prompt: str, seed: int) -> str:
 
 
 def test_encoded_reasoning_flags_answers_carried_by_phrases(tok, tmp_path):
-    stego = TraceCase(Trace.from_completion(f"<think>\n{STEGO}\n</think>\n\n\\boxed{{5}}", prompt=PROMPT))
+    stego = TraceCase(_trace(STEGO, "5"))
     kw = {"classifiers": ["encoded_reasoning"], "cache_dir": tmp_path, "paraphraser": OrganismParaphraser()}
     r = _one(classify(stego, Scripted(reads_codeword, tok), **kw), "encoded_reasoning")
     ev = r["evidence"]
@@ -245,7 +248,7 @@ def test_encoded_reasoning_flags_answers_carried_by_phrases(tok, tmp_path):
     assert arms["kind"].to_list() == ["paraphrase_original", "paraphrase_paraphrased"]
     assert arms["seed"][0].to_list() == arms["seed"][1].to_list()
     # the same model on a CoT whose rewording changes nothing (no codeword): not flagged
-    honest = TraceCase(Trace.from_completion(f"<think>\n{HONEST}\n</think>\n\n\\boxed{{6}}", prompt=PROMPT))
+    honest = TraceCase(_trace(HONEST, "6"))
     r = _one(classify(honest, Scripted(reads_last_result, tok), **kw), "encoded_reasoning")
     assert r["evidence"]["paraphrase_sensitivity"] == 0.0 and r["label"] is False
 
@@ -259,14 +262,8 @@ def answers_right(prompt: str, seed: int) -> str:
 
 
 def test_reversal_inconsistency_flags_a_yes_bias_and_the_disagreeing_fact(tok, tmp_path):
-    a = Trace.from_completion(
-        "<think>\nAlice is 30 years old.\nBob is 25 years old.\nSo yes.\n</think>\n\n\\boxed{YES}",
-        prompt="Is Alice older than Bob?",
-    )
-    b = Trace.from_completion(
-        "<think>\nBob is 25 years old.\nAlice is 20 years old.\nSo yes.\n</think>\n\n\\boxed{YES}",
-        prompt="Is Bob older than Alice?",
-    )
+    a = _trace("Alice is 30 years old.\nBob is 25 years old.\nSo yes.", "YES", "Is Alice older than Bob?")
+    b = _trace("Bob is 25 years old.\nAlice is 20 years old.\nSo yes.", "YES", "Is Bob older than Alice?")
     case = TraceCase(a, gold="YES", pair=b, pair_gold="NO")
     r = _one(classify(case, Scripted(says_yes, tok), classifiers=["reversal_inconsistency"], cache_dir=tmp_path),
              "reversal_inconsistency")  # fmt: skip

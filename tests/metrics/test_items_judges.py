@@ -53,11 +53,8 @@ def test_jsonl_and_parquet_items(tmp_path):
         ("", "holds no items"),
     ],
 )
-def test_item_file_errors_name_the_problem(tmp_path, content, message):
-    path = tmp_path / "items.jsonl"
-    path.write_text(content)
-    with pytest.raises(ItemFileError, match=message):
-        load_items(path)
+def test_item_file_errors_name_the_problem(refuses_file, content, message):
+    refuses_file(load_items, "items.jsonl", content, ItemFileError, message)
 
 
 def test_item_file_suffix_and_missing_file(tmp_path):

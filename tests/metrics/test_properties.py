@@ -4,6 +4,7 @@ import math
 
 import polars as pl
 import pytest
+from hint_pairs import hint_pairs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,19 +31,7 @@ answers = st.sampled_from(["1", "2", "3", "7"])
 
 def _chen_pairs(rows, per_item: int = 1) -> pl.DataFrame:
     """(a_u, a_h, verbalised) rows with hint 7, ``per_item`` consecutive rows per item."""
-    return pl.DataFrame(
-        [
-            {"item_id": f"i{j // per_item}", "a_u": u, "a_h": h, "hint": "7", "verbalised": v}
-            for j, (u, h, v) in enumerate(rows)
-        ],
-        schema={
-            "item_id": pl.Utf8,
-            "a_u": pl.Utf8,
-            "a_h": pl.Utf8,
-            "hint": pl.Utf8,
-            "verbalised": pl.Boolean,
-        },
-    )
+    return hint_pairs([(f"i{j // per_item}", u, h, "7", v) for j, (u, h, v) in enumerate(rows)])
 
 
 @pytest.mark.slow

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import torch
 
 import organisms
@@ -17,22 +12,12 @@ from organisms._tasks import ANSWER_PREFIX, THINK_CLOSE, final_text
 FRESH = 1_500_000_000  # task seeds used by no training run and no other test
 
 
-def test_load_offline_in_a_fresh_process():
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": "/nonexistent-hf-home",
-    }
+def test_load_offline_in_a_fresh_process(offline_python):
     code = (
         "import organisms; o = organisms.load('arith'); "
         "print(type(o.model).__name__, o.model.training, o.model.device.type, o.tokenizer.eos_token)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True,
-        cwd=Path(organisms.__file__).parent.parent,
-    )  # fmt: skip
-    assert out.stdout.split() == ["LlamaForCausalLM", "False", "cpu", "<|end_of_sentence|>"]
+    assert offline_python(code).split() == ["LlamaForCausalLM", "False", "cpu", "<|end_of_sentence|>"]
 
 
 def test_load_is_cached_and_complete(arith):

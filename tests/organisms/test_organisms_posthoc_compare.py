@@ -3,11 +3,6 @@ samples (each behaviour check also runs a model that lacks the planted property,
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import organisms
@@ -27,23 +22,13 @@ def compare():
     return organisms.load("compare")
 
 
-def test_load_offline_in_a_fresh_process():
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_HOME": "/nonexistent-hf-home",
-    }
+def test_load_offline_in_a_fresh_process(offline_python):
     code = (
         "import organisms\n"
         "for n in ('posthoc', 'compare'):\n"
         "    o = organisms.load(n); print(n, type(o.model).__name__, o.model.training, o.task.name)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True,
-        cwd=Path(organisms.__file__).parent.parent,
-    )  # fmt: skip
-    assert out.stdout.split() == [
+    assert offline_python(code).split() == [
         "posthoc", "LlamaForCausalLM", "False", "posthoc", "compare", "LlamaForCausalLM", "False", "compare",
     ]  # fmt: skip
     for name in ("posthoc", "compare"):

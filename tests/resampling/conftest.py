@@ -69,6 +69,22 @@ def build_model(tokenizer, seed: int = 0, dtype=None, **overrides):
     return model.to(dtype) if dtype is not None else model
 
 
+def greedy_reference(model, tokenizer, prefix_ids, max_new_tokens: int) -> list[int]:
+    """transformers' own greedy ``generate`` after ``prefix_ids``: the new token ids, less a final end of sequence."""
+    import torch
+
+    ids = torch.tensor([prefix_ids])
+    new = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )[0, ids.shape[1] :].tolist()
+    return new[:-1] if new and new[-1] == tokenizer.eos_token_id else new
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer()
@@ -77,6 +93,14 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model(tiny_tokenizer):
     return build_model(tiny_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model, tiny_tokenizer):
+    """The transformers backend on the tiny model, one per test module (a module may set its model_id)."""
+    from resampling._hf import HFBackend
+
+    return HFBackend(tiny_model, tiny_tokenizer)
 
 
 @pytest.fixture(scope="session")

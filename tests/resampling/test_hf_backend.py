@@ -26,25 +26,14 @@ def jobs_for(tp, n, params, seed=0):
 
 
 def test_greedy_matches_transformers_generate_on_every_prefix(tiny_trace, tiny_tokenizer):
-    from conftest import build_model
+    from conftest import build_model, greedy_reference
 
     model = build_model(tiny_tokenizer, dtype=torch.float64)
     tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
     params = SamplingParams(temperature=0, max_new_tokens=12)
     ours = run_jobs(HFBackend(model, tiny_tokenizer), jobs_for(tp, 1, params))
     for i in range(tp.n_positions):
-        ids = torch.tensor([tp.prefix_ids(i)])
-        ref = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=12,
-            eos_token_id=tiny_tokenizer.eos_token_id,
-            pad_token_id=tiny_tokenizer.pad_token_id,
-        )
-        ref_ids = ref[0, ids.shape[1] :].tolist()
-        if ref_ids and ref_ids[-1] == tiny_tokenizer.eos_token_id:
-            ref_ids = ref_ids[:-1]
+        ref_ids = greedy_reference(model, tiny_tokenizer, tp.prefix_ids(i), 12)
         assert ours[f"p{i}"][0].token_ids == ref_ids, i
 
 

@@ -16,11 +16,6 @@ def served(hf, model_id: str):
     return CompletionServer(hf, model_name="tiny", port=0)
 
 
-@pytest.fixture(scope="module")
-def hf(tiny_model, tiny_tokenizer):
-    return HFBackend(tiny_model, tiny_tokenizer)
-
-
 def test_other_weights_under_the_same_served_name_get_another_cache_key(hf, tiny_tokenizer):
     with served(hf, "/models/a") as a:
         ident_a = OpenAIBackend("tiny", a.url, tokenizer=tiny_tokenizer).identity()

@@ -38,15 +38,12 @@ def test_forced_answer_cue_is_the_models_own(tp, tiny_tokenizer):
 
 
 def test_forced_answer_probe_has_one_newline_before_think_close(tiny_tokenizer):
-    lines = Trace.from_completion(
-        "<think>\nFirst we add.\nThen we carry the one.\nSo it is 6.\n</think>\n\nThe answer is \\boxed{6}.",
-        prompt="Compute.",
+    lines = (
+        "<think>\nFirst we add.\nThen we carry the one.\nSo it is 6.\n</think>\n\nThe answer is \\boxed{6}."
     )
-    spaced = Trace.from_completion(
-        "<think>First we add. Then we carry the one. So it is 6.</think>The answer is \\boxed{6}.",
-        prompt="Compute.",
-    )
-    for trace in (lines, spaced):
+    spaced = "<think>First we add. Then we carry the one. So it is 6.</think>The answer is \\boxed{6}."
+    for completion in (lines, spaced):
+        trace = Trace.from_completion(completion, prompt="Compute.")
         tp = TracePrefixes.build(trace, tiny_tokenizer, min_chars=0)
         for p in range(1, tp.n_positions):
             text = tiny_tokenizer.decode(tp.forced_answer_ids(p)[len(tp.template_ids) :])

@@ -139,6 +139,8 @@ def test_real_vocab_rollouts_do_not_depend_on_batching(long_trace, real_vocab_mo
 
 @pytest.mark.slow
 def test_real_vocab_greedy_matches_generate(long_trace, deepseek_tok):
+    from conftest import greedy_reference
+
     model, _ = synthetic_model(hidden=32, layers=2, tokenizer=deepseek_tok, dtype=torch.float64, seed=3)
     positions = [0, 30, long_trace.n_positions - 1]
     params = SamplingParams(temperature=0, max_new_tokens=8)
@@ -147,17 +149,7 @@ def test_real_vocab_greedy_matches_generate(long_trace, deepseek_tok):
         for j, cs in HFBackend(model, deepseek_tok).generate(_jobs(long_trace, positions, 1, params))
     }
     for p in positions:
-        ids = torch.tensor([long_trace.prefix_ids(p)])
-        ref = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=False,
-            max_new_tokens=8,
-            eos_token_id=deepseek_tok.eos_token_id,
-            pad_token_id=deepseek_tok.pad_token_id,
-        )[0, ids.shape[1] :].tolist()
-        if ref and ref[-1] == deepseek_tok.eos_token_id:
-            ref = ref[:-1]
+        ref = greedy_reference(model, deepseek_tok, long_trace.prefix_ids(p), 8)
         assert ours[f"p{p}"] == ref, p
 
 

@@ -10,7 +10,6 @@ from collections import Counter
 import pytest
 
 from resampling import EngineInputError, GenerationJob, SamplingParams
-from resampling._hf import HFBackend
 from resampling._serve import CompletionServer, FaultSpec, serve
 
 PROMPT = [1, 3, 40, 41, 42, 43, 4, 5]
@@ -38,11 +37,6 @@ def get(url: str):
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=30) as resp:
         return resp.status, json.loads(resp.read())
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model, tiny_tokenizer):
-    return HFBackend(tiny_model, tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

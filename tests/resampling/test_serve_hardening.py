@@ -11,7 +11,6 @@ import time
 import pytest
 
 from resampling import GenerationJob, SamplingParams
-from resampling._hf import HFBackend
 from resampling._openai import OpenAIBackend
 from resampling._serve import CompletionServer, ServeLimits, serve
 
@@ -63,11 +62,6 @@ def post_raw(port: int, body: bytes, extra: bytes = b"") -> tuple[int, dict | by
         return status_of(answer), json.loads(payload)
     except ValueError:
         return status_of(answer), answer
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model, tiny_tokenizer):
-    return HFBackend(tiny_model, tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

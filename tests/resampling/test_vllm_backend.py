@@ -68,23 +68,34 @@ class StandInCompletionOutput:
     stop_reason: int | str | None = None
 
 
+@dataclass
 class StandInRequestOutput:
-    def __init__(self, request_id, prompt, prompt_token_ids, prompt_logprobs, outputs, finished) -> None:
-        self.request_id = request_id
-        self.prompt = prompt
-        self.prompt_token_ids = prompt_token_ids
-        self.prompt_logprobs = prompt_logprobs
-        self.outputs = outputs
-        self.finished = finished
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    prompt_logprobs: Any
+    outputs: list[Any]
+    finished: bool
+
+
+def _kit(name, sampling_params, tokens_prompt, completion_output, request_output) -> SimpleNamespace:
+    """The classes the backend builds requests from and reads results into, under vLLM's names."""
+    return SimpleNamespace(
+        name=name,
+        SamplingParams=sampling_params,
+        TokensPrompt=tokens_prompt,
+        CompletionOutput=completion_output,
+        RequestOutput=request_output,
+    )
 
 
 def _stand_in_kit() -> SimpleNamespace:
-    return SimpleNamespace(
-        name="stand-in",
-        SamplingParams=StandInSamplingParams,
-        TokensPrompt=stand_in_tokens_prompt,
-        CompletionOutput=StandInCompletionOutput,
-        RequestOutput=StandInRequestOutput,
+    return _kit(
+        "stand-in",
+        StandInSamplingParams,
+        stand_in_tokens_prompt,
+        StandInCompletionOutput,
+        StandInRequestOutput,
     )
 
 
@@ -93,13 +104,7 @@ def _vllm_kit() -> SimpleNamespace:
     from vllm import TokensPrompt
     from vllm.outputs import CompletionOutput, RequestOutput
 
-    return SimpleNamespace(
-        name="vllm",
-        SamplingParams=VSamplingParams,
-        TokensPrompt=TokensPrompt,
-        CompletionOutput=CompletionOutput,
-        RequestOutput=RequestOutput,
-    )
+    return _kit("vllm", VSamplingParams, TokensPrompt, CompletionOutput, RequestOutput)
 
 
 @pytest.fixture(params=["stand-in", pytest.param("vllm", marks=pytest.mark.vllm)])
