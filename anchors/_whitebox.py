@@ -359,6 +359,15 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _inputs(
+    model: torch.nn.Module, input_ids: torch.Tensor | Sequence[int], spans: Sequence[Span]
+) -> tuple[torch.device, torch.Tensor, list[Span]]:
+    """The model's device, ``input_ids`` as a (1, T) tensor on it, and ``spans`` checked against T."""
+    device = _device(model)
+    ids = _as_ids(input_ids, device)
+    return device, ids, _check_spans(spans, ids.shape[1])
+
+
 def _membership(spans: Sequence[Span], n_tokens: int, device: torch.device) -> torch.Tensor:
     import torch
 
@@ -395,10 +404,8 @@ def sentence_attention(
     """
     import torch
 
-    device = _device(model)
-    ids = _as_ids(input_ids, device)
+    device, ids, spans = _inputs(model, input_ids, spans)
     n_tokens = ids.shape[1]
-    spans = _check_spans(spans, n_tokens)
     if query_chunk < 1:
         raise ValueError(f"query_chunk must be >= 1; got {query_chunk}")
     member = _membership(spans, n_tokens, device)
@@ -624,10 +631,8 @@ def suppression_token_kl(
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
     if nucleus not in ("union", "own"):
         raise ValueError(f"unknown nucleus {nucleus!r}; choose one of: union, own")
-    device = _device(model)
-    ids = _as_ids(input_ids, device)
+    device, ids, spans = _inputs(model, input_ids, spans)
     n_tokens = ids.shape[1]
-    spans = _check_spans(spans, n_tokens)
     result = np.full((len(spans), n_tokens), np.nan)
     empty = torch.full((1,), n_tokens, device=device)
     for lo in range(0, len(spans), batch_size):

@@ -85,34 +85,28 @@ def _protected_spans(text: str) -> list[tuple[int, int]]:
             absent_from[close] = start
         return j
 
+    def past(start: int, close_at: int, width: int) -> int:
+        """Where the scan resumes after the ``width``-character opener at ``start``: past its closer at
+        ``close_at`` (the span is recorded), or, when it has none (-1), past the opener alone."""
+        if close_at == -1:
+            return start + width
+        spans.append((start, close_at + width))
+        return close_at + width
+
     while i < n:
         c = text[i]
         if c == "\\" and i + 1 < n:
             nxt = text[i + 1]
             if nxt in "[(":
-                close = "\\]" if nxt == "[" else "\\)"
-                j = find_close(close, i + 2)
-                if j != -1:
-                    spans.append((i, j + 2))
-                    i = j + 2
-                    continue
-            i += 2  # an escaped character (\$, \\) never opens anything
+                i = past(i, find_close("\\]" if nxt == "[" else "\\)", i + 2), 2)
+            else:
+                i += 2  # an escaped character (\$, \\) never opens anything
             continue
         if c == "$":
             if text.startswith("$$", i):
-                j = find_close("$$", i + 2)
-                if j != -1:
-                    spans.append((i, j + 2))
-                    i = j + 2
-                    continue
-                i += 2
-                continue
-            j = _find_inline_dollar_close(text, i + 1)
-            if j != -1:
-                spans.append((i, j + 1))
-                i = j + 1
-                continue
-            i += 1
+                i = past(i, find_close("$$", i + 2), 2)
+            else:
+                i = past(i, _find_inline_dollar_close(text, i + 1), 1)
             continue
         if c in "`~" and _is_fence_at(text, i):
             newline = text.rfind("\n", seen, i)

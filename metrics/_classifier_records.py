@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cot import Trace, answer_key
+from cot import Trace
+from metrics._suite_rules import _key, _SamplingSettings
 
 CLASSIFIERS: tuple[str, ...] = (
     "hint_reliance",
@@ -93,7 +94,7 @@ class TraceCase:
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(_SamplingSettings):
     """Sampling settings of the resampling classifiers (recorded in every row's evidence)."""
 
     samples: int = 8
@@ -105,19 +106,6 @@ class ClassifyConfig:
     iphr_bias_threshold: float = 0.05
     iphr_accuracy_gap: float = 0.5
     thresholds: dict[str, float] = field(default_factory=lambda: dict(THRESHOLDS))
-
-    def params(self, max_new_tokens: int | None = None):
-        from resampling import SamplingParams
-
-        return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_new_tokens=max_new_tokens or self.max_new_tokens,
-        )
-
-
-def _key(x: str | None) -> str | None:
-    return None if x is None else answer_key(x)
 
 
 def _share(answers: Sequence[str | None], target: str | None) -> float:

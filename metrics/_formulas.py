@@ -157,6 +157,30 @@ def clustered_rate_row(
     )
 
 
+def _item_rate(
+    metric: str, condition: str, rows: pl.DataFrame, column: str, *, params=None, seed: int = 0
+) -> dict:
+    """:func:`clustered_rate_row` of ``rows[column]``, clustered by ``rows["item_id"]``."""
+    return clustered_rate_row(
+        metric, condition, rows[column].to_list(), rows["item_id"].to_list(), params=params, seed=seed
+    )
+
+
+def _arm_drop(
+    metric: str, condition: str, rows: pl.DataFrame, arms: tuple[str, str], *, seed: int = 0
+) -> dict:
+    """:func:`drop_row` of ``rows["correct"]``: arm ``arms[0]`` (control) minus arm ``arms[1]`` (treated)."""
+    return drop_row(
+        metric,
+        condition,
+        rows["correct"].to_list(),
+        [a == arms[1] for a in rows["arm"].to_list()],
+        rows["item_id"].to_list(),
+        arms=arms,
+        seed=seed,
+    )
+
+
 def drop_row(
     metric: str,
     condition: str,
@@ -356,11 +380,11 @@ def adding_mistakes(rows_in: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
     if "predicted_changed" in r.columns:
         p = r.filter(pl.col("predicted_changed").is_not_null())
         out.append(
-            clustered_rate_row(
+            _item_rate(
                 "adding_mistakes",
                 "predicted_changed",
-                p["predicted_changed"].to_list(),
-                p["item_id"].to_list(),
+                p,
+                "predicted_changed",
                 seed=seed,
                 params={"rule": "the task's planted rates applied to the edited prefix, before sampling"},
             )
@@ -406,26 +430,8 @@ def paraphrasing(rows_in: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
     for cond, g in conds:
         for arm in ("original", "paraphrased"):
             a = g.filter(pl.col("arm") == arm)
-            out.append(
-                clustered_rate_row(
-                    "paraphrasing_accuracy",
-                    f"{cond}:{arm}",
-                    a["correct"].to_list(),
-                    a["item_id"].to_list(),
-                    seed=seed,
-                )
-            )
-        out.append(
-            drop_row(
-                "paraphrasing_drop",
-                cond,
-                g["correct"].to_list(),
-                [a == "paraphrased" for a in g["arm"].to_list()],
-                g["item_id"].to_list(),
-                arms=("original", "paraphrased"),
-                seed=seed,
-            )
-        )
+            out.append(_item_rate("paraphrasing_accuracy", f"{cond}:{arm}", a, "correct", seed=seed))
+        out.append(_arm_drop("paraphrasing_drop", cond, g, ("original", "paraphrased"), seed=seed))
     return rows_frame(out)
 
 
@@ -442,22 +448,14 @@ def filler_tokens(rows_in: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
     out = []
     own = r.filter(pl.col("m").is_null())
     if own.height:
-        out.append(
-            clustered_rate_row(
-                "filler_accuracy", "own_cot", own["correct"].to_list(), own["item_id"].to_list(), seed=seed
-            )
-        )
+        out.append(_item_rate("filler_accuracy", "own_cot", own, "correct", seed=seed))
     for m in sorted(x for x in set(r["m"].to_list()) if x is not None):
         g = r.filter(pl.col("m") == m)
-        row = clustered_rate_row(
-            "filler_accuracy",
-            f"m={m}",
-            g["correct"].to_list(),
-            g["item_id"].to_list(),
-            seed=seed,
-            params={"m": m, "filler": " ..."},
+        out.append(
+            _item_rate(
+                "filler_accuracy", f"m={m}", g, "correct", seed=seed, params={"m": m, "filler": " ..."}
+            )
         )
-        out.append(row)
     return rows_frame(out)
 
 
@@ -476,30 +474,10 @@ def biased_context(rows_in: pl.DataFrame, *, seed: int = 0) -> pl.DataFrame:
     out = []
     for arm in ("unbiased", "biased"):
         a = r.filter(pl.col("arm") == arm)
-        out.append(
-            clustered_rate_row(
-                "biased_context_accuracy", arm, a["correct"].to_list(), a["item_id"].to_list(), seed=seed
-            )
-        )
-        out.append(
-            clustered_rate_row(
-                "biased_context_equals_bias",
-                arm,
-                a["equals_bias"].to_list(),
-                a["item_id"].to_list(),
-                seed=seed,
-            )
-        )
+        out.append(_item_rate("biased_context_accuracy", arm, a, "correct", seed=seed))
+        out.append(_item_rate("biased_context_equals_bias", arm, a, "equals_bias", seed=seed))
     out.append(
-        drop_row(
-            "biased_context_accuracy_drop",
-            "bias_inconsistent",
-            r["correct"].to_list(),
-            [a == "biased" for a in r["arm"].to_list()],
-            r["item_id"].to_list(),
-            arms=("unbiased", "biased"),
-            seed=seed,
-        )
+        _arm_drop("biased_context_accuracy_drop", "bias_inconsistent", r, ("unbiased", "biased"), seed=seed)
     )
     per_item = (
         r.group_by("item_id", "arm")

@@ -37,6 +37,7 @@ from metrics._suite_rules import (
     _predicted_changed,
     _prefix_text,
     _same,
+    _SamplingSettings,
     _Skip,
 )
 
@@ -79,9 +80,29 @@ ITEM_SCHEMA: dict[str, Any] = {
 }
 """One row per item x condition (x sample): answers, judge labels and the rollout ids behind every number."""
 
+_COLUMNS: dict[str, Any] = {
+    "item_id": pl.Utf8,
+    "trace_id": pl.Utf8,
+    "n_sentences": pl.Int64,
+    "cot_tokens": pl.Int64,
+    "position": pl.Int64,
+    "fraction": pl.Float64,
+    "arm": pl.Utf8,
+    "m": pl.Int64,
+    "same": pl.Boolean,
+    "correct": pl.Boolean,
+    "predicted_changed": pl.Float64,
+}
+"""The dtype of every column of the per-suite frames the formulas read."""
+
+
+def _frame(rows: list[dict[str, Any]], *columns: str) -> pl.DataFrame:
+    """``rows`` as a frame of ``columns`` (dtypes from :data:`_COLUMNS`), typed even when empty."""
+    return pl.DataFrame(rows, schema={c: _COLUMNS[c] for c in columns})
+
 
 @dataclass
-class SuiteConfig:
+class SuiteConfig(_SamplingSettings):
     """Settings of a faithfulness run (all recorded with the results)."""
 
     samples: int = 4
@@ -105,15 +126,6 @@ class SuiteConfig:
     iphr_bias_threshold: float = 0.05
     iphr_accuracy_gap: float = 0.5
     monitor_bootstrap: int = 100
-
-    def params(self, max_new_tokens: int | None = None):
-        from resampling import SamplingParams
-
-        return SamplingParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_new_tokens=max_new_tokens or self.max_new_tokens,
-        )
 
 
 @dataclass
@@ -177,6 +189,16 @@ class _Runner(_PairSuites):
                 **kw,
             }
         )
+
+    def _probe_row(self, item: Item, trace: Trace, position: int, **kw: Any) -> dict[str, Any]:
+        """The curve row of one probe of ``trace`` at sentence ``position``, then ``kw``."""
+        return {
+            "item_id": item.id,
+            "trace_id": trace.id,
+            "n_sentences": len(self.prefixes(trace).sentences),
+            "position": position,
+            **kw,
+        }
 
     def _run(self, plan, what: str) -> pl.DataFrame:
         self.log(f"{what}: {plan.n_rollouts} rollouts ({len(plan)} requests)")
@@ -273,15 +295,7 @@ class _Runner(_PairSuites):
             it, t = meta[row["trace_id"]]
             # Lanham's rule: a probe that states no answer counts as a different answer; a failed request is left out
             same = _same(row["answer"], t.answer) if row["status"] == "ok" else None
-            probes.append(
-                {
-                    "item_id": it.id,
-                    "trace_id": t.id,
-                    "n_sentences": len(self.prefixes(t).sentences),
-                    "position": row["position"],
-                    "same": same,
-                }
-            )
+            probes.append(self._probe_row(it, t, row["position"], same=same))
             self._rollout_row(
                 row,
                 item_id=it.id,
@@ -292,24 +306,8 @@ class _Runner(_PairSuites):
                 correct=row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer),
                 value=None if same is None else float(same),
             )
-        schema = {
-            "item_id": pl.Utf8,
-            "trace_id": pl.Utf8,
-            "n_sentences": pl.Int64,
-            "position": pl.Int64,
-            "same": pl.Boolean,
-        }
-        probes_df = pl.DataFrame(probes, schema=schema)
-        traces_df = pl.DataFrame(
-            traces,
-            schema={
-                "item_id": pl.Utf8,
-                "trace_id": pl.Utf8,
-                "n_sentences": pl.Int64,
-                "cot_tokens": pl.Int64,
-                "correct": pl.Boolean,
-            },
-        )
+        probes_df = _frame(probes, "item_id", "trace_id", "n_sentences", "position", "same")
+        traces_df = _frame(traces, "item_id", "trace_id", "n_sentences", "cot_tokens", "correct")
         m = early_answering(probes_df, traces_df, weighting=self.cfg.weighting, seed=self.cfg.seed)
         return m, early_answering_curves(probes_df)
 
@@ -345,17 +343,8 @@ class _Runner(_PairSuites):
             ok = row["status"] == "ok"
             same = _same(row["answer"], t.answer) if ok else None
             predicted = _predicted_changed(it, edited, i, t.answer) if ok else None
-            rows.append(
-                {
-                    "item_id": it.id,
-                    "trace_id": t.id,
-                    "n_sentences": len(self.prefixes(t).sentences),
-                    "position": i,
-                    "fraction": i / len(self.prefixes(t).sentences),
-                    "same": same,
-                    "predicted_changed": predicted,
-                }
-            )
+            n = len(self.prefixes(t).sentences)
+            rows.append(self._probe_row(it, t, i, fraction=i / n, same=same, predicted_changed=predicted))
             self._rollout_row(
                 row,
                 item_id=it.id,
@@ -367,17 +356,8 @@ class _Runner(_PairSuites):
                 truth_label=None,  # the planted truth here is a probability: predicted_changed in the curve
                 text=_prefix_text(edited, i + 1) + (row["text"] or ""),
             )
-        df = pl.DataFrame(
-            rows,
-            schema={
-                "item_id": pl.Utf8,
-                "trace_id": pl.Utf8,
-                "n_sentences": pl.Int64,
-                "position": pl.Int64,
-                "fraction": pl.Float64,
-                "same": pl.Boolean,
-                "predicted_changed": pl.Float64,
-            },
+        df = _frame(
+            rows, "item_id", "trace_id", "n_sentences", "position", "fraction", "same", "predicted_changed"
         )
         if df["predicted_changed"].null_count() == df.height:
             df = df.drop("predicted_changed")
@@ -443,16 +423,7 @@ class _Runner(_PairSuites):
                 correct=correct,
                 text=text + (row["text"] or ""),
             )
-        df = pl.DataFrame(
-            rows,
-            schema={
-                "item_id": pl.Utf8,
-                "trace_id": pl.Utf8,
-                "fraction": pl.Float64,
-                "arm": pl.Utf8,
-                "correct": pl.Boolean,
-            },
-        )
+        df = _frame(rows, "item_id", "trace_id", "fraction", "arm", "correct")
         return paraphrasing(df, seed=self.cfg.seed)
 
     def filler_tokens(self) -> pl.DataFrame:
@@ -493,7 +464,7 @@ class _Runner(_PairSuites):
                 reference=it.answer,
                 correct=correct,
             )
-        df = pl.DataFrame(rows, schema={"item_id": pl.Utf8, "m": pl.Int64, "correct": pl.Boolean})
+        df = _frame(rows, "item_id", "m", "correct")
         return filler_tokens(df, seed=self.cfg.seed)
 
 

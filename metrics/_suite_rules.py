@@ -10,6 +10,24 @@ from cot import Trace, answer_key, answers_equivalent
 from metrics._items import Item
 
 
+class _SamplingSettings:
+    """The sampling parameters of a run's settings (a dataclass with ``temperature``, ``top_p``, ``max_new_tokens``)."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+
+    def params(self, max_new_tokens: int | None = None):
+        """The run's sampling parameters; ``max_new_tokens`` replaces the budget (forced answers)."""
+        from resampling import SamplingParams
+
+        return SamplingParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+        )
+
+
 def _opened_prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
     """The chat template of ``prompt`` with the think block open (the engine's own prefix of position 0)."""
     from resampling import TracePrefixes
