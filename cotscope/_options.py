@@ -45,12 +45,22 @@ FORCE_HELP = (
 
 
 def int_option(
-    flag: str, default: int | None, help: str | None = None, *, minimum: int = 1, name: str | None = None
+    flag: str,
+    default: int | None,
+    help: str | None = None,
+    *,
+    minimum: int = 1,
+    maximum: int | None = None,
+    name: str | None = None,
 ) -> Decorator:
-    """An integer option of at least ``minimum``; its default shows in ``--help``."""
+    """An integer option from ``minimum`` to ``maximum``; its default shows in ``--help``."""
     decls = (flag, name) if name else (flag,)
     return click.option(
-        *decls, type=click.IntRange(min=minimum), default=default, show_default=default is not None, help=help
+        *decls,
+        type=click.IntRange(min=minimum, max=maximum),
+        default=default,
+        show_default=default is not None,
+        help=help,
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cotscope import _options as flags
 from resampling._errors import EngineInputError
-from resampling._model import DEFAULT_MODEL
 from resampling._serve._faults import FaultSpec, fault_kinds_text
 from resampling._serve._requests import ServeLimits
 from resampling._serve._server import CompletionServer, is_loopback
@@ -14,33 +14,19 @@ _LIMIT_DEFAULTS = ServeLimits()
 
 
 @click.command("serve")
-@click.option(
-    "--model",
-    "model_id",
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="organism:NAME, a local folder of HF weights, or a hub id.",
-)
+@flags.model_option()
 @click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
     help="Listen address; anything but loopback needs a key.",
 )
-@click.option(
-    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port."
-)
+@flags.int_option("--port", 8000, "0 picks a free port.", minimum=0, maximum=65535)
 @click.option(
     "--served-model-name", default=None, help="Name clients send as 'model' (default: the model id)."
 )
-@click.option("--device", default=None, help="cpu or cuda (default: cuda where available).")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=512,
-    show_default=True,
-    help="Rollouts decoded together; does not change the results.",
-)
+@flags.device_option()
+@flags.batch_size_option("Rollouts decoded together; does not change the results.")
 @click.option(
     "--inject-faults",
     "faults",
@@ -50,12 +36,8 @@ _LIMIT_DEFAULTS = ServeLimits()
     f"(kinds: {fault_kinds_text()}).",
 )
 @click.option("--fault-seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
-@click.option(
-    "--hang-seconds",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
-    help="How long a 'timeout' fault hangs; set it above the client timeout.",
+@flags.float_option(
+    "--hang-seconds", 60.0, "How long a 'timeout' fault hangs; set it above the client timeout.", min=0
 )
 @click.option(
     "--api-key-env",
@@ -69,55 +51,39 @@ _LIMIT_DEFAULTS = ServeLimits()
     help="The API key clients must send as a bearer token. Prefer the environment variable: a key on the "
     "command line shows in the process list.",
 )
-@click.option("--max-n", type=click.IntRange(min=1), default=_LIMIT_DEFAULTS.max_n, show_default=True)
-@click.option(
-    "--max-prompts", type=click.IntRange(min=1), default=_LIMIT_DEFAULTS.max_prompts, show_default=True
-)
-@click.option(
-    "--max-prompt-tokens",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Default: the model's context length.",
-)
-@click.option(
+@flags.int_option("--max-n", _LIMIT_DEFAULTS.max_n)
+@flags.int_option("--max-prompts", _LIMIT_DEFAULTS.max_prompts)
+@flags.int_option("--max-prompt-tokens", None, "Default: the model's context length.")
+@flags.int_option(
     "--max-request-tokens",
-    type=click.IntRange(min=1),
-    default=_LIMIT_DEFAULTS.max_request_tokens,
-    show_default=True,
-    help="Most tokens one request may ask for: prompts x n x max_tokens.",
+    _LIMIT_DEFAULTS.max_request_tokens,
+    "Most tokens one request may ask for: prompts x n x max_tokens.",
 )
-@click.option(
+@flags.int_option(
     "--max-queued-tokens",
-    type=click.IntRange(min=1),
-    default=_LIMIT_DEFAULTS.max_queued_tokens,
-    show_default=True,
-    help="Most tokens queued over all clients; past it requests get 429 with Retry-After.",
+    _LIMIT_DEFAULTS.max_queued_tokens,
+    "Most tokens queued over all clients; past it requests get 429 with Retry-After.",
 )
-@click.option(
-    "--max-body-bytes", type=click.IntRange(min=1), default=_LIMIT_DEFAULTS.max_body_bytes, show_default=True
-)
-@click.option(
+@flags.int_option("--max-body-bytes", _LIMIT_DEFAULTS.max_body_bytes)
+@flags.float_option(
     "--read-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=_LIMIT_DEFAULTS.read_timeout_s,
-    show_default=True,
-    help="Seconds a connection may take to send a whole request.",
+    _LIMIT_DEFAULTS.read_timeout_s,
+    "Seconds a connection may take to send a whole request.",
+    min=0,
+    min_open=True,
 )
-@click.option(
+@flags.int_option(
     "--slice-tokens",
-    type=click.IntRange(min=1),
-    default=2**14,
-    show_default=True,
-    help="Most tokens (rows x max_tokens) of one request decoded per round: a small request waits for one slice "
+    2**14,
+    "Most tokens (rows x max_tokens) of one request decoded per round: a small request waits for one slice "
     "of a heavy one, not the whole of it. Lower: shorter waits; higher: more throughput for a lone heavy request.",
 )
-@click.option(
+@flags.int_option(
     "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU threads for torch (default: torch's choice); 1 is often fastest on a CPU shared with other work.",
+    None,
+    "CPU threads for torch (default: torch's choice); 1 is often fastest on a CPU shared with other work.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No request log.")
+@flags.quiet_option("No request log.")
 def serve(
     model_id,
     host,
