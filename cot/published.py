@@ -89,6 +89,10 @@ class LabelAgreement:
     """Our label -> number of chunks."""
     hits_any: int = 0
     """Chunks where our label is any of the published tags (not only the primary one)."""
+    problem_counts: Counter = field(default_factory=Counter)
+    """Problem folder name -> number of chunks (both base solutions of a problem together)."""
+    problem_hits: Counter = field(default_factory=Counter)
+    """Problem folder name -> chunks where our label agrees with the primary tag."""
 
     @property
     def accuracy(self) -> float:
@@ -108,6 +112,10 @@ class LabelAgreement:
     @property
     def majority_baseline(self) -> float:
         return max(self.counts.values()) / max(sum(self.counts.values()), 1)
+
+    def per_problem(self) -> dict[str, tuple[int, float]]:
+        """problem -> (chunks, agreement with the primary tag), problems in name order."""
+        return {p: (n, self.problem_hits[p] / n) for p, n in sorted(self.problem_counts.items())}
 
     def per_class(self) -> dict[str, tuple[int, float, float]]:
         """role -> (support, recall, precision); NaN where undefined."""
@@ -161,6 +169,8 @@ def _agreement(traces: list[LabelledTrace], predictions: list[list[str]]) -> Lab
             out.predicted[mine] += 1
             out.hits[gold] += gold == mine
             out.hits_any += mine in tags
+            out.problem_counts[t.problem] += 1
+            out.problem_hits[t.problem] += gold == mine
     return out
 
 
@@ -210,6 +220,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("C chosen per held-out problem: " + ", ".join(f"{p}={c:g}" for p, c in chosen.items()))
     _print_table(learned)
+    _print_problems(labelled_traces(dirs), la, learned)
+
+
+def _print_problems(traces: list[LabelledTrace], rules: LabelAgreement, learned: LabelAgreement) -> None:
+    """Agreement per held-out problem beside the problem's share of the two commonest published tags: the
+    published labels split computing from recalling differently from problem to problem."""
+    shares: dict[str, Counter] = {}
+    for t in traces:
+        shares.setdefault(t.problem, Counter()).update(g[0] for g in t.tags)
+    print(
+        f"{'problem':<16}{'chunks':>7}{'rules':>7}{'learned':>9}{'active_computation':>20}{'fact_retrieval':>16}"
+    )
+    for p, (n, acc) in learned.per_problem().items():
+        print(
+            f"{p:<16}{n:>7}{rules.per_problem()[p][1]:>7.2f}{acc:>9.2f}"
+            f"{shares[p]['active_computation'] / n:>20.2f}{shares[p]['fact_retrieval'] / n:>16.2f}"
+        )
 
 
 def _print_table(la: LabelAgreement) -> None:

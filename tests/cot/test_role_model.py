@@ -167,6 +167,19 @@ def test_agreement_counts_any_tag_and_macro_recall():
     la = _agreement(traces, [["self_checking", "plan_generation", "active_computation", "fact_retrieval"]])
     assert la.accuracy == 0.5 and la.accuracy_any == 0.75
     assert la.macro_recall == pytest.approx((0.5 + 0.5) / 2)
+    # per problem: both traces of a problem pool their chunks; problems in name order
+    more = [
+        *traces,
+        LabelledTrace("o", ["e"], [["self_checking"]]),
+        LabelledTrace("p", ["f"], [["self_checking"]]),
+    ]
+    la = _agreement(
+        more,
+        [["self_checking", "plan_generation", "active_computation", "fact_retrieval"]]
+        + [["self_checking"]] * 2,
+    )
+    assert la.per_problem() == {"o": (1, 1.0), "p": (5, pytest.approx(3 / 5))}
+    assert list(la.per_problem()) == ["o", "p"]
     with pytest.raises(ValueError, match="3 labels for 4 chunks"):
         _agreement(traces, [["self_checking"] * 3])
 
