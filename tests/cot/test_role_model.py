@@ -202,3 +202,19 @@ def test_training_script_writes_then_checks(tmp_path, capsys):
     load_role_model(WEIGHTS).save(out)
     assert train_main([*args, "--check"]) == 1
     assert "DIFFER" in capsys.readouterr().out
+
+
+def test_per_problem_table_prints_rules_learned_and_tag_shares(capsys):
+    """One row per problem: chunks, the rules' and the learned labeller's agreement, and the problem's share of
+    active_computation and fact_retrieval among its published primary tags."""
+    from cot.published import _print_problems
+
+    traces = [
+        LabelledTrace("q", ["a", "b"], [["active_computation"], ["fact_retrieval"]]),
+        LabelledTrace("q", ["c", "d"], [["active_computation"], ["active_computation"]]),
+    ]
+    rules = _agreement(traces, [["fact_retrieval"] * 2, ["fact_retrieval"] * 2])
+    learned = _agreement(traces, [["active_computation"] * 2, ["active_computation"] * 2])
+    _print_problems(traces, rules, learned)
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row == ["q", "4", "0.25", "0.75", "0.75", "0.25"]
