@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from cotscope import _options as flags
-from metrics._classify_validate import _split, evaluate_scores
+from metrics._classify_validate import _split, classify_posthoc, evaluate_scores
 from metrics._validate import VALIDATION_SEED
 
 __all__ = ["produced_at_position", "validate_probes", "validate_probes_command"]
@@ -114,9 +114,7 @@ def _classified_traces(
     examples: dict[int, Any], samples: int, cache: Path, log
 ) -> tuple[list, pl.DataFrame, float]:
     """Each organism's trace of every prompt, and the ``posthoc`` classifier's rows for them (column ``arm``)."""
-    from metrics._classifier_records import ClassifyConfig, TraceCase
-    from metrics._classifiers import classify
-    from metrics._judges import OrganismMistakes
+    from metrics._classifier_records import TraceCase
     from resampling import SamplingParams, make_backend, sample_traces
 
     cases, tables = [], []
@@ -134,11 +132,7 @@ def _classified_traces(
             if t.answer is not None and not t.truncated and t.cot.strip()
         ]
         log(f"post-hoc classifier: {len(mine)} {name} traces")
-        cfg = ClassifyConfig(samples=samples, seed=0, max_new_tokens=200)
-        t = classify(
-            mine, be, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
-        )
-        tables.append(t.with_columns(pl.lit(name).alias("arm")))
+        tables.append(classify_posthoc(mine, be, name, samples, cache))
         cases += mine
     return cases, pl.concat(tables), time.perf_counter() - start
 

@@ -301,3 +301,11 @@ def test_cli_refuses_a_model_without_traces_in_one_line(tmp_path, capsys):
     assert main(["probes", "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--trace" in err[0]
+
+
+def test_forced_answer_importance_score_is_minus_the_largest_step():
+    from metrics._probes_validate import _forced_importance
+
+    assert _forced_importance([0.9, 0.9, 1.0, 1.0]) == pytest.approx(-0.1)  # post-hoc: settled before the CoT
+    assert _forced_importance([0.1, 0.2, 0.9, 1.0]) == pytest.approx(-0.7)  # the third sentence decides
+    assert _forced_importance([None, 0.5, None]) is None
