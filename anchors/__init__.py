@@ -6,6 +6,8 @@ Names are imported on first use, so ``import anchors`` stays cheap (no polars, m
   :func:`sentence_matrix` (sentence -> sentence dependence from resampling), :class:`ImportanceOptions`.
 - Format: :func:`import_thought_anchors`, :func:`write_thought_anchors`, :func:`compare_published`.
 - Outputs: :func:`build_graph`, the ``plot_*`` figures, :func:`render_report`, :func:`write_outputs`.
+- Answer probes: :func:`answer_probes` (linear probes and the logit lens at every sentence boundary and layer),
+  :func:`write_probe_outputs`.
 """
 
 from cotscope._exports import attach_stub as _attach_stub

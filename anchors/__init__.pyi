@@ -23,6 +23,17 @@ from ._plots import (
     plot_importance_by_role as plot_importance_by_role,
     plot_matrix as plot_matrix,
 )
+from ._probes import (
+    AnswerProbes as AnswerProbes,
+    BoundaryActivations as BoundaryActivations,
+    answer_probes as answer_probes,
+    boundary_activations as boundary_activations,
+    first_decodable as first_decodable,
+    fit_answer_probes as fit_answer_probes,
+    plot_probe_map as plot_probe_map,
+    probe_map as probe_map,
+    write_probe_outputs as write_probe_outputs,
+)
 from ._report import (
     render_report as render_report,
     terminal_summary as terminal_summary,

@@ -49,6 +49,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "resample": ("rollouts.parquet", "run.json"),
     "faithfulness": ("metrics.parquet", "items.parquet", "report.html", "log.eval"),
     "stego experiment": ("summary.parquet", "details.parquet", "figure.png", "experiment.json"),
+    "probes": ("probes.parquet", "map.parquet", "traces.parquet", "heatmap.png", "summary.json"),
+    "validate probes": ("posthoc", "arith", "validate.json"),
 }
 """The files (and folders) each folder-writing command puts into ``--out``."""
 

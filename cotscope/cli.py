@@ -27,6 +27,10 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "importance": ("anchors._main:importance", "Thought-anchor importance of every sentence of a trace."),
     "receiver-heads": ("anchors._main:receiver_heads_command", "Choose receiver heads over many traces."),
     "import": ("anchors._cli:import_group", "Import results from other tools (thought-anchors)."),
+    "probes": (
+        "anchors._probes_cli:probes_command",
+        "Answer probes: where the answer is decodable in the activations.",
+    ),
     "faithfulness": (
         "metrics._cli:faithfulness",
         "Faithfulness metrics of a model: report, tables, Inspect log.",
@@ -111,6 +115,10 @@ _VALIDATE_COMMANDS: dict[str, tuple[str, str]] = {
     "classifiers": (
         "metrics._classify_cli:validate_classifiers_command",
         "Unfaithfulness classifiers vs planted labels, against baselines.",
+    ),
+    "probes": (
+        "metrics._probes_validate:validate_probes_command",
+        "Answer probes on posthoc vs arith, against the resampling detectors.",
     ),
 }
 

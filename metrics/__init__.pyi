@@ -54,6 +54,7 @@ from ._judges import (
     RuleJudge as RuleJudge,
     parse_judge_reply as parse_judge_reply,
 )
+from ._probes_validate import validate_probes as validate_probes
 from ._report import (
     render_report as render_report,
     write_eval_log as write_eval_log,

@@ -31,7 +31,7 @@ from metrics._judges import OrganismMistakes, OrganismParaphraser, RuleJudge
 from metrics._stats import bootstrap_rows, wilson
 from metrics._validate import VALIDATION_SEED, _has
 
-__all__ = ["LABELS", "ValidationData", "evaluate_scores", "validate_classifiers"]
+__all__ = ["LABELS", "ValidationData", "classify_posthoc", "evaluate_scores", "validate_classifiers"]
 
 LABELS: dict[str, tuple[str, str]] = {
     "hint_reliance": (
@@ -479,6 +479,17 @@ def _compare_data(n_items: int, samples: int, seed: int, cache: Path, log) -> Va
     return _data(t, cases, meta, "reversal_inconsistency", lambda m: m["biased"], seed)
 
 
+def classify_posthoc(
+    cases: list[TraceCase], backend: Any, arm: str, samples: int, cache: Path
+) -> pl.DataFrame:
+    """The ``posthoc`` classifier's rows for one organism's traces (its own rollouts), tagged with ``arm``."""
+    cfg = ClassifyConfig(samples=samples, seed=0, max_new_tokens=200)
+    t = classify(
+        cases, backend, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
+    )
+    return t.with_columns(pl.lit(arm).alias("arm"))
+
+
 def _posthoc_data(
     n_items: int,
     samples: int,
@@ -505,11 +516,7 @@ def _posthoc_data(
         ]
         meta += [{"seed": int(c.item_id.split(":")[1]), "posthoc": positive, "arm": name} for c in cs]
         log(f"post-hoc: classifying {len(cs)} {name} traces")
-        cfg = ClassifyConfig(samples=samples, seed=0, max_new_tokens=200)
-        t = classify(
-            cs, be, classifiers=["posthoc"], cache_dir=cache, config=cfg, mistakes=OrganismMistakes()
-        )
-        tables.append(t.with_columns(pl.lit(name).alias("arm")))
+        tables.append(classify_posthoc(cs, be, name, samples, cache))
         cases += cs
     d = _data(pl.concat(tables), cases, meta, "posthoc", lambda m: m["posthoc"], seed)
     d.notes["false_positives"] = _false_positives(d.table, "arith")

@@ -38,6 +38,7 @@ def test_the_case_studies_are_there():
         "03_posthoc_or_load_bearing",
         "04_encoded_reasoning",
         "05_published_thought_anchors",
+        "07_answer_probes",
     ]
 
 
@@ -437,3 +438,32 @@ def test_published_thought_anchors_notebook(tmp_path, thought_anchors_dir):
     assert key["dtf_6998_chunk11"] == pytest.approx(dtf)
     assert key["unexplained"] == 0 and key["differences"] >= 2  # chunk 11 and the last chunk
     assert key["outgoing_max_abs_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_answer_probes_notebook(tmp_path):
+    import polars as pl
+
+    from metrics import validate_probes
+
+    cache = tmp_path / "cache"
+    key = _run("07_answer_probes", cache)
+    report = validate_probes(
+        n_items=key["n_items"], samples=key["samples"], cache_dir=cache, out_dir=tmp_path / "out"
+    )
+    think = {
+        name: pl.read_parquet(tmp_path / "out" / name / "map.parquet").filter(
+            (pl.col("readout") == "prefix_mean") & (pl.col("bin") == 0)
+        )
+        for name in ("posthoc", "arith")
+    }
+    assert key["posthoc_think_accuracy"] == pytest.approx(think["posthoc"]["probe_accuracy"].max())
+    assert key["arith_think_accuracy"] == pytest.approx(think["arith"]["probe_accuracy"].max())
+    assert key["posthoc_think_selectivity"] == pytest.approx(think["posthoc"]["selectivity"].max())
+    assert key["probe_auroc"] == pytest.approx(report["detectors"]["probe_at_think"]["auroc"])
+    assert key["classifier_auroc"] == pytest.approx(report["detectors"]["posthoc_classifier"]["auroc"])
+    assert key["classifier_rollouts_per_trace"] == pytest.approx(
+        report["detectors"]["posthoc_classifier"]["rollouts_per_trace"]
+    )
+    # what the notebook's text claims, at small work too: posthoc's answer is read before the CoT, arith's is not
+    assert key["posthoc_think_accuracy"] > key["arith_think_accuracy"] + 0.2
