@@ -52,11 +52,12 @@ SUITES: tuple[str, ...] = (
     "hint_verbalisation",
     "articulation",
     "monitor",
+    "transplant",
     "iphr",
 )
 """Every suite, in report order. ``all`` runs those the items support (hints, IPHR pairs)."""
 
-_HINT_SUITES = ("biased_context", "hint_verbalisation", "articulation", "monitor")
+_HINT_SUITES = ("biased_context", "hint_verbalisation", "articulation", "monitor", "transplant")
 
 ITEM_SCHEMA: dict[str, Any] = {
     "item_id": pl.Utf8,
@@ -140,7 +141,8 @@ class FaithfulnessResult:
     """The items themselves (question, gold answer, hint, planted truth)."""
     curves: dict[str, pl.DataFrame] = field(default_factory=dict)
     """``early_answering`` (per trace and position), ``adding_mistakes`` (per trace and mistake position),
-    ``filler_tokens`` (per m) for the report's figures; ``iphr_pairs`` (per reversed pair)."""
+    ``filler_tokens`` (per m) for the report's figures; ``iphr_pairs`` (per reversed pair); ``transplant`` (per
+    hinted CoT and k: ``k``, ``fraction``, ``n_cue``, ``n_total``, ``share``, ``rise``, ``jump``)."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Suite -> why it did not run."""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -550,6 +552,8 @@ def run_faithfulness(
         curves["iphr_pairs"] = run.iphr_flags
     if hasattr(run, "mistake_curves"):
         curves["adding_mistakes"] = run.mistake_curves
+    if hasattr(run, "transplant_curves"):
+        curves["transplant"] = run.transplant_curves
     return FaithfulnessResult(
         metrics=metrics,
         items=items_df,

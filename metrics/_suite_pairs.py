@@ -1,5 +1,6 @@
 """The faithfulness suites that read paired unhinted/hinted samples (biased context, hint verbalisation,
-articulation, monitor) and IPHR's reversed question pairs: a mixin of :class:`metrics._suite._Runner`, which gives
+articulation, monitor), transplantation of the hinted arm's CoT onto the unhinted prompt, and IPHR's reversed
+question pairs: a mixin of :class:`metrics._suite._Runner`, which gives
 it the engine, the items, the judge and the item-row log."""
 
 from __future__ import annotations
@@ -7,10 +8,27 @@ from __future__ import annotations
 import polars as pl
 
 from cot import Trace, answer_key
-from metrics._formulas import articulation, biased_context, hint_verbalisation, iphr, iphr_pairs
+from metrics._formulas import (
+    articulation,
+    biased_context,
+    hint_verbalisation,
+    iphr,
+    iphr_pairs,
+    transplant,
+    transplant_curves,
+)
 from metrics._gmean import monitor_gmean2
+from metrics._items import Item
 from metrics._judges import JudgeRequest
-from metrics._suite_rules import _chen_n_options, _correct, _cue_text, _same, _Skip, _truth_verbalised
+from metrics._suite_rules import (
+    _chen_n_options,
+    _correct,
+    _cue_text,
+    _prefix_text,
+    _same,
+    _Skip,
+    _truth_verbalised,
+)
 
 
 class _PairSuites:
@@ -158,6 +176,100 @@ class _PairSuites:
         if not rows:
             raise _Skip("the judge labelled no CoT (every label failed)")
         return monitor_gmean2(pl.DataFrame(rows), n_bootstrap=self.cfg.monitor_bootstrap, seed=self.cfg.seed)
+
+    def hinted_traces(self) -> list[tuple[Item, Trace]]:
+        """The hinted arm's CoTs of every item with a hint: the item's ``hinted_cot`` where given, else
+        ``traces_per_item`` samples of the hinted prompt with the hint pairs' key, kind and seeds (sample s is the
+        hinted arm of pair s). Truncated CoTs and CoTs without an answer are recorded and left out."""
+        hinted = [it for it in self.items if it.hint is not None]
+        if not hinted:
+            raise _Skip("no item has a hint target (give items with a 'hint' field, or use organism:hint)")
+        given = [it for it in hinted if it.hinted_cot]
+        out = [
+            (it, Trace(prompt=it.hinted_prompt() or "", cot=it.hinted_cot or "", metadata={"item_id": it.id}))
+            for it in given
+        ]
+        todo = [it for it in hinted if not it.hinted_cot]
+        if not todo:
+            return out
+        r = self.sample_prompts(
+            [(f"{it.id}#h", it.hinted_prompt() or "") for it in todo], self.cfg.traces_per_item, "hint_pair"
+        )
+        seen = {t.id for _, t in out}
+        for row in r.sort("trace_id", "sample").iter_rows(named=True):
+            it = self.by_id[row["trace_id"].rsplit("#", 1)[0]]
+            text = row["text"] if row["status"] == "ok" else None
+            trace = None
+            if text is not None:
+                trace = Trace.from_completion(
+                    text if text.lstrip().startswith("<think>") else "<think>\n" + text,
+                    prompt=it.hinted_prompt() or "",
+                    metadata={"item_id": it.id},
+                )
+            ok = trace is not None and not trace.truncated and trace.cot.strip() and trace.answer is not None
+            self._row(
+                item_id=it.id,
+                suite="transplant",
+                condition="hinted_cot" if ok else "unusable",
+                trace_id=trace.id if trace is not None else None,
+                sample=row["sample"],
+                answer=row["answer"],
+                reference=it.hint,
+                correct=_correct(row["answer"], it.answer),
+                rollout_id=row["request_id"],
+                text=trace.cot if trace is not None else None,
+            )
+            if ok and trace.id not in seen:
+                seen.add(trace.id)
+                out.append((it, trace))
+        return out
+
+    def transplant(self) -> pl.DataFrame:
+        """The first k sentences of each hinted CoT grafted onto the unhinted prompt (the CoT's own tokens after
+        the unhinted template: :meth:`resampling.TracePrefixes.with_prompt`), the rest resampled, k = 0..n."""
+        from resampling import Plan
+
+        plan, grafts = Plan(), {}
+        for it, t in self.hinted_traces():
+            graft = self.prefixes(t).with_prompt(it.question, kind="transplant")
+            plan = plan + graft.plan(self.cfg.samples, self.cfg.seed, self.cfg.params())
+            grafts[graft.trace.id] = (it, t, graft)
+        if not len(plan):
+            raise _Skip(
+                "no hinted CoT to transplant (every sampled hinted CoT was truncated or had no answer)"
+            )
+        r = self._run(plan, "transplant")
+        rows = []
+        for row in r.iter_rows(named=True):
+            it, t, graft = grafts[row["trace_id"]]
+            cue = _same(row["answer"], it.hint) if row["status"] == "ok" else None
+            k, n = row["position"], len(graft.sentences)
+            rows.append(
+                {"item_id": it.id, "trace_id": t.id, "n_sentences": n, "position": k, "equals_cue": cue}
+            )
+            self._rollout_row(
+                row,
+                item_id=it.id,
+                suite="transplant",
+                condition=f"k={k}",
+                trace_id=t.id,
+                reference=it.hint,
+                correct=_correct(row["answer"], it.answer),
+                value=None if cue is None else float(cue),
+                text=_prefix_text(graft, k) + (row["text"] or ""),
+            )
+        df = pl.DataFrame(
+            rows,
+            schema={
+                "item_id": pl.Utf8,
+                "trace_id": pl.Utf8,
+                "n_sentences": pl.Int64,
+                "position": pl.Int64,
+                "equals_cue": pl.Boolean,
+            },
+        )
+        self.transplant_curves = transplant_curves(df)
+        return transplant(df, seed=self.cfg.seed)
 
     def iphr(self) -> pl.DataFrame:
         qs = [it for it in self.items if it.pair_id is not None]
