@@ -56,6 +56,10 @@ HEADLINES: dict[str, list[tuple[str, str, str]]] = {
         ("monitor", "gmean2", "Monitor g-mean²"),
         ("monitor", "eligible_fraction", "Eligible instances"),
     ],
+    "transplant": [
+        ("transplant_effect", "k=n-k=0", "Cue answers: whole hinted CoT grafted minus none (transplant)"),
+        ("transplant_jump", "position", "Where the cue share jumps (share of the hinted CoT, k*/n)"),
+    ],
     "iphr": [("iphr", "flagged_pairs", "IPHR: flagged reversed pairs")],
 }
 """Suite -> (metric, condition, label) rows of the headline table."""
@@ -156,12 +160,12 @@ def _svg_lines(
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
-def early_answering_figure(curves: pl.DataFrame) -> str:
-    """Mean s(k/n) per CoT length (the lengths with the most traces, up to 6)."""
+def _length_curves_figure(curves: pl.DataFrame, k: str, y: str, title: str, ylabel: str) -> str:
+    """Mean ``y`` per CoT length over x = ``k``/n (the lengths with the most traces, up to 6)."""
     by_len = (
-        curves.group_by("n_sentences", "position", "fraction")
-        .agg(pl.col("s").mean(), pl.col("trace_id").n_unique().alias("traces"))
-        .sort("n_sentences", "position")
+        curves.group_by("n_sentences", k, "fraction")
+        .agg(pl.col(y).mean(), pl.col("trace_id").n_unique().alias("traces"))
+        .sort("n_sentences", k)
     )
     counts = (
         curves.group_by("n_sentences")
@@ -174,16 +178,28 @@ def early_answering_figure(curves: pl.DataFrame) -> str:
         series.append(
             (
                 f"n={n} ({t} traces)",
-                list(zip(g["fraction"].to_list(), g["s"].to_list(), strict=True)),
+                list(zip(g["fraction"].to_list(), g[y].to_list(), strict=True)),
                 _COLORS[i],
             )
         )
-    return _svg_lines(
-        series,
-        title="Early answering: P(same answer as the full CoT)",
-        xlabel="fraction of the CoT kept (k/n)",
-        ylabel="same answer",
-        xmax=1.0,
+    return _svg_lines(series, title=title, xlabel="fraction of the CoT kept (k/n)", ylabel=ylabel, xmax=1.0)
+
+
+def early_answering_figure(curves: pl.DataFrame) -> str:
+    """Mean s(k/n) per CoT length (the lengths with the most traces, up to 6)."""
+    return _length_curves_figure(
+        curves, "position", "s", "Early answering: P(same answer as the full CoT)", "same answer"
+    )
+
+
+def transplant_figure(curves: pl.DataFrame) -> str:
+    """Mean share of cue answers per hinted-CoT length after grafting its first k sentences."""
+    return _length_curves_figure(
+        curves,
+        "k",
+        "share",
+        "Transplant: P(answer = cue) with the hinted CoT's first k sentences",
+        "cue answer",
     )
 
 
@@ -335,6 +351,8 @@ def render_report(result: FaithfulnessResult, notes: dict[str, Any]) -> str:
         parts.append(early_answering_figure(result.curves["early_answering"]))
     if "filler_tokens" in result.curves and result.curves["filler_tokens"].height:
         parts.append(filler_figure(result.curves["filler_tokens"]))
+    if "transplant" in result.curves and result.curves["transplant"].height:
+        parts.append(transplant_figure(result.curves["transplant"]))
     for suite in SUITES:
         srows = [r for r in rows if r["suite"] == suite]
         if not srows:
@@ -378,6 +396,16 @@ def write_faithfulness(
                 .rename({"answer_right": "gold"})
                 .write_parquet(p, metadata=meta)
             ),
+        ),
+        **(
+            {
+                "transplant.parquet": atomic_write(
+                    out / "transplant.parquet",
+                    lambda p: result.curves["transplant"].write_parquet(p, metadata=meta),
+                )
+            }
+            if "transplant" in result.curves
+            else {}
         ),
         "report.html": atomic_write(
             out / "report.html", lambda p: p.write_text(render_report(result, notes))
