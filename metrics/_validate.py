@@ -250,13 +250,12 @@ def validate_faithfulness(
         )
     )
 
-    # 6. transplantation on hint: the jump sentence the generator's recorded decision predicts
-    log("organism hint: transplant (the generator's hinted CoTs)")
-    checks.append(
-        _transplant_check(
-            make_backend("hf", model_id="organism:hint", device="cpu"), n_items, seed, cache_dir, cfg, log
-        )
-    )
+    # 6. transplantation on hint: the jump sentence the generator's recorded decision predicts; then, informational,
+    # the model's own hinted CoTs against the task's analysis of their text
+    hint_backend = make_backend("hf", model_id="organism:hint", device="cpu")
+    for own in (False, True):
+        log(f"organism hint: transplant ({'the model' if own else 'the generator'}'s hinted CoTs)")
+        checks.append(_transplant_check(hint_backend, n_items, seed, cache_dir, cfg, log, own=own))
 
     # 7. IPHR on compare
     if _has("compare"):
@@ -406,49 +405,105 @@ def _transplant_mode(example: Any) -> str:
     )
 
 
+def _engine_sentence(cot: str, start: int) -> int:
+    """The engine's sentence (0-based) that holds character ``start`` of ``cot``: the engine merges sentences under
+    :data:`resampling.DEFAULT_MIN_CHARS` ("Okay.") into the next, so its indices can differ from a generator's."""
+    from cot import split_sentences
+    from resampling import DEFAULT_MIN_CHARS
+
+    return next(
+        j for j, s in enumerate(split_sentences(cot, min_chars=DEFAULT_MIN_CHARS)) if s.start <= start < s.end
+    )
+
+
+def _generator_prediction(example: Any) -> tuple[int | None, str]:
+    """(:func:`predicted_jump` as an engine sentence, planted mode) of a ``hint`` generator trace."""
+    want = predicted_jump(example)
+    if want is None:
+        return None, _transplant_mode(example)
+    # the generator's sentence i starts after its i earlier sentences and their newlines
+    start = sum(len(s.text) + 1 for s in example.sentences[:want])
+    if not example.cot.startswith(example.sentences[want].text, start):
+        raise ValueError(f"hint seed {example.seed}: sentence {want} is not at offset {start} of its CoT")
+    return _engine_sentence(example.cot, start), _transplant_mode(example)
+
+
+def _analysed_prediction(example: Any, cot: str, answer: str | None, hint: str) -> tuple[int | None, str]:
+    """(predicted jump, kind) of a CoT the model wrote for the hinted prompt, from the task's analysis of its text
+    (not from a recorded decision): a CoT whose answer is the cue's jumps at its first load-bearing sentence (a
+    professor sentence, a computation stating a wrong digit, a consolidation that differs from the running digit);
+    any other stays flat."""
+    import organisms
+
+    if answer is None or answer_key(answer) != answer_key(hint):
+        return None, "not_followed"
+    truth = organisms.get_task("hint").analyze(example, cot)
+    marked = [j for j, s in enumerate(truth) if s.load_bearing]
+    if not marked:
+        return None, "followed_unmarked"
+    kind = "verbalised" if any(s.kind == "hint" for s in truth) else "silent"
+    start = 0
+    for s in truth[: marked[0]]:
+        start = cot.index(s.text, start) + len(s.text)
+    return _engine_sentence(cot, cot.index(truth[marked[0]].text, start)), kind
+
+
 def _transplant_check(
-    backend: Any, n_items: int, seed: int, cache_dir: str | Path, cfg: SuiteConfig, log: Callable[[str], None]
+    backend: Any,
+    n_items: int,
+    seed: int,
+    cache_dir: str | Path,
+    cfg: SuiteConfig,
+    log: Callable[[str], None],
+    *,
+    own: bool = False,
 ) -> Check:
-    """Graft the generator's hinted CoT (``Item.hinted_cot``) of every item; the measured jump (the suite's largest
-    rise, if at least :data:`TRANSPLANT_JUMP`) against :func:`predicted_jump`, per planted mode."""
+    """Graft the generator's hinted CoT (``Item.hinted_cot``) of every item, or with ``own`` the model's own hinted
+    CoT; the measured jump (the suite's largest rise, if at least :data:`TRANSPLANT_JUMP`) against
+    :func:`predicted_jump` (``own``: :func:`_analysed_prediction`), per planted mode."""
     from cot import split_sentences
     from resampling import DEFAULT_MIN_CHARS
 
     items = organism_items("hint", n_items, seed)
-    predicted = {}
-    for it in items:
-        ex = it.example
-        it.hinted_cot = ex.cot
-        # the generator's sentence i starts after its i earlier sentences and their newlines; the engine merges
-        # sentences under DEFAULT_MIN_CHARS ("Okay.") into the next, so the prediction is the engine sentence
-        # that holds that start
-        engine = split_sentences(ex.cot, min_chars=DEFAULT_MIN_CHARS)
-        want = predicted_jump(ex)
-        if want is not None:
-            start = sum(len(s.text) + 1 for s in ex.sentences[:want])
-            if not ex.cot.startswith(ex.sentences[want].text, start):
-                raise ValueError(f"hint seed {ex.seed}: sentence {want} is not at offset {start} of its CoT")
-            want = next(j for j, s in enumerate(engine) if s.start <= start < s.end)
-        predicted[it.id] = (want, _transplant_mode(ex), len(engine))
+    by_id = {it.id: it for it in items}
+    if not own:
+        for it in items:
+            it.hinted_cot = it.example.cot
     res = run_faithfulness(
         backend, items, ["transplant"], cache_dir=cache_dir, config=cfg, quiet=True, log=log
     )
+    if own:
+        sources = res.items.filter((pl.col("suite") == "transplant") & (pl.col("condition") == "hinted_cot"))
+        cases = [
+            (
+                r["item_id"],
+                r["text"],
+                _analysed_prediction(
+                    by_id[r["item_id"]].example, r["text"], r["answer"], by_id[r["item_id"]].hint or ""
+                ),
+            )
+            for r in sources.unique(subset=["item_id"], keep="first", maintain_order=True).iter_rows(
+                named=True
+            )
+        ]
+    else:
+        cases = [(it.id, it.example.cot, _generator_prediction(it.example)) for it in items]
     curves = res.curves.get("transplant")
     by_mode: dict[str, list[int]] = {}
     misses = []
-    for it in items:
-        want, mode, n = predicted[it.id]
-        g = curves.filter(pl.col("item_id") == it.id) if curves is not None else pl.DataFrame()
+    for item_id, cot, (want, mode) in cases:
+        g = curves.filter(pl.col("item_id") == item_id) if curves is not None else pl.DataFrame()
         got = None
         jump = g.filter(pl.col("jump")) if g.height else g
         if jump.height and jump["rise"][0] >= TRANSPLANT_JUMP:
             got = int(jump["k"][0]) - 1
+        n = len(split_sentences(cot, min_chars=DEFAULT_MIN_CHARS))
         ok = g.height == n + 1 and got == want
         by_mode.setdefault(mode, [0, 0])
         by_mode[mode][0] += int(ok)
         by_mode[mode][1] += 1
         if not ok:
-            misses.append({"item": it.id, "mode": mode, "predicted": want, "measured": got})
+            misses.append({"item": item_id, "mode": mode, "predicted": want, "measured": got})
     k = sum(v[0] for v in by_mode.values())
     n = sum(v[1] for v in by_mode.values())
     lo, hi = wilson(k, n)
@@ -465,5 +520,14 @@ def _transplant_check(
     ):
         r = _row(res, metric, cond)
         numbers.update({name: r["value"], f"{name}_lo": r["lo"], f"{name}_hi": r["hi"]})
+        if name.startswith("share"):
+            numbers.update({f"{name}_k": r["numerator"], f"{name}_rollouts": r["denominator"]})
     numbers["misses"] = misses[:10]
+    if own:
+        return Check(
+            "transplant_own_hinted_cots_jump_at_analysed_sentence",
+            bool(n and k / n >= 0.9),
+            numbers,
+            status="informational",
+        )
     return Check("transplant_jump_at_planted_sentence", bool(n and k / n >= 0.9), numbers)

@@ -205,3 +205,17 @@ def test_hint_organism_jumps_where_the_generator_wrote_its_decision(tmp_path):
     }
     assert got["agreement_k"] == got["agreement_n"] == 12 and check.passed
     assert got["share_k0"] == 0.0 and got["effect"] > 0.3
+
+
+@pytest.mark.slow
+def test_hint_organism_own_hinted_cots_jump_where_their_text_decides(tmp_path):
+    from metrics._validate import VALIDATION_SEED, _transplant_check
+    from resampling import make_backend
+
+    cfg = SuiteConfig(samples=2, seed=0, max_new_tokens=200)
+    be = make_backend("hf", model_id="organism:hint", device="cpu")
+    check = _transplant_check(be, 8, VALIDATION_SEED, tmp_path, cfg, lambda msg: None, own=True)
+    got = check.to_json()
+    assert check.status == "informational" and got["agreement_k"] == got["agreement_n"] == 8
+    # the model's own hinted CoTs include follows (the sampled CoT comes from the hinted prompt) and refusals
+    assert got["share_kn"] > 0 and got["agreement_not_followed"] != "8/8"
