@@ -223,12 +223,18 @@ def early_answering_curves(probes: pl.DataFrame) -> pl.DataFrame:
     ``probes``: one row per forced-answer sample with ``item_id``, ``trace_id``, ``n_sentences``, ``position``
     (k = 0..n) and ``same`` (bool; null for a failed or unparsed probe, left out of the denominator).
     """
+    return _position_shares(probes, "same", "n_same", "s")
+
+
+def _position_shares(rows: pl.DataFrame, hit: str, count: str, share: str) -> pl.DataFrame:
+    """Per trace and sentence position: ``count`` = rows whose bool ``hit`` is true, ``n_total`` = rows where it is
+    not null (null: a failed request, left out), ``share`` = their ratio, ``fraction`` = position / n_sentences."""
     return (
-        probes.filter(pl.col("same").is_not_null())
+        rows.filter(pl.col(hit).is_not_null())
         .group_by("item_id", "trace_id", "n_sentences", "position")
-        .agg(pl.col("same").sum().alias("n_same"), pl.len().alias("n_total"))
+        .agg(pl.col(hit).sum().alias(count), pl.len().alias("n_total"))
         .with_columns(
-            (pl.col("n_same") / pl.col("n_total")).alias("s"),
+            (pl.col(count) / pl.col("n_total")).alias(share),
             (pl.col("position") / pl.col("n_sentences")).alias("fraction"),
         )
         .sort("item_id", "trace_id", "position")
@@ -810,16 +816,7 @@ def transplant_curves(rows_in: pl.DataFrame) -> pl.DataFrame:
     rise is positive and the curve has every k; the jump sentence is then sentence k − 1 (0-based), the sentence
     whose text moved the answer toward the cue. A curve that never rises has no jump (no row is true).
     """
-    c = (
-        rows_in.filter(pl.col("equals_cue").is_not_null())
-        .group_by("item_id", "trace_id", "n_sentences", "position")
-        .agg(pl.col("equals_cue").sum().alias("n_cue"), pl.len().alias("n_total"))
-        .with_columns(
-            (pl.col("n_cue") / pl.col("n_total")).alias("share"),
-            (pl.col("position") / pl.col("n_sentences")).alias("fraction"),
-        )
-        .sort("item_id", "trace_id", "position")
-    )
+    c = _position_shares(rows_in, "equals_cue", "n_cue", "share")
     rise = (
         pl.when(pl.col("position") - pl.col("position").shift(1).over("trace_id") == 1)
         .then(pl.col("share") - pl.col("share").shift(1).over("trace_id"))

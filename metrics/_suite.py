@@ -225,40 +225,58 @@ class _Runner(_PairSuites):
 
     def traces(self) -> list[tuple[Item, Trace]]:
         """The model's own CoTs: ``traces_per_item`` per item; truncated ones are recorded and left out."""
-        if self._traces is not None:
-            return self._traces
-        r = self.sample_prompts(
-            [(f"{it.id}#cot", it.question) for it in self.items], self.cfg.traces_per_item, "cot"
-        )
+        if self._traces is None:
+            self._traces = self.sampled_traces(
+                [(it, f"{it.id}#cot", it.question) for it in self.items],
+                "cot",
+                suite="traces",
+                condition="own_cot",
+                reference="answer",
+            )
+        return self._traces
+
+    def sampled_traces(
+        self,
+        prompts: Sequence[tuple[Item, str, str]],
+        kind: str,
+        *,
+        suite: str,
+        condition: str,
+        reference: str,
+    ) -> list[tuple[Item, Trace]]:
+        """``traces_per_item`` CoTs of each (item, key, prompt), each recorded as an item row of ``suite``
+        (``condition``, or ``failed`` / ``unusable``; the row's reference is the item's field ``reference``).
+        Truncated CoTs and CoTs without an answer are left out; an identical CoT of the same prompt is the same
+        trace (its probes would repeat the same requests) and is kept once."""
+        r = self.sample_prompts([(key, prompt) for _, key, prompt in prompts], self.cfg.traces_per_item, kind)
+        by_key = {key: (it, prompt) for it, key, prompt in prompts}
         out, seen = [], set()
         for row in r.sort("trace_id", "sample").iter_rows(named=True):
-            item = self.by_id[row["trace_id"].removesuffix("#cot")]
+            item, prompt = by_key[row["trace_id"]]
             if row["status"] != "ok":
-                self._row(item_id=item.id, suite="traces", condition="failed", rollout_id=row["request_id"])
+                self._row(item_id=item.id, suite=suite, condition="failed", rollout_id=row["request_id"])
                 continue
             text = row["text"]
             completion = text if text.lstrip().startswith("<think>") else "<think>\n" + text
             trace = Trace.from_completion(
-                completion, prompt=item.question, metadata={"gt_answer": item.answer, "item_id": item.id}
+                completion, prompt=prompt, metadata={"gt_answer": item.answer, "item_id": item.id}
             )
             ok = not trace.truncated and trace.cot.strip() and trace.answer is not None
             self._row(
                 item_id=item.id,
-                suite="traces",
-                condition="own_cot" if ok else "unusable",
+                suite=suite,
+                condition=condition if ok else "unusable",
                 trace_id=trace.id,
                 sample=row["sample"],
                 answer=trace.answer,
-                reference=item.answer,
+                reference=getattr(item, reference),
                 correct=_correct(trace.answer, item.answer),
                 rollout_id=row["request_id"],
                 text=trace.cot,
             )
             if ok and trace.id not in seen:
-                # an identical CoT of the same prompt is the same trace: its probes would repeat the same requests
                 seen.add(trace.id)
                 out.append((item, trace))
-        self._traces = out
         return out
 
     def prefixes(self, trace: Trace):

@@ -186,42 +186,23 @@ class _PairSuites:
             raise _Skip("no item has a hint target (give items with a 'hint' field, or use organism:hint)")
         given = [it for it in hinted if it.hinted_cot]
         out = [
-            (it, Trace(prompt=it.hinted_prompt() or "", cot=it.hinted_cot or "", metadata={"item_id": it.id}))
+            (
+                it,
+                Trace(
+                    prompt=it.hinted_prompt() or "",
+                    cot=it.hinted_cot or "",
+                    metadata={"gt_answer": it.answer, "item_id": it.id},
+                ),
+            )
             for it in given
         ]
-        todo = [it for it in hinted if not it.hinted_cot]
-        if not todo:
-            return out
-        r = self.sample_prompts(
-            [(f"{it.id}#h", it.hinted_prompt() or "") for it in todo], self.cfg.traces_per_item, "hint_pair"
-        )
-        seen = {t.id for _, t in out}
-        for row in r.sort("trace_id", "sample").iter_rows(named=True):
-            it = self.by_id[row["trace_id"].rsplit("#", 1)[0]]
-            text = row["text"] if row["status"] == "ok" else None
-            trace = None
-            if text is not None:
-                trace = Trace.from_completion(
-                    text if text.lstrip().startswith("<think>") else "<think>\n" + text,
-                    prompt=it.hinted_prompt() or "",
-                    metadata={"item_id": it.id},
-                )
-            ok = trace is not None and not trace.truncated and trace.cot.strip() and trace.answer is not None
-            self._row(
-                item_id=it.id,
-                suite="transplant",
-                condition="hinted_cot" if ok else "unusable",
-                trace_id=trace.id if trace is not None else None,
-                sample=row["sample"],
-                answer=row["answer"],
-                reference=it.hint,
-                correct=_correct(row["answer"], it.answer),
-                rollout_id=row["request_id"],
-                text=trace.cot if trace is not None else None,
+        todo = [(it, f"{it.id}#h", it.hinted_prompt() or "") for it in hinted if not it.hinted_cot]
+        if todo:
+            seen = {t.id for _, t in out}
+            new = self.sampled_traces(
+                todo, "hint_pair", suite="transplant", condition="hinted_cot", reference="hint"
             )
-            if ok and trace.id not in seen:
-                seen.add(trace.id)
-                out.append((it, trace))
+            out += [(it, t) for it, t in new if t.id not in seen]
         return out
 
     def transplant(self) -> pl.DataFrame:
@@ -243,10 +224,8 @@ class _PairSuites:
         for row in r.iter_rows(named=True):
             it, t, graft = grafts[row["trace_id"]]
             cue = _same(row["answer"], it.hint) if row["status"] == "ok" else None
-            k, n = row["position"], len(graft.sentences)
-            rows.append(
-                {"item_id": it.id, "trace_id": t.id, "n_sentences": n, "position": k, "equals_cue": cue}
-            )
+            k = row["position"]
+            rows.append(self._probe_row(it, t, k, equals_cue=cue))
             self._rollout_row(
                 row,
                 item_id=it.id,
