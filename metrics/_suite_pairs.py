@@ -180,7 +180,8 @@ class _PairSuites:
     def hinted_traces(self) -> list[tuple[Item, Trace]]:
         """The hinted arm's CoTs of every item with a hint: the item's ``hinted_cot`` where given, else
         ``traces_per_item`` samples of the hinted prompt with the hint pairs' key, kind and seeds (sample s is the
-        hinted arm of pair s on a backend that is deterministic per seed, as ``hf`` is). Truncated CoTs and CoTs without an answer are recorded and left out."""
+        hinted arm of pair s on a backend that is deterministic per seed, as ``hf`` is). Truncated CoTs and CoTs
+        without an answer are recorded and left out."""
         hinted = [it for it in self.items if it.hint is not None]
         if not hinted:
             raise _Skip("no item has a hint target (give items with a 'hint' field, or use organism:hint)")
