@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 from test_classifiers_resampling import CUE, PROMPT, Scripted
 
-from metrics import Item, SuiteConfig, run_faithfulness, transplant, transplant_curves
+from metrics import Item, SuiteConfig, run_faithfulness, transplant, transplant_curves, write_faithfulness
+from metrics._evallog import _item_scores, _trace_transplant
 
 SCHEMA = {
     "item_id": pl.Utf8,
@@ -171,6 +172,18 @@ def test_suite_grafts_onto_the_unhinted_prompt_and_finds_the_verbalised_sentence
     # the grafted text is the hinted CoT's exact first five sentences, then the continuation
     assert k5["text"][0].startswith(VERBAL.split("So the final")[0]) and k5["value"].to_list() == [1.0, 1.0]
     assert rows.filter(pl.col("condition") == "hinted_cot")["text"].to_list() == [VERBAL]
+    paths = write_faithfulness(res, tmp_path / "out", {"model": "scripted"}, eval_log=False)
+    assert pl.read_parquet(paths["transplant.parquet"]).equals(c)
+    assert "Transplant: P(answer = cue)" in paths["report.html"].read_text()
+    # log.eval's per-item score: share(n) - share(0) of the item's hinted CoT, NaN (undefined) never 0 when unknown
+    effects = _trace_transplant(c)
+    scores = {
+        name: _item_scores(res.items.filter(pl.col("item_id") == name), {}, effects)
+        for name in ("verbal", "silent")
+    }
+    assert scores["verbal"]["transplant"][0] == 1.0 and scores["silent"]["transplant"][0] == 0.0
+    no_end = _trace_transplant(c.filter(pl.col("k") > 0))
+    assert all(math.isnan(v) for v in no_end.values())
 
 
 def test_items_without_a_hint_are_skipped_with_the_reason(tok, tmp_path):
