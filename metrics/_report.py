@@ -244,16 +244,34 @@ def _metric_table(rows: list[dict]) -> str:
     return f'<table class="sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
-    """A few traces with their curve s(k/n) and their CoT."""
-    probes = items.filter((pl.col("suite") == "early_answering") & pl.col("value").is_not_null())
-    own = items.filter(pl.col("suite") == "traces")
+def _curve_examples(
+    items: pl.DataFrame,
+    suite: str,
+    k: int,
+    intro: str,
+    answer: str,
+    *,
+    label: str = "s",
+    moving_first: bool = False,
+) -> str:
+    """A few traces of a per-position suite (rows with condition ``k=K``) with their curve and their CoT: the
+    model's own (``traces`` rows) or the source CoT the suite recorded (``condition`` not ``k=...``). With
+    ``moving_first``, the traces whose curve moves most come first."""
+    rows = items.filter(pl.col("suite") == suite)
+    probes = rows.filter(pl.col("condition").str.starts_with("k=") & pl.col("value").is_not_null())
+    sources = pl.concat(
+        [items.filter(pl.col("suite") == "traces"), rows.filter(~pl.col("condition").str.starts_with("k="))]
+    )
     out = [
-        "<p>Examples: each trace's curve (share of forced answers equal to its final answer after k sentences; "
-        "the rows of <code>items.parquet</code> with <code>suite = early_answering</code> give every probe's "
-        "rollout id):</p><ul>"
+        f"<p>Examples: each trace's curve ({intro}; the rows of <code>items.parquet</code> with "
+        f"<code>suite = {suite}</code> give every rollout id):</p><ul>"
     ]
-    for tid in probes["trace_id"].unique(maintain_order=True).head(k).to_list():
+    spread = probes.group_by("trace_id", maintain_order=True).agg(
+        (pl.col("value").max() - pl.col("value").min()).alias("spread")
+    )
+    if moving_first:
+        spread = spread.sort("spread", descending=True, maintain_order=True)
+    for tid in spread["trace_id"].head(k).to_list():
         g = probes.filter(pl.col("trace_id") == tid)
         curve = (
             g.with_columns(pl.col("condition").str.strip_prefix("k=").cast(pl.Int64).alias("k"))
@@ -262,13 +280,13 @@ def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
             .sort("k")
         )
         pts = ", ".join(f"{a}: {b:.2f}" for a, b in curve.iter_rows())
-        t = own.filter(pl.col("trace_id") == tid)
+        t = sources.filter(pl.col("trace_id") == tid)
         text = html.escape((t["text"][0] or "")[:700]) if t.height else ""
         item = html.escape(g["item_id"][0])
         ans = html.escape(str(g["reference"][0]))
         out.append(
-            f"<li id='early_answering-{item}'><b>{item}</b> trace <code>{html.escape(tid)}</code>, final answer "
-            f"<b>{ans}</b>; s(k) = {pts}<pre>{text}</pre></li>"
+            f"<li id='{suite}-{item}'><b>{item}</b> trace <code>{html.escape(tid)}</code>, {answer} "
+            f"<b>{ans}</b>; {label}(k) = {pts}<pre>{text}</pre></li>"
         )
     out.append("</ul>")
     return "".join(out)
@@ -276,7 +294,13 @@ def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
 
 def _examples(items: pl.DataFrame, suite: str, k: int = 3) -> str:
     if suite == "early_answering":
-        return _early_examples(items, k)
+        intro = "share of forced answers equal to its final answer after k sentences"
+        return _curve_examples(items, suite, k, intro, "final answer")
+    if suite == "transplant":
+        intro = (
+            "share of answers equal to the cue's with its first k sentences grafted onto the unhinted prompt"
+        )
+        return _curve_examples(items, suite, k, intro, "cue answer", label="share", moving_first=True)
     source = {
         "biased_context": "hint_pairs",
         "hint_verbalisation": "hint_pairs",

@@ -174,7 +174,10 @@ def test_suite_grafts_onto_the_unhinted_prompt_and_finds_the_verbalised_sentence
     assert rows.filter(pl.col("condition") == "hinted_cot")["text"].to_list() == [VERBAL]
     paths = write_faithfulness(res, tmp_path / "out", {"model": "scripted"}, eval_log=False)
     assert pl.read_parquet(paths["transplant.parquet"]).equals(c)
-    assert "Transplant: P(answer = cue)" in paths["report.html"].read_text()
+    page = paths["report.html"].read_text()
+    assert "Transplant: P(answer = cue)" in page
+    # the example with a jump comes first, with its curve
+    assert "share(k) = 0: 0.00, 1: 0.00, 2: 0.00, 3: 0.00, 4: 0.00, 5: 1.00, 6: 1.00, 7: 1.00" in page
     # log.eval's per-item score: share(n) - share(0) of the item's hinted CoT, NaN (undefined) never 0 when unknown
     effects = _trace_transplant(c)
     scores = {
