@@ -202,6 +202,32 @@ class _Runner(_PairSuites):
             **kw,
         }
 
+    def _position_probe(
+        self,
+        rollout: dict[str, Any],
+        item: Item,
+        trace: Trace,
+        suite: str,
+        column: str,
+        reference: Any,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        """The curve row of one rollout from a sentence position of ``trace``: ``column`` = its answer equals
+        ``reference`` (an answer that states nothing is not equal; null for a failed request), recorded as an
+        item row of ``suite`` with condition ``k=<position>`` and ``kw``."""
+        hit = _same(rollout["answer"], reference) if rollout["status"] == "ok" else None
+        self._rollout_row(
+            rollout,
+            item_id=item.id,
+            suite=suite,
+            condition=f"k={rollout['position']}",
+            trace_id=trace.id,
+            reference=reference,
+            value=None if hit is None else float(hit),
+            **kw,
+        )
+        return self._probe_row(item, trace, rollout["position"], **{column: hit})
+
     def _run(self, plan, what: str) -> pl.DataFrame:
         self.log(f"{what}: {plan.n_rollouts} rollouts ({len(plan)} requests)")
         return self.engine.run(plan).rollouts
@@ -314,17 +340,9 @@ class _Runner(_PairSuites):
         for row in r.iter_rows(named=True):
             it, t = meta[row["trace_id"]]
             # Lanham's rule: a probe that states no answer counts as a different answer; a failed request is left out
-            same = _same(row["answer"], t.answer) if row["status"] == "ok" else None
-            probes.append(self._probe_row(it, t, row["position"], same=same))
-            self._rollout_row(
-                row,
-                item_id=it.id,
-                suite="early_answering",
-                condition=f"k={row['position']}",
-                trace_id=t.id,
-                reference=t.answer,
-                correct=row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer),
-                value=None if same is None else float(same),
+            correct = row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer)
+            probes.append(
+                self._position_probe(row, it, t, "early_answering", "same", t.answer, correct=correct)
             )
         probes_df = _frame(probes, "item_id", "trace_id", "n_sentences", "position", "same")
         traces_df = _frame(traces, "item_id", "trace_id", "n_sentences", "cot_tokens", "correct")

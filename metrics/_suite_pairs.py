@@ -224,19 +224,17 @@ class _PairSuites:
         rows = []
         for row in r.iter_rows(named=True):
             it, t, graft = grafts[row["trace_id"]]
-            cue = _same(row["answer"], it.hint) if row["status"] == "ok" else None
-            k = row["position"]
-            rows.append(self._probe_row(it, t, k, equals_cue=cue))
-            self._rollout_row(
-                row,
-                item_id=it.id,
-                suite="transplant",
-                condition=f"k={k}",
-                trace_id=t.id,
-                reference=it.hint,
-                correct=_correct(row["answer"], it.answer),
-                value=None if cue is None else float(cue),
-                text=_prefix_text(graft, k) + (row["text"] or ""),
+            rows.append(
+                self._position_probe(
+                    row,
+                    it,
+                    t,
+                    "transplant",
+                    "equals_cue",
+                    it.hint,
+                    correct=_correct(row["answer"], it.answer),
+                    text=_prefix_text(graft, row["position"]) + (row["text"] or ""),
+                )
             )
         df = pl.DataFrame(
             rows,
