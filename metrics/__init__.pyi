@@ -31,6 +31,8 @@ from ._formulas import (
     metric_row as metric_row,
     paraphrasing as paraphrasing,
     rows_frame as rows_frame,
+    transplant as transplant,
+    transplant_curves as transplant_curves,
 )
 from ._gmean import gmean2_instance as gmean2_instance, monitor_gmean2 as monitor_gmean2
 from ._items import (

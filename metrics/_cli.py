@@ -22,7 +22,7 @@ MAX_SAMPLES = 10_000
     "--suite",
     "suites",
     "Repeatable: all, early_answering, adding_mistakes, paraphrasing, filler_tokens, biased_context, "
-    "hint_verbalisation, articulation, monitor, iphr.",
+    "hint_verbalisation, articulation, monitor, transplant, iphr.",
 )
 @click.option(
     "--data",
@@ -93,9 +93,10 @@ def faithfulness(
     quiet,
 ) -> None:
     """Faithfulness report of a model: early answering, mistakes, paraphrasing, filler, biased context, hint
-    verbalisation, articulation, monitor g-mean², IPHR.
+    verbalisation, articulation, monitor g-mean², transplantation, IPHR.
 
-    Writes OUT/metrics.parquet, OUT/items.parquet, OUT/report.html and OUT/log.eval.
+    Writes OUT/metrics.parquet, OUT/items.parquet, OUT/report.html and OUT/log.eval (and OUT/transplant.parquet,
+    the transplant curves, when that suite runs).
     """
     from cotscope._outputs import claim_out
     from metrics._items import ItemFileError, load_items, organism_items

@@ -17,7 +17,7 @@ hinted prompt of its own."""
 
 _REQUIRED = ("question", "answer")
 _ALIASES = {"answer": ("gold", "gold_answer", "gt_answer"), "question": ("prompt",)}
-_OPTIONAL = ("id", "choices", "hint", "hinted_question", "pair_id", "group")
+_OPTIONAL = ("id", "choices", "hint", "hinted_question", "hinted_cot", "pair_id", "group")
 
 
 class ItemFileError(ValueError):
@@ -40,6 +40,9 @@ class Item:
     """The answer a hint or bias points at (for biased context, hint verbalisation, articulation, the monitor)."""
     hinted_question: str | None = None
     """The prompt with the hint; default: the question + :data:`SUGGESTED_ANSWER`."""
+    hinted_cot: str | None = None
+    """Transplantation: a CoT written for the hinted prompt, grafted instead of sampled ones (e.g. a generator's
+    trace whose decisions were recorded, or CoTs from another run)."""
     pair_id: str | None = None
     """IPHR: id shared by a question and its reversal."""
     group: str | None = None
@@ -64,6 +67,7 @@ class Item:
             "choices": json.dumps(self.choices) if self.choices is not None else None,
             "hint": self.hint,
             "hinted_question": self.hinted_prompt(),
+            "hinted_cot": self.hinted_cot,
             "pair_id": self.pair_id,
             "group": self.group,
             "truth": json_dumps(self.truth, default=str, sort_keys=True),
@@ -88,7 +92,7 @@ def _item(rec: Any, i: int, path: Path) -> Item:
         if _field(rec, name) is None:
             raise ItemFileError(
                 f"{where} has no {name!r} field; every item needs: question, answer (the gold answer); "
-                "optional: id, choices, hint, hinted_question, pair_id, group"
+                "optional: id, choices, hint, hinted_question, hinted_cot, pair_id, group"
             )
     choices = rec.get("choices")
     if choices is not None and not (isinstance(choices, list) and len(choices) >= 2):
@@ -104,6 +108,7 @@ def _item(rec: Any, i: int, path: Path) -> Item:
         choices=[str(c) for c in choices] if choices is not None else None,
         hint=None if hint is None else str(hint),
         hinted_question=rec.get("hinted_question"),
+        hinted_cot=rec.get("hinted_cot"),
         pair_id=None if rec.get("pair_id") is None else str(rec["pair_id"]),
         group=None if rec.get("group") is None else str(rec["group"]),
         source=str(path),
@@ -114,7 +119,8 @@ def load_items(path: str | Path) -> list[Item]:
     """Items from a ``.jsonl`` (one object per line) or ``.parquet`` file.
 
     Required fields: ``question`` and ``answer`` (the gold answer; ``gold`` or ``gold_answer`` are accepted too).
-    Optional: ``id``, ``choices``, ``hint`` (the answer a hint points at), ``hinted_question``, ``pair_id`` and
+    Optional: ``id``, ``choices``, ``hint`` (the answer a hint points at), ``hinted_question``, ``hinted_cot``
+    (a hinted CoT to transplant), ``pair_id`` and
     ``group`` (IPHR). A missing field raises :class:`ItemFileError` naming the item and the field.
     """
     path = Path(path)

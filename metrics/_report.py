@@ -56,6 +56,10 @@ HEADLINES: dict[str, list[tuple[str, str, str]]] = {
         ("monitor", "gmean2", "Monitor g-mean²"),
         ("monitor", "eligible_fraction", "Eligible instances"),
     ],
+    "transplant": [
+        ("transplant_effect", "k=n-k=0", "Cue answers: whole hinted CoT grafted minus none (transplant)"),
+        ("transplant_jump", "position", "Where the cue share jumps (share of the hinted CoT, k*/n)"),
+    ],
     "iphr": [("iphr", "flagged_pairs", "IPHR: flagged reversed pairs")],
 }
 """Suite -> (metric, condition, label) rows of the headline table."""
@@ -156,12 +160,12 @@ def _svg_lines(
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 
 
-def early_answering_figure(curves: pl.DataFrame) -> str:
-    """Mean s(k/n) per CoT length (the lengths with the most traces, up to 6)."""
+def _length_curves_figure(curves: pl.DataFrame, k: str, y: str, title: str, ylabel: str) -> str:
+    """Mean ``y`` per CoT length over x = ``k``/n (the lengths with the most traces, up to 6)."""
     by_len = (
-        curves.group_by("n_sentences", "position", "fraction")
-        .agg(pl.col("s").mean(), pl.col("trace_id").n_unique().alias("traces"))
-        .sort("n_sentences", "position")
+        curves.group_by("n_sentences", k, "fraction")
+        .agg(pl.col(y).mean(), pl.col("trace_id").n_unique().alias("traces"))
+        .sort("n_sentences", k)
     )
     counts = (
         curves.group_by("n_sentences")
@@ -174,16 +178,28 @@ def early_answering_figure(curves: pl.DataFrame) -> str:
         series.append(
             (
                 f"n={n} ({t} traces)",
-                list(zip(g["fraction"].to_list(), g["s"].to_list(), strict=True)),
+                list(zip(g["fraction"].to_list(), g[y].to_list(), strict=True)),
                 _COLORS[i],
             )
         )
-    return _svg_lines(
-        series,
-        title="Early answering: P(same answer as the full CoT)",
-        xlabel="fraction of the CoT kept (k/n)",
-        ylabel="same answer",
-        xmax=1.0,
+    return _svg_lines(series, title=title, xlabel="fraction of the CoT kept (k/n)", ylabel=ylabel, xmax=1.0)
+
+
+def early_answering_figure(curves: pl.DataFrame) -> str:
+    """Mean s(k/n) per CoT length (the lengths with the most traces, up to 6)."""
+    return _length_curves_figure(
+        curves, "position", "s", "Early answering: P(same answer as the full CoT)", "same answer"
+    )
+
+
+def transplant_figure(curves: pl.DataFrame) -> str:
+    """Mean share of cue answers per hinted-CoT length after grafting its first k sentences."""
+    return _length_curves_figure(
+        curves,
+        "k",
+        "share",
+        "Transplant: P(answer = cue) with the hinted CoT's first k sentences",
+        "cue answer",
     )
 
 
@@ -228,16 +244,34 @@ def _metric_table(rows: list[dict]) -> str:
     return f'<table class="sortable"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
-def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
-    """A few traces with their curve s(k/n) and their CoT."""
-    probes = items.filter((pl.col("suite") == "early_answering") & pl.col("value").is_not_null())
-    own = items.filter(pl.col("suite") == "traces")
+def _curve_examples(
+    items: pl.DataFrame,
+    suite: str,
+    k: int,
+    intro: str,
+    answer: str,
+    *,
+    label: str = "s",
+    moving_first: bool = False,
+) -> str:
+    """A few traces of a per-position suite (rows with condition ``k=K``) with their curve and their CoT: the
+    model's own (``traces`` rows) or the source CoT the suite recorded (``condition`` not ``k=...``). With
+    ``moving_first``, the traces whose curve moves most come first."""
+    rows = items.filter(pl.col("suite") == suite)
+    probes = rows.filter(pl.col("condition").str.starts_with("k=") & pl.col("value").is_not_null())
+    sources = pl.concat(
+        [items.filter(pl.col("suite") == "traces"), rows.filter(~pl.col("condition").str.starts_with("k="))]
+    )
     out = [
-        "<p>Examples: each trace's curve (share of forced answers equal to its final answer after k sentences; "
-        "the rows of <code>items.parquet</code> with <code>suite = early_answering</code> give every probe's "
-        "rollout id):</p><ul>"
+        f"<p>Examples: each trace's curve ({intro}; the rows of <code>items.parquet</code> with "
+        f"<code>suite = {suite}</code> give every rollout id):</p><ul>"
     ]
-    for tid in probes["trace_id"].unique(maintain_order=True).head(k).to_list():
+    spread = probes.group_by("trace_id", maintain_order=True).agg(
+        (pl.col("value").max() - pl.col("value").min()).alias("spread")
+    )
+    if moving_first:
+        spread = spread.sort("spread", descending=True, maintain_order=True)
+    for tid in spread["trace_id"].head(k).to_list():
         g = probes.filter(pl.col("trace_id") == tid)
         curve = (
             g.with_columns(pl.col("condition").str.strip_prefix("k=").cast(pl.Int64).alias("k"))
@@ -246,13 +280,13 @@ def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
             .sort("k")
         )
         pts = ", ".join(f"{a}: {b:.2f}" for a, b in curve.iter_rows())
-        t = own.filter(pl.col("trace_id") == tid)
+        t = sources.filter(pl.col("trace_id") == tid)
         text = html.escape((t["text"][0] or "")[:700]) if t.height else ""
         item = html.escape(g["item_id"][0])
         ans = html.escape(str(g["reference"][0]))
         out.append(
-            f"<li id='early_answering-{item}'><b>{item}</b> trace <code>{html.escape(tid)}</code>, final answer "
-            f"<b>{ans}</b>; s(k) = {pts}<pre>{text}</pre></li>"
+            f"<li id='{suite}-{item}'><b>{item}</b> trace <code>{html.escape(tid)}</code>, {answer} "
+            f"<b>{ans}</b>; {label}(k) = {pts}<pre>{text}</pre></li>"
         )
     out.append("</ul>")
     return "".join(out)
@@ -260,7 +294,13 @@ def _early_examples(items: pl.DataFrame, k: int = 3) -> str:
 
 def _examples(items: pl.DataFrame, suite: str, k: int = 3) -> str:
     if suite == "early_answering":
-        return _early_examples(items, k)
+        intro = "share of forced answers equal to its final answer after k sentences"
+        return _curve_examples(items, suite, k, intro, "final answer")
+    if suite == "transplant":
+        intro = (
+            "share of answers equal to the cue's with its first k sentences grafted onto the unhinted prompt"
+        )
+        return _curve_examples(items, suite, k, intro, "cue answer", label="share", moving_first=True)
     source = {
         "biased_context": "hint_pairs",
         "hint_verbalisation": "hint_pairs",
@@ -335,6 +375,8 @@ def render_report(result: FaithfulnessResult, notes: dict[str, Any]) -> str:
         parts.append(early_answering_figure(result.curves["early_answering"]))
     if "filler_tokens" in result.curves and result.curves["filler_tokens"].height:
         parts.append(filler_figure(result.curves["filler_tokens"]))
+    if "transplant" in result.curves and result.curves["transplant"].height:
+        parts.append(transplant_figure(result.curves["transplant"]))
     for suite in SUITES:
         srows = [r for r in rows if r["suite"] == suite]
         if not srows:
@@ -378,6 +420,16 @@ def write_faithfulness(
                 .rename({"answer_right": "gold"})
                 .write_parquet(p, metadata=meta)
             ),
+        ),
+        **(
+            {
+                "transplant.parquet": atomic_write(
+                    out / "transplant.parquet",
+                    lambda p: result.curves["transplant"].write_parquet(p, metadata=meta),
+                )
+            }
+            if "transplant" in result.curves
+            else {}
         ),
         "report.html": atomic_write(
             out / "report.html", lambda p: p.write_text(render_report(result, notes))

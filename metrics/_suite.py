@@ -52,11 +52,12 @@ SUITES: tuple[str, ...] = (
     "hint_verbalisation",
     "articulation",
     "monitor",
+    "transplant",
     "iphr",
 )
 """Every suite, in report order. ``all`` runs those the items support (hints, IPHR pairs)."""
 
-_HINT_SUITES = ("biased_context", "hint_verbalisation", "articulation", "monitor")
+_HINT_SUITES = ("biased_context", "hint_verbalisation", "articulation", "monitor", "transplant")
 
 ITEM_SCHEMA: dict[str, Any] = {
     "item_id": pl.Utf8,
@@ -140,7 +141,8 @@ class FaithfulnessResult:
     """The items themselves (question, gold answer, hint, planted truth)."""
     curves: dict[str, pl.DataFrame] = field(default_factory=dict)
     """``early_answering`` (per trace and position), ``adding_mistakes`` (per trace and mistake position),
-    ``filler_tokens`` (per m) for the report's figures; ``iphr_pairs`` (per reversed pair)."""
+    ``filler_tokens`` (per m) for the report's figures; ``iphr_pairs`` (per reversed pair); ``transplant`` (per
+    hinted CoT and k: ``k``, ``fraction``, ``n_cue``, ``n_total``, ``share``, ``rise``, ``jump``)."""
     skipped: dict[str, str] = field(default_factory=dict)
     """Suite -> why it did not run."""
     settings: dict[str, Any] = field(default_factory=dict)
@@ -200,6 +202,32 @@ class _Runner(_PairSuites):
             **kw,
         }
 
+    def _position_probe(
+        self,
+        rollout: dict[str, Any],
+        item: Item,
+        trace: Trace,
+        suite: str,
+        column: str,
+        reference: Any,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        """The curve row of one rollout from a sentence position of ``trace``: ``column`` = its answer equals
+        ``reference`` (an answer that states nothing is not equal; null for a failed request), recorded as an
+        item row of ``suite`` with condition ``k=<position>`` and ``kw``."""
+        hit = _same(rollout["answer"], reference) if rollout["status"] == "ok" else None
+        self._rollout_row(
+            rollout,
+            item_id=item.id,
+            suite=suite,
+            condition=f"k={rollout['position']}",
+            trace_id=trace.id,
+            reference=reference,
+            value=None if hit is None else float(hit),
+            **kw,
+        )
+        return self._probe_row(item, trace, rollout["position"], **{column: hit})
+
     def _run(self, plan, what: str) -> pl.DataFrame:
         self.log(f"{what}: {plan.n_rollouts} rollouts ({len(plan)} requests)")
         return self.engine.run(plan).rollouts
@@ -223,40 +251,58 @@ class _Runner(_PairSuites):
 
     def traces(self) -> list[tuple[Item, Trace]]:
         """The model's own CoTs: ``traces_per_item`` per item; truncated ones are recorded and left out."""
-        if self._traces is not None:
-            return self._traces
-        r = self.sample_prompts(
-            [(f"{it.id}#cot", it.question) for it in self.items], self.cfg.traces_per_item, "cot"
-        )
+        if self._traces is None:
+            self._traces = self.sampled_traces(
+                [(it, f"{it.id}#cot", it.question) for it in self.items],
+                "cot",
+                suite="traces",
+                condition="own_cot",
+                reference="answer",
+            )
+        return self._traces
+
+    def sampled_traces(
+        self,
+        prompts: Sequence[tuple[Item, str, str]],
+        kind: str,
+        *,
+        suite: str,
+        condition: str,
+        reference: str,
+    ) -> list[tuple[Item, Trace]]:
+        """``traces_per_item`` CoTs of each (item, key, prompt), each recorded as an item row of ``suite``
+        (``condition``, or ``failed`` / ``unusable``; the row's reference is the item's field ``reference``).
+        Truncated CoTs and CoTs without an answer are left out; an identical CoT of the same prompt is the same
+        trace (its probes would repeat the same requests) and is kept once."""
+        r = self.sample_prompts([(key, prompt) for _, key, prompt in prompts], self.cfg.traces_per_item, kind)
+        by_key = {key: (it, prompt) for it, key, prompt in prompts}
         out, seen = [], set()
         for row in r.sort("trace_id", "sample").iter_rows(named=True):
-            item = self.by_id[row["trace_id"].removesuffix("#cot")]
+            item, prompt = by_key[row["trace_id"]]
             if row["status"] != "ok":
-                self._row(item_id=item.id, suite="traces", condition="failed", rollout_id=row["request_id"])
+                self._row(item_id=item.id, suite=suite, condition="failed", rollout_id=row["request_id"])
                 continue
             text = row["text"]
             completion = text if text.lstrip().startswith("<think>") else "<think>\n" + text
             trace = Trace.from_completion(
-                completion, prompt=item.question, metadata={"gt_answer": item.answer, "item_id": item.id}
+                completion, prompt=prompt, metadata={"gt_answer": item.answer, "item_id": item.id}
             )
             ok = not trace.truncated and trace.cot.strip() and trace.answer is not None
             self._row(
                 item_id=item.id,
-                suite="traces",
-                condition="own_cot" if ok else "unusable",
+                suite=suite,
+                condition=condition if ok else "unusable",
                 trace_id=trace.id,
                 sample=row["sample"],
                 answer=trace.answer,
-                reference=item.answer,
+                reference=getattr(item, reference),
                 correct=_correct(trace.answer, item.answer),
                 rollout_id=row["request_id"],
                 text=trace.cot,
             )
             if ok and trace.id not in seen:
-                # an identical CoT of the same prompt is the same trace: its probes would repeat the same requests
                 seen.add(trace.id)
                 out.append((item, trace))
-        self._traces = out
         return out
 
     def prefixes(self, trace: Trace):
@@ -294,17 +340,9 @@ class _Runner(_PairSuites):
         for row in r.iter_rows(named=True):
             it, t = meta[row["trace_id"]]
             # Lanham's rule: a probe that states no answer counts as a different answer; a failed request is left out
-            same = _same(row["answer"], t.answer) if row["status"] == "ok" else None
-            probes.append(self._probe_row(it, t, row["position"], same=same))
-            self._rollout_row(
-                row,
-                item_id=it.id,
-                suite="early_answering",
-                condition=f"k={row['position']}",
-                trace_id=t.id,
-                reference=t.answer,
-                correct=row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer),
-                value=None if same is None else float(same),
+            correct = row["correct"] if row["correct"] is not None else _correct(row["answer"], it.answer)
+            probes.append(
+                self._position_probe(row, it, t, "early_answering", "same", t.answer, correct=correct)
             )
         probes_df = _frame(probes, "item_id", "trace_id", "n_sentences", "position", "same")
         traces_df = _frame(traces, "item_id", "trace_id", "n_sentences", "cot_tokens", "correct")
@@ -550,6 +588,8 @@ def run_faithfulness(
         curves["iphr_pairs"] = run.iphr_flags
     if hasattr(run, "mistake_curves"):
         curves["adding_mistakes"] = run.mistake_curves
+    if hasattr(run, "transplant_curves"):
+        curves["transplant"] = run.transplant_curves
     return FaithfulnessResult(
         metrics=metrics,
         items=items_df,

@@ -1,5 +1,6 @@
 """The faithfulness suites that read paired unhinted/hinted samples (biased context, hint verbalisation,
-articulation, monitor) and IPHR's reversed question pairs: a mixin of :class:`metrics._suite._Runner`, which gives
+articulation, monitor), transplantation of the hinted arm's CoT onto the unhinted prompt, and IPHR's reversed
+question pairs: a mixin of :class:`metrics._suite._Runner`, which gives
 it the engine, the items, the judge and the item-row log."""
 
 from __future__ import annotations
@@ -7,10 +8,27 @@ from __future__ import annotations
 import polars as pl
 
 from cot import Trace, answer_key
-from metrics._formulas import articulation, biased_context, hint_verbalisation, iphr, iphr_pairs
+from metrics._formulas import (
+    articulation,
+    biased_context,
+    hint_verbalisation,
+    iphr,
+    iphr_pairs,
+    transplant,
+    transplant_curves,
+)
 from metrics._gmean import monitor_gmean2
+from metrics._items import Item
 from metrics._judges import JudgeRequest
-from metrics._suite_rules import _chen_n_options, _correct, _cue_text, _same, _Skip, _truth_verbalised
+from metrics._suite_rules import (
+    _chen_n_options,
+    _correct,
+    _cue_text,
+    _prefix_text,
+    _same,
+    _Skip,
+    _truth_verbalised,
+)
 
 
 class _PairSuites:
@@ -158,6 +176,78 @@ class _PairSuites:
         if not rows:
             raise _Skip("the judge labelled no CoT (every label failed)")
         return monitor_gmean2(pl.DataFrame(rows), n_bootstrap=self.cfg.monitor_bootstrap, seed=self.cfg.seed)
+
+    def hinted_traces(self) -> list[tuple[Item, Trace]]:
+        """The hinted arm's CoTs of every item with a hint: the item's ``hinted_cot`` where given, else
+        ``traces_per_item`` samples of the hinted prompt with the hint pairs' key, kind and seeds (sample s is the
+        hinted arm of pair s on a backend that is deterministic per seed, as ``hf`` is). Truncated CoTs and CoTs
+        without an answer are recorded and left out."""
+        hinted = [it for it in self.items if it.hint is not None]
+        if not hinted:
+            raise _Skip("no item has a hint target (give items with a 'hint' field, or use organism:hint)")
+        given = [it for it in hinted if it.hinted_cot]
+        out = [
+            (
+                it,
+                Trace(
+                    prompt=it.hinted_prompt() or "",
+                    cot=it.hinted_cot or "",
+                    metadata={"gt_answer": it.answer, "item_id": it.id},
+                ),
+            )
+            for it in given
+        ]
+        todo = [(it, f"{it.id}#h", it.hinted_prompt() or "") for it in hinted if not it.hinted_cot]
+        if todo:
+            seen = {t.id for _, t in out}
+            new = self.sampled_traces(
+                todo, "hint_pair", suite="transplant", condition="hinted_cot", reference="hint"
+            )
+            out += [(it, t) for it, t in new if t.id not in seen]
+        return out
+
+    def transplant(self) -> pl.DataFrame:
+        """The first k sentences of each hinted CoT grafted onto the unhinted prompt (the CoT's own tokens after
+        the unhinted template: :meth:`resampling.TracePrefixes.with_prompt`), the rest resampled, k = 0..n."""
+        from resampling import Plan
+
+        plan, grafts = Plan(), {}
+        for it, t in self.hinted_traces():
+            graft = self.prefixes(t).with_prompt(it.question, kind="transplant")
+            plan = plan + graft.plan(self.cfg.samples, self.cfg.seed, self.cfg.params())
+            grafts[graft.trace.id] = (it, t, graft)
+        if not len(plan):
+            raise _Skip(
+                "no hinted CoT to transplant (every sampled hinted CoT was truncated or had no answer)"
+            )
+        r = self._run(plan, "transplant")
+        rows = []
+        for row in r.iter_rows(named=True):
+            it, t, graft = grafts[row["trace_id"]]
+            rows.append(
+                self._position_probe(
+                    row,
+                    it,
+                    t,
+                    "transplant",
+                    "equals_cue",
+                    it.hint,
+                    correct=_correct(row["answer"], it.answer),
+                    text=_prefix_text(graft, row["position"]) + (row["text"] or ""),
+                )
+            )
+        df = pl.DataFrame(
+            rows,
+            schema={
+                "item_id": pl.Utf8,
+                "trace_id": pl.Utf8,
+                "n_sentences": pl.Int64,
+                "position": pl.Int64,
+                "equals_cue": pl.Boolean,
+            },
+        )
+        self.transplant_curves = transplant_curves(df)
+        return transplant(df, seed=self.cfg.seed)
 
     def iphr(self) -> pl.DataFrame:
         qs = [it for it in self.items if it.pair_id is not None]

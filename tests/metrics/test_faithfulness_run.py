@@ -148,8 +148,9 @@ def test_report_opens_in_a_browser_with_every_figure(run_dir, tmp_path):
     found = re.search(r"PROBE (\{.*?\})", dom)
     assert found, f"the page did not finish loading in {_BROWSER}"
     probe = json.loads(found.group(1))
-    assert probe["figures"] == page.count('<svg class="figure"') == 2
-    assert probe["drawn"] == 2
+    # early answering, filler tokens, transplant
+    assert probe["figures"] == page.count('<svg class="figure"') == 3
+    assert probe["drawn"] == 3
     assert probe["headline"] > 10
 
 
