@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from anchors._progress import progress
 from cot import atomic_write
+from cotscope._progress import progress
 
 __all__ = ["EmbedFn", "TextEmbeddings", "as_text_embeddings"]
+
+PROGRESS_OVER = 512
+"""With progress: shown when more than this many new texts are embedded."""
+PROGRESS_FIRST_BATCH = 64
+"""With progress: texts in the first batch (the model loads during it)."""
+PROGRESS_MIN_BATCH = 16
+PROGRESS_BATCH_S = 4.0
+"""With progress: seconds one batch should take, so that progress lines come at least this often (roughly)."""
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 """Maps texts to L2-normalised row vectors (``cot.embed_sentences`` by default)."""
@@ -74,12 +83,20 @@ class TextEmbeddings:
     def ids(self, texts: Sequence[str]) -> np.ndarray:
         """Row ids of ``texts`` in :attr:`matrix`, embedding the texts not seen before."""
         new = list(dict.fromkeys(t for t in texts if t not in self._index))
-        step = min(self._batch_size, 512) if self._progress else self._batch_size
-        total = len(new) if self._progress and len(new) > step else 0
+        # with progress, batches are sized to take about PROGRESS_BATCH_S each (from the rate so far), so a line
+        # comes every few seconds on a slow CPU as on a fast one
+        total = len(new) if self._progress and len(new) > PROGRESS_OVER else 0
+        step = min(self._batch_size, PROGRESS_FIRST_BATCH) if total else self._batch_size
+        start = 0
         with progress("embedding sentences", total) as advance:
-            for start in range(0, len(new), step):
+            while start < len(new):
                 batch = new[start : start + step]
+                started = time.monotonic()
                 vectors = np.asarray(self._fn()(batch), dtype=np.float32)
+                if total:
+                    rate = len(batch) / max(time.monotonic() - started, 1e-6)
+                    step = int(min(self._batch_size, max(PROGRESS_MIN_BATCH, rate * PROGRESS_BATCH_S)))
+                start += len(batch)
                 if vectors.shape[0] != len(batch):
                     raise ValueError(
                         f"the embedding function returned {vectors.shape[0]} rows for {len(batch)} texts"

@@ -93,7 +93,7 @@ def validate_faithfulness(
             judge=RuleJudge(),
             mistakes=OrganismMistakes(seed=0),
             paraphraser=OrganismParaphraser(),
-            quiet=True,
+            quiet=progress is None,  # with progress, the sampling of each suite reports its count as it goes
             log=log,
         )
 

@@ -1,0 +1,96 @@
+"""Progress on stderr that is not a terminal (a log file, a pipe, CI): plain lines, each ending in a newline."""
+
+from __future__ import annotations
+
+import pytest
+
+from anchors import TextEmbeddings
+
+
+def _lines(err: str) -> list[str]:
+    assert "\r" not in err, repr(err)
+    assert err.endswith("\n"), repr(err)
+    return err.splitlines()
+
+
+def test_embedding_progress_is_plain_lines_off_a_terminal(capsys):
+    emb = TextEmbeddings(lambda texts: __import__("numpy").ones((len(texts), 4)), progress=True)
+    emb([f"Sentence {i}." for i in range(1300)])
+    lines = _lines(capsys.readouterr().err)
+    assert lines[0] == "embedding sentences: 0/1300" and lines[-1] == "embedding sentences: 1300/1300"
+
+
+def test_validate_progress_is_one_line_per_trace_off_a_terminal(capsys, monkeypatch):
+    import anchors._validate
+    from anchors._main import validate_anchors_command
+
+    class Stop(Exception):
+        pass
+
+    def fake_validate(*, progress, **kwargs):
+        for done in (1, 2, 3):
+            progress(done, 3)
+        raise Stop
+
+    monkeypatch.setattr(anchors._validate, "validate_anchors", fake_validate)
+    with pytest.raises(Stop):
+        validate_anchors_command.main(["--n-traces", "3"], standalone_mode=False)
+    lines = _lines(capsys.readouterr().err)
+    assert lines[-3:] == ["scored 1/3 traces", "scored 2/3 traces", "scored 3/3 traces"]
+    assert "sampling on-policy arith traces" in lines[0]
+
+
+def test_embedding_progress_comes_every_few_seconds_however_slow_the_model(capsys, monkeypatch):
+    """Batches are sized from the measured rate: on a CPU that embeds 10 sentences a second (shared, loaded), a
+    line still comes every few seconds, not one per 512 sentences (51 s)."""
+    import types
+
+    import numpy as np
+
+    import anchors._embedding
+    import cotscope._progress
+
+    clock = {"now": 0.0}
+    fake_time = types.SimpleNamespace(monotonic=lambda: clock["now"])
+    monkeypatch.setattr(anchors._embedding, "time", fake_time, raising=False)
+    monkeypatch.setattr(cotscope._progress, "time", fake_time)
+    printed_at = []
+    line = cotscope._progress._line
+    monkeypatch.setattr(
+        cotscope._progress, "_line", lambda text: (printed_at.append(clock["now"]), line(text))
+    )
+
+    def slow_embed(texts):
+        clock["now"] += 0.1 * len(texts)
+        return np.ones((len(texts), 4))
+
+    TextEmbeddings(slow_embed, progress=True)([f"Sentence {i}." for i in range(1300)])
+    lines = _lines(capsys.readouterr().err)
+    assert lines[-1] == "embedding sentences: 1300/1300" and len(lines) == len(printed_at) >= 10
+    gaps = np.diff([0.0, *printed_at])
+    assert gaps.max() <= cotscope._progress.PLAIN_EVERY_S + 5, gaps
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_validate_faithfulness_shows_the_sampling_of_each_suite(monkeypatch, tmp_path, as_json):
+    """The first suite samples for about a minute: its engine reports progress, except with --json (quiet)."""
+    import metrics._validate as v
+    import resampling
+    from metrics._cli import validate_faithfulness_command
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_run(be, items, suites, **kwargs):
+        seen["quiet"] = kwargs["quiet"]
+        raise Stop
+
+    monkeypatch.setattr(resampling, "make_backend", lambda *a, **k: None)
+    monkeypatch.setattr(v, "run_faithfulness", fake_run)
+    with pytest.raises(Stop):
+        validate_faithfulness_command.main(
+            ["--quick", "--cache", str(tmp_path), *(["--json"] if as_json else [])], standalone_mode=False
+        )
+    assert seen["quiet"] is as_json
