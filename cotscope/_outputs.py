@@ -49,6 +49,16 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "resample": ("rollouts.parquet", "run.json"),
     "faithfulness": ("metrics.parquet", "items.parquet", "report.html", "log.eval"),
     "stego experiment": ("summary.parquet", "details.parquet", "figure.png", "experiment.json"),
+    "organisms train": (
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "card.md",
+        "training_log.json",
+    ),
 }
 """The files (and folders) each folder-writing command puts into ``--out``."""
 
