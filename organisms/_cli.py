@@ -101,7 +101,9 @@ def train_cmd(
     else:
         # one organism, seed and thread count per folder (the weights they make); --steps is not part of it, so
         # --resume can continue a run to more steps
-        claim_out(Path(out), "organisms train", {"organism": name, "seed": seed, "threads": threads}, force=force)
+        claim_out(
+            Path(out), "organisms train", {"organism": name, "seed": seed, "threads": threads}, force=force
+        )
     click.echo(f"writing {name} to {out}", err=True)
     echo = (lambda _msg: None) if quiet else None
     log = train(name, seed=seed, steps=steps, out=out, probe=probe, resume=resume, threads=threads, echo=echo)
