@@ -74,7 +74,9 @@ def validate_faithfulness(
     cache_dir: str | Path = ".cotscope-cache/validate-faithfulness",
     progress: Callable[[str], None] | None = None,
 ) -> list[Check]:
-    """Run the acceptance checks of the faithfulness metrics on the organisms; returns the checks in order."""
+    """Run the acceptance checks of the faithfulness metrics on the organisms; returns the checks in order.
+
+    ``progress`` gets one line per organism and suite; with it, the engine also reports its sampling on stderr."""
     from resampling import make_backend
 
     log = progress or (lambda msg: None)
