@@ -98,3 +98,16 @@ def test_validate_faithfulness_shows_the_sampling_of_each_suite(monkeypatch, tmp
             ["--quick", "--cache", str(tmp_path), *(["--json"] if as_json else [])], standalone_mode=False
         )
     assert seen["quiet"] is as_json
+
+
+def test_training_prints_a_step_line_when_steps_are_slow(tmp_path, monkeypatch, capfd):
+    """Steps that take longer than LOG_EVERY_S (a loaded CPU) still give a line each, not one per 100 steps; and no
+    "Writing model shards" bar (a carriage-return bar) at each save."""
+    import organisms._train
+
+    monkeypatch.setattr(organisms._train, "LOG_EVERY_S", 0.0)
+    lines = []
+    organisms._train.train("arith", steps=3, out=tmp_path, probe=0, echo=lines.append)
+    steps = [line.split()[:2] for line in lines if line.split()[0] == "step"]
+    assert steps == [["step", "1"], ["step", "2"], ["step", "3"]]
+    assert "\r" not in capfd.readouterr().err
