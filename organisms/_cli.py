@@ -136,7 +136,8 @@ def eval_cmd(name: str, n: int, as_json: bool, out: str | None, write_shipped: b
         from cotscope._outputs import check_writable_dir
 
         check_writable_dir(folder)
-    result = evaluate(name, n=n, write_card=write_shipped)
+    click.echo(f"measuring {name} on {n} fresh problems per measurement", err=True)
+    result = evaluate(name, n=n, write_card=write_shipped, progress=lambda line: click.echo(line, err=True))
     if write_shipped:
         click.echo(f"rewrote the measured section of {folder / 'card.md'}", err=True)
     elif not no_card:

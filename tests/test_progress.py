@@ -111,3 +111,17 @@ def test_training_prints_a_step_line_when_steps_are_slow(tmp_path, monkeypatch, 
     steps = [line.split()[:2] for line in lines if line.split()[0] == "step"]
     assert steps == [["step", "1"], ["step", "2"], ["step", "3"]]
     assert "\r" not in capfd.readouterr().err
+
+
+def test_organisms_eval_reports_each_generated_batch():
+    """``organisms eval`` generates for about a minute: each batch of continuations gets a line."""
+    from click.testing import CliRunner
+
+    from organisms._cli import organisms as cli
+
+    out = CliRunner().invoke(cli, ["eval", "arith", "--n", "4", "--json", "--no-card"])
+    assert out.exit_code == 0, out.output
+    lines = out.stderr.splitlines()
+    assert lines[0] == "measuring arith on 4 fresh problems per measurement"
+    continued = [line for line in lines if line.startswith("arith: continued ")]
+    assert "arith: continued 4/4 prompts (greedy)" in continued and len(continued) >= 3
