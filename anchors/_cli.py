@@ -35,10 +35,10 @@ def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, forc
     incoming importance (from step_importance.json). Published values are kept as published_* columns.
     """
     from anchors._embedding import TextEmbeddings
-    from anchors._progress import step
     from anchors._ta_format import compare_published, import_thought_anchors, read_labeled_chunks
     from cot import TraceError
     from cotscope._outputs import claim_out
+    from cotscope._progress import step
 
     if not problem_dir.is_dir():
         raise click.BadParameter(

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from anchors._progress import progress
 from cot import atomic_write
+from cotscope._progress import progress
 
 __all__ = ["EmbedFn", "TextEmbeddings", "as_text_embeddings"]
+
+PROGRESS_OVER = 512
+"""With progress: shown when more than this many new texts are embedded."""
+PROGRESS_FIRST_BATCH = 64
+"""With progress: texts in the first batch (the model loads during it)."""
+PROGRESS_BATCH_S = 4.0
+"""With progress: seconds one batch should take, so that progress lines come about this often."""
 
 EmbedFn = Callable[[list[str]], np.ndarray]
 """Maps texts to L2-normalised row vectors (``cot.embed_sentences`` by default)."""
@@ -74,12 +82,28 @@ class TextEmbeddings:
     def ids(self, texts: Sequence[str]) -> np.ndarray:
         """Row ids of ``texts`` in :attr:`matrix`, embedding the texts not seen before."""
         new = list(dict.fromkeys(t for t in texts if t not in self._index))
-        step = min(self._batch_size, 512) if self._progress else self._batch_size
-        total = len(new) if self._progress and len(new) > step else 0
+        # with progress, batches are sized to take about PROGRESS_BATCH_S each, from the characters embedded per
+        # second so far (the cost grows with a text's length), so lines come every few seconds on any CPU
+        total = len(new) if self._progress and len(new) > PROGRESS_OVER else 0
+        step = min(self._batch_size, PROGRESS_FIRST_BATCH) if total else self._batch_size
+        chars_per_batch = None
+        start = 0
         with progress("embedding sentences", total) as advance:
-            for start in range(0, len(new), step):
-                batch = new[start : start + step]
+            while start < len(new):
+                end = min(start + step, len(new))
+                if chars_per_batch is not None:
+                    end, chars = start + 1, len(new[start])
+                    while end < len(new) and end - start < step and chars + len(new[end]) <= chars_per_batch:
+                        chars += len(new[end])
+                        end += 1
+                batch = new[start:end]
+                started = time.monotonic()
                 vectors = np.asarray(self._fn()(batch), dtype=np.float32)
+                if total:
+                    seconds = max(time.monotonic() - started, 1e-6)
+                    chars_per_batch = sum(map(len, batch)) / seconds * PROGRESS_BATCH_S
+                    step = self._batch_size
+                start = end
                 if vectors.shape[0] != len(batch):
                     raise ValueError(
                         f"the embedding function returned {vectors.shape[0]} rows for {len(batch)} texts"

@@ -129,11 +129,11 @@ def importance(
         sampling_defaults,
         write_importance,
     )
-    from anchors._progress import step
     from anchors._report import terminal_summary
     from cot import embed_sentences, load_trace
     from cotscope._context import check_trace_fits
     from cotscope._outputs import claim_out
+    from cotscope._progress import step
     from resampling import SamplingParams
 
     seed = DEFAULT_TRACE_SEED if seed is None else seed
@@ -279,10 +279,10 @@ def validate_anchors_command(
     cache_dir,
 ) -> None:
     """Rank sentences with every method on arith's own traces; compare with the planted ground truth."""
-    from anchors._progress import count_line, step
     from anchors._validate import TEMPERATURE, validate_anchors  # TEMPERATURE is DEFAULT_TEMPERATURE
     from cot import json_dumps
     from cotscope._outputs import check_writable_dir
+    from cotscope._progress import count_line, step
 
     check_writable_dir(cache_dir, "--cache")
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from anchors._progress import step
+from cotscope._progress import step
 
 __all__ = [
     "DEFAULT_TEMPERATURE",

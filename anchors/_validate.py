@@ -269,7 +269,8 @@ def validate_anchors(
     on: :attr:`ValidationResult.significance` says how often planted and filler sentences are flagged, at
     ``samples`` and at every smaller sample count of ``ladder`` (default: those of :data:`LADDER` below ``samples``;
     each from the cache, no new sampling), and :attr:`ValidationResult.null_check` how often the test flags two halves
-    of one position's rollouts.
+    of one position's rollouts. ``progress(done, total)`` is called with 0 once the traces are sampled, then after
+    each trace is scored.
     """
     import organisms
     from anchors._blackbox import ImportanceOptions, split_half_pvalues
@@ -316,6 +317,8 @@ def validate_anchors(
             f"found only {len(chosen)} clean traces in {next_seed - seed} samples; raise max_candidates"
         )
 
+    if progress is not None:  # the traces are sampled; scoring the first also loads the embedding model
+        progress(0, len(chosen))
     rng = np.random.default_rng(seed)
     cases = [c for _, _, (_, c) in chosen]
     per_method: dict[str, list[tuple[float, float, int]]] = {m: [] for m in [*METHODS, *BASELINES]}

@@ -61,6 +61,9 @@ def load_sentence_embedder(
             )
     from sentence_transformers import SentenceTransformer
 
+    from cotscope._progress import quiet_weight_loading
+
+    quiet_weight_loading()
     # offline only while the bundled model loads: the rest of the process may use the hub as the user set it up
     before = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"

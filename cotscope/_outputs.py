@@ -51,6 +51,16 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "stego experiment": ("summary.parquet", "details.parquet", "figure.png", "experiment.json"),
     "probes": ("probes.parquet", "map.parquet", "traces.parquet", "heatmap.png", "summary.json"),
     "validate probes": ("posthoc", "arith", "validate.json"),
+    "organisms train": (
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "card.md",
+        "training_log.json",
+    ),
 }
 """The files (and folders) each folder-writing command puts into ``--out``."""
 

@@ -233,10 +233,11 @@ def validate_faithfulness_command(n_items, samples, quick, as_json, cache_dir) -
         n_items, samples = 30, 6
 
     def progress(msg: str) -> None:
-        if not as_json:
-            click.echo(msg, err=True)
+        click.echo(msg, err=True)
 
-    checks = validate_faithfulness(n_items=n_items, samples=samples, cache_dir=cache_dir, progress=progress)
+    checks = validate_faithfulness(
+        n_items=n_items, samples=samples, cache_dir=cache_dir, progress=None if as_json else progress
+    )
     failed = [c.name for c in checks if c.status == "measured" and not c.passed]
     if as_json:
         click.echo(json.dumps({"checks": [c.to_json() for c in checks]}, indent=2, allow_nan=False))

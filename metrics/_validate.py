@@ -75,7 +75,9 @@ def validate_faithfulness(
     cache_dir: str | Path = ".cotscope-cache/validate-faithfulness",
     progress: Callable[[str], None] | None = None,
 ) -> list[Check]:
-    """Run the acceptance checks of the faithfulness metrics on the organisms; returns the checks in order."""
+    """Run the acceptance checks of the faithfulness metrics on the organisms; returns the checks in order.
+
+    ``progress`` gets one line per organism and suite; with it, the engine also reports its sampling on stderr."""
     from resampling import make_backend
 
     log = progress or (lambda msg: None)
@@ -94,7 +96,7 @@ def validate_faithfulness(
             judge=RuleJudge(),
             mistakes=OrganismMistakes(seed=0),
             paraphraser=OrganismParaphraser(),
-            quiet=True,
+            quiet=progress is None,  # with progress, the sampling of each suite reports its count as it goes
             log=log,
         )
 

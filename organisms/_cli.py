@@ -77,6 +77,7 @@ def card_cmd(name: str) -> None:
     "--threads", 1, "CPU threads; a run is bit-for-bit reproducible for a given seed and thread count."
 )
 @flags.quiet_option("No progress output.")
+@flags.force_option()
 def train_cmd(
     name: str,
     seed: int,
@@ -87,14 +88,22 @@ def train_cmd(
     resume: bool,
     threads: int,
     quiet: bool,
+    force: bool,
 ) -> None:
     """Train organism NAME from scratch on CPU and save weights, tokenizer, card and training log."""
-    from cotscope._outputs import check_writable_dir
+    from cotscope._outputs import check_writable_dir, claim_out
 
     from ._train import train
 
     out = str(_out_folder(name, out, write_shipped))
-    check_writable_dir(Path(out))
+    if write_shipped:  # the shipped folder holds no run record: it is what a release ships
+        check_writable_dir(Path(out))
+    else:
+        # one organism, seed and thread count per folder (the weights they make); --steps is not part of it, so
+        # --resume can continue a run to more steps
+        claim_out(
+            Path(out), "organisms train", {"organism": name, "seed": seed, "threads": threads}, force=force
+        )
     click.echo(f"writing {name} to {out}", err=True)
     echo = (lambda _msg: None) if quiet else None
     log = train(name, seed=seed, steps=steps, out=out, probe=probe, resume=resume, threads=threads, echo=echo)
@@ -123,7 +132,12 @@ def eval_cmd(name: str, n: int, as_json: bool, out: str | None, write_shipped: b
     if no_card and (write_shipped or out is not None):
         raise click.UsageError("--no-card writes nothing; drop it, or drop --write-shipped/--out")
     folder = _out_folder(name, out, write_shipped)  # before the run: a bad combination fails at once
-    result = evaluate(name, n=n, write_card=write_shipped)
+    if not no_card:
+        from cotscope._outputs import check_writable_dir
+
+        check_writable_dir(folder)
+    click.echo(f"measuring {name} on {n} fresh problems per measurement", err=True)
+    result = evaluate(name, n=n, write_card=write_shipped, progress=lambda line: click.echo(line, err=True))
     if write_shipped:
         click.echo(f"rewrote the measured section of {folder / 'card.md'}", err=True)
     elif not no_card:

@@ -32,6 +32,10 @@ def parse_completion(text: str) -> tuple[str, str | None, bool]:
     return cot.removesuffix("\n"), extract_boxed(after), True
 
 
+_progress: Callable[[str], None] | None = None
+"""Where :func:`generate` reports each batch while :func:`evaluate` runs with ``progress``."""
+
+
 def generate(
     organism: Organism,
     prompts: list[list[int]],
@@ -74,6 +78,9 @@ def generate(
             )
         for row in gen[:, width:]:
             out.append(tok.decode(row, skip_special_tokens=True))
+        if _progress is not None:
+            how = "greedy" if temperature == 0 else f"sampled at T={temperature}"
+            _progress(f"{organism.name}: continued {len(out)}/{len(prompts)} prompts ({how})")
     return out
 
 
@@ -614,13 +621,19 @@ _EVALS = {
 
 
 def evaluate(
-    name: str, n: int = 200, *, write_card: bool = True, organism: Organism | None = None
+    name: str,
+    n: int = 200,
+    *,
+    write_card: bool = True,
+    organism: Organism | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure organism ``name`` on ``n`` fresh problems per measurement and (optionally) rewrite its card.
 
     Fresh problems are task seeds from ``EVAL_SEED_BASE`` on, disjoint from training. Sampling uses temperature
     1.0 with ``torch.manual_seed(0)``. Returns ``{"organism", "n", "temperature", "rows": [...]}`` where each row
-    has ``metric``, ``value``, ``target`` and, for acceptance criteria, ``pass``.
+    has ``metric``, ``value``, ``target`` and, for acceptance criteria, ``pass``. ``progress`` gets one line per
+    generated batch (a measurement of a few hundred continuations takes tens of seconds on a CPU).
     """
     import torch
 
@@ -629,7 +642,12 @@ def evaluate(
     torch.set_num_threads(2)
     o = organism if organism is not None else load(name)
     t0 = time.time()
-    rows = _EVALS[name](o, n)
+    global _progress
+    _progress = progress
+    try:
+        rows = _EVALS[name](o, n)
+    finally:
+        _progress = None
     result = {
         "organism": name,
         "n": n,

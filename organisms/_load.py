@@ -38,6 +38,9 @@ def load_from(name: str, path: str | Path) -> Organism:
     import torch
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
+    from cotscope._progress import quiet_weight_loading
+
+    quiet_weight_loading()
     path = Path(path)
     if not (path / "model.safetensors").is_file():
         raise FileNotFoundError(

@@ -297,6 +297,10 @@ def _init_from(cfg: TrainConfig, seed: int):
     return tokenizer, model
 
 
+LOG_EVERY_S = 10.0
+"""Most seconds between two step lines of ``train`` (besides one every ``log_every`` steps)."""
+
+
 def train(
     name: str,
     *,
@@ -326,6 +330,9 @@ def train(
         def echo(msg: str) -> None:
             print(msg, flush=True)
 
+    from cotscope._progress import quiet_weight_loading
+
+    quiet_weight_loading()  # no "Writing model shards" bar at each save: the step lines say where training is
     # One thread: on a shared machine two threads spin on each other and run several times slower.
     torch.set_num_threads(threads)
     task = get_task(name)
@@ -396,6 +403,7 @@ def train(
     aux_losses: list[float] = []
     next_seed = base + cfg.tokenizer_corpus + start * cfg.batch_size
     log: dict[str, Any] = {}
+    logged = {"step": start, "at": time.monotonic()}
     for step in range(start, n_steps):
         model.train()
         examples = [task.sample(next_seed + k) for k in range(cfg.batch_size)]
@@ -421,12 +429,15 @@ def train(
         sched.step()
         losses.append(float(loss.detach()))
         done = step + 1
-        if log_every and done % log_every == 0:
-            recent = sum(losses[-log_every:]) / len(losses[-log_every:])
+        # a line every log_every steps, and sooner when they take more than LOG_EVERY_S (a loaded CPU)
+        since = done - logged["step"]
+        if log_every and (done % log_every == 0 or time.monotonic() - logged["at"] >= LOG_EVERY_S):
+            recent = sum(losses[-since:]) / since
             extra = ""
             if aux_losses:
-                extra = f" (auxiliary loss {sum(aux_losses[-log_every:]) / len(aux_losses[-log_every:]):.4f})"
+                extra = f" (auxiliary loss {sum(aux_losses[-since:]) / len(aux_losses[-since:]):.4f})"
             echo(f"  step {done:5d}  loss {recent:.4f}{extra}  {time.time() - t0:6.1f}s")
+            logged.update(step=done, at=time.monotonic())
         if done == n_steps or (save_every and done % save_every == 0):
             stage = {"from_step": start, "to_step": done, "optimizer": "new"}
             log = _save(name, task, model, tokenizer, cfg, out_dir, seed, done, base, next_seed, t0, losses)

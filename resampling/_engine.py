@@ -297,14 +297,21 @@ class Engine:
 
 
 class _Progress:
-    """A rich progress bar with rollouts/s and tokens/s; silent when quiet."""
+    """A rich progress bar with rollouts/s and tokens/s on a terminal; plain lines (``cotscope._progress``) when
+    stderr is a file or a pipe; silent when quiet."""
 
     def __init__(self, total: int, quiet: bool) -> None:
         self.total, self.quiet = total, quiet
         self.start = time.perf_counter()
+        self.plain = None
 
     def __enter__(self):
-        if not self.quiet and self.total:
+        from cotscope._progress import progress, stderr_is_terminal
+
+        if not self.quiet and self.total and not stderr_is_terminal():
+            self.plain = progress("resampling", self.total)
+            self.plain_advance = self.plain.__enter__()
+        elif not self.quiet and self.total:
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -331,12 +338,16 @@ class _Progress:
         return self
 
     def advance(self, n: int, tokens: int) -> None:
+        if self.plain is not None:
+            self.plain_advance(n)
         if hasattr(self, "bar"):
             dt = max(time.perf_counter() - self.start, 1e-9)
             done = self.bar.tasks[0].completed + n
             self.bar.update(self.task, advance=n, rate=f"{done / dt:.1f} rollouts/s, {tokens / dt:.0f} tok/s")
 
     def __exit__(self, *exc) -> None:
+        if self.plain is not None:
+            self.plain.__exit__(*exc)
         if hasattr(self, "bar"):
             self.bar.__exit__(*exc)
 

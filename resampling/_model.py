@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from cotscope._progress import quiet_weight_loading
 from resampling._errors import EngineInputError
 
 __all__ = ["DEFAULT_MODEL", "LoadedModel", "load_model", "model_identity"]
@@ -47,7 +48,7 @@ def load_model(model_id: str = DEFAULT_MODEL, *, device: str | None = None, dtyp
     """Load a model by id. Errors name the valid choices and the fix, before any work starts."""
     if not isinstance(model_id, str) or not model_id:
         raise EngineInputError("a model id is required: 'organism:NAME', a local folder, or a hub id")
-    _quiet_loading()
+    quiet_weight_loading()
     if model_id.startswith("organism:"):
         name = model_id.split(":", 1)[1]
         import organisms
@@ -87,13 +88,6 @@ def _hash_cache_file() -> Path:
         return Path(os.environ["COTSCOPE_HASH_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "cotscope" / "file-sha256.json"
-
-
-def _quiet_loading() -> None:
-    """No "Loading weights" progress bars from transformers: the commands print their own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")

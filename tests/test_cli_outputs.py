@@ -328,3 +328,40 @@ def test_a_flag_means_the_same_in_every_command():
                 else:
                     seen[key], where[key] = kind, path
     assert {"--seed", "--model", "--out", "--force", "--quiet", "--cache"} <= set(seen)
+
+
+def test_organisms_train_out_is_claimed_like_every_other_command(tmp_path, monkeypatch, capsys):
+    """``--out`` holding another command's run, or another seed's organism, is refused before training unless
+    --force; a file as --out fails in one line; the same organism and seed (a --resume to more steps) may go on."""
+    import organisms._train
+
+    trained = []
+
+    def fake_train(name, *, seed, out, **kwargs):
+        trained.append((name, seed, (Path(out) / "training_log.json").exists()))
+        (Path(out) / "training_log.json").write_text("{}")
+        return {"organism": name, "steps": kwargs["steps"], "wall_time_s": 0.0, "final_loss": 0.0}
+
+    monkeypatch.setattr(organisms._train, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imp").mkdir()
+    (tmp_path / "imp" / "importance.parquet").write_bytes(b"kept")
+    base = ["organisms", "train", "arith", "--steps", "1", "--probe", "0", "--quiet"]
+    code, err = run([*base, "--out", "imp"], capsys)
+    assert code == 2 and "another command's results" in one_line(err) and "--force" in err
+    assert trained == [] and (tmp_path / "imp" / "importance.parquet").read_bytes() == b"kept"
+
+    assert run([*base, "--out", "run"], capsys)[0] == 0
+    assert run([*base, "--out", "run", "--steps", "2", "--resume"], capsys)[0] == 0
+    code, err = run([*base, "--out", "run", "--seed", "1"], capsys)
+    assert code == 2 and "other settings (seed 0, now 1)" in one_line(err)
+    assert len(trained) == 2
+    assert trained[1] == ("arith", 0, True)  # the resumed run found its folder as it was
+    assert run([*base, "--out", "run", "--seed", "1", "--force"], capsys)[0] == 0
+    assert trained[-1] == ("arith", 1, False)  # the seed-0 run went before the seed-1 one started
+
+    (tmp_path / "file").write_text("x")
+    for bad in ("file", "file/sub"):
+        code, err = run([*base, "--out", bad], capsys)
+        assert code == 2 and "file" in one_line(err)
+    assert len(trained) == 3

@@ -200,7 +200,11 @@ def test_validate_anchors_reports_significance_at_each_sample_count(tmp_path):
         "cache_dir": tmp_path,
         "options": {"min_different": 1, "min_dtf": 0.0},
     }
-    full = validate_anchors(samples=6, ladder=(3,), **kw)
+    counts = []
+    full = validate_anchors(
+        samples=6, ladder=(3,), progress=lambda done, total: counts.append((done, total)), **kw
+    )
+    assert counts == [(0, 1), (1, 1)]  # a line once the traces are sampled, then one per trace scored
     assert sorted(full.significance_by_samples) == [3, 6]
     assert full.significance == full.significance_by_samples[6]
     alone = validate_anchors(samples=3, ladder=(), **kw)

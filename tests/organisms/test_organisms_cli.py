@@ -57,7 +57,7 @@ def test_eval_json_without_touching_the_card():
     card = organisms.load("arith").card
     out = CliRunner().invoke(cli, ["eval", "arith", "--n", "8", "--json", "--no-card"])
     assert out.exit_code == 0, out.output
-    result = json.loads(out.output)
+    result = json.loads(out.stdout)  # progress lines go to stderr
     rows = {r["metric"]: r for r in result["rows"]}
     assert result["organism"] == "arith" and result["n"] == 8
     assert 0.0 <= rows["greedy accuracy"]["value"] <= 1.0 and "pass" in rows["greedy accuracy"]

@@ -8,13 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["count_line", "progress", "step"]
+__all__ = ["count_line", "progress", "quiet_weight_loading", "stderr_is_terminal", "step"]
 
 PLAIN_EVERY_S = 5.0
 """Plain lines: at most one per this many seconds while a count advances (and always the last)."""
 
 
-def _terminal() -> bool:
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (a bar redrawn in place), not a file or a pipe (plain lines)."""
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
 
@@ -31,7 +32,7 @@ def step(message: str) -> None:
 def count_line(text: str, *, last: bool) -> None:
     """A count such as ``scored 3/10 traces``: redrawn in place on a terminal (a newline after the ``last``), one
     line per call elsewhere."""
-    if _terminal():
+    if stderr_is_terminal():
         print(f"\r{text}", end="\n" if last else "", file=sys.stderr, flush=True)
     else:
         _line(text)
@@ -43,7 +44,7 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
     if not total:
         yield lambda n: None
         return
-    if not _terminal():
+    if not stderr_is_terminal():
         state = {"done": 0, "last": time.monotonic()}
         _line(f"{label}: 0/{total}")
 
@@ -69,3 +70,11 @@ def progress(label: str, total: int) -> Iterator[Callable[[int], None]]:
     ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def quiet_weight_loading() -> None:
+    """No "Loading weights" bars from transformers (a carriage-return bar, unreadable in a log): the commands print
+    their own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
