@@ -99,8 +99,8 @@ def _sort_key(x: Any) -> str:
 
 
 _SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0], asc = th.dataset.dir !== 'asc';
+document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => {
+  const col = th.cellIndex, body = th.closest('table').tBodies[0], asc = th.dataset.dir !== 'asc';
   th.dataset.dir = asc ? 'asc' : 'desc';
   const key = r => { const v = r.cells[col].dataset.v; return v === '' ? NaN : (isNaN(+v) ? v : +v); };
   [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
