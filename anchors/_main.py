@@ -497,6 +497,19 @@ def validate_anchors_command(
             f"{rec['n_varied']:>6}"
         )
     click.echo(f"a calibrated test flags about {level:g} of these, or fewer (discrete answers)")
+    click.echo(
+        "\ndataset check: position-debiased effect by the generator's truth role, 95% cluster bootstrap over traces;"
+        "\npassed = both planted roles' intervals lie above the filler interval"
+    )
+    for metric, rec in result.dataset.items():
+        verdict = "passed" if rec["passed"] else "FAILED"
+        click.echo(f"{metric}: {verdict} (smallest gap {rec['smallest_gap']:.3f})")
+        ordered = sorted(rec["roles"].items(), key=lambda kv: -kv[1]["debiased"])
+        for role, r in ordered:
+            click.echo(
+                f"  {role:<24}{r['debiased']:>8.3f} [{r['debiased_lo']:.3f}, {r['debiased_hi']:.3f}]"
+                f"  n={r['n_sentences']} in {r['n_traces']} traces"
+            )
 
 
 @click.command("receiver-heads")

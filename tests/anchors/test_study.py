@@ -205,3 +205,35 @@ def test_share_significant_counts_flags_of_the_role():
         pl.Series("m_significant", [True, False, None, True])
     )
     assert aggregate(t, ["m"], n_bootstrap=20)["share_significant"][0] == pytest.approx(2 / 3)
+
+
+def _planted_study(gap: float, seed: int = 0) -> pl.DataFrame:
+    """20 traces of 10 sentences: one planted error and the sentence after it score ``gap`` above filler."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(20):
+        error = int(rng.integers(1, 8))
+        for p in range(10):
+            role = "planted_error" if p == error else "planted_next" if p == error + 1 else "filler"
+            value = rng.gamma(2.0, 0.05) + (gap if role != "filler" else 0.0)
+            rows.append(
+                {"trace_id": f"t{k}", "position": p, "role": role, "counterfactual_importance_kl": value}
+            )
+    return pl.DataFrame(rows)
+
+
+def test_dataset_check_passes_only_when_planted_roles_clear_filler():
+    from anchors._validate import _truth_roles_table, dataset_check
+
+    passed = dataset_check(_planted_study(1.0), ["counterfactual_importance_kl"], n_bootstrap=300)
+    rec = passed["counterfactual_importance_kl"]
+    assert rec["passed"] and rec["smallest_gap"] > 0
+    assert rec["roles"]["planted_error"]["n_sentences"] == 20 and rec["roles"]["filler"]["n_traces"] == 20
+    failed = dataset_check(_planted_study(0.0), ["counterfactual_importance_kl"], n_bootstrap=300)
+    assert not failed["counterfactual_importance_kl"]["passed"]
+    # the truth roles come from the generator's analysis, never from the labels of the table scored
+    table = pl.DataFrame(
+        {"position": [0, 1, 2, 3], "role": ["x"] * 4, "counterfactual_importance_kl": [0.0] * 4}
+    )
+    truth = _truth_roles_table(table, "t", 1, [1, 2], [{"compute"}, {"compute"}, {"correction"}, {"unknown"}])
+    assert truth["role"].to_list() == ["compute", "planted_error", "planted_next", "filler"]
