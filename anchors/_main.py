@@ -140,6 +140,7 @@ def importance(
         onpolicy_trace,
         read_receiver_heads,
         sampling_defaults,
+        sampling_params,
         write_importance,
     )
     from anchors._progress import step
@@ -147,7 +148,6 @@ def importance(
     from cot import embed_sentences, load_trace
     from cotscope._context import check_trace_fits
     from cotscope._outputs import claim_out
-    from resampling import SamplingParams
 
     dataset = traces_path is not None or n_traces is not None
     if sum(x is not None for x in (trace_file, traces_path, n_traces)) > 1:
@@ -209,16 +209,7 @@ def importance(
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
-    params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["max_new_tokens"],
-    )
-    forced_params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["forced_max_new_tokens"],
-    )
+    params, forced_params = sampling_params(sampling)
     if trace is None:
         if not quiet:
             step(f"writing the on-policy trace of problem {seed} with {model_id}")
@@ -309,11 +300,11 @@ def _importance_dataset(
 ) -> None:
     """``cotscope importance --traces PATH`` / ``--n-traces N``: a study (anchors._study_run)."""
     from anchors._blackbox import ImportanceOptions
-    from anchors._pipeline import sampling_defaults
+    from anchors._pipeline import sampling_defaults, sampling_params
     from anchors._progress import step
     from anchors._study_run import load_traces, onpolicy_traces, run_study
     from cotscope._outputs import claim_out
-    from resampling import EngineInputError, SamplingParams
+    from resampling import EngineInputError
 
     defaults, defaults_for = sampling_defaults(model_id)
     sampling = {k: defaults[k] if v is None else v for k, v in sampling_given.items()}
@@ -336,16 +327,7 @@ def _importance_dataset(
     claim_out(out, "importance", {**config, **source}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
-    params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["max_new_tokens"],
-    )
-    forced_params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["forced_max_new_tokens"],
-    )
+    params, forced_params = sampling_params(sampling)
     try:
         if n_traces is not None:
             if not quiet:

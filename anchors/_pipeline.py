@@ -21,6 +21,7 @@ __all__ = [
     "pick_receiver_heads",
     "read_receiver_heads",
     "sampling_defaults",
+    "sampling_params",
     "whitebox_columns",
 ]
 
@@ -61,6 +62,19 @@ def sampling_defaults(model_id: str) -> tuple[dict[str, Any], str]:
             f"organism {task.name}",
         )
     return dict(REAL_MODEL_SAMPLING), "real reasoning model"
+
+
+def sampling_params(sampling: dict[str, Any]) -> tuple[Any, Any]:
+    """The rollouts' and the forced-answer probes' :class:`resampling.SamplingParams` from a sampling dict
+    (:func:`sampling_defaults`, with any flags applied): the same temperature and nucleus, their own budgets."""
+    from resampling import SamplingParams
+
+    def params(budget: str) -> Any:
+        return SamplingParams(
+            temperature=sampling["temperature"], top_p=sampling["top_p"], max_new_tokens=sampling[budget]
+        )
+
+    return params("max_new_tokens"), params("forced_max_new_tokens")
 
 
 DEFAULT_TRACE_SEED = 366

@@ -159,6 +159,20 @@ def _cell(row: dict[str, Any], m: str) -> str:
     return f"<td class='{cls}'{title} data-v='{_sort_key(value)}'>{_fmt(value)}{ci}</td>"
 
 
+def figures_html(figures: dict[str, bytes] | None) -> str:
+    """The "Figures" section: each PNG inlined under its name; empty without figures."""
+    if not figures:
+        return ""
+    parts = ["<h2>Figures</h2><div class='figs'>"]
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
+
+
 def render_report(
     table: pl.DataFrame,
     trace: Any = None,
@@ -239,14 +253,7 @@ def render_report(
             "select i (solid) and j (dashed) in the text.</p><div class='matrixbox'><canvas id='matrix'></canvas>"
             "<div id='matrix-legend'></div></div>"
         )
-    if figures:
-        parts.append("<h2>Figures</h2><div class='figs'>")
-        for name, png in figures.items():
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(
-                f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-            )
-        parts.append("</div>")
+    parts.append(figures_html(figures))
     metrics = [m for m in (*REPORT_METRICS, *_OPTIONAL_METRICS) if m in table.columns]
     metrics += [m for m in metric_columns(table) if m not in metrics and m not in _HIDDEN]
     counts = [c for c in ("n_rollouts", "n_different") if c in table.columns]

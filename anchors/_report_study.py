@@ -3,7 +3,6 @@ linking to its own report; and :func:`write_study`, every dataset output into on
 
 from __future__ import annotations
 
-import base64
 import html
 import os
 from collections.abc import Sequence
@@ -113,7 +112,7 @@ def render_study_report(
     """One HTML page that opens offline (styles, script and figures inlined): run notes, the aggregate ``figures``,
     each role's aggregate of ``metric`` (split ``all``), the skipped traces with their reasons, and the traces as a
     sortable table whose ids link to ``link`` (relative to the page)."""
-    from anchors._report import _SCRIPT, _asset
+    from anchors._report import _SCRIPT, _asset, figures_html
 
     metric = metric or primary_metric(table)
     traces = trace_summaries(table, metric)
@@ -165,14 +164,7 @@ def render_study_report(
                 + "</tr>"
             )
         parts.append("</tbody></table>")
-    if figures:
-        parts.append("<h2>Figures</h2><div class='figs'>")
-        for name, png in figures.items():
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(
-                f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-            )
-        parts.append("</div>")
+    parts.append(figures_html(figures))
     if skipped:
         parts.append(f"<h2>Skipped traces ({len(skipped)})</h2><ul id='skipped'>")
         parts.extend(

@@ -72,7 +72,8 @@ def load_traces(path: str | os.PathLike) -> tuple[list[Any], list[dict[str, Any]
 def onpolicy_traces(backend: Any, model_id: str, n: int, seed: int, sampling: dict[str, Any]) -> list[Any]:
     """``n`` traces the organism writes itself, for its problems ``seed .. seed + n - 1``, in one backend call."""
     import organisms
-    from resampling import EngineInputError, SamplingParams, sample_traces
+    from anchors._pipeline import sampling_params
+    from resampling import EngineInputError, sample_traces
 
     if not model_id.startswith("organism:"):
         raise EngineInputError(
@@ -81,11 +82,7 @@ def onpolicy_traces(backend: Any, model_id: str, n: int, seed: int, sampling: di
     task = organisms.get_task(model_id.split(":", 1)[1])
     seeds = list(range(seed, seed + n))
     examples = [task.sample(s) for s in seeds]
-    params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["max_new_tokens"],
-    )
+    params = sampling_params(sampling)[0]
     return sample_traces(
         backend,
         backend.tokenizer,

@@ -30,22 +30,13 @@ def run_study_bench(
     import polars as pl
 
     from anchors._blackbox import ImportanceOptions
-    from anchors._pipeline import compute_importance, sampling_defaults
+    from anchors._pipeline import compute_importance, sampling_defaults, sampling_params
     from anchors._study_run import onpolicy_traces, run_study
-    from resampling import SamplingParams, make_backend
+    from resampling import make_backend
 
     be = make_backend("hf", model_id=model_id)
     sampling, _ = sampling_defaults(model_id)
-    params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["max_new_tokens"],
-    )
-    forced = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["forced_max_new_tokens"],
-    )
+    params, forced = sampling_params(sampling)
     traces = onpolicy_traces(be, model_id, n_traces, seed, sampling)
     options = ImportanceOptions(min_different=min(5, samples))
     common = {"samples": samples, "seed": seed, "params": params, "forced_params": forced, "options": options}

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from anchors._blackbox import ImportanceOptions
-from anchors._pipeline import compute_importance, sampling_defaults
+from anchors._pipeline import compute_importance, sampling_defaults, sampling_params
 from anchors._study_run import load_traces, onpolicy_traces, run_study
 from cot import Trace
 
@@ -19,26 +19,18 @@ OPTIONS = ImportanceOptions(min_different=2, n_bootstrap=50, n_permutations=50)
 
 @pytest.fixture(scope="module")
 def setup():
-    from resampling import SamplingParams, make_backend
+    from resampling import make_backend
 
     be = make_backend("hf", model_id="organism:arith")
     sampling, _ = sampling_defaults("organism:arith")
-    params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["max_new_tokens"],
-    )
-    forced = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["forced_max_new_tokens"],
-    )
+    params, forced = sampling_params(sampling)
     traces = onpolicy_traces(be, "organism:arith", 3, 0, sampling)
     return be, traces, params, forced
 
 
-def _run(setup, traces, cache, **kw):
+def _run(setup, traces, cache, backend=None, **kw):
     be, _, params, forced = setup
+    be = backend or be
     return run_study(
         be,
         traces,
@@ -98,17 +90,7 @@ def test_dataset_run_equals_single_runs_resumes_and_adds_only_new_traces(setup, 
     # killed in the middle, then rerun: the same rows, and only the missing rollouts are sampled
     dying = _DiesAfter(be, 3)
     with pytest.raises(_Interrupted):
-        run_study(
-            dying,
-            traces,
-            samples=SAMPLES,
-            seed=0,
-            params=params,
-            forced_params=forced,
-            cache_dir=tmp_path / "killed",
-            options=OPTIONS,
-            flush_every=1,
-        )
+        _run(setup, traces, tmp_path / "killed", backend=dying, flush_every=1)
     again = _run(setup, traces, tmp_path / "killed")
     assert 0 < again.stats["rollouts_cached"] < again.stats["rollouts_planned"]
     assert again.table.equals(whole.table)
