@@ -6,6 +6,8 @@ Names are imported on first use, so ``import anchors`` stays cheap (no polars, m
   :func:`sentence_matrix` (sentence -> sentence dependence from resampling), :class:`ImportanceOptions`.
 - Format: :func:`import_thought_anchors`, :func:`write_thought_anchors`, :func:`compare_published`.
 - Outputs: :func:`build_graph`, the ``plot_*`` figures, :func:`render_report`, :func:`write_outputs`.
+- Studies (many traces): :func:`run_study`, :func:`load_traces`, :func:`aggregate` (by role, cluster bootstrap over
+  traces, position-debiased), :func:`write_study`.
 """
 
 from cotscope._exports import attach_stub as _attach_stub

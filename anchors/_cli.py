@@ -35,9 +35,10 @@ def import_group() -> None:
     help="Recompute the different-trajectories fraction and overdeterminedness from chunks_resampled.json "
     "(embeds every resampled sentence: minutes on a CPU); --no-recompute keeps the published values only.",
 )
+@flags.roles_option(("published",), default="published")
 @flags.force_option()
 def thought_anchors_command(
-    problem_dir: Path, out: Path, threshold: float, recompute: bool, force: bool
+    problem_dir: Path, out: Path, threshold: float, recompute: bool, roles: str, force: bool
 ) -> None:
     """Read thought-anchors results, recompute what their files allow, write OUT/importance.parquet and a report.
 
@@ -69,7 +70,9 @@ def thought_anchors_command(
                 "thought-anchors problem folder, or a dataset folder of them",
                 param_hint="DIR",
             )
-        _import_dataset(problem_dir, folders, out, threshold=threshold, recompute=recompute, force=force)
+        _import_dataset(
+            problem_dir, folders, out, threshold=threshold, recompute=recompute, roles=roles, force=force
+        )
         return
     try:  # an empty trace is refused before the output folder is touched
         read_labeled_chunks(problem_dir)
@@ -78,10 +81,12 @@ def thought_anchors_command(
     config = {"problem": problem_dir.resolve(), "threshold": threshold}
     if not recompute:
         config["recompute"] = False
+    if roles != "published":
+        config["roles"] = roles
     claim_out(out, "import thought-anchors", config, force=force)
     try:
         # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
-        table = _import_one(problem_dir, threshold, TextEmbeddings(progress=True), recompute)
+        table = _import_one(problem_dir, threshold, TextEmbeddings(progress=True), recompute, roles)
     except TraceError as exc:  # an empty trace: nothing to import, nothing written
         raise click.BadParameter(str(exc), param_hint="DIR") from None
     step(f"writing {table.height} sentences, figures and the report to {out}")
@@ -106,9 +111,10 @@ def _problem_folders(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("chunks_labeled.json"))
 
 
-def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool):
-    """One problem folder as a table with ``trace_id`` and ``base_correct``; a file of the wrong shape is a
-    one-line usage error naming the folder."""
+def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool, roles: str = "published"):
+    """One problem folder as a table with ``trace_id`` and ``base_correct``; ``role`` is the published primary tag,
+    or, with ``roles`` ``rules`` / ``learned``, that labeller's (``cot.label_sentences`` on the published chunks).
+    A file of the wrong shape is a one-line usage error naming the folder."""
     from anchors._ta_format import base_correct, import_thought_anchors
 
     try:
@@ -124,11 +130,17 @@ def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool):
         ) from exc
     if table["trace_id"].null_count():  # no base_solution.json: the folder names the trace
         table = table.with_columns(pl.lit(f"{problem_dir.parent.name}-{problem_dir.name}").alias("trace_id"))
+    if roles != "published":
+        from cot import label_sentences
+
+        table = table.with_columns(
+            pl.Series("role", label_sentences(table["text"].to_list(), roles), dtype=pl.String)
+        )
     return table.with_columns(pl.lit(base_correct(problem_dir), dtype=pl.Boolean).alias("base_correct"))
 
 
 def _import_dataset(
-    root: Path, folders: list[Path], out: Path, *, threshold: float, recompute: bool, force: bool
+    root: Path, folders: list[Path], out: Path, *, threshold: float, recompute: bool, roles: str, force: bool
 ):
     """``import thought-anchors`` of a dataset folder: every problem, then the study outputs."""
     from anchors._embedding import TextEmbeddings
@@ -137,14 +149,14 @@ def _import_dataset(
     from cot import TraceError
     from cotscope._outputs import claim_out
 
-    config = {"dataset": root.resolve(), "threshold": threshold, "recompute": recompute}
+    config = {"dataset": root.resolve(), "threshold": threshold, "recompute": recompute, "roles": roles}
     claim_out(out, "import thought-anchors", config, force=force)
     step(f"importing {len(folders)} problem folders from {root}")
     embed = TextEmbeddings(progress=False)
     tables, skipped = [], []
     for k, folder in enumerate(folders, 1):
         try:
-            table = _import_one(folder, threshold, embed, recompute)
+            table = _import_one(folder, threshold, embed, recompute, roles)
         except (TraceError, click.BadParameter) as exc:
             skipped.append(
                 {"trace": str(folder.relative_to(root)), "reason": str(getattr(exc, "message", exc))}
@@ -165,7 +177,12 @@ def _import_dataset(
         )
     table = pl.concat(tables, how="diagonal_relaxed")
     step(f"writing the study of {len(tables)} traces ({table.height} sentences) to {out}")
-    notes = {"imported from": str(root), "format": "thought-anchors", "similarity threshold": threshold}
+    notes = {
+        "imported from": str(root),
+        "format": "thought-anchors",
+        "similarity threshold": threshold,
+        "roles": roles,
+    }
     paths = write_study(
         table, out, notes=notes, skipped=skipped, run={"command": "import thought-anchors", **config}
     )

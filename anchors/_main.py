@@ -97,6 +97,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
+@flags.roles_option()
 @flags.cache_option()
 @flags.force_option()
 @flags.quiet_option()
@@ -122,6 +123,7 @@ def importance(
     min_dtf,
     counterfactual_fallback,
     no_whitebox,
+    roles,
     cache_dir,
     force,
     quiet,
@@ -186,6 +188,7 @@ def importance(
             convention=convention,
             floors=_floors(min_different, min_dtf, counterfactual_fallback),
             whitebox=not no_whitebox and backend == "hf",
+            roles=roles,
             cache_dir=cache_dir,
             force=force,
             quiet=quiet,
@@ -206,6 +209,8 @@ def importance(
     config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
     config.update(gt_answer=gt_answer, receiver_heads=receiver_heads_file, convention=convention)
     config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
+    if roles != "rules":  # runs claimed before --roles existed keep their configuration
+        config["roles"] = roles
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
@@ -239,6 +244,7 @@ def importance(
         cache_dir=cache_dir or out / ".cache",
         options=options,
         whitebox=not no_whitebox and backend == "hf",
+        roles=roles,
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
         out=out,
@@ -295,6 +301,7 @@ def _importance_dataset(
     floors,
     whitebox,
     cache_dir,
+    roles,
     force,
     quiet,
 ) -> None:
@@ -322,7 +329,7 @@ def _importance_dataset(
                 param_hint="--traces",
             )
     config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
-    config.update(convention=convention, **floors, whitebox=whitebox)
+    config.update(convention=convention, **floors, whitebox=whitebox, roles=roles)
     source = {"traces": sorted(t.id for t in traces)} if traces else {"n_traces": n_traces}
     claim_out(out, "importance", {**config, **source}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
@@ -364,6 +371,7 @@ def _importance_dataset(
             notes=notes,
             header={"command": "importance", **config},
             skipped=skipped,
+            roles=roles,
         )
     except EngineInputError as exc:
         raise click.UsageError(str(exc)) from None

@@ -261,13 +261,15 @@ def compute_importance(
     embed: Any = None,
     out: str | os.PathLike | None = None,
     header: dict[str, Any] | None = None,
+    roles: str = "rules",
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
     Accuracy is graded against ``gt_answer``, else the trace's recorded ``gt_answer``, else the trace's own final
     answer (``stats["graded_against"]`` says which; with none at all, accuracy is NaN). White-box columns
     (receiver heads, suppression) are added when the backend holds a transformers model; ``receiver_heads`` (from
-    :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one.
+    :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one. ``roles``
+    names the labeller of the ``role`` column (``cot.label_sentences``: ``rules`` or ``learned``).
     """
     from dataclasses import replace
 
@@ -301,8 +303,16 @@ def compute_importance(
         step(f"scoring {len(prefixes.sentences)} sentences: importance, intervals and p-values")
     emb = _run_embeddings(embed, cache_dir, quiet)
     matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
+    from cot import label_sentences
+
     table = importance_table(
-        result.rollouts, trace, prefixes.sentences, options=opts, embed=emb, matrix=matrix
+        result.rollouts,
+        trace,
+        prefixes.sentences,
+        options=opts,
+        embed=emb,
+        matrix=matrix,
+        roles=label_sentences(prefixes.sentences, roles),
     )
     emb.save()
     supp = None

@@ -127,6 +127,7 @@ def run_study(
     header: dict[str, Any] | None = None,
     skipped: list[dict[str, Any]] | None = None,
     flush_every: int = 64,
+    roles: str = "rules",
 ) -> StudyRun:
     """Sample every trace's rollouts in one engine pass, score each trace, and (with ``out``) write per-trace
     outputs under ``out/traces/<trace_id>/`` and the study outputs at ``out``. Rollouts are stored in shards of
@@ -194,6 +195,7 @@ def run_study(
                 quiet=True,
                 out=trace_out,
                 header={**(header or {}), "trace": trace.to_dict()},
+                roles=roles,
             )
         except (EngineInputError, RuntimeError, ValueError) as exc:
             skipped.append({"trace": trace.id, "reason": str(exc).splitlines()[0]})

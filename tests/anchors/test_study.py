@@ -237,3 +237,16 @@ def test_dataset_check_passes_only_when_planted_roles_clear_filler():
     )
     truth = _truth_roles_table(table, "t", 1, [1, 2], [{"compute"}, {"compute"}, {"correction"}, {"unknown"}])
     assert truth["role"].to_list() == ["compute", "planted_error", "planted_next", "filler"]
+
+
+def test_import_roles_from_a_labeller_keep_the_published_tags(tmp_path):
+    from cot import label_sentences
+
+    folder = sorted(_problem_folders(DATASET), key=lambda f: (f / "chunks_labeled.json").stat().st_size)[0]
+    published = _import_one(folder, 0.8, None, False)
+    ruled = _import_one(folder, 0.8, None, False, "rules")
+    assert ruled["role"].to_list() == label_sentences(published["text"].to_list(), "rules")
+    assert ruled["role"].to_list() != published["role"].to_list()
+    assert ruled["published_function_tags"].equals(published["published_function_tags"])
+    chunks = json.loads((folder / "chunks_labeled.json").read_text(encoding="utf-8"))
+    assert published["role"].to_list() == [(c["function_tags"] or ["unknown"])[0] for c in chunks]
