@@ -155,3 +155,24 @@ def test_importance_takes_one_source_of_traces(tmp_path):
         importance, ["--traces", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o")]
     )
     assert result.exit_code == 2 and "holds no readable trace" in result.output
+
+
+@pytest.mark.slow
+def test_importance_n_traces_writes_a_study_and_resumes(tmp_path):
+    from cotscope.cli import main
+
+    out = tmp_path / "study"
+    args = ["importance", "--n-traces", "2", "--samples", "3", "--min-different", "2", "--no-whitebox"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    assert table["trace_id"].n_unique() == 2
+    for trace_id in table["trace_id"].unique():
+        assert (out / "traces" / trace_id / "report.html").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["engine"]["rollouts_new"] == run["engine"]["rollouts_planned"] > 0
+    assert main([*args, "--out", str(out)]) == 0  # the same run again: everything from the cache
+    again = json.loads((out / "run.json").read_text())
+    assert again["engine"]["rollouts_new"] == 0
+    assert pl.read_parquet(out / "importance.parquet").equals(table)
+    # another configuration in the same folder is refused before any work
+    assert main([*args, "--seed", "5", "--out", str(out)]) != 0
