@@ -349,6 +349,10 @@ def plot_position(
         grid = np.linspace(0, 1, 200)
         ax.plot(grid, curve(grid), color="black", linewidth=1.2, label=f"degree-{deg} fit")
         ax.legend(fontsize=7, loc="upper right", frameon=False)
+        pad = 0.05 * (float(y.max() - y.min()) or 1.0)
+        ax.set_ylim(
+            float(y.min()) - pad, float(y.max()) + pad
+        )  # the curve never stretches the axis past the data
     ax.set_xlabel("relative position in the trace")
     ax.set_ylabel(_metric_label(metric))
     _legend(ax, colors, roles)

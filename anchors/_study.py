@@ -44,10 +44,16 @@ AGGREGATE_VERSION = 1
 
 DEBIAS_DEGREE = 10
 """Degree of the position polynomial: Thought Anchors' (``plots.py``, degree 10 on normalised position), so that the
-debiased role effects are comparable with the published figure. It is lowered to one less than the number of
-distinct relative positions when a split has fewer (short organism traces), where a degree-10 fit would be
-underdetermined. The fit uses a Legendre basis on [-1, 1], which is well conditioned at degree 10 where raw powers
-of a number in [0, 1] are not; the fitted curve is the same polynomial."""
+debiased role effects are comparable with the published figure (2,929 sentences there). It is lowered where the
+data cannot carry it: to one less than the number of distinct relative positions, and to at most
+``n // SENTENCES_PER_COEFFICIENT - 1`` for n sentences with a value, so that each coefficient rests on about ten
+sentences (a degree-10 fit to a few dozen sentences follows their noise and absorbs the role effects it is meant to
+leave). The fit uses a Legendre basis on [-1, 1], which is well conditioned at degree 10 where raw powers of a
+number in [0, 1] are not; the fitted curve is the same polynomial."""
+
+SENTENCES_PER_COEFFICIENT = 10
+"""Sentences per polynomial coefficient below which :data:`DEBIAS_DEGREE` is lowered (about ten observations per
+parameter, the usual rule of thumb for a regression that should not follow noise)."""
 
 SPLITS = ("all", "correct", "incorrect")
 
@@ -112,8 +118,8 @@ def _legendre(x: np.ndarray, degree: int) -> np.ndarray:
 
 
 def _degree(x: np.ndarray, degree: int) -> int:
-    """``degree``, lowered to one less than the number of distinct positions (see :data:`DEBIAS_DEGREE`)."""
-    return int(min(degree, max(len(np.unique(x)) - 1, 0)))
+    """``degree``, lowered to what ``len(x)`` sentences at their distinct positions carry (:data:`DEBIAS_DEGREE`)."""
+    return int(max(min(degree, len(np.unique(x)) - 1, len(x) // SENTENCES_PER_COEFFICIENT - 1), 0))
 
 
 def position_fit(x: np.ndarray, y: np.ndarray, degree: int = DEBIAS_DEGREE) -> tuple[Any, int]:

@@ -194,7 +194,17 @@ def test_degree_is_lowered_for_few_positions_and_splits_are_by_base_solution():
     )
     assert relative_position(t).tolist() == [0.0, 0.5, 1.0, 0.0, 0.5, 1.0]
     agg = aggregate(t, ["m"], n_bootstrap=50)
-    assert set(agg["degree"].to_list()) == {2}
+    # 6 sentences carry no polynomial: debiased = mean - grand mean
+    assert set(agg["degree"].to_list()) == {0}
+    rows = {r["role"]: r for r in agg.filter(pl.col("split") == "all").iter_rows(named=True)}
+    assert rows["a"]["debiased"] == pytest.approx(rows["a"]["mean"] - 3.5)
+    # 3 distinct positions cap the degree at 2 however many sentences there are; 30 sentences cap it at 2 too, and
+    # the 15 of one split at 0
+    many = pl.concat([t.with_columns(pl.col("trace_id") + str(k)) for k in range(20)])
+    assert set(aggregate(many, ["m"], n_bootstrap=20, degree=10)["degree"].to_list()) == {2}
+    few = aggregate(many.head(30), ["m"], n_bootstrap=20)
+    assert set(few.filter(pl.col("split") == "all")["degree"].to_list()) == {2}
+    assert set(few.filter(pl.col("split") == "correct")["degree"].to_list()) == {0}
     correct = {r["role"]: r["mean"] for r in agg.filter(pl.col("split") == "correct").iter_rows(named=True)}
     assert correct == {"a": 2.0, "b": 2.0}
     assert agg.filter(pl.col("split") == "incorrect").filter(pl.col("role") == "b")["n_sentences"][0] == 2
