@@ -8,6 +8,8 @@ Names are imported on first use, so ``import anchors`` stays cheap (no polars, m
 - Outputs: :func:`build_graph`, the ``plot_*`` figures, :func:`render_report`, :func:`write_outputs`.
 - Answer probes: :func:`answer_probes` (linear probes and the logit lens at every sentence boundary and layer),
   :func:`write_probe_outputs`.
+- Studies (many traces): :func:`run_study`, :func:`load_traces`, :func:`aggregate` (by role, cluster bootstrap over
+  traces, position-debiased), :func:`write_study`.
 """
 
 from cotscope._exports import attach_stub as _attach_stub

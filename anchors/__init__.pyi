@@ -18,10 +18,13 @@ from ._embedding import TextEmbeddings as TextEmbeddings
 from ._graph import build_graph as build_graph, write_graph as write_graph
 from ._pipeline import compute_importance as compute_importance
 from ._plots import (
+    plot_debiased_effects as plot_debiased_effects,
     plot_graph as plot_graph,
     plot_importance as plot_importance,
     plot_importance_by_role as plot_importance_by_role,
     plot_matrix as plot_matrix,
+    plot_position as plot_position,
+    plot_role_distributions as plot_role_distributions,
 )
 from ._probes import (
     AnswerProbes as AnswerProbes,
@@ -34,6 +37,9 @@ from ._probes import (
     probe_map as probe_map,
     write_probe_outputs as write_probe_outputs,
 )
+from ._report_study import write_study as write_study
+from ._study import aggregate as aggregate
+from ._study_run import load_traces as load_traces, run_study as run_study
 from ._report import (
     render_report as render_report,
     terminal_summary as terminal_summary,

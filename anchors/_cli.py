@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import polars as pl
 
 from cotscope import _options as flags
 
@@ -17,8 +18,8 @@ def import_group() -> None:
 
 
 @import_group.command("thought-anchors")
-@click.argument("problem_dir", type=click.Path(path_type=Path))
-@flags.out_option("Folder to write importance.parquet into (created if missing).")
+@click.argument("problem_dir", metavar="DIR", type=click.Path(path_type=Path))
+@flags.out_option("Folder to write the outputs into (created if missing).")
 @flags.float_option(
     "--threshold",
     0.8,
@@ -27,15 +28,30 @@ def import_group() -> None:
     max=1.0,
     min_open=True,
 )
+@click.option(
+    "--recompute/--no-recompute",
+    default=True,
+    show_default=True,
+    help="Recompute the different-trajectories fraction and overdeterminedness from chunks_resampled.json "
+    "(embeds every resampled sentence: minutes on a CPU); --no-recompute keeps the published values only.",
+)
+@flags.roles_option(("published",), default="published")
 @flags.force_option()
-def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, force: bool) -> None:
-    """Read a thought-anchors PROBLEM_DIR, recompute what its files allow, write OUT/importance.parquet.
+def thought_anchors_command(
+    problem_dir: Path, out: Path, threshold: float, recompute: bool, roles: str, force: bool
+) -> None:
+    """Read thought-anchors results, recompute what their files allow, write OUT/importance.parquet and a report.
+
+    DIR is one problem folder (problem_<idx>, holding chunks_labeled.json), or a dataset folder holding many
+    (e.g. deepseek-r1-distill-llama-8b/, with correct_base_solution/ and incorrect_base_solution/): then every
+    problem is imported at once, each into OUT/traces/<trace_id>/, and OUT gets the study outputs (importance.parquet
+    with trace_id, aggregate.parquet, figures, report.html, run.json).
 
     Recomputed: different-trajectories fraction and overdeterminedness (from chunks_resampled.json), outgoing and
     incoming importance (from step_importance.json). Published values are kept as published_* columns.
     """
     from anchors._embedding import TextEmbeddings
-    from anchors._ta_format import compare_published, import_thought_anchors, read_labeled_chunks
+    from anchors._ta_format import compare_published, read_labeled_chunks
     from cot import TraceError
     from cotscope._outputs import claim_out
     from cotscope._progress import step
@@ -43,32 +59,36 @@ def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, forc
     if not problem_dir.is_dir():
         raise click.BadParameter(
             f"no such folder: {problem_dir}; give a thought-anchors problem folder such as "
-            ".../correct_base_solution/problem_330",
-            param_hint="PROBLEM_DIR",
+            ".../correct_base_solution/problem_330, or a folder of them",
+            param_hint="DIR",
         )
     if not (problem_dir / "chunks_labeled.json").is_file():
-        raise click.BadParameter(
-            f"{problem_dir} has no chunks_labeled.json; give one problem_<idx> folder, not its parent",
-            param_hint="PROBLEM_DIR",
+        folders = _problem_folders(problem_dir)
+        if not folders:
+            raise click.BadParameter(
+                f"{problem_dir} has no chunks_labeled.json and no problem_* folder holding one; give a "
+                "thought-anchors problem folder, or a dataset folder of them",
+                param_hint="DIR",
+            )
+        _import_dataset(
+            problem_dir, folders, out, threshold=threshold, recompute=recompute, roles=roles, force=force
         )
+        return
     try:  # an empty trace is refused before the output folder is touched
         read_labeled_chunks(problem_dir)
     except TraceError as exc:
-        raise click.BadParameter(str(exc), param_hint="PROBLEM_DIR") from None
+        raise click.BadParameter(str(exc), param_hint="DIR") from None
     config = {"problem": problem_dir.resolve(), "threshold": threshold}
+    if not recompute:
+        config["recompute"] = False
+    if roles != "published":
+        config["roles"] = roles
     claim_out(out, "import thought-anchors", config, force=force)
     try:
         # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
-        table = import_thought_anchors(problem_dir, threshold=threshold, embed=TextEmbeddings(progress=True))
+        table = _import_one(problem_dir, threshold, TextEmbeddings(progress=True), recompute, roles)
     except TraceError as exc:  # an empty trace: nothing to import, nothing written
-        raise click.BadParameter(str(exc), param_hint="PROBLEM_DIR") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        # a file of the wrong shape (an object where a list belongs, ...) is bad input, not a crash
-        raise click.BadParameter(
-            f"{problem_dir}: a file does not have the thought-anchors layout ({type(exc).__name__}: {exc}); "
-            "compare it with a published problem folder",
-            param_hint="PROBLEM_DIR",
-        ) from exc
+        raise click.BadParameter(str(exc), param_hint="DIR") from None
     step(f"writing {table.height} sentences, figures and the report to {out}")
     paths = write_imported(table, problem_dir, out, threshold=threshold)
     click.echo(f"{table.height} sentences -> {paths['importance.parquet']} (report: {paths['report.html']})")
@@ -84,6 +104,94 @@ def thought_anchors_command(problem_dir: Path, out: Path, threshold: float, forc
             f"(max {c['max_abs_diff']:.3f}; {c['share_over_0.05']:.1%} differ by more than 0.05; "
             f"{c['mean_abs_diff_without_last']:.4f} without the last chunk)"
         )
+
+
+def _problem_folders(root: Path) -> list[Path]:
+    """Every problem folder (one holding chunks_labeled.json) below ``root``, in path order."""
+    return sorted(p.parent for p in root.rglob("chunks_labeled.json"))
+
+
+def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool, roles: str = "published"):
+    """One problem folder as a table with ``trace_id`` and ``base_correct``; ``role`` is the published primary tag,
+    or, with ``roles`` ``rules`` / ``learned``, that labeller's (``cot.label_sentences`` on the published chunks).
+    A file of the wrong shape is a one-line usage error naming the folder."""
+    from anchors._ta_format import base_correct, import_thought_anchors
+
+    try:
+        table = import_thought_anchors(
+            problem_dir, threshold=threshold, embed=embed, positions=None if recompute else ()
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # a file of the wrong shape (an object where a list belongs, ...) is bad input, not a crash
+        raise click.BadParameter(
+            f"{problem_dir}: a file does not have the thought-anchors layout ({type(exc).__name__}: {exc}); "
+            "compare it with a published problem folder",
+            param_hint="DIR",
+        ) from exc
+    if table["trace_id"].null_count():  # no base_solution.json: the folder names the trace
+        table = table.with_columns(pl.lit(f"{problem_dir.parent.name}-{problem_dir.name}").alias("trace_id"))
+    if roles != "published":
+        from cot import label_sentences
+
+        table = table.with_columns(
+            pl.Series("role", label_sentences(table["text"].to_list(), roles), dtype=pl.String)
+        )
+    return table.with_columns(pl.lit(base_correct(problem_dir), dtype=pl.Boolean).alias("base_correct"))
+
+
+def _import_dataset(
+    root: Path, folders: list[Path], out: Path, *, threshold: float, recompute: bool, roles: str, force: bool
+):
+    """``import thought-anchors`` of a dataset folder: every problem, then the study outputs."""
+    from anchors._embedding import TextEmbeddings
+    from anchors._report_study import write_study
+    from cot import TraceError
+    from cotscope._outputs import claim_out
+    from cotscope._progress import count_line, step
+
+    config = {"dataset": root.resolve(), "threshold": threshold, "recompute": recompute, "roles": roles}
+    claim_out(out, "import thought-anchors", config, force=force)
+    step(f"importing {len(folders)} problem folders from {root}")
+    embed = TextEmbeddings(progress=False)
+    tables, skipped = [], []
+    for k, folder in enumerate(folders, 1):
+        try:
+            table = _import_one(folder, threshold, embed, recompute, roles)
+        except (TraceError, click.BadParameter) as exc:
+            skipped.append(
+                {"trace": str(folder.relative_to(root)), "reason": str(getattr(exc, "message", exc))}
+            )
+            continue
+        trace_id = str(table["trace_id"][0])
+        if any(t["trace_id"][0] == trace_id for t in tables):
+            skipped.append(
+                {"trace": str(folder.relative_to(root)), "reason": f"same trace as another ({trace_id})"}
+            )
+            continue
+        write_imported(table, folder, out / "traces" / trace_id, threshold=threshold)
+        tables.append(table)
+        count_line(f"imported {k}/{len(folders)} problems", last=k == len(folders))
+    if not tables:
+        raise click.UsageError(
+            f"no problem folder under {root} could be imported ({skipped[0]['reason']}); check the folder"
+        )
+    table = pl.concat(tables, how="diagonal_relaxed")
+    step(f"writing the study of {len(tables)} traces ({table.height} sentences) to {out}")
+    notes = {
+        "imported from": str(root),
+        "format": "thought-anchors",
+        "similarity threshold": threshold,
+        "roles": roles,
+    }
+    paths = write_study(
+        table, out, notes=notes, skipped=skipped, run={"command": "import thought-anchors", **config}
+    )
+    for s in skipped:
+        click.echo(f"skipped {s['trace']}: {s['reason']}", err=True)
+    click.echo(
+        f"{len(tables)} traces, {table.height} sentences -> {paths['importance.parquet']} "
+        f"(report: {paths['report.html']}; {len(skipped)} skipped)"
+    )
 
 
 def write_imported(table, problem_dir: Path, out_dir: Path, *, threshold: float) -> dict[str, Path]:

@@ -42,6 +42,17 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 @click.command("importance")
 @flags.backend_options
 @flags.trace_option("Trace file; default: the organism writes its own trace (on-policy) for problem --seed.")
+@click.option(
+    "--traces",
+    "traces_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A dataset: a folder of trace files, a JSONL file of traces, or a thought-anchors dataset folder. "
+    "Per-trace outputs go to OUT/traces/<trace_id>/, the study (aggregate.parquet, report.html) to OUT.",
+)
+@flags.int_option(
+    "--n-traces", None, "A dataset of this many on-policy traces of organism:NAME, problems --seed onwards."
+)
 @flags.samples_option(30, "Rollouts per sentence position (and per forced-answer probe).", minimum=2)
 @flags.seed_option(None, "Seed of the on-policy trace and of the rollouts.")
 @flags.out_option()
@@ -86,6 +97,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
+@flags.roles_option()
 @flags.cache_option()
 @flags.force_option()
 @flags.quiet_option()
@@ -94,6 +106,8 @@ def importance(
     backend,
     backend_settings,
     trace_file,
+    traces_path,
+    n_traces,
     samples,
     seed,
     out,
@@ -109,6 +123,7 @@ def importance(
     min_dtf,
     counterfactual_fallback,
     no_whitebox,
+    roles,
     cache_dir,
     force,
     quiet,
@@ -127,6 +142,7 @@ def importance(
         onpolicy_trace,
         read_receiver_heads,
         sampling_defaults,
+        sampling_params,
         write_importance,
     )
     from anchors._report import terminal_summary
@@ -134,9 +150,11 @@ def importance(
     from cotscope._context import check_trace_fits
     from cotscope._outputs import claim_out
     from cotscope._progress import step
-    from resampling import SamplingParams
 
-    seed = DEFAULT_TRACE_SEED if seed is None else seed
+    dataset = traces_path is not None or n_traces is not None
+    if sum(x is not None for x in (trace_file, traces_path, n_traces)) > 1:
+        raise click.UsageError("give one of --trace FILE, --traces PATH and --n-traces N")
+    seed = (0 if dataset else DEFAULT_TRACE_SEED) if seed is None else seed
     if convention == "cotscope" and samples < min_different:
         # no position can have min_different rollouts that change its meaning: every counterfactual value would
         # be undefined, which the run would only say after sampling
@@ -151,6 +169,31 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
+    if dataset:
+        _importance_dataset(
+            model_id,
+            backend,
+            backend_settings,
+            traces_path,
+            n_traces,
+            samples,
+            seed,
+            out,
+            sampling_given={
+                "temperature": temperature,
+                "top_p": top_p,
+                "max_new_tokens": max_new_tokens,
+                "forced_max_new_tokens": forced_max_new_tokens,
+            },
+            convention=convention,
+            floors=_floors(min_different, min_dtf, counterfactual_fallback),
+            whitebox=not no_whitebox and backend == "hf",
+            roles=roles,
+            cache_dir=cache_dir,
+            force=force,
+            quiet=quiet,
+        )
+        return
     # a bad trace file, or an OUT that holds another run's results, fails before the model loads
     trace = load_trace(trace_file) if trace_file is not None else None
     if trace is not None:
@@ -166,19 +209,12 @@ def importance(
     config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
     config.update(gt_answer=gt_answer, receiver_heads=receiver_heads_file, convention=convention)
     config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
+    if roles != "rules":  # runs claimed before --roles existed keep their configuration
+        config["roles"] = roles
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
-    params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["max_new_tokens"],
-    )
-    forced_params = SamplingParams(
-        temperature=sampling["temperature"],
-        top_p=sampling["top_p"],
-        max_new_tokens=sampling["forced_max_new_tokens"],
-    )
+    params, forced_params = sampling_params(sampling)
     if trace is None:
         if not quiet:
             step(f"writing the on-policy trace of problem {seed} with {model_id}")
@@ -208,6 +244,7 @@ def importance(
         cache_dir=cache_dir or out / ".cache",
         options=options,
         whitebox=not no_whitebox and backend == "hf",
+        roles=roles,
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
         out=out,
@@ -247,6 +284,105 @@ def importance(
     if not quiet:
         terminal_summary(run.table, top=8, options=run.options)
     click.echo(f"wrote {len(paths)} files to {out} (report: {paths.get('report.html')})", err=quiet)
+
+
+def _importance_dataset(
+    model_id,
+    backend,
+    backend_settings,
+    traces_path,
+    n_traces,
+    samples,
+    seed,
+    out,
+    *,
+    sampling_given,
+    convention,
+    floors,
+    whitebox,
+    cache_dir,
+    roles,
+    force,
+    quiet,
+) -> None:
+    """``cotscope importance --traces PATH`` / ``--n-traces N``: a study (anchors._study_run)."""
+    from anchors._blackbox import ImportanceOptions
+    from anchors._pipeline import sampling_defaults, sampling_params
+    from anchors._study_run import load_traces, onpolicy_traces, run_study
+    from cotscope._outputs import claim_out
+    from cotscope._progress import step
+    from resampling import EngineInputError
+
+    defaults, defaults_for = sampling_defaults(model_id)
+    sampling = {k: defaults[k] if v is None else v for k, v in sampling_given.items()}
+    traces, skipped = [], []
+    if traces_path is not None:
+        try:
+            traces, skipped = load_traces(traces_path)
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--traces") from None
+        if not traces:
+            raise click.BadParameter(
+                f"{traces_path} holds no readable trace"
+                + (f" ({skipped[0]['trace']}: {skipped[0]['reason']})" if skipped else "")
+                + "; give a folder of trace files, a JSONL file with one trace a line, or a thought-anchors dataset",
+                param_hint="--traces",
+            )
+    config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
+    config.update(convention=convention, **floors, whitebox=whitebox, roles=roles)
+    source = {"traces": sorted(t.id for t in traces)} if traces else {"n_traces": n_traces}
+    claim_out(out, "importance", {**config, **source}, force=force)
+    be = make_backend_from_options(model_id, backend, **backend_settings)
+    warn_batch_invariance(be)
+    params, forced_params = sampling_params(sampling)
+    try:
+        if n_traces is not None:
+            if not quiet:
+                step(
+                    f"writing {n_traces} on-policy traces (problems {seed} to {seed + n_traces - 1}) with {model_id}"
+                )
+            traces = onpolicy_traces(be, model_id, n_traces, seed, sampling)
+        options = (
+            ImportanceOptions.thought_anchors()
+            if convention == "thought_anchors"
+            else ImportanceOptions(**floors)
+        )
+        notes = {
+            "model": model_id,
+            "backend": backend,
+            "samples": samples,
+            "seed": seed,
+            "convention": convention,
+            "sampling": sampling,
+            "sampling_defaults_for": defaults_for,
+        }
+        result = run_study(
+            be,
+            traces,
+            samples=samples,
+            seed=seed,
+            params=params,
+            forced_params=forced_params,
+            cache_dir=cache_dir or out / ".cache",
+            options=options,
+            whitebox=whitebox,
+            quiet=quiet,
+            out=out,
+            notes=notes,
+            header={"command": "importance", **config},
+            skipped=skipped,
+            roles=roles,
+        )
+    except EngineInputError as exc:
+        raise click.UsageError(str(exc)) from None
+    for s in result.skipped:
+        click.echo(f"skipped {s['trace']}: {s['reason']}", err=True)
+    n = result.table["trace_id"].n_unique()
+    click.echo(
+        f"{n} traces, {result.table.height} sentences, {len(result.skipped)} skipped -> {out} "
+        f"(report: {out / 'report.html'})",
+        err=quiet,
+    )
 
 
 @click.command("anchors")
@@ -351,6 +487,19 @@ def validate_anchors_command(
             f"{rec['n_varied']:>6}"
         )
     click.echo(f"a calibrated test flags about {level:g} of these, or fewer (discrete answers)")
+    click.echo(
+        "\ndataset check: position-debiased effect by the generator's truth role, 95% cluster bootstrap over traces;"
+        "\npassed = both planted roles' intervals lie above the filler interval"
+    )
+    for metric, rec in result.dataset.items():
+        verdict = "passed" if rec["passed"] else "FAILED"
+        click.echo(f"{metric}: {verdict} (smallest gap {rec['smallest_gap']:.3f})")
+        ordered = sorted(rec["roles"].items(), key=lambda kv: -kv[1]["debiased"])
+        for role, r in ordered:
+            click.echo(
+                f"  {role:<24}{r['debiased']:>8.3f} [{r['debiased_lo']:.3f}, {r['debiased_hi']:.3f}]"
+                f"  n={r['n_sentences']} in {r['n_traces']} traces"
+            )
 
 
 @click.command("receiver-heads")

@@ -21,6 +21,7 @@ __all__ = [
     "pick_receiver_heads",
     "read_receiver_heads",
     "sampling_defaults",
+    "sampling_params",
     "whitebox_columns",
 ]
 
@@ -61,6 +62,19 @@ def sampling_defaults(model_id: str) -> tuple[dict[str, Any], str]:
             f"organism {task.name}",
         )
     return dict(REAL_MODEL_SAMPLING), "real reasoning model"
+
+
+def sampling_params(sampling: dict[str, Any]) -> tuple[Any, Any]:
+    """The rollouts' and the forced-answer probes' :class:`resampling.SamplingParams` from a sampling dict
+    (:func:`sampling_defaults`, with any flags applied): the same temperature and nucleus, their own budgets."""
+    from resampling import SamplingParams
+
+    def params(budget: str) -> Any:
+        return SamplingParams(
+            temperature=sampling["temperature"], top_p=sampling["top_p"], max_new_tokens=sampling[budget]
+        )
+
+    return params("max_new_tokens"), params("forced_max_new_tokens")
 
 
 DEFAULT_TRACE_SEED = 366
@@ -247,13 +261,15 @@ def compute_importance(
     embed: Any = None,
     out: str | os.PathLike | None = None,
     header: dict[str, Any] | None = None,
+    roles: str = "rules",
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
     Accuracy is graded against ``gt_answer``, else the trace's recorded ``gt_answer``, else the trace's own final
     answer (``stats["graded_against"]`` says which; with none at all, accuracy is NaN). White-box columns
     (receiver heads, suppression) are added when the backend holds a transformers model; ``receiver_heads`` (from
-    :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one.
+    :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one. ``roles``
+    names the labeller of the ``role`` column (``cot.label_sentences``: ``rules`` or ``learned``).
     """
     from dataclasses import replace
 
@@ -287,8 +303,16 @@ def compute_importance(
         step(f"scoring {len(prefixes.sentences)} sentences: importance, intervals and p-values")
     emb = _run_embeddings(embed, cache_dir, quiet)
     matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
+    from cot import label_sentences
+
     table = importance_table(
-        result.rollouts, trace, prefixes.sentences, options=opts, embed=emb, matrix=matrix
+        result.rollouts,
+        trace,
+        prefixes.sentences,
+        options=opts,
+        embed=emb,
+        matrix=matrix,
+        roles=label_sentences(prefixes.sentences, roles),
     )
     emb.save()
     supp = None

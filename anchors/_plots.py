@@ -16,10 +16,13 @@ from matplotlib.figure import Figure
 
 __all__ = [
     "figure_png",
+    "plot_debiased_effects",
     "plot_graph",
     "plot_importance",
     "plot_importance_by_role",
     "plot_matrix",
+    "plot_position",
+    "plot_role_distributions",
     "role_colors",
 ]
 
@@ -238,4 +241,119 @@ def plot_importance_by_role(
     ax.axvline(0, color="0.3", linewidth=0.5)
     n_traces = 1 if isinstance(tables, pl.DataFrame) else len(tables)
     ax.set_xlabel(f"mean {metric.replace('_', ' ')} ({n_traces} trace{'s' if n_traces != 1 else ''})")
+    return fig
+
+
+def _metric_label(metric: str) -> str:
+    return metric.replace("published_", "published ").replace("_", " ")
+
+
+def _finite(table: pl.DataFrame, metric: str) -> pl.DataFrame:
+    if metric not in table.columns:
+        raise ValueError(
+            f"no column {metric!r} in the table; choose an importance column such as {_examples(table)}"
+        )
+    return table.with_columns(pl.col(metric).cast(pl.Float64).fill_nan(None)).drop_nulls(metric)
+
+
+def plot_role_distributions(table: pl.DataFrame, metric: str = "counterfactual_importance_kl") -> Figure:
+    """Box plots of ``metric`` per role over every sentence of a study, roles ordered by mean (highest on top),
+    with the mean as a dot and the number of sentences and traces beside each role."""
+    rows = _finite(table, metric)
+    if "role" not in rows.columns:
+        rows = rows.with_columns(pl.lit("unknown").alias("role"))
+    rows = rows.with_columns(pl.col("role").fill_null("unknown"))
+    stats = (
+        rows.group_by("role")
+        .agg(
+            pl.col(metric).mean().alias("mean"),
+            pl.len().alias("n"),
+            pl.col("trace_id").n_unique().alias("t") if "trace_id" in rows.columns else pl.lit(1).alias("t"),
+        )
+        .sort(["mean", "role"], descending=[True, False])
+    )
+    roles = stats["role"].to_list()
+    colors = role_colors(roles)
+    fig = Figure(figsize=(7.0, 0.45 * max(len(roles), 1) + 1.2))
+    ax = fig.add_subplot()
+    data = [rows.filter(pl.col("role") == r)[metric].to_numpy() for r in roles]
+    if data:
+        box = ax.boxplot(
+            data,
+            orientation="horizontal",
+            positions=range(len(roles)),
+            widths=0.6,
+            patch_artist=True,
+            showfliers=True,
+        )
+        for patch, r in zip(box["boxes"], roles, strict=True):
+            patch.set_facecolor(colors[r])
+            patch.set_alpha(0.6)
+        for flier in box["fliers"]:
+            flier.set(markersize=2, alpha=0.4)
+        ax.plot(stats["mean"].to_numpy(), range(len(roles)), "o", color="black", markersize=3, label="mean")
+    labels = [f"{r} ({n} s, {t} tr)" for r, n, t in zip(roles, stats["n"], stats["t"], strict=True)]
+    ax.set_yticks(range(len(roles)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(_metric_label(metric))
+    ax.set_title("per-role distribution over sentences (box: quartiles; dot: mean)", fontsize=9)
+    return fig
+
+
+def plot_debiased_effects(aggregate: pl.DataFrame, metric: str, split: str = "all") -> Figure:
+    """Each role's position-debiased effect on ``metric`` (mean residual of the position polynomial) with its
+    cluster-bootstrap interval, from :func:`anchors._study.aggregate`; roles ordered by effect."""
+    rows = aggregate.filter((pl.col("metric") == metric) & (pl.col("split") == split)).sort(
+        ["debiased", "role"], descending=[True, False]
+    )
+    roles = rows["role"].to_list()
+    colors = role_colors(roles)
+    fig = Figure(figsize=(6.5, 0.4 * max(len(roles), 1) + 1.2))
+    ax = fig.add_subplot()
+    if rows.height:
+        val = rows["debiased"].to_numpy()
+        lo = rows["debiased_lo"].fill_null(np.nan).to_numpy()
+        hi = rows["debiased_hi"].fill_null(np.nan).to_numpy()
+        err = np.vstack([np.clip(val - lo, 0, None), np.clip(hi - val, 0, None)])
+        err = np.nan_to_num(err)
+        for k, r in enumerate(roles):
+            ax.errorbar(val[k], k, xerr=err[:, k : k + 1], fmt="o", color=colors[r], capsize=3)
+    ax.set_yticks(range(len(roles)), [f"{r} ({n})" for r, n in zip(roles, rows["n_sentences"], strict=True)])
+    ax.invert_yaxis()
+    ax.axvline(0, color="0.3", linewidth=0.5)
+    degree = int(rows["degree"][0]) if rows.height else 0
+    ax.set_xlabel(f"{_metric_label(metric)}: mean residual after a degree-{degree} polynomial of position")
+    ax.set_title(f"position-debiased role effects, 95% cluster bootstrap over traces ({split})", fontsize=9)
+    return fig
+
+
+def plot_position(
+    table: pl.DataFrame, metric: str = "counterfactual_importance_kl", degree: int | None = None
+) -> Figure:
+    """``metric`` against relative position in the trace (0 first sentence, 1 last) for every sentence, coloured by
+    role, with the polynomial the debiased effects are residuals of."""
+    from anchors._study import DEBIAS_DEGREE, position_fit, relative_position
+
+    table = table.with_columns(pl.Series("_x", relative_position(table)))
+    rows = _finite(table, metric)
+    x, y = rows["_x"].to_numpy(), rows[metric].to_numpy()
+    roles = (
+        rows["role"].fill_null("unknown").to_list() if "role" in rows.columns else ["unknown"] * rows.height
+    )
+    colors = role_colors(roles)
+    fig = Figure(figsize=(7.0, 3.4))
+    ax = fig.add_subplot()
+    ax.scatter(x, y, s=5, c=[colors[r] for r in roles], alpha=0.5, linewidths=0)
+    if rows.height:
+        curve, deg = position_fit(x, y, DEBIAS_DEGREE if degree is None else degree)
+        grid = np.linspace(0, 1, 200)
+        ax.plot(grid, curve(grid), color="black", linewidth=1.2, label=f"degree-{deg} fit")
+        ax.legend(fontsize=7, loc="upper right", frameon=False)
+        pad = 0.05 * (float(y.max() - y.min()) or 1.0)
+        ax.set_ylim(
+            float(y.min()) - pad, float(y.max()) + pad
+        )  # the curve never stretches the axis past the data
+    ax.set_xlabel("relative position in the trace")
+    ax.set_ylabel(_metric_label(metric))
+    _legend(ax, colors, roles)
     return fig

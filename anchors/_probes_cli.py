@@ -63,9 +63,9 @@ def probes_command(
     """Train answer probes at every sentence boundary and layer of the model's own traces; write the
     layer x position accuracy map (with controls and the logit lens) and each trace's first decodable position."""
     from anchors._probes import answer_probes, write_probe_outputs
-    from anchors._progress import step
     from cot import load_trace
     from cotscope._outputs import claim_out
+    from cotscope._progress import step
 
     if not trace_file and not model_id.startswith("organism:"):
         raise click.UsageError(

@@ -99,8 +99,8 @@ def _sort_key(x: Any) -> str:
 
 
 _SCRIPT = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0], asc = th.dataset.dir !== 'asc';
+document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => {
+  const col = th.cellIndex, body = th.closest('table').tBodies[0], asc = th.dataset.dir !== 'asc';
   th.dataset.dir = asc ? 'asc' : 'desc';
   const key = r => { const v = r.cells[col].dataset.v; return v === '' ? NaN : (isNaN(+v) ? v : +v); };
   [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
@@ -157,6 +157,20 @@ def _cell(row: dict[str, Any], m: str) -> str:
     title = " title='not distinguishable from noise'" if ns else ""
     ci = f"<br><span class='ci'>{html.escape(' '.join(extra))}</span>" if extra else ""
     return f"<td class='{cls}'{title} data-v='{_sort_key(value)}'>{_fmt(value)}{ci}</td>"
+
+
+def figures_html(figures: dict[str, bytes] | None) -> str:
+    """The "Figures" section: each PNG inlined under its name; empty without figures."""
+    if not figures:
+        return ""
+    parts = ["<h2>Figures</h2><div class='figs'>"]
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+        )
+    parts.append("</div>")
+    return "".join(parts)
 
 
 def render_report(
@@ -239,14 +253,7 @@ def render_report(
             "select i (solid) and j (dashed) in the text.</p><div class='matrixbox'><canvas id='matrix'></canvas>"
             "<div id='matrix-legend'></div></div>"
         )
-    if figures:
-        parts.append("<h2>Figures</h2><div class='figs'>")
-        for name, png in figures.items():
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(
-                f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
-            )
-        parts.append("</div>")
+    parts.append(figures_html(figures))
     metrics = [m for m in (*REPORT_METRICS, *_OPTIONAL_METRICS) if m in table.columns]
     metrics += [m for m in metric_columns(table) if m not in metrics and m not in _HIDDEN]
     counts = [c for c in ("n_rollouts", "n_different") if c in table.columns]

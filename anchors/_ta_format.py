@@ -32,6 +32,7 @@ from anchors._blackbox import METRICS
 __all__ = [
     "TA_CHUNK_FIELDS",
     "TA_METRICS",
+    "base_correct",
     "compare_published",
     "import_thought_anchors",
     "to_chunks_labeled",
@@ -201,6 +202,17 @@ def read_labeled_chunks(problem_dir: str | os.PathLike) -> Any:
             "problem folder whose chunks_labeled.json lists the sentences of its chain of thought"
         )
     return chunks
+
+
+def base_correct(problem_dir: str | os.PathLike) -> bool | None:
+    """Whether a problem folder's base solution is correct, from the published layout
+    (``correct_base_solution/problem_<idx>`` or ``incorrect_base_solution/...``); None when the path does not say."""
+    for part in reversed(Path(problem_dir).parts):
+        if part.startswith("correct_base_solution"):
+            return True
+        if part.startswith("incorrect_base_solution"):
+            return False
+    return None
 
 
 def import_thought_anchors(

@@ -216,6 +216,10 @@ class ValidationResult:
     significance_by_samples: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     """:attr:`significance` at each sample count of the ladder (the first ``n`` samples of every position: what a
     run with ``samples=n`` draws, since more samples extend the same seeded sequence), same traces."""
+    dataset: dict[str, Any] = field(default_factory=dict)
+    """The dataset-level check (:func:`dataset_check`): per metric, each truth role's position-debiased effect with
+    its cluster-bootstrap interval over traces, and whether every planted role's interval lies above every filler
+    interval."""
     null_check: dict[str, dict[str, float]] = field(default_factory=dict)
     """The A/A check (:func:`anchors.split_half_pvalues`): per rollout kind, the share of split-half comparisons of
     one position's rollouts (no change by construction) flagged at the significance level, for the KL and the
@@ -233,6 +237,7 @@ class ValidationResult:
                 "significance": self.significance,
                 "significance_by_samples": {str(n): v for n, v in self.significance_by_samples.items()},
                 "null_check": self.null_check,
+                "dataset": self.dataset,
                 "traces": self.traces,
             }
         )
@@ -330,6 +335,7 @@ def validate_anchors(
     }
     halves: list[Any] = []
     records = []
+    truth_tables = []
     emb = TextEmbeddings()
     options = ImportanceOptions(**{**(options or {}), "n_bootstrap": 0, "continuation_metrics": False})
     for k, (ex, tr, (planted_plain, case)) in enumerate(chosen):
@@ -362,6 +368,7 @@ def validate_anchors(
                     error_flags.append(values[error])
                     filler_flags += [values[i] for i in filler]
         halves.append(split_half_pvalues(run.rollouts, tr.id, options))
+        truth_tables.append(_truth_roles_table(run.table, tr.id, error, targets, roles))
         scores = {
             name: (np.abs(col) if absolute else col)
             for name, (column, absolute) in METHODS.items()
@@ -417,9 +424,82 @@ def validate_anchors(
         "corrected": cases.count("corrected"),
         "uncorrected": cases.count("uncorrected"),
     }
+    import polars as pl
+
+    dataset = dataset_check(pl.concat(truth_tables, how="diagonal_relaxed")) if truth_tables else {}
     return ValidationResult(
-        len(chosen), methods, records, settings, by_samples[samples], by_samples, null_check
+        len(chosen), methods, records, settings, by_samples[samples], by_samples, dataset, null_check
     )
+
+
+DATASET_METRICS = ("counterfactual_importance_kl", "resampling_importance_kl", "forced_importance_kl")
+"""Metrics of the dataset-level check."""
+
+PLANTED_ROLES = ("planted_error", "planted_next")
+"""Truth roles of the load-bearing sentences: the wrong computation, and the sentence right after it (the
+correction, or the sentence written where a correction was skipped)."""
+
+
+def _truth_roles_table(
+    table: Any, trace_id: str, error: int, targets: list[int], roles: list[set[str]]
+) -> Any:
+    """The importance table with ``role`` replaced by the generator's truth: the planted roles, ``filler`` (role
+    unknown in the truth), or the truth roles joined (``compute``, ``check`` ...)."""
+    import polars as pl
+
+    truth = []
+    for i in range(table.height):
+        if i == error:
+            truth.append("planted_error")
+        elif i in targets:
+            truth.append("planted_next")
+        elif roles[i] == {"unknown"}:
+            truth.append("filler")
+        else:
+            truth.append("+".join(sorted(roles[i])) or "unparsed")
+    keep = ["position", *[m for m in DATASET_METRICS if m in table.columns]]
+    return table.select(keep).with_columns(pl.lit(trace_id).alias("trace_id"), pl.Series("role", truth))
+
+
+def dataset_check(
+    table: Any, metrics: Sequence[str] = DATASET_METRICS, n_bootstrap: int = 1000
+) -> dict[str, Any]:
+    """Per metric: the debiased aggregate by truth role (:func:`anchors._study.aggregate`) and ``passed``: every
+    planted role's interval lies wholly above every filler role's (``filler`` here)."""
+    from anchors._study import aggregate
+
+    present = [m for m in metrics if m in table.columns]
+    agg = aggregate(table, present, n_bootstrap=n_bootstrap) if present else None
+    out: dict[str, Any] = {}
+    for metric in present:
+        rows = {
+            r["role"]: r
+            for r in agg.filter((agg["metric"] == metric) & (agg["split"] == "all")).iter_rows(named=True)
+        }
+        roles = {
+            role: {
+                k: r[k]
+                for k in (
+                    "debiased",
+                    "debiased_lo",
+                    "debiased_hi",
+                    "mean",
+                    "n_sentences",
+                    "n_traces",
+                    "degree",
+                )
+            }
+            for role, r in rows.items()
+        }
+        planted = [rows[r] for r in PLANTED_ROLES if r in rows]
+        filler = rows.get("filler")
+        gaps = [p["debiased_lo"] - filler["debiased_hi"] for p in planted] if filler and planted else []
+        out[metric] = {
+            "roles": roles,
+            "passed": bool(gaps) and len(planted) == len(PLANTED_ROLES) and min(gaps) > 0,
+            "smallest_gap": min(gaps) if gaps else float("nan"),
+        }
+    return out
 
 
 def _shares(planted: list[Any], error: list[Any], filler: list[Any]) -> dict[str, float]:

@@ -269,6 +269,19 @@ def quiet_option(help: str | None = None) -> Decorator:
     return click.option("--quiet", "-q", is_flag=True, help=help)
 
 
+def roles_option(extra: tuple[str, ...] = (), default: str = "rules") -> Decorator:
+    """``--roles``: which labeller gives each sentence its role (``cot.label_sentences``): ``rules`` or
+    ``learned``, plus ``extra`` choices a command has (``published`` for imported traces)."""
+    return choice_option(
+        "--roles",
+        [*extra, "rules", "learned"],
+        default,
+        "Sentence roles: rules (cue phrases), learned (trained on the published labels)"
+        + (", or the published primary tag" if "published" in extra else "")
+        + ".",
+    )
+
+
 def json_option(help: str | None = None) -> Decorator:
     """``--json`` (parameter ``as_json``): print JSON instead of a table."""
     return click.option("--json", "as_json", is_flag=True, help=help)

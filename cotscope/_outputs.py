@@ -43,9 +43,18 @@ _IMPORTANCE_FILES = (
     "thought_anchors",
 )
 
+_STUDY_FILES = (
+    "aggregate.parquet",
+    "role_distributions.png",
+    "debiased_effects.png",
+    "position.png",
+    "traces",
+)
+"""What a study (many traces) adds: ``anchors._report_study.STUDY_FILES`` less the single-trace names."""
+
 OUTPUTS: dict[str, tuple[str, ...]] = {
-    "importance": (*_IMPORTANCE_FILES, "rollouts.parquet", "run.json", "trace.json"),
-    "import thought-anchors": _IMPORTANCE_FILES,
+    "importance": (*_IMPORTANCE_FILES, *_STUDY_FILES, "rollouts.parquet", "run.json", "trace.json"),
+    "import thought-anchors": (*_IMPORTANCE_FILES, *_STUDY_FILES, "run.json"),
     "resample": ("rollouts.parquet", "run.json"),
     "faithfulness": ("metrics.parquet", "items.parquet", "report.html", "log.eval"),
     "stego experiment": ("summary.parquet", "details.parquet", "figure.png", "experiment.json"),

@@ -332,6 +332,20 @@ def bench_sampler(rows, vocab, repeats, as_json) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else format_sampler_report(report))
 
 
+@bench.command("study")
+@flags.int_option("--n-traces", 20, "Organism traces in the dataset.")
+@flags.samples_option(10, "Rollouts per position.", minimum=2)
+@flags.int_option("--repeats", 3)
+@flags.seed_option(0, "First problem seed, and the rollouts' seed.")
+@flags.json_option()
+def bench_study(n_traces, samples, repeats, seed, as_json) -> None:
+    """A dataset as one study run against the single-trace pipeline looped over it (same rows), on organism:arith."""
+    from anchors.bench_study import format_study_bench, run_study_bench
+
+    report = run_study_bench(n_traces=n_traces, samples=samples, repeats=repeats, seed=seed)
+    click.echo(json.dumps(report, indent=2) if as_json else format_study_bench(report))
+
+
 def _serve_command():
     try:
         from resampling._serve import serve as command

@@ -242,6 +242,57 @@ class Engine:
             self.write(rollouts, Path(out), plan, identity, key, stats, header)
         return RunResult(rollouts, store.dir, stats)
 
+    def fill(self, plans: Sequence[Plan], *, progress: Any = None) -> dict[str, Any]:
+        """Sample what each plan's cache lacks, all plans in one backend call (a dataset of traces).
+
+        Each plan keeps the run directory it has on its own (:meth:`run` of that plan finds every row cached
+        afterwards, so a dataset run and single-trace runs share their rows), while positions of different plans
+        share batches and each distinct prefix is prefilled once. ``progress`` (optional) gets ``start(todo)``,
+        the rollouts each plan still lacks, before sampling and ``advance(plan_index, n)`` as completions arrive. Returns the planned work (:func:`planned_work`) with ``rollouts_cached``, the new
+        rollouts and the seconds taken."""
+        identity = self.backend.identity()
+        jobs: list[GenerationJob] = []
+        owner: dict[str, tuple[int, RunStore]] = {}
+        cached, todo = 0, []
+        for k, plan in enumerate(plans):
+            _check_context(
+                plan, getattr(self.backend, "max_context", None), getattr(self.backend, "model_id", "")
+            )
+            store = RunStore(self.cache_dir, run_key(identity, [r.trace_id for r in plan]))
+            mine, by_key = self._jobs(plan, store.done_keys())
+            owner.update({rid: (k, store) for rid in by_key})
+            jobs.extend(mine)
+            todo.append(sum(len(j.samples) for j in mine))
+            cached += plan.n_rollouts - todo[-1]
+        stats: dict[str, Any] = {
+            "rollouts_planned": sum(p.n_rollouts for p in plans),
+            "rollouts_cached": cached,
+        }
+        stats.update(planned_work(jobs))
+        if not self.quiet:
+            _say_planned(stats)
+        requests = {r.request_id: r for plan in plans for r in plan}
+        if progress is not None:
+            progress.start(todo)
+        buffers: dict[Path, list[dict[str, Any]]] = {}
+        stores: dict[Path, RunStore] = {}
+        started, n_new = time.perf_counter(), 0
+        for job, completions in self.backend.generate(jobs) if jobs else ():
+            k, store = owner[job.key]
+            rows = buffers.setdefault(store.dir, [])
+            stores[store.dir] = store
+            rows.extend(rollout_row(requests[job.key], c, None) for c in completions)
+            n_new += len(completions)
+            if len(rows) >= self.flush_every:
+                store.append(rows)
+                buffers[store.dir] = []
+            if progress is not None:
+                progress.advance(k, len(completions))
+        for where, rows in buffers.items():
+            stores[where].append(rows)
+        stats.update(rollouts_new=n_new, seconds=time.perf_counter() - started)
+        return stats
+
     def _jobs(
         self, plan: Plan, done: set[tuple[str, int]]
     ) -> tuple[list[GenerationJob], dict[str, SamplingRequest]]:

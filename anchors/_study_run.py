@@ -1,0 +1,261 @@
+"""Importance over a dataset of traces: one model load, one engine pass for every trace, then the study outputs.
+
+The rollouts of all traces are sampled together (:meth:`resampling.Engine.fill`: positions of different traces
+share batches, each prefix is prefilled once), into the cache each trace has on its own, so a rerun after a kill
+samples only what is missing and adding traces samples only the new ones. Each trace is then scored exactly as
+``cotscope importance --trace`` scores it (its rollouts all come from the cache) and written under
+``OUT/traces/<trace_id>/``; the study outputs go to ``OUT``. A trace that cannot be run (it does not fit the
+model's context, it has no answer to grade against, its rollouts failed) is skipped with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+__all__ = ["StudyRun", "load_traces", "onpolicy_traces", "run_study"]
+
+
+@dataclass
+class StudyRun:
+    """What a dataset run computed."""
+
+    table: pl.DataFrame
+    """Every sentence of every scored trace, with ``trace_id`` and ``base_correct``."""
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    """``{"trace": id or file, "reason": ...}`` per trace left out."""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def load_traces(path: str | os.PathLike) -> tuple[list[Any], list[dict[str, Any]]]:
+    """The traces at ``path``: a JSONL file (one trace a line), a published thought-anchors dataset folder (every
+    folder holding ``base_solution.json``), or a folder of trace files (``*.json``, ``*.txt``). Returns the traces
+    and the entries that could not be read (with the reason)."""
+    from cot import Trace, TraceError, load_trace
+
+    p = Path(path)
+    traces, bad = [], []
+    if p.is_file():
+        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                traces.append(Trace.from_dict(json.loads(line), source=f"{p}:{n}"))
+            except (ValueError, TypeError, KeyError, TraceError) as exc:
+                bad.append({"trace": f"{p.name}:{n}", "reason": f"not a trace ({exc})"})
+        return traces, bad
+    if not p.is_dir():
+        raise FileNotFoundError(
+            f"no such file or folder: {p}; give a folder of traces, a JSONL file, or a dataset"
+        )
+    published = sorted(q.parent for q in p.rglob("base_solution.json"))
+    files = published or sorted(q for q in p.iterdir() if q.suffix.lower() in (".json", ".txt", ".jsonl"))
+    for f in files:
+        try:
+            trace = load_trace(f)
+        except TraceError as exc:
+            bad.append({"trace": str(f.relative_to(p)), "reason": str(exc)})
+            continue
+        if published:
+            from anchors._ta_format import base_correct
+
+            trace.metadata.setdefault("base_correct", base_correct(f))
+        traces.append(trace)
+    return traces, bad
+
+
+def onpolicy_traces(backend: Any, model_id: str, n: int, seed: int, sampling: dict[str, Any]) -> list[Any]:
+    """``n`` traces the organism writes itself, for its problems ``seed .. seed + n - 1``, in one backend call."""
+    import organisms
+    from anchors._pipeline import sampling_params
+    from resampling import EngineInputError, sample_traces
+
+    if not model_id.startswith("organism:"):
+        raise EngineInputError(
+            f"model '{model_id}' has no task to draw problems from; give traces with --traces PATH"
+        )
+    task = organisms.get_task(model_id.split(":", 1)[1])
+    seeds = list(range(seed, seed + n))
+    examples = [task.sample(s) for s in seeds]
+    params = sampling_params(sampling)[0]
+    return sample_traces(
+        backend,
+        backend.tokenizer,
+        [e.messages for e in examples],
+        seeds,
+        params,
+        metadata=[
+            {"gt_answer": e.answer, "task": task.name, "problem_seed": s}
+            for e, s in zip(examples, seeds, strict=True)
+        ],
+    )
+
+
+def _base_correct(trace: Any) -> bool | None:
+    """Whether the trace's own answer is right, where both it and the true answer are known."""
+    from cot import answers_equivalent
+
+    known = trace.metadata.get("base_correct")
+    if isinstance(known, bool):
+        return known
+    truth, own = trace.metadata.get("gt_answer"), getattr(trace, "answer", None)
+    if truth is None or own is None:
+        return None
+    return bool(answers_equivalent(str(own), str(truth)))
+
+
+def run_study(
+    backend: Any,
+    traces: list[Any],
+    *,
+    samples: int,
+    seed: int,
+    params: Any,
+    forced_params: Any,
+    cache_dir: str | os.PathLike,
+    options: Any = None,
+    min_chars: int = 10,
+    whitebox: bool = False,
+    quiet: bool = True,
+    out: str | os.PathLike | None = None,
+    notes: dict[str, Any] | None = None,
+    header: dict[str, Any] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
+    flush_every: int = 64,
+    roles: str = "rules",
+) -> StudyRun:
+    """Sample every trace's rollouts in one engine pass, score each trace, and (with ``out``) write per-trace
+    outputs under ``out/traces/<trace_id>/`` and the study outputs at ``out``. Rollouts are stored in shards of
+    ``flush_every`` rows as they arrive, so a killed run loses at most that many."""
+    from anchors._pipeline import _truth, compute_importance, write_importance
+    from cot import TraceError
+    from cotscope._progress import step
+    from resampling import Engine, EngineInputError, TracePrefixes
+    from resampling._engine import _check_context
+
+    skipped = list(skipped or [])
+    plans, ready = [], []
+    seen: set[str] = set()
+    for trace in traces:
+        if trace.id in seen:
+            skipped.append({"trace": trace.id, "reason": "the same trace twice in the dataset"})
+            continue
+        seen.add(trace.id)
+        if _truth(trace, None)[0] is None:
+            skipped.append({"trace": trace.id, "reason": "no answer: no ground truth and no final answer"})
+            continue
+        try:
+            prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
+            plan = prefixes.plan(samples, seed, params, forced_answer=True, forced_params=forced_params)
+            _check_context(
+                plan, getattr(backend, "max_context", None), getattr(backend, "model_id", "the model")
+            )
+        except (EngineInputError, TraceError, ValueError) as exc:
+            reason = str(exc)
+            if "context" in reason:
+                reason = f"context too long: {reason}"
+            skipped.append({"trace": trace.id, "reason": reason})
+            continue
+        plans.append(plan)
+        ready.append(trace)
+    if not ready:
+        raise EngineInputError(
+            f"none of the {len(traces)} traces can be run ({skipped[0]['reason'] if skipped else 'no traces'}); "
+            "check the traces and the model"
+        )
+    if not quiet:
+        sentences = sum(len({r.position for r in p}) for p in plans)
+        step(
+            f"dataset: {len(ready)} traces ({len(skipped)} skipped), {sentences} positions, "
+            f"{sum(p.n_rollouts for p in plans):,} rollouts planned"
+        )
+    engine = Engine(backend, cache_dir, quiet=quiet, flush_every=flush_every)
+    with _DatasetProgress(quiet) as progress:
+        stats = engine.fill(plans, progress=progress)
+    tables = []
+    for trace in ready:
+        trace_out = None if out is None else Path(out) / "traces" / trace.id
+        try:
+            run = compute_importance(
+                backend,
+                trace,
+                samples=samples,
+                seed=seed,
+                params=params,
+                forced_params=forced_params,
+                min_chars=min_chars,
+                cache_dir=cache_dir,
+                options=options,
+                whitebox=whitebox,
+                quiet=True,
+                out=trace_out,
+                header={**(header or {}), "trace": trace.to_dict()},
+                roles=roles,
+            )
+        except (EngineInputError, RuntimeError, ValueError) as exc:
+            skipped.append({"trace": trace.id, "reason": str(exc).splitlines()[0]})
+            continue
+        if trace_out is not None:
+            write_importance(
+                run, trace_out, {**(notes or {}), "graded_against": run.stats.get("graded_against")}
+            )
+        tables.append(
+            run.table.with_columns(
+                pl.lit(trace.id).alias("trace_id"),
+                pl.lit(_base_correct(trace), dtype=pl.Boolean).alias("base_correct"),
+            )
+        )
+    if not tables:
+        raise EngineInputError(f"every trace failed ({skipped[-1]['reason']}); nothing to aggregate")
+    table = pl.concat(tables, how="diagonal_relaxed")
+    result = StudyRun(table, skipped, stats)
+    if out is not None:
+        from anchors._report_study import write_study
+
+        write_study(table, out, notes=notes, skipped=skipped, run={**(header or {}), "engine": stats})
+    return result
+
+
+class _DatasetProgress:
+    """Traces complete and rollouts sampled across the dataset, with the time left; silent when quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.left: list[int] = []
+
+    def __enter__(self):
+        return self
+
+    def start(self, todo: list[int]) -> None:
+        self.left = list(todo)
+        if not self.quiet and sum(todo):
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.bar.__enter__()
+            self.rollouts = self.bar.add_task("rollouts", total=sum(todo))
+            self.traces = self.bar.add_task("traces complete", total=len(todo), completed=todo.count(0))
+
+    def advance(self, k: int, n: int) -> None:
+        self.left[k] -= n
+        if hasattr(self, "bar"):
+            self.bar.update(self.rollouts, advance=n)
+            if self.left[k] == 0:
+                self.bar.update(self.traces, advance=1)
+
+    def __exit__(self, *exc) -> None:
+        if hasattr(self, "bar"):
+            self.bar.__exit__(*exc)

@@ -1,0 +1,178 @@
+"""Importance over a dataset of traces (anchors._study_run, ``cotscope importance --traces/--n-traces``) on the
+shipped arith organism: one engine pass, the same rows as single-trace runs, resumable, failures skipped."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from anchors._blackbox import ImportanceOptions
+from anchors._pipeline import compute_importance, sampling_defaults, sampling_params
+from anchors._study_run import load_traces, onpolicy_traces, run_study
+from cot import Trace
+
+SAMPLES = 4
+OPTIONS = ImportanceOptions(min_different=2, n_bootstrap=50, n_permutations=50)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from resampling import make_backend
+
+    be = make_backend("hf", model_id="organism:arith")
+    sampling, _ = sampling_defaults("organism:arith")
+    params, forced = sampling_params(sampling)
+    traces = onpolicy_traces(be, "organism:arith", 3, 0, sampling)
+    return be, traces, params, forced
+
+
+def _run(setup, traces, cache, backend=None, **kw):
+    be, _, params, forced = setup
+    be = backend or be
+    return run_study(
+        be,
+        traces,
+        samples=SAMPLES,
+        seed=0,
+        params=params,
+        forced_params=forced,
+        cache_dir=cache,
+        options=OPTIONS,
+        **kw,
+    )
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _DiesAfter:
+    """The backend, killed after ``n`` jobs have come back (what kill -9 leaves: the shards written so far)."""
+
+    def __init__(self, backend, n):
+        self.backend, self.n = backend, n
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, jobs):
+        for k, item in enumerate(self.backend.generate(jobs)):
+            if k == self.n:
+                raise _Interrupted
+            yield item
+
+
+@pytest.mark.slow
+def test_dataset_run_equals_single_runs_resumes_and_adds_only_new_traces(setup, tmp_path):
+    be, traces, params, forced = setup
+    whole = _run(setup, traces, tmp_path / "whole", out=tmp_path / "out")
+    assert (
+        whole.stats["rollouts_cached"] == 0 and whole.stats["rollouts_new"] == whole.stats["rollouts_planned"]
+    )
+    assert sorted(set(whole.table["trace_id"].to_list())) == sorted(t.id for t in traces)
+    # the same rows as the single-trace pipeline, trace by trace (same seeds, same cache layout)
+    for t in traces:
+        single = compute_importance(
+            be,
+            t,
+            samples=SAMPLES,
+            seed=0,
+            params=params,
+            forced_params=forced,
+            cache_dir=tmp_path / "single",
+            options=OPTIONS,
+            whitebox=False,
+        )
+        mine = whole.table.filter(pl.col("trace_id") == t.id).drop("trace_id", "base_correct")
+        assert mine.equals(single.table.select(mine.columns))
+    # killed in the middle, then rerun: the same rows, and only the missing rollouts are sampled
+    dying = _DiesAfter(be, 3)
+    with pytest.raises(_Interrupted):
+        _run(setup, traces, tmp_path / "killed", backend=dying, flush_every=1)
+    again = _run(setup, traces, tmp_path / "killed")
+    assert 0 < again.stats["rollouts_cached"] < again.stats["rollouts_planned"]
+    assert again.table.equals(whole.table)
+    # a dataset that grows samples only the new trace
+    first = _run(setup, traces[:2], tmp_path / "grow")
+    grown = _run(setup, traces, tmp_path / "grow")
+    assert grown.stats["rollouts_cached"] == first.stats["rollouts_planned"]
+    assert grown.stats["rollouts_new"] == grown.stats["rollouts_planned"] - first.stats["rollouts_planned"]
+    # outputs: per-trace folders and the study at the top
+    out = tmp_path / "out"
+    table = pl.read_parquet(out / "importance.parquet")
+    assert table["trace_id"].null_count() == 0 and table.height == whole.table.height
+    for t in traces:
+        assert (out / "traces" / t.id / "report.html").is_file()
+        assert (out / "traces" / t.id / "rollouts.parquet").is_file()
+    assert pl.read_parquet(out / "aggregate.parquet").height > 0
+    assert json.loads((out / "run.json").read_text())["traces"] == 3
+
+
+@pytest.mark.slow
+def test_failing_traces_are_skipped_with_reasons(setup, tmp_path):
+    _, traces, _, _ = setup
+    no_answer = Trace(prompt="What is 2+2?", cot="I think about it. Then I stop.", metadata={})
+    assert no_answer.answer is None
+    too_long = Trace(prompt=traces[0].prompt, cot="I add one. " * 400, metadata={"gt_answer": "1"})
+    run = _run(setup, [traces[0], no_answer, too_long], tmp_path / "c")
+    reasons = {s["trace"]: s["reason"] for s in run.skipped}
+    assert reasons[no_answer.id].startswith("no answer")
+    assert reasons[too_long.id].startswith("context too long")
+    assert set(run.table["trace_id"].to_list()) == {traces[0].id}
+
+
+def test_load_traces_reads_jsonl_folders_and_reports_bad_entries(tmp_path):
+    good = Trace(
+        prompt="Q", cot="A step. Another step.", answer_text="\\boxed{3}", metadata={"gt_answer": "3"}
+    )
+    lines = [json.dumps(good.to_dict()), "{not json", ""]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines))
+    traces, bad = load_traces(tmp_path / "t.jsonl")
+    assert [t.id for t in traces] == [good.id] and bad[0]["trace"] == "t.jsonl:2"
+    folder = tmp_path / "many"
+    folder.mkdir()
+    good.save(folder / "a.json")
+    (folder / "b.json").write_text("[]")
+    traces, bad = load_traces(folder)
+    assert [t.id for t in traces] == [good.id] and bad[0]["trace"] == "b.json"
+
+
+def test_importance_takes_one_source_of_traces(tmp_path):
+    from click.testing import CliRunner
+
+    from anchors._main import importance
+
+    (tmp_path / "t.jsonl").write_text("")
+    result = CliRunner().invoke(
+        importance, ["--n-traces", "2", "--traces", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o")]
+    )
+    assert (
+        result.exit_code == 2 and "give one of --trace FILE, --traces PATH and --n-traces N" in result.output
+    )
+    result = CliRunner().invoke(
+        importance, ["--traces", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "holds no readable trace" in result.output
+
+
+@pytest.mark.slow
+def test_importance_n_traces_writes_a_study_and_resumes(tmp_path):
+    from cotscope.cli import main
+
+    out = tmp_path / "study"
+    args = ["importance", "--n-traces", "2", "--samples", "3", "--min-different", "2", "--no-whitebox"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    assert table["trace_id"].n_unique() == 2
+    for trace_id in table["trace_id"].unique():
+        assert (out / "traces" / trace_id / "report.html").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["engine"]["rollouts_new"] == run["engine"]["rollouts_planned"] > 0
+    assert main([*args, "--out", str(out)]) == 0  # the same run again: everything from the cache
+    again = json.loads((out / "run.json").read_text())
+    assert again["engine"]["rollouts_new"] == 0
+    assert pl.read_parquet(out / "importance.parquet").equals(table)
+    # another configuration in the same folder is refused before any work
+    assert main([*args, "--seed", "5", "--out", str(out)]) != 0
