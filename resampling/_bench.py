@@ -450,7 +450,12 @@ def sort_sampler(
 
 @torch.inference_mode()
 def run_sampler_bench(
-    rows: int = 64, vocab: int = 129_280, repeats: int = 7, check_chunks: int = 20, hidden: int = 512
+    rows: int = 64,
+    vocab: int = 129_280,
+    repeats: int = 7,
+    check_chunks: int = 20,
+    hidden: int = 512,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """The sampler against the step it belongs to, and its float32 noise against float64.
 
@@ -463,19 +468,32 @@ def run_sampler_bench(
     seeds in each of 3 settings (logit sd 6 at temperature 0.6 and 1.0, sd 3 at 1.0), how often the float32 draw
     among the top 64 differs from the one with the previous float64 noise and float64 scores from the same hashes:
     an upper bound on the total variation distance between the two samplers.
+
+    ``device`` is where the timed tensors live (the check runs on the CPU); on CUDA each timing waits for the
+    device to finish (``torch.cuda.synchronize``).
     """
     from resampling._hf import gumbel_noise, sample_tokens
     from resampling._plan import SamplingParams
 
     g = torch.Generator().manual_seed(0)
     params = SamplingParams(temperature=0.6, top_p=0.95)
-    seeds, steps = torch.arange(rows), torch.zeros(rows, dtype=torch.long)
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    seeds = torch.arange(rows, device=dev)
+    steps = torch.zeros(rows, dtype=torch.long, device=dev)
 
-    out: dict[str, Any] = {"rows": rows, "vocab": vocab, "hidden": hidden, "threads": torch.get_num_threads()}
-    weight = torch.randn(vocab, hidden, generator=g) / hidden**0.5
-    h = torch.randn(rows, hidden, generator=g)
+    out: dict[str, Any] = {
+        "rows": rows,
+        "vocab": vocab,
+        "hidden": hidden,
+        "threads": torch.get_num_threads(),
+        "device": str(dev),
+    }
+    weight = (torch.randn(vocab, hidden, generator=g) / hidden**0.5).to(dev)
+    h = torch.randn(rows, hidden, generator=g).to(dev)
     logits = {
-        name: torch.randn(rows, vocab, generator=g) * sd for name, sd in (("peaked", 6.0), ("flat", 1.0))
+        name: (torch.randn(rows, vocab, generator=g) * sd).to(dev)
+        for name, sd in (("peaked", 6.0), ("flat", 1.0))
     }
     contenders = {
         "lm_head": lambda: torch.nn.functional.linear(h, weight),
@@ -495,10 +513,15 @@ def run_sampler_bench(
             torch.equal(drawn, sort_sampler(x, seeds, steps, 0.6, 0.95)[0])
         )
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():  # warm-up (kernel compilation and caches on CUDA)
+        fn()
+    sync()
     for _ in range(repeats):
         for name, fn in contenders.items():
+            sync()
             start = time.perf_counter()
             fn()
+            sync()
             times[name].append(time.perf_counter() - start)
     for name, ts in times.items():
         out[f"{name}_seconds"] = statistics.median(ts)
@@ -524,7 +547,8 @@ def run_sampler_bench(
 
 def format_sampler_report(r: dict[str, Any]) -> str:
     lines = [
-        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 ({r['threads']} thread(s);"
+        f"sampler: {r['rows']} rows x vocabulary {r['vocab']:,}, temperature 0.6, top-p 0.95 on {r.get('device', 'cpu')}"
+        f" ({r['threads']} thread(s);"
         " medians, every contender timed once per round; the ratio is the median of the per-round ratios)",
         f"  output projection alone ({r['rows']} x {r['hidden']} x {r['vocab']:,}): {1000 * r['lm_head_seconds']:.1f} ms",
     ]

@@ -323,12 +323,20 @@ def bench_engine(
 @flags.int_option("--rows", 64)
 @flags.int_option("--vocab", 129_280, minimum=2)
 @flags.int_option("--repeats", 7)
+@flags.int_option(
+    "--check-chunks", 20, "Chunks of 256 rows in the float32-vs-float64 noise check (0: skip it).", minimum=0
+)
 @flags.json_option()
-def bench_sampler(rows, vocab, repeats, as_json) -> None:
+@flags.device_option(
+    "Where the timed tensors live: cpu, cuda, cuda:1 (the noise check runs on the CPU).", default="cpu"
+)
+def bench_sampler(rows, vocab, repeats, check_chunks, as_json, device) -> None:
     """The sampler's time beside the output projection it follows, and its float32 noise against float64."""
     from resampling._bench import format_sampler_report, run_sampler_bench
 
-    report = run_sampler_bench(rows=rows, vocab=vocab, repeats=repeats)
+    report = run_sampler_bench(
+        rows=rows, vocab=vocab, repeats=repeats, check_chunks=check_chunks, device=device
+    )
     click.echo(json.dumps(report, indent=2) if as_json else format_sampler_report(report))
 
 

@@ -25,9 +25,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     has_vllm = importlib.util.find_spec("vllm") is not None
     cuda = None
     for item in items:
-        if "vllm" in item.keywords and not has_vllm:
+        # markers only: item.keywords also holds the names of the parent folders (a clone in a folder named gpu)
+        if item.get_closest_marker("vllm") is not None and not has_vllm:
             item.add_marker(pytest.mark.skip(reason="vllm is not installed (pip install 'cotscope[vllm]')"))
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             if cuda is None:
                 cuda = _has_cuda()
             if not cuda:
