@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 import polars as pl
@@ -36,9 +37,17 @@ def import_group() -> None:
     "(embeds every resampled sentence: minutes on a CPU); --no-recompute keeps the published values only.",
 )
 @flags.roles_option(("published",), default="published")
+@flags.judge_server_options("--roles judge")
 @flags.force_option()
 def thought_anchors_command(
-    problem_dir: Path, out: Path, threshold: float, recompute: bool, roles: str, force: bool
+    problem_dir: Path,
+    out: Path,
+    threshold: float,
+    recompute: bool,
+    roles: str,
+    judge_model: str | None,
+    judge_base_url: str | None,
+    force: bool,
 ) -> None:
     """Read thought-anchors results, recompute what their files allow, write OUT/importance.parquet and a report.
 
@@ -51,11 +60,17 @@ def thought_anchors_command(
     incoming importance (from step_importance.json). Published values are kept as published_* columns.
     """
     from anchors._embedding import TextEmbeddings
+    from anchors._labeller import check_judge_options, role_labeller, roles_identity
     from anchors._ta_format import compare_published, read_labeled_chunks
     from cot import TraceError
     from cotscope._outputs import claim_out
     from cotscope._progress import step
 
+    try:
+        check_judge_options(roles, judge_model, judge_base_url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    judge = {"judge_model": judge_model, "judge_base_url": judge_base_url}
     if not problem_dir.is_dir():
         raise click.BadParameter(
             f"no such folder: {problem_dir}; give a thought-anchors problem folder such as "
@@ -71,7 +86,14 @@ def thought_anchors_command(
                 param_hint="DIR",
             )
         _import_dataset(
-            problem_dir, folders, out, threshold=threshold, recompute=recompute, roles=roles, force=force
+            problem_dir,
+            folders,
+            out,
+            threshold=threshold,
+            recompute=recompute,
+            roles=roles,
+            judge=judge,
+            force=force,
         )
         return
     try:  # an empty trace is refused before the output folder is touched
@@ -82,11 +104,12 @@ def thought_anchors_command(
     if not recompute:
         config["recompute"] = False
     if roles != "published":
-        config["roles"] = roles
+        config["roles"] = roles_identity(roles, judge_model)
     claim_out(out, "import thought-anchors", config, force=force)
+    labeller = role_labeller(roles, **judge, cache_dir=out / ".cache", quiet=False)
     try:
         # embedding every resampled sentence of a published problem takes minutes on a CPU: show it
-        table = _import_one(problem_dir, threshold, TextEmbeddings(progress=True), recompute, roles)
+        table = _import_one(problem_dir, threshold, TextEmbeddings(progress=True), recompute, labeller)
     except TraceError as exc:  # an empty trace: nothing to import, nothing written
         raise click.BadParameter(str(exc), param_hint="DIR") from None
     step(f"writing {table.height} sentences, figures and the report to {out}")
@@ -111,10 +134,11 @@ def _problem_folders(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob("chunks_labeled.json"))
 
 
-def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool, roles: str = "published"):
+def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool, roles: Any = "published"):
     """One problem folder as a table with ``trace_id`` and ``base_correct``; ``role`` is the published primary tag,
-    or, with ``roles`` ``rules`` / ``learned``, that labeller's (``cot.label_sentences`` on the published chunks).
-    A file of the wrong shape is a one-line usage error naming the folder."""
+    or, with ``roles`` ``rules`` / ``learned`` / a judge labeller (:func:`anchors._labeller.role_labeller`), that
+    labeller's (``cot.label_sentences`` on the published chunks). A file of the wrong shape is a one-line usage
+    error naming the folder; a labeller that fails (a judge's bad reply) is a one-line error too."""
     from anchors._ta_format import base_correct, import_thought_anchors
 
     try:
@@ -133,31 +157,44 @@ def _import_one(problem_dir: Path, threshold: float, embed, recompute: bool, rol
     if roles != "published":
         from cot import label_sentences
 
-        table = table.with_columns(
-            pl.Series("role", label_sentences(table["text"].to_list(), roles), dtype=pl.String)
-        )
+        try:
+            labels = label_sentences(table["text"].to_list(), roles)
+        except (ValueError, RuntimeError) as exc:
+            raise click.ClickException(f"{problem_dir}: the role labeller failed: {exc}") from None
+        table = table.with_columns(pl.Series("role", labels, dtype=pl.String))
     return table.with_columns(pl.lit(base_correct(problem_dir), dtype=pl.Boolean).alias("base_correct"))
 
 
 def _import_dataset(
-    root: Path, folders: list[Path], out: Path, *, threshold: float, recompute: bool, roles: str, force: bool
+    root: Path,
+    folders: list[Path],
+    out: Path,
+    *,
+    threshold: float,
+    recompute: bool,
+    roles: str,
+    judge: dict[str, str | None],
+    force: bool,
 ):
     """``import thought-anchors`` of a dataset folder: every problem, then the study outputs."""
     from anchors._embedding import TextEmbeddings
+    from anchors._labeller import role_labeller, roles_identity
     from anchors._report_study import write_study
     from cot import TraceError
     from cotscope._outputs import claim_out
     from cotscope._progress import count_line, step
 
-    config = {"dataset": root.resolve(), "threshold": threshold, "recompute": recompute, "roles": roles}
+    config = {"dataset": root.resolve(), "threshold": threshold, "recompute": recompute}
+    config["roles"] = roles_identity(roles, judge["judge_model"])
     claim_out(out, "import thought-anchors", config, force=force)
+    labeller = role_labeller(roles, **judge, cache_dir=out / ".cache", quiet=True)
     step(f"importing {len(folders)} problem folders from {root}")
     embed = TextEmbeddings(progress=False)
     tables, skipped = [], []
     for k, folder in enumerate(folders, 1):
         try:
-            table = _import_one(folder, threshold, embed, recompute, roles)
-        except (TraceError, click.BadParameter) as exc:
+            table = _import_one(folder, threshold, embed, recompute, labeller)
+        except (TraceError, click.ClickException) as exc:
             skipped.append(
                 {"trace": str(folder.relative_to(root)), "reason": str(getattr(exc, "message", exc))}
             )
@@ -181,7 +218,7 @@ def _import_dataset(
         "imported from": str(root),
         "format": "thought-anchors",
         "similarity threshold": threshold,
-        "roles": roles,
+        "roles": config["roles"],
     }
     paths = write_study(
         table, out, notes=notes, skipped=skipped, run={"command": "import thought-anchors", **config}

@@ -98,6 +98,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
 @flags.roles_option()
+@flags.judge_server_options("--roles judge")
 @flags.cache_option()
 @flags.force_option()
 @flags.quiet_option()
@@ -124,6 +125,8 @@ def importance(
     counterfactual_fallback,
     no_whitebox,
     roles,
+    judge_model,
+    judge_base_url,
     cache_dir,
     force,
     quiet,
@@ -136,6 +139,7 @@ def importance(
     from functools import partial
 
     from anchors._blackbox import ImportanceOptions
+    from anchors._labeller import check_judge_options, role_labeller, roles_identity
     from anchors._pipeline import (
         DEFAULT_TRACE_SEED,
         compute_importance,
@@ -163,6 +167,11 @@ def importance(
             f"undefined for every sentence; raise --samples to at least {min_different}, or lower --min-different "
             f"to {samples} or less"
         )
+    try:
+        check_judge_options(roles, judge_model, judge_base_url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    role_settings = {"judge_model": judge_model, "judge_base_url": judge_base_url}
     heads = None
     if receiver_heads_file is not None:
         try:
@@ -189,6 +198,7 @@ def importance(
             floors=_floors(min_different, min_dtf, counterfactual_fallback),
             whitebox=not no_whitebox and backend == "hf",
             roles=roles,
+            role_settings=role_settings,
             cache_dir=cache_dir,
             force=force,
             quiet=quiet,
@@ -209,8 +219,8 @@ def importance(
     config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
     config.update(gt_answer=gt_answer, receiver_heads=receiver_heads_file, convention=convention)
     config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
-    if roles != "rules":  # runs claimed before --roles existed keep their configuration
-        config["roles"] = roles
+    if roles != "rules":  # runs claimed before --roles existed (the rules labeller) keep their configuration
+        config["roles"] = roles_identity(roles, judge_model)
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
@@ -244,7 +254,7 @@ def importance(
         cache_dir=cache_dir or out / ".cache",
         options=options,
         whitebox=not no_whitebox and backend == "hf",
-        roles=roles,
+        roles=role_labeller(roles, **role_settings, cache_dir=cache_dir or out / ".cache", quiet=quiet),
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
         out=out,
@@ -302,11 +312,13 @@ def _importance_dataset(
     whitebox,
     cache_dir,
     roles,
+    role_settings,
     force,
     quiet,
 ) -> None:
     """``cotscope importance --traces PATH`` / ``--n-traces N``: a study (anchors._study_run)."""
     from anchors._blackbox import ImportanceOptions
+    from anchors._labeller import role_labeller, roles_identity
     from anchors._pipeline import sampling_defaults, sampling_params
     from anchors._study_run import load_traces, onpolicy_traces, run_study
     from cotscope._outputs import claim_out
@@ -329,7 +341,12 @@ def _importance_dataset(
                 param_hint="--traces",
             )
     config = {"model": model_id, "backend": backend, "samples": samples, "seed": seed, "sampling": sampling}
-    config.update(convention=convention, **floors, whitebox=whitebox, roles=roles)
+    config.update(
+        convention=convention,
+        **floors,
+        whitebox=whitebox,
+        roles=roles_identity(roles, role_settings["judge_model"]),
+    )
     source = {"traces": sorted(t.id for t in traces)} if traces else {"n_traces": n_traces}
     claim_out(out, "importance", {**config, **source}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
@@ -371,7 +388,7 @@ def _importance_dataset(
             notes=notes,
             header={"command": "importance", **config},
             skipped=skipped,
-            roles=roles,
+            roles=role_labeller(roles, **role_settings, cache_dir=cache_dir or out / ".cache", quiet=quiet),
         )
     except EngineInputError as exc:
         raise click.UsageError(str(exc)) from None

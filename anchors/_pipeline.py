@@ -261,7 +261,7 @@ def compute_importance(
     embed: Any = None,
     out: str | os.PathLike | None = None,
     header: dict[str, Any] | None = None,
-    roles: str = "rules",
+    roles: Any = "learned",
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
@@ -269,7 +269,8 @@ def compute_importance(
     answer (``stats["graded_against"]`` says which; with none at all, accuracy is NaN). White-box columns
     (receiver heads, suppression) are added when the backend holds a transformers model; ``receiver_heads`` (from
     :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one. ``roles``
-    names the labeller of the ``role`` column (``cot.label_sentences``: ``rules`` or ``learned``).
+    is the labeller of the ``role`` column (``cot.label_sentences``: ``learned``, the default, ``rules``, or a
+    labeller object such as a judge from :func:`anchors._labeller.role_labeller`).
     """
     from dataclasses import replace
 

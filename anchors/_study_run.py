@@ -127,7 +127,7 @@ def run_study(
     header: dict[str, Any] | None = None,
     skipped: list[dict[str, Any]] | None = None,
     flush_every: int = 64,
-    roles: str = "rules",
+    roles: Any = "learned",
 ) -> StudyRun:
     """Sample every trace's rollouts in one engine pass, score each trace, and (with ``out``) write per-trace
     outputs under ``out/traces/<trace_id>/`` and the study outputs at ``out``. Rollouts are stored in shards of

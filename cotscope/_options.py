@@ -269,16 +269,31 @@ def quiet_option(help: str | None = None) -> Decorator:
     return click.option("--quiet", "-q", is_flag=True, help=help)
 
 
-def roles_option(extra: tuple[str, ...] = (), default: str = "rules") -> Decorator:
-    """``--roles``: which labeller gives each sentence its role (``cot.label_sentences``): ``rules`` or
-    ``learned``, plus ``extra`` choices a command has (``published`` for imported traces)."""
+def roles_option(extra: tuple[str, ...] = (), default: str = "learned") -> Decorator:
+    """``--roles``: which labeller gives each sentence its role (``cot.label_sentences``): ``learned``, ``rules``
+    or ``judge`` (with :func:`judge_server_options`), plus ``extra`` choices a command has (``published`` for
+    imported traces)."""
     return choice_option(
         "--roles",
-        [*extra, "rules", "learned"],
+        [*extra, "learned", "rules", "judge"],
         default,
-        "Sentence roles: rules (cue phrases), learned (trained on the published labels)"
+        "Sentence roles: learned (trained on the published labels), rules (cue phrases), judge (a chat model "
+        "at --judge-base-url labels each trace's sentences)"
         + (", or the published primary tag" if "published" in extra else "")
         + ".",
+    )
+
+
+def judge_server_options(used_with: str) -> Decorator:
+    """``--judge-model`` and ``--judge-base-url``: a judge model on an OpenAI-compatible server (``used_with``
+    names the option that asks for one)."""
+    return _compose(
+        click.option("--judge-model", default=None, help=f"Judge model id (with {used_with})."),
+        click.option(
+            "--judge-base-url",
+            default=None,
+            help=f"Judge server URL, OpenAI-compatible, e.g. http://localhost:8000/v1 (with {used_with}).",
+        ),
     )
 
 

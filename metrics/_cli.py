@@ -62,8 +62,7 @@ MAX_SAMPLES = 10_000
     "Cue judge: rule (organisms), self (the model under test, asked for JSON), openai (--judge-model at "
     "--judge-base-url). auto: rule for organisms, self otherwise.",
 )
-@click.option("--judge-model", default=None, help="Judge model id (with --judge openai).")
-@click.option("--judge-base-url", default=None, help="Judge server URL (with --judge openai).")
+@flags.judge_server_options("--judge openai")
 @flags.out_option()
 @flags.cache_option()
 @click.option("--no-eval-log", is_flag=True, help="Do not write log.eval (Inspect AI).")

@@ -144,49 +144,6 @@ def parse_judge_reply(text: str | None) -> tuple[bool | None, str | None]:
     return value, None
 
 
-def engine_complete(
-    engine: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    *,
-    params: Any,
-    seed: int,
-    kind: str,
-) -> list[tuple[str | None, str | None, str]]:
-    """One completion per prompt through the engine: (text, error, request id). Prompts are one user turn in the
-    model's chat template; each prompt's seed is ``seed`` (a retry passes another)."""
-    from resampling import Plan, SamplingRequest
-
-    reqs = []
-    for p in prompts:
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True
-        )
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        reqs.append(
-            SamplingRequest(
-                prompt_ids=tuple(int(t) for t in ids),
-                n=1,
-                seed=seed,
-                params=params,
-                trace_id=f"{kind}:{_hash(p)}",
-                kind=kind,
-            )
-        )
-    unique = list({r.request_id: r for r in reqs}.values())
-    result = engine.run(Plan(unique))
-    by_id = {row["request_id"]: row for row in result.rollouts.iter_rows(named=True)}
-    out = []
-    for r in reqs:
-        row = by_id.get(r.request_id)
-        if row is None or row["status"] != "ok":
-            out.append((None, (row or {}).get("error") or "no completion", r.request_id))
-        else:
-            out.append((row["text"], None, r.request_id))
-    return out
-
-
 class LLMJudge:
     """A judge that asks a model (any backend, through the engine) for a JSON verdict.
 
@@ -236,7 +193,9 @@ class LLMJudge:
             if not todo:
                 break
             # greedy decoding repeats itself: a retry only helps when sampling, so the seed moves on either way
-            replies = engine_complete(
+            from resampling import complete_prompts
+
+            replies = complete_prompts(
                 self.engine,
                 self.tokenizer,
                 [prompts[i] for i in todo],
@@ -330,7 +289,9 @@ class FewShotMistakes:
 
     def mistakes(self, jobs: Sequence[tuple[str, list[str], int]]) -> list[str | None]:
         prompts = [MISTAKE_PROMPT.format(context=" ".join(s[: i + 1]), sentence=s[i]) for _, s, i in jobs]
-        replies = engine_complete(
+        from resampling import complete_prompts
+
+        replies = complete_prompts(
             self.engine, self.tokenizer, prompts, params=self.params, seed=self.seed, kind="mistake"
         )
         out: list[str | None] = []
@@ -391,7 +352,9 @@ class BackendParaphraser:
 
     def paraphrase(self, sentence_lists: Sequence[list[str]]) -> list[list[str] | None]:
         prompts = [PARAPHRASE_PROMPT.format(lines="\n".join(sl)) for sl in sentence_lists]
-        replies = engine_complete(
+        from resampling import complete_prompts
+
+        replies = complete_prompts(
             self.engine, self.tokenizer, prompts, params=self.params, seed=self.seed, kind="paraphrase"
         )
         out: list[list[str] | None] = []

@@ -20,6 +20,7 @@ from ._engine import (
     rollout_row as rollout_row,
     traces_truths as traces_truths,
 )
+from ._complete import complete_prompts as complete_prompts
 from ._errors import EngineInputError as EngineInputError
 from ._health import RunFailedError as RunFailedError, RunHealth as RunHealth, run_health as run_health
 from ._model import (
