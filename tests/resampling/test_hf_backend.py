@@ -37,7 +37,12 @@ def test_greedy_matches_transformers_generate_on_every_prefix(tiny_trace, tiny_t
         assert ours[f"p{i}"][0].token_ids == ref_ids, i
 
 
-def test_same_seed_same_rollouts_for_any_batch_size_and_order(tiny_model, tiny_tokenizer, tiny_trace):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_same_seed_same_rollouts_for_any_batch_size_and_order(tiny_model, tiny_tokenizer, tiny_trace, device):
+    if device != "cpu":
+        import copy
+
+        tiny_model = copy.deepcopy(tiny_model).to(device)  # the session fixture stays on the CPU
     tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
     params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=16)
     jobs = jobs_for(tp, 5, params, seed=7)
