@@ -57,6 +57,10 @@ class BenchConfig:
     """The engine's ``batch_size`` (rows decoded together, at most)."""
     kv_budget_gb: float | None = None
     """The engine's decode memory budget; None = the backend's default."""
+    logit_std: float = 6.0
+    """Real-vocabulary models: the standard deviation of next-token logits (:func:`resampling.synthetic_model`);
+    6 gives a nucleus of a few tokens, as a trained model; about ``0.02 sqrt(hidden)`` is a fresh initialisation
+    (0.45 at hidden 512), nearly uniform over the vocabulary: the sampler's worst case."""
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -212,7 +216,7 @@ def _pick_positions(n_positions: int, wanted: int | None) -> list[int]:
     return sorted({round(i * (n_positions - 1) / (wanted - 1)) for i in range(wanted)})
 
 
-def _load(model_id: str, real_vocab: tuple[int, int] | None, device: str):
+def _load(model_id: str, real_vocab: tuple[int, int] | None, device: str, logit_std: float = 6.0):
     """(model, tokenizer, label, path, organism trace or None)."""
     from resampling._model import load_model
 
@@ -220,10 +224,11 @@ def _load(model_id: str, real_vocab: tuple[int, int] | None, device: str):
         from resampling._synthetic import synthetic_model
 
         hidden, layers = real_vocab
-        model, tok = synthetic_model(hidden, layers)
+        model, tok = synthetic_model(hidden, layers, logit_std=logit_std)
         model = model.to(device)
         label = (
-            f"random-weight Qwen2 hidden {hidden} x {layers} layers, DeepSeek tokenizer ({len(tok):,} ids)"
+            f"random-weight Qwen2 hidden {hidden} x {layers} layers, DeepSeek tokenizer ({len(tok):,} ids), "
+            f"logit sd {logit_std:g}"
         )
         return model, tok, label, None
     loaded = load_model(model_id, device=device)
@@ -255,7 +260,7 @@ def run_engine_bench(
         )
     torch.manual_seed(0)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tok, label, path = _load(model_id, real_vocab, device)
+    model, tok, label, path = _load(model_id, real_vocab, device, cfg.logit_std)
     if trace is not None:
         trace_path = find_trace(trace)
         tr = load_trace(trace_path)

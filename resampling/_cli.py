@@ -259,6 +259,14 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
     min=0,
     min_open=True,
 )
+@flags.float_option(
+    "--logit-std",
+    None,
+    "With --real-vocab: standard deviation of next-token logits (default 6, a few tokens in the nucleus, as a "
+    "trained model); 0.45 at base size is a fresh initialisation, nearly uniform: the sampler's worst case.",
+    min=0,
+    min_open=True,
+)
 @flags.int_option("--repeats", None, "Repeated runs; medians are reported.")
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
 @flags.json_option()
@@ -274,6 +282,7 @@ def bench_engine(
     ways,
     batch_size,
     kv_budget_gb,
+    logit_std,
     repeats,
     quick,
     as_json,
@@ -284,6 +293,10 @@ def bench_engine(
     from resampling._errors import EngineInputError
     from resampling._synthetic import SIZES
 
+    if logit_std is not None and not real_vocab:
+        raise click.BadParameter(
+            "--logit-std shapes a real-vocabulary model: add --real-vocab tiny|small|base"
+        )
     if real_vocab and trace_path is None:
         raise click.BadParameter(
             "a real-vocabulary model needs a real trace: add --trace FILE|DIR (e.g. a thought-anchors folder)",
@@ -297,6 +310,7 @@ def bench_engine(
         ("temperature", temperature),
         ("positions", positions),
         ("kv_budget_gb", kv_budget_gb),
+        ("logit_std", logit_std),
     ):
         if value is not None:
             setattr(cfg, name, value)
