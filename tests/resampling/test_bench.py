@@ -1,6 +1,7 @@
 """``cotscope bench engine``: the work it counts, the traces and positions it takes, its one-line refusals."""
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from resampling import EngineInputError
@@ -30,6 +31,21 @@ def test_bad_options_are_one_line_errors():
         and "unknown way(s) fast; choose from: naive, generate_n, engine" in result.output
     )
     assert "Traceback" not in result.output
+    result = runner.invoke(bench, ["engine", "--logit-std", "0.45"])
+    assert result.exit_code == 2 and "add --real-vocab" in result.output
+
+
+def test_logit_std_shapes_the_real_vocabulary_models_logits(deepseek_tok):
+    from resampling._bench import _load
+    from resampling._synthetic import synthetic_model
+
+    model, _, label, _ = _load("unused", (32, 1), "cpu", logit_std=0.45)
+    assert "logit sd 0.45" in label
+    ids = torch.tensor([deepseek_tok.encode("The answer is 4.")])
+    with torch.no_grad():
+        flat = model(ids).logits[0, -1].std().item()
+        peaked = synthetic_model(32, 1, tokenizer=deepseek_tok)[0](ids).logits[0, -1].std().item()
+    assert flat == pytest.approx(0.45, rel=0.1) and peaked == pytest.approx(6.0, rel=0.1)
 
 
 @pytest.mark.slow
