@@ -83,10 +83,15 @@ def _id_hashes(ids: torch.Tensor) -> torch.Tensor:
     return _hash32(ids * 0x27D4EB2F & _MASK32)
 
 
+def _as_int32(x: torch.Tensor) -> torch.Tensor:
+    """32-bit values (0 .. 2**32 - 1, in int64) as int32 with the same bits."""
+    return (x - ((x >> 31) << 32)).to(torch.int32)
+
+
 @functools.lru_cache(maxsize=8)
 def _vocab_hashes(vocab: int, device: torch.device) -> torch.Tensor:
-    """``_id_hashes`` of every id of a vocabulary, computed once per (size, device)."""
-    return _id_hashes(torch.arange(vocab, device=device, dtype=torch.int64))
+    """``_id_hashes`` of every id of a vocabulary (as int32 bit patterns), computed once per (size, device)."""
+    return _as_int32(_id_hashes(torch.arange(vocab, device=device, dtype=torch.int64)))
 
 
 def gumbel_noise(
@@ -102,17 +107,17 @@ def gumbel_noise(
     if isinstance(tokens, int):
         ids = _vocab_hashes(tokens, key.device)[None, :]
     else:
-        ids = _id_hashes(tokens.to(device=device, dtype=torch.int64))
-    # _hash32 of key ^ ids, in place: at full vocabulary width every temporary is a vocabulary-wide int64 copy
-    h = key[:, None] ^ ids
+        ids = _as_int32(_id_hashes(tokens.to(device=device, dtype=torch.int64)))
+    # _hash32 of key ^ ids, in place, in int32: the same 32 bits as the int64 mixer (products wrap modulo 2**32;
+    # right shifts are masked so that they shift in zeros), at half the memory traffic of vocabulary-wide copies
+    h = _as_int32(key)[:, None] ^ ids
     for _ in range(2):
-        x = h >> 16
+        x = (h >> 16) & 0xFFFF
         x ^= h
         x *= 0x45D9F3B
-        x &= _MASK32
         h = x
-    h ^= h >> 16
-    h >>= 8
+    h ^= (h >> 16) & 0xFFFF
+    h = (h >> 8) & 0xFFFFFF
     h |= 1  # 2 (h >> 9) + 1
     u = h.to(dtype)
     u *= 1.0 / (1 << 24)
@@ -215,33 +220,65 @@ def _radix_passes(vocab: int) -> list[tuple[int, int]]:
 
 
 def _nucleus_keys(logp: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each entry's key and each row's cutoff: the nucleus of a row is ``key <= cutoff``.
+    """Each entry's key and each row's cutoff (int32): the nucleus of a row is ``key <= cutoff``.
 
     The key is the bit pattern of ``-log p`` as an integer (non-negative floats order like their bits), so the
     most likely token has the smallest key and tied tokens share one. The cutoff is the smallest key whose mass at
     or below reaches ``top_p``, found by a radix select on its bits without sorting: each pass sums the mass of
-    the row's keys into one bucket per value of the next bits (float64 sums of the float32 probabilities), keys
-    below the bits fixed so far into a first bucket and keys above them into a last one, and fixes those bits to
-    the first bucket where the running mass reaches ``top_p``. The passes (:func:`_radix_passes`) fix all 31 bits,
-    so the cutoff is exact whatever the ties. When the whole mass falls short of ``top_p`` (rounding, ``top_p`` near
-    1) the cutoff keeps every token.
+    the keys that agree with the bits fixed so far into one bucket per value of the next bits (float64 sums of the
+    float32 probabilities), adds the mass of the keys below (more likely), and fixes those bits to the first
+    bucket where the running mass reaches ``top_p``. The passes (:func:`_radix_passes`) fix all 31 bits, so the
+    cutoff is exact whatever the ties. The first pass buckets every entry, over only the range of top bits the
+    row uses; the later ones only the entries of the bucket the first pass chose (a few percent of the vocabulary
+    when the distribution is flat). When the whole mass falls short of ``top_p`` (rounding, ``top_p`` near 1) the
+    cutoff keeps every token.
     """
-    key = logp.view(torch.int32).long() & 0x7FFFFFFF  # log p <= 0: dropping the sign gives -log p (-0.0 -> 0)
+    key = logp.view(torch.int32) & 0x7FFFFFFF  # log p <= 0: dropping the sign gives -log p (-0.0 -> 0)
     mass = logp.exp().double()
     rows = logp.shape[0]
-    cutoff = torch.zeros(rows, 1, dtype=torch.int64, device=logp.device)
-    for low, width in _radix_passes(logp.shape[1]):
-        n = 1 << width
-        if low + width == 31:  # nothing fixed yet: bucket b holds the keys whose top bits are b
-            bucket, first = key >> low, 0
-        else:  # bucket 0: below the bits fixed so far (more likely), 1 + b: bits b, n + 1: above them
-            shifted = key >> low if low else key
-            bucket, first = (shifted - ((cutoff << width) - 1)).clamp_(0, n + 1), 1
-        sums = torch.zeros(rows, n + 2, dtype=torch.float64, device=logp.device)
-        running = sums.scatter_add_(1, bucket, mass)[:, : n + first].cumsum_(1)
-        reached = (running < top_p).sum(1, keepdim=True) - first  # the bucket where the mass reaches top_p
-        cutoff = (cutoff << width) | reached.clamp_(0, n - 1)
+    below = torch.zeros(rows, 1, dtype=torch.float64, device=logp.device)
+    passes = _radix_passes(logp.shape[1])
+    low, width = passes[0]
+    top = key >> low
+    first = top.amin(1, keepdim=True)  # per row: buckets start at the row's most likely top bits
+    reached, below = _radix_pass(top - first, mass, None, 1 << width, below, top_p)
+    cutoff = torch.where(reached == (1 << width) - 1, reached, reached + first)
+    rows_in, cols_in = (top == cutoff).nonzero(as_tuple=True)  # the entries that decide the remaining bits
+    k, m = key[rows_in, cols_in], mass[rows_in, cols_in]
+    for low, width in passes[1:]:
+        bits = (k >> low) & ((1 << width) - 1)
+        reached, below = _radix_pass(bits, m, rows_in, 1 << width, below, top_p)
+        cutoff = (cutoff << width) | reached
+        keep = bits == reached[rows_in, 0]
+        rows_in, k, m = rows_in[keep], k[keep], m[keep]
     return key, cutoff
+
+
+def _radix_pass(
+    bucket: torch.Tensor,
+    mass: torch.Tensor,
+    rows_in: torch.Tensor | None,
+    n: int,
+    below: torch.Tensor,
+    top_p: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass of the radix select: ``bucket`` (values in ``0..n-1``) and ``mass`` of each entry, as a
+    ``(rows, vocab)`` matrix (``rows_in`` None) or as flat entries of rows ``rows_in``; ``below`` is each row's
+    mass of more likely keys. Returns each row's bucket where the running mass reaches ``top_p`` (``n - 1`` when
+    it never does) and the mass below that bucket. Only the range of buckets in use is summed."""
+    rows = below.shape[0]
+    lo, span = (int(bucket.min()), int(bucket.max()) - int(bucket.min()) + 1) if bucket.numel() else (0, 1)
+    sums = torch.zeros(rows, span, dtype=torch.float64, device=below.device)
+    if rows_in is None:
+        index = bucket - lo
+        # int32 indices save a full-width int64 copy on the CPU; other devices get the documented int64
+        sums.scatter_add_(1, index if index.device.type == "cpu" else index.long(), mass)
+    else:
+        sums.index_put_((rows_in, (bucket - lo).long()), mass, accumulate=True)
+    running = sums.cumsum_(1).add_(below)
+    count = (running < top_p).sum(1, keepdim=True)  # buckets wholly below top_p
+    below = torch.where(count > 0, running.gather(1, (count - 1).clamp_(min=0)), below)
+    return torch.where(count < span, count + lo, n - 1).to(torch.int32), below
 
 
 def nucleus_mask(logp: torch.Tensor, top_p: float) -> torch.Tensor:

@@ -129,9 +129,11 @@ def test_draws_do_not_depend_on_batch_order_or_search_chunk(monkeypatch):
 
 def test_noise_over_the_vocabulary_equals_noise_for_explicit_ids():
     """The cached per-id hashes (full-vocabulary noise) and the per-candidate path give the same float32 noise,
-    and both equal the formula u = (2 (h >> 9) + 1) / 2^24 written out."""
-    seeds, steps = torch.tensor([0, 1, 2**40 + 5]), torch.tensor([0, 9, 123])
-    ids = torch.arange(V)[None].expand(3, -1)
+    and both equal the formula u = (2 (h >> 9) + 1) / 2^24 written out with the int64 mixer (the sampler's int32
+    hash must give the same bits, hashes above 2**31 included)."""
+    seeds = torch.tensor([0, 1, 2**40 + 5, 2**62 + 12_345, 987_654_321])
+    steps = torch.tensor([0, 9, 123, 2**31 - 1, 77_777])
+    ids = torch.arange(V)[None].expand(5, -1)
     full = gumbel_noise(seeds, steps, V)
     assert torch.equal(full, gumbel_noise(seeds, steps, ids))
     key = _hash32(_hash32(seeds & _MASK32) ^ _hash32((seeds >> 32) & _MASK32 ^ 0x5BD1E995))
