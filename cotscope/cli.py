@@ -116,6 +116,10 @@ _VALIDATE_COMMANDS: dict[str, tuple[str, str]] = {
         "anchors._main:validate_anchors_command",
         "Importance methods vs the sentences arith's ground truth makes load-bearing.",
     ),
+    "branches": (
+        "anchors._validate_branches:validate_branches_command",
+        "Iterative resilience, CF++ and on/off-policy interventions vs arith's planted design.",
+    ),
     "faithfulness": (
         "metrics._cli:validate_faithfulness_command",
         "Faithfulness metrics vs the organisms' planted rates.",
