@@ -49,8 +49,11 @@ def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def answer_distribution(answers: list[str | None], correct: list[bool | None]) -> dict[str, Any]:
-    """Answer shares with Wilson 95% intervals, and accuracy over the graded rollouts."""
+def answer_distribution(
+    answers: list[str | None], correct: list[bool | None], texts: list[str | None] | None = None
+) -> dict[str, Any]:
+    """Answer shares with Wilson 95% intervals, accuracy over the graded rollouts, and (given ``texts``) each
+    rollout's first sentence."""
     n = len(answers)
     counts: dict[str, int] = {}
     for a in answers:
@@ -67,7 +70,14 @@ def answer_distribution(answers: list[str | None], correct: list[bool | None]) -
         "accuracy": k / len(graded) if graded else math.nan,
         "accuracy_ci": list(_wilson(k, len(graded))),
         "n_graded": len(graded),
+        **({} if texts is None else {"first_sentences": [_first(t) for t in texts]}),
     }
+
+
+def _first(text: str | None) -> str | None:
+    from resampling._engine import _first_sentence
+
+    return None if text is None else _first_sentence(text)
 
 
 def _kl(p_answers: list[str | None], q_answers: list[str | None], alpha: float) -> float:
@@ -447,10 +457,14 @@ def intervene(
     }
     free = engine.run(prefixes.plan(samples, seed, params, positions=[at]), truths=truths).rollouts
     free = free.filter(free["status"] == "ok").sort("sample")
-    out["no_intervention"] = answer_distribution(free["answer_norm"].to_list(), free["correct"].to_list())
+    out["no_intervention"] = answer_distribution(
+        free["answer_norm"].to_list(), free["correct"].to_list(), free["text"].to_list()
+    )
     if off_policy:
         rows, _ = _rollout_after(engine, prefixes, at, text, samples, seed, params, "off_policy", truths)
-        out["off_policy"] = answer_distribution(rows["answer_norm"].to_list(), rows["correct"].to_list())
+        out["off_policy"] = answer_distribution(
+            rows["answer_norm"].to_list(), rows["correct"].to_list(), rows["text"].to_list()
+        )
     if on_policy:
         emb = _embeddings(embed, cache_dir)
         cand_params = SamplingParams(
@@ -511,7 +525,7 @@ def intervene(
                 engine, prefixes, at, sentence, samples, seed, params, "on_policy", truths
             )
             search["distribution"] = answer_distribution(
-                rows["answer_norm"].to_list(), rows["correct"].to_list()
+                rows["answer_norm"].to_list(), rows["correct"].to_list(), rows["text"].to_list()
             )
         out["on_policy"] = search
     return out

@@ -213,6 +213,9 @@ def _interventions(backend, task, chosen, samples, params, seed, cache_dir, emb)
                 "on_policy_accuracy": on["distribution"]["accuracy"] if on["found"] else math.nan,
                 "on_policy_accuracy_ci": on["distribution"]["accuracy_ci"] if on["found"] else [math.nan] * 2,
                 "no_intervention_accuracy": r["no_intervention"]["accuracy"],
+                # the organism's correction: the next sentence says "Wait, ... is not X, it is Y."
+                "off_policy_corrected": _corrected(r["off_policy"]),
+                "on_policy_corrected": _corrected(on["distribution"]) if on["found"] else [0, 0],
                 "text_mean_logprob": r["text_logprob"]["mean"],
                 "original_mean_logprob": r["original_logprob"]["mean"],
             }
@@ -232,10 +235,27 @@ def _interventions(backend, task, chosen, samples, params, seed, cache_dir, emb)
         "mean_predicted_accuracy": float(np.mean([x["predicted_accuracy_at_planted_rates"] for x in records]))
         if records
         else math.nan,
+        "off_policy_correction_rate": _pooled(records, "off_policy_corrected"),
+        "on_policy_correction_rate": _pooled(found, "on_policy_corrected"),
         "mean_on_policy_resamples": float(np.mean([x["on_policy_resamples"] for x in found]))
         if found
         else math.nan,
     }
+
+
+def _pooled(records: list[dict], key: str) -> dict[str, Any]:
+    """The share pooled over records (``[k, n]`` each), with a Wilson 95% interval."""
+    from anchors._branches import _wilson
+
+    k = sum(r[key][0] for r in records)
+    total = sum(r[key][1] for r in records)
+    return {"rate": k / total if total else math.nan, "ci": list(_wilson(k, total)), "n": total}
+
+
+def _corrected(dist: dict[str, Any]) -> list[int]:
+    """[rollouts whose first sentence is a correction, rollouts with a first sentence]."""
+    firsts = [f for f in dist.get("first_sentences") or [] if f]
+    return [sum(f.startswith("Wait,") for f in firsts), len(firsts)]
 
 
 def task_true_values(example: Any) -> list[int]:
@@ -249,10 +269,13 @@ def task_true_values(example: Any) -> list[int]:
 @flags.int_option("--n-traces", 10, "Clean traces to score.")
 @flags.samples_option(10, "Chains per sentence (and rollouts per position for counterfactual importance).")
 @flags.int_option("--iterations", 20, "Most resampling rounds per chain.")
+@flags.int_option("--intervene-traces", 10, "Traces to run the off/on-policy interventions on.", minimum=0)
 @flags.seed_option(1000, "First problem seed (the traces of cotscope validate anchors).")
 @flags.json_option()
 @flags.cache_option(Path(".cotscope-cache/validate-branches"))
-def validate_branches_command(quick, n_traces, samples, iterations, seed, as_json, cache_dir) -> None:
+def validate_branches_command(
+    quick, n_traces, samples, iterations, intervene_traces, seed, as_json, cache_dir
+) -> None:
     """Iterative resilience, CF++ and on/off-policy interventions vs arith's planted design."""
     from cotscope.cli import echo_json
 
@@ -260,7 +283,7 @@ def validate_branches_command(quick, n_traces, samples, iterations, seed, as_jso
         n_traces, samples = 5, 6
     result = validate_branches(
         n_traces=n_traces, samples=samples, iterations=iterations, seed=seed, cache_dir=cache_dir,
-        intervene_traces=3 if quick else 5,
+        intervene_traces=3 if quick else intervene_traces,
         progress=lambda done, total: click.echo(f"scored {done}/{total} traces", err=True),
     )  # fmt: skip
     if as_json:
@@ -280,5 +303,6 @@ def validate_branches_command(quick, n_traces, samples, iterations, seed, as_jso
     click.echo(
         f"interventions: off-policy accuracy {iv['mean_off_policy_accuracy']:.3f}, on-policy "
         f"{iv['mean_on_policy_accuracy']:.3f}, predicted at planted rates {iv['mean_predicted_accuracy']:.3f}, "
-        f"resamples {iv['mean_on_policy_resamples']:.0f}"
+        f"resamples {iv['mean_on_policy_resamples']:.0f}; correction rate off-policy "
+        f"{iv['off_policy_correction_rate']['rate']:.3f}, on-policy {iv['on_policy_correction_rate']['rate']:.3f}"
     )
