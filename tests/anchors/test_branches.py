@@ -207,3 +207,20 @@ def test_cli_commands_write_json(tmp_path):
     data = json.loads(res.read_text())
     assert [s["sentence"] for s in data["sentences"]] == [5] and len(data["chains"]) == 3
     assert "at most" in err.getvalue()
+
+
+def test_validation_helpers_follow_the_organism_templates():
+    from anchors._validate_branches import _corrected, _wrong_version
+
+    # the smallest digit that is neither the correct result (5) nor the true running digit (0)
+    assert _wrong_version("Step five adds 9 to 6, giving 5.", 5, {0}) == "Step five adds 9 to 6, giving 1."
+    assert _wrong_version("Step one adds 2 to 1, giving 3.", 3, set()) == "Step one adds 2 to 1, giving 0."
+    dist = {"first_sentences": ["Wait, 6 plus 9 is not 1, it is 5.", "So the final digit is 1.", None]}
+    assert _corrected(dist) == [1, 2]
+
+
+def test_validate_branches_is_registered():
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["validate", "branches", "--help"])
+    assert code == 0 and "--iterations" in out.getvalue()
