@@ -14,6 +14,12 @@ from ._blackbox import (
     sentence_matrix as sentence_matrix,
     split_half_pvalues as split_half_pvalues,
 )
+from ._branches import (
+    ResilienceResult as ResilienceResult,
+    intervene as intervene,
+    iterative_resilience as iterative_resilience,
+    text_logprob as text_logprob,
+)
 from ._embedding import TextEmbeddings as TextEmbeddings
 from ._graph import build_graph as build_graph, write_graph as write_graph
 from ._pipeline import compute_importance as compute_importance

@@ -25,6 +25,14 @@ _LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("resampling._cli:serve", "Serve a model over an OpenAI-compatible completions API."),
     "bench": ("resampling._cli:bench", "Benchmarks (engine throughput)."),
     "importance": ("anchors._main:importance", "Thought-anchor importance of every sentence of a trace."),
+    "intervene": (
+        "anchors._branches_cli:intervene_command",
+        "Insert a sentence off-policy or reach it on-policy, and roll out (Thought Branches).",
+    ),
+    "resilience": (
+        "anchors._branches_cli:resilience_command",
+        "Iterative resilience and counterfactual++ of sentences (Thought Branches).",
+    ),
     "receiver-heads": ("anchors._main:receiver_heads_command", "Choose receiver heads over many traces."),
     "import": ("anchors._cli:import_group", "Import results from other tools (thought-anchors)."),
     "probes": (
@@ -107,6 +115,10 @@ _VALIDATE_COMMANDS: dict[str, tuple[str, str]] = {
     "anchors": (
         "anchors._main:validate_anchors_command",
         "Importance methods vs the sentences arith's ground truth makes load-bearing.",
+    ),
+    "branches": (
+        "anchors._validate_branches:validate_branches_command",
+        "Iterative resilience, CF++ and on/off-policy interventions vs arith's planted design.",
     ),
     "faithfulness": (
         "metrics._cli:validate_faithfulness_command",

@@ -38,6 +38,7 @@ def test_the_case_studies_are_there():
         "03_posthoc_or_load_bearing",
         "04_encoded_reasoning",
         "05_published_thought_anchors",
+        "06_thought_branches",
         "07_answer_probes",
     ]
 
@@ -438,6 +439,53 @@ def test_published_thought_anchors_notebook(tmp_path, thought_anchors_dir):
     assert key["dtf_6998_chunk11"] == pytest.approx(dtf)
     assert key["unexplained"] == 0 and key["differences"] >= 2  # chunk 11 and the last chunk
     assert key["outgoing_max_abs_diff"] == 0.0
+
+
+@pytest.mark.slow
+def test_thought_branches_notebook(tmp_path):
+    import anchors
+    import organisms
+    from resampling import SamplingParams, make_backend, sample_traces
+
+    cache = tmp_path / "cache"
+    key = _run("06_thought_branches", cache)
+    task = organisms.get_task("arith")
+    example = task.sample(key["problem_seed"])
+    backend = make_backend("hf", model_id="organism:arith", device="cpu")
+    params = SamplingParams(temperature=0.6, top_p=1.0, max_new_tokens=task.max_new_tokens)
+    (trace,) = sample_traces(
+        backend, backend.tokenizer, [example.messages], [key["problem_seed"]], params,
+        metadata=[{"gt_answer": example.answer}],
+    )  # fmt: skip
+    # the planted truth, from the organism's own analysis
+    truth = task.analyze(example, trace.cot)
+    assert [i for i, t in enumerate(truth) if t.kind == "compute" and t.planted_error] == [
+        key["error_position"]
+    ]
+    assert [i for i, t in enumerate(truth) if t.kind == "correction"] == [key["correction_position"]]
+    # the same numbers from the cached rollouts
+    res = anchors.iterative_resilience(
+        backend, trace, None, samples=key["chains"], iterations=key["rounds"], params=params, cache_dir=cache
+    )
+    table = res.table()
+    assert key["resilience"] == table["resilience"].to_list()
+    assert key["correction_cfpp_accuracy"] == pytest.approx(
+        table["cfpp_accuracy"][key["correction_position"]]
+    )
+    iv = anchors.intervene(
+        backend, trace, key["at"], key["text"], samples=key["samples"], params=params, cache_dir=cache,
+        max_resamples=2000, batch=200,
+    )  # fmt: skip
+    assert key["off_policy_accuracy"] == pytest.approx(iv["off_policy"]["accuracy"])
+    assert key["on_policy_resamples"] == iv["on_policy"]["resamples"]
+    assert key["text_mean_logprob"] == pytest.approx(iv["text_logprob"]["mean"])
+    # what the notebook's text claims: correct computations come back in most rounds, the planted error does not,
+    # and removing the correction for good changes the answer most
+    computes = [i for i, t in enumerate(truth) if t.kind == "compute" and not t.planted_error]
+    assert all(key["resilience"][i] > key["rounds"] / 2 for i in computes)
+    assert key["resilience"][key["error_position"]] <= 1
+    cfpp = table["cfpp_accuracy"].fill_nan(None).abs()
+    assert cfpp.arg_max() == key["correction_position"]
 
 
 @pytest.mark.slow
