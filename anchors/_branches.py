@@ -100,11 +100,15 @@ def _ids(encoded: Any) -> list[int]:
 def _matches(
     candidates: list[str], target: str, emb: Any, threshold: float, numbers: bool
 ) -> list[tuple[bool, float]]:
-    """For each candidate sentence: (matches ``target``, cosine)."""
+    """For each candidate sentence: (matches ``target``, cosine); with a :class:`anchors._labeller.ContentJudge` as
+    ``emb``, the judge's verdict and NaN (the threshold and the number rule are the embedder's)."""
+    from anchors._labeller import ContentJudge
     from anchors._meaning import number_key
 
     if not candidates:
         return []
+    if isinstance(emb, ContentJudge):
+        return [(ok, math.nan) for ok in emb.match(target, candidates)]
     vecs = emb([target, *candidates])
     sims = vecs[1:] @ vecs[0]
     key = number_key(target)
@@ -134,9 +138,11 @@ def text_logprob(backend: Any, prefix_ids: list[int], text: str) -> dict[str, fl
 
 
 def _embeddings(embed: Any, cache_dir: str | os.PathLike) -> Any:
+    """The matcher: the run's sentence embeddings, or ``embed`` itself when it is a content judge."""
+    from anchors._labeller import ContentJudge
     from anchors._pipeline import _run_embeddings
 
-    return _run_embeddings(embed, cache_dir, True)
+    return embed if isinstance(embed, ContentJudge) else _run_embeddings(embed, cache_dir, True)
 
 
 def _say(line: str, quiet: bool) -> None:
@@ -216,6 +222,8 @@ def iterative_resilience(
     rollout is one of the counterfactual++ set C_i. ``cfpp_accuracy`` = acc(R_{i+1}) - acc(C_i) and ``cfpp_kl`` =
     KL(P(C_i) || P(R_{i+1})) over answers (``kl_alpha`` smoothing), R_{i+1} being ``samples`` rollouts that keep
     S_i. Every round's rollouts are stored; the cost bound is printed before any sampling unless ``quiet``.
+    ``embed``: the embedding function, or a :class:`anchors._labeller.ContentJudge` that decides matches instead of
+    the cosine threshold and the number rule.
     """
     from anchors._pipeline import _truth
     from cot import split_sentences
@@ -296,7 +304,8 @@ def iterative_resilience(
             st["row"] = row
             still.append(key)
         active = still
-    emb.save()
+    if hasattr(emb, "save"):
+        emb.save()
     rows, chains = [], []
     for p in positions:
         mine = [(c, state[(p, c)]) for c in range(samples) if (p, c) in state]
@@ -411,7 +420,9 @@ def intervene(
     numbers with ``numbers``, and a mean token log-probability >= ``min_mean_logprob`` when given); the first such
     candidate in sample order is taken and ``samples`` rollouts continue after it. Also returned: the rollouts
     that resample sentence ``at`` freely (no intervention), and the log-probability of ``text`` (and of the
-    original sentence and of the accepted candidate) under the model right after the prefix.
+    original sentence and of the accepted candidate) under the model right after the prefix. ``embed``: the
+    embedding function, or a :class:`anchors._labeller.ContentJudge` that decides matches instead of the cosine
+    threshold and the number rule.
     """
     from anchors._pipeline import _truth
     from resampling import Engine, SamplingParams, SamplingRequest, TracePrefixes, request_seed
@@ -506,7 +517,8 @@ def intervene(
                 accepted = (k, f, sim)
                 break
             tried = n
-        emb.save()
+        if hasattr(emb, "save"):
+            emb.save()
         search = {
             "found": accepted is not None,
             "resamples": (accepted[0] + 1) if accepted else tried,

@@ -38,6 +38,14 @@ def _common(f):
             ),
             flags.cache_option(Path(".cotscope-cache")),
             flags.quiet_option(),
+            flags.choice_option(
+                "--match",
+                ["embedder", "judge"],
+                "embedder",
+                "Who decides that a sentence states the target's content: the shipped embedder (cosine with "
+                "--match-threshold, same numbers) or a judge model (--judge-model at --judge-base-url).",
+            ),
+            flags.judge_server_options("--match judge"),
         ]
     ):
         f = decorator(f)
@@ -65,6 +73,20 @@ def _setup(model_id, backend, backend_settings, trace_file, problem, sampling_gi
             top_p=sampling["top_p"],
         )
     return be, trace, params, sampling
+
+
+def _matcher(match, judge_model, judge_base_url, cache_dir, quiet):
+    """A function giving the content matcher (None: the shipped embedder); a judge without its server is refused
+    here, before the model loads."""
+    from anchors._labeller import check_judge_options, content_judge
+
+    try:
+        check_judge_options(match, judge_model, judge_base_url, option="--match")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if match != "judge":
+        return lambda: None
+    return lambda: content_judge(judge_model, judge_base_url, cache_dir, quiet)
 
 
 def _sampling(temperature, top_p, max_new_tokens):
@@ -114,8 +136,8 @@ def _write(out, data) -> None:
 @click.option("--ignore-numbers", is_flag=True, help="Match on cosine alone (numbers may differ).")
 def intervene_command(
     model_id, backend, backend_settings, trace_file, problem, samples, seed, temperature, top_p, max_new_tokens,
-    gt_answer, out, cache_dir, quiet, at, text, on_policy, max_resamples, match_threshold, min_mean_logprob,
-    ignore_numbers,
+    gt_answer, out, cache_dir, quiet, match, judge_model, judge_base_url, at, text, on_policy, max_resamples,
+    match_threshold, min_mean_logprob, ignore_numbers,
 ) -> None:  # fmt: skip
     """Insert TEXT at sentence --at off-policy (verbatim) and, with --on-policy, reach it on-policy; roll out both.
 
@@ -124,6 +146,7 @@ def intervene_command(
     """
     from anchors._branches import intervene
 
+    matcher = _matcher(match, judge_model, judge_base_url, cache_dir, quiet)
     if out is not None:
         from cotscope._outputs import check_out_file
 
@@ -142,6 +165,7 @@ def intervene_command(
             be, trace, at, text, on_policy=on_policy, samples=samples, seed=seed, params=params,
             max_resamples=max_resamples, threshold=match_threshold, numbers=not ignore_numbers,
             min_mean_logprob=min_mean_logprob, gt_answer=gt_answer, cache_dir=cache_dir, quiet=quiet,
+            embed=matcher(),
         )  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -189,7 +213,8 @@ def intervene_command(
 @click.option("--ignore-numbers", is_flag=True, help="Match on cosine alone (numbers may differ).")
 def resilience_command(
     model_id, backend, backend_settings, trace_file, problem, samples, seed, temperature, top_p, max_new_tokens,
-    gt_answer, out, cache_dir, quiet, at, iterations, match_threshold, ignore_numbers,
+    gt_answer, out, cache_dir, quiet, match, judge_model, judge_base_url, at, iterations, match_threshold,
+    ignore_numbers,
 ) -> None:  # fmt: skip
     """Iterative resilience and counterfactual++ of sentences (Thought Branches).
 
@@ -199,6 +224,7 @@ def resilience_command(
     """
     from anchors._branches import iterative_resilience
 
+    matcher = _matcher(match, judge_model, judge_base_url, cache_dir, quiet)
     if out is not None:
         from cotscope._outputs import check_out_file
 
@@ -216,7 +242,7 @@ def resilience_command(
         result = iterative_resilience(
             be, trace, list(at) or None, samples=samples, iterations=iterations, seed=seed, params=params,
             threshold=match_threshold, numbers=not ignore_numbers, gt_answer=gt_answer, cache_dir=cache_dir,
-            quiet=quiet,
+            quiet=quiet, embed=matcher(),
         )  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None

@@ -224,3 +224,59 @@ def test_validate_branches_is_registered():
     with contextlib.redirect_stdout(out):
         code = main(["validate", "branches", "--help"])
     assert code == 0 and "--iterations" in out.getvalue()
+
+
+# -- a judge decides whether the content came back (--match judge) ------------------------------------------------
+
+
+class _Verdicts:
+    """A stand-in judge model: every candidate gets ``verdict``; counts the prompts it is asked."""
+
+    def __init__(self, verdict):
+        self.verdict, self.prompts = verdict, []
+
+    def __call__(self, prompts):
+        self.prompts += prompts
+        return [json.dumps({str(i): self.verdict for i in range(300)}) for _ in prompts]
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+def test_a_content_judge_decides_what_comes_back(setup, tmp_path, verdict):
+    from anchors import iterative_resilience
+    from anchors._labeller import ContentJudge
+
+    be, trace, params = setup
+    judge = _Verdicts(verdict)
+    r = iterative_resilience(
+        be,
+        trace,
+        [2, 5],
+        samples=3,
+        iterations=4,
+        params=params,
+        cache_dir=tmp_path,
+        embed=ContentJudge(judge),
+    )
+    rows = {row["sentence"]: row for row in r.rows}
+    # the judge, not the embedder, decides: the content comes back every round or never, whatever the text
+    for i in (2, 5):
+        assert rows[i]["resilience"] == (4 if verdict else 0)
+        assert rows[i]["n_removed"] == (0 if verdict else 3)
+    assert judge.prompts and all("Target sentence:" in p for p in judge.prompts)
+    assert _sentences(trace)[5] in judge.prompts[-1] or _sentences(trace)[2] in judge.prompts[-1]
+
+
+def test_a_judge_reply_without_every_verdict_is_an_error():
+    from anchors._labeller import ContentJudge
+
+    judge = ContentJudge(lambda prompts: ['Thinking {"0": true} done'] * len(prompts))
+    assert judge.match("a", ["b"]) == [True]
+    with pytest.raises(ValueError, match="candidates 0-1"):
+        judge.match("a", ["b", "c"])
+
+
+def test_match_judge_without_its_server_is_refused_before_the_model_loads(tmp_path):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["resilience", "--at", "2", "--match", "judge", "--judge-model", "m", "--device", "cpu"])
+    assert code == 2 and "--judge-base-url" in err.getvalue()
