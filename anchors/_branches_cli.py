@@ -52,7 +52,13 @@ def _common(f):
     return f
 
 
-def _setup(model_id, backend, backend_settings, trace_file, problem, sampling_given, quiet):
+def _setup(model_id, backend, backend_settings, trace_file, problem, sampling_given, out):
+    """The backend, the trace (given, or the organism's on-policy one), the sampling parameters; a bad --out is
+    refused first, before the model loads."""
+    if out is not None:
+        from cotscope._outputs import check_out_file
+
+        check_out_file(out)
     from anchors._pipeline import DEFAULT_TRACE_SEED, onpolicy_trace, sampling_defaults, sampling_params
     from cot import load_trace
     from resampling import make_backend_from_options, warn_batch_invariance
@@ -147,10 +153,6 @@ def intervene_command(
     from anchors._branches import intervene
 
     matcher = _matcher(match, judge_model, judge_base_url, cache_dir, quiet)
-    if out is not None:
-        from cotscope._outputs import check_out_file
-
-        check_out_file(out)
     be, trace, params, sampling = _setup(
         model_id,
         backend,
@@ -158,7 +160,7 @@ def intervene_command(
         trace_file,
         problem,
         _sampling(temperature, top_p, max_new_tokens),
-        quiet,
+        out,
     )
     try:
         result = intervene(
@@ -225,10 +227,6 @@ def resilience_command(
     from anchors._branches import iterative_resilience
 
     matcher = _matcher(match, judge_model, judge_base_url, cache_dir, quiet)
-    if out is not None:
-        from cotscope._outputs import check_out_file
-
-        check_out_file(out)
     be, trace, params, sampling = _setup(
         model_id,
         backend,
@@ -236,7 +234,7 @@ def resilience_command(
         trace_file,
         problem,
         _sampling(temperature, top_p, max_new_tokens),
-        quiet,
+        out,
     )
     try:
         result = iterative_resilience(

@@ -3,7 +3,6 @@ or a judge), and the content judge of Thought Branches' resilience and on-policy
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -114,18 +113,9 @@ class ContentJudge:
 
 def _last_object_with(reply: str, keys: list[str]) -> dict[str, bool]:
     """The last JSON object in ``reply`` that gives every key a boolean; ``ValueError`` when none does."""
-    decoder = json.JSONDecoder()
-    found = None
-    start = reply.find("{")
-    while start >= 0:
-        try:
-            obj, end = decoder.raw_decode(reply, start)
-        except json.JSONDecodeError:
-            start = reply.find("{", start + 1)
-            continue
-        if isinstance(obj, dict) and all(isinstance(obj.get(k), bool) for k in keys):
-            found = obj
-        start = reply.find("{", end)
+    from cot import last_json_object
+
+    found = last_json_object(reply, lambda obj: all(isinstance(obj.get(k), bool) for k in keys))
     if found is None:
         raise ValueError(
             f"the content judge's reply gives no JSON object with true or false for candidates 0-{len(keys) - 1}: "

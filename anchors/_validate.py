@@ -253,6 +253,46 @@ def _strict(value: Any) -> Any:
     return value
 
 
+def clean_traces(
+    backend: Any, task: Any, params: Any, n_traces: int, seed: int, max_candidates: int
+) -> tuple[list[tuple[Any, Any, Any]], int]:
+    """The first ``n_traces`` untruncated on-policy traces of ``task`` (problems ``seed`` on, sampled 64 at a time)
+    whose planted sentences the generator's analysis finds (:func:`planted_sentences`): (example, trace, planted)
+    triples, and how many problems were sampled. ``RuntimeError`` when ``max_candidates`` problems do not give
+    that many."""
+    from resampling import sample_traces
+
+    chosen: list[tuple[Any, Any, Any]] = []
+    next_seed, batch = seed, 64
+    while len(chosen) < n_traces and next_seed - seed < max_candidates:
+        seeds = list(range(next_seed, next_seed + batch))
+        next_seed += batch
+        examples = [task.sample(s) for s in seeds]
+        traces = sample_traces(
+            backend,
+            backend.tokenizer,
+            [e.messages for e in examples],
+            seeds,
+            params,
+            metadata=[{"gt_answer": e.answer} for e in examples],
+        )
+        for ex, tr in zip(examples, traces, strict=True):
+            if tr.truncated or len(chosen) >= n_traces:
+                continue
+            planted = planted_sentences(
+                task.analyze(ex, tr.cot),
+                n_steps=sum(s.kind == "compute" for s in ex.sentences),
+                answer=tr.answer,
+            )
+            if planted is not None:
+                chosen.append((ex, tr, planted))
+    if len(chosen) < n_traces:
+        raise RuntimeError(
+            f"found only {len(chosen)} clean traces in {next_seed - seed} samples; raise max_candidates"
+        )
+    return chosen, next_seed - seed
+
+
 def validate_anchors(
     *,
     model_id: str = "organism:arith",
@@ -281,7 +321,7 @@ def validate_anchors(
     from anchors._blackbox import ImportanceOptions, split_half_pvalues
     from anchors._embedding import TextEmbeddings
     from anchors._pipeline import compute_importance, sampling_defaults
-    from resampling import SamplingParams, make_backend, sample_traces
+    from resampling import SamplingParams, make_backend
 
     backend = make_backend("hf", model_id=model_id)
     task = organisms.get_task(model_id.split(":", 1)[1])
@@ -293,34 +333,7 @@ def validate_anchors(
         top_p=1.0,
         max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
     )
-    chosen: list[tuple[Any, Any, int]] = []
-    next_seed, batch = seed, 64
-    while len(chosen) < n_traces and next_seed - seed < max_candidates:
-        seeds = list(range(next_seed, next_seed + batch))
-        next_seed += batch
-        examples = [task.sample(s) for s in seeds]
-        traces = sample_traces(
-            backend,
-            backend.tokenizer,
-            [e.messages for e in examples],
-            seeds,
-            params,
-            metadata=[{"gt_answer": e.answer} for e in examples],
-        )
-        for ex, tr in zip(examples, traces, strict=True):
-            if tr.truncated or len(chosen) >= n_traces:
-                continue
-            planted = planted_sentences(
-                task.analyze(ex, tr.cot),
-                n_steps=sum(s.kind == "compute" for s in ex.sentences),
-                answer=tr.answer,
-            )
-            if planted is not None:
-                chosen.append((ex, tr, planted))
-    if len(chosen) < n_traces:
-        raise RuntimeError(
-            f"found only {len(chosen)} clean traces in {next_seed - seed} samples; raise max_candidates"
-        )
+    chosen, candidates_sampled = clean_traces(backend, task, params, n_traces, seed, max_candidates)
 
     if progress is not None:  # the traces are sampled; scoring the first also loads the embedding model
         progress(0, len(chosen))
@@ -416,7 +429,7 @@ def validate_anchors(
         "samples": samples,
         "seed": seed,
         "temperature": temperature,
-        "candidates_sampled": next_seed - seed,
+        "candidates_sampled": candidates_sampled,
         "options": options.to_dict(),
         "sentences_per_trace": float(np.mean([r["n_sentences"] for r in records]))
         if records

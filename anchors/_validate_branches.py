@@ -51,8 +51,8 @@ def validate_branches(
     from anchors._branches import iterative_resilience
     from anchors._embedding import TextEmbeddings
     from anchors._pipeline import compute_importance, sampling_defaults
-    from anchors._validate import METHODS, TEMPERATURE, _merged_index, _top1, planted_sentences
-    from resampling import SamplingParams, make_backend, sample_traces
+    from anchors._validate import METHODS, TEMPERATURE, _merged_index, _top1, clean_traces
+    from resampling import SamplingParams, make_backend
 
     model_id = "organism:arith"
     backend = make_backend("hf", model_id=model_id)
@@ -63,26 +63,7 @@ def validate_branches(
         top_p=1.0,
         max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
     )
-    chosen: list[tuple[Any, Any, Any]] = []
-    next_seed = seed
-    while len(chosen) < n_traces and next_seed - seed < 4000:
-        seeds = list(range(next_seed, next_seed + 64))
-        next_seed += 64
-        examples = [task.sample(s) for s in seeds]
-        traces = sample_traces(
-            backend, backend.tokenizer, [e.messages for e in examples], seeds, params,
-            metadata=[{"gt_answer": e.answer} for e in examples],
-        )  # fmt: skip
-        for ex, tr in zip(examples, traces, strict=True):
-            if tr.truncated or len(chosen) >= n_traces:
-                continue
-            planted = planted_sentences(
-                task.analyze(ex, tr.cot),
-                n_steps=sum(s.kind == "compute" for s in ex.sentences),
-                answer=tr.answer,
-            )
-            if planted is not None:
-                chosen.append((ex, tr, planted))
+    chosen, _ = clean_traces(backend, task, params, n_traces, seed, 4000)
     emb = TextEmbeddings()
     options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)
     correct_returns, correct_round0, error_returns, error_round0, error_resampled_wrong = [], [], [], [], []

@@ -19,6 +19,7 @@ from ._roles import (
     Labeller as Labeller,
     RuleLabeller as RuleLabeller,
     label_sentences as label_sentences,
+    last_json_object as last_json_object,
 )
 from ._segment import Sentence as Sentence, split_sentences as split_sentences
 from ._trace import (

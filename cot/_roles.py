@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from cot._segment import Sentence
 
-__all__ = ["ROLES", "JudgeLabeller", "Labeller", "RuleLabeller", "label_sentences"]
+__all__ = ["ROLES", "JudgeLabeller", "Labeller", "RuleLabeller", "label_sentences", "last_json_object"]
 
 ROLES: tuple[str, ...] = (
     "problem_setup",
@@ -216,24 +216,30 @@ class JudgeLabeller:
 def _reply_object(reply: str) -> dict[str, Any]:
     """The JSON object of a judge's reply: the last one that labels sentence "0" (a reasoning model may draft one
     first, and prose around it may hold braces); ``ValueError`` when none does."""
-    decoder = json.JSONDecoder()
-    found: list[dict[str, Any]] = []
-    start = reply.find("{")
-    while start >= 0:
-        try:
-            obj, end = decoder.raw_decode(reply, start)
-        except json.JSONDecodeError:
-            start = reply.find("{", start + 1)
-            continue
-        if isinstance(obj, dict):
-            found.append(obj)
-        start = reply.find("{", end)
-    labelled = [obj for obj in found if "0" in obj]
-    if not labelled:
+    found = last_json_object(reply, lambda obj: "0" in obj)
+    if found is None:
         raise ValueError(
             f'judge reply holds no JSON object that parses and labels sentence "0": {reply[:200]!r}'
         )
-    return labelled[-1]
+    return found
+
+
+def last_json_object(text: str, accept: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    """The last JSON object in ``text`` that ``accept`` takes (objects are read wherever a ``{`` starts one, so
+    prose, code fences and a model's earlier drafts around it do no harm); None when there is none."""
+    decoder = json.JSONDecoder()
+    found = None
+    start = text.find("{")
+    while start >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(obj, dict) and accept(obj):
+            found = obj
+        start = text.find("{", end)
+    return found
 
 
 def _learned() -> Labeller:
