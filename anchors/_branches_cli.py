@@ -52,24 +52,32 @@ def _common(f):
     return f
 
 
-def _setup(model_id, backend, backend_settings, trace_file, problem, sampling_given, out):
-    """The backend, the trace (given, or the organism's on-policy one), the sampling parameters; a bad --out is
+def _setup(given: dict):
+    """From the command's parameters (``given``): the backend, the trace (given, or the organism's on-policy one),
+    the sampling parameters and settings, and the content matcher. A bad --out or a judge without its server is
     refused first, before the model loads."""
-    if out is not None:
-        from cotscope._outputs import check_out_file
-
-        check_out_file(out)
     from anchors._pipeline import DEFAULT_TRACE_SEED, onpolicy_trace, sampling_defaults, sampling_params
     from cot import load_trace
     from resampling import make_backend_from_options, warn_batch_invariance
 
-    trace = load_trace(trace_file) if trace_file is not None else None
+    matcher = _matcher(
+        given["match"], given["judge_model"], given["judge_base_url"], given["cache_dir"], given["quiet"]
+    )
+    if given["out"] is not None:
+        from cotscope._outputs import check_out_file
+
+        check_out_file(given["out"])
+    model_id = given["model_id"]
+    trace = load_trace(given["trace_file"]) if given["trace_file"] is not None else None
     defaults, _ = sampling_defaults(model_id)
+    sampling_given = {k: given[k] for k in ("temperature", "top_p", "max_new_tokens")}
     sampling = {k: defaults[k] if v is None else v for k, v in sampling_given.items()}
-    be = make_backend_from_options(model_id, backend, **backend_settings)
+    settings = {name: given[name] for name in flags.BACKEND_SETTINGS}
+    be = make_backend_from_options(model_id, given["backend"], **settings)
     warn_batch_invariance(be)
     params, _ = sampling_params({**sampling, "forced_max_new_tokens": 16})
     if trace is None:
+        problem = given["problem"]
         trace, _ = onpolicy_trace(
             be,
             model_id,
@@ -78,7 +86,7 @@ def _setup(model_id, backend, backend_settings, trace_file, problem, sampling_gi
             max_new_tokens=sampling["max_new_tokens"],
             top_p=sampling["top_p"],
         )
-    return be, trace, params, sampling
+    return be, trace, params, sampling, matcher
 
 
 def _matcher(match, judge_model, judge_base_url, cache_dir, quiet):
@@ -93,10 +101,6 @@ def _matcher(match, judge_model, judge_base_url, cache_dir, quiet):
     if match != "judge":
         return lambda: None
     return lambda: content_judge(judge_model, judge_base_url, cache_dir, quiet)
-
-
-def _sampling(temperature, top_p, max_new_tokens):
-    return {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
 
 
 def _fmt(x: float) -> str:
@@ -152,16 +156,7 @@ def intervene_command(
     """
     from anchors._branches import intervene
 
-    matcher = _matcher(match, judge_model, judge_base_url, cache_dir, quiet)
-    be, trace, params, sampling = _setup(
-        model_id,
-        backend,
-        backend_settings,
-        trace_file,
-        problem,
-        _sampling(temperature, top_p, max_new_tokens),
-        out,
-    )
+    be, trace, params, sampling, matcher = _setup(click.get_current_context().params)
     try:
         result = intervene(
             be, trace, at, text, on_policy=on_policy, samples=samples, seed=seed, params=params,
@@ -226,16 +221,7 @@ def resilience_command(
     """
     from anchors._branches import iterative_resilience
 
-    matcher = _matcher(match, judge_model, judge_base_url, cache_dir, quiet)
-    be, trace, params, sampling = _setup(
-        model_id,
-        backend,
-        backend_settings,
-        trace_file,
-        problem,
-        _sampling(temperature, top_p, max_new_tokens),
-        out,
-    )
+    be, trace, params, sampling, matcher = _setup(click.get_current_context().params)
     try:
         result = iterative_resilience(
             be, trace, list(at) or None, samples=samples, iterations=iterations, seed=seed, params=params,

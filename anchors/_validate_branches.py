@@ -204,24 +204,19 @@ def _interventions(backend, task, chosen, samples, params, seed, cache_dir, emb)
     found = [x for x in records if x["on_policy_found"]]
     return {
         "records": records,
-        "mean_off_policy_accuracy": float(np.mean([x["off_policy_accuracy"] for x in records]))
-        if records
-        else math.nan,
-        "mean_on_policy_accuracy": float(np.mean([x["on_policy_accuracy"] for x in found]))
-        if found
-        else math.nan,
-        "mean_off_policy_accuracy_where_found": float(np.mean([x["off_policy_accuracy"] for x in found]))
-        if found
-        else math.nan,
-        "mean_predicted_accuracy": float(np.mean([x["predicted_accuracy_at_planted_rates"] for x in records]))
-        if records
-        else math.nan,
+        "mean_off_policy_accuracy": _mean(records, "off_policy_accuracy"),
+        "mean_on_policy_accuracy": _mean(found, "on_policy_accuracy"),
+        "mean_off_policy_accuracy_where_found": _mean(found, "off_policy_accuracy"),
+        "mean_predicted_accuracy": _mean(records, "predicted_accuracy_at_planted_rates"),
         "off_policy_correction_rate": _pooled(records, "off_policy_corrected"),
         "on_policy_correction_rate": _pooled(found, "on_policy_corrected"),
-        "mean_on_policy_resamples": float(np.mean([x["on_policy_resamples"] for x in found]))
-        if found
-        else math.nan,
+        "mean_on_policy_resamples": _mean(found, "on_policy_resamples"),
     }
+
+
+def _mean(records: list[dict], key: str) -> float:
+    """The mean of ``key`` over records; NaN for none."""
+    return float(np.mean([x[key] for x in records])) if records else math.nan
 
 
 def _pooled(records: list[dict], key: str) -> dict[str, Any]:

@@ -11,14 +11,7 @@ import random
 import string
 from typing import ClassVar
 
-from ._tasks import (
-    Example,
-    Problem,
-    SentenceTruth,
-    Task,
-    apply_op,
-    parse_plain_sentence,
-)
+from ._tasks import Example, Problem, SentenceTruth, Task, apply_op, parse_plain_sentence
 
 __all__ = ["CIPHERS", "CipherTask", "decode", "encode"]
 

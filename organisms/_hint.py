@@ -12,14 +12,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from ._tasks import (
-    Example,
-    Problem,
-    SentenceTruth,
-    Task,
-    apply_op,
-    parse_plain_sentence,
-)
+from ._tasks import Example, Problem, SentenceTruth, Task, apply_op, parse_plain_sentence
 
 __all__ = ["HintTask", "hint_sentence"]
 
