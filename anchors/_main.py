@@ -35,6 +35,15 @@ def counterfactual_options(f):
     )(f)
 
 
+def _adaptive_settings(adaptive: bool, budget: int | None):
+    """The :class:`anchors._adaptive.AdaptiveOptions` of ``--adaptive``/``--budget``, None without ``--adaptive``."""
+    if not adaptive:
+        return None
+    from anchors._adaptive import AdaptiveOptions
+
+    return AdaptiveOptions(budget=budget)
+
+
 def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     return {"min_different": min_different, "min_dtf": min_dtf, "counterfactual_fallback": fallback}
 
@@ -97,6 +106,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
+@flags.adaptive_options
 @flags.roles_option()
 @flags.cache_option()
 @flags.force_option()
@@ -123,6 +133,8 @@ def importance(
     min_dtf,
     counterfactual_fallback,
     no_whitebox,
+    adaptive,
+    budget,
     roles,
     cache_dir,
     force,
@@ -169,6 +181,13 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
+    if budget is not None and not adaptive:
+        raise click.BadParameter("--budget caps an adaptive run; add --adaptive", param_hint="--budget")
+    if dataset and adaptive:
+        raise click.BadParameter(
+            "adaptive sampling runs one trace at a time for now; drop --adaptive or give one --trace",
+            param_hint="--adaptive",
+        )
     if dataset:
         _importance_dataset(
             model_id,
@@ -248,6 +267,7 @@ def importance(
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
         out=out,
+        adaptive=_adaptive_settings(adaptive, budget),
         header={
             "command": "importance",
             "trace": trace.to_dict(),

@@ -1,0 +1,179 @@
+"""Adaptive sampling of ``cotscope importance --adaptive``: rollouts are drawn in rounds, and after each round
+(a *look*) the positions whose sentences' significance verdicts are settled stop; the next round goes where they
+are not.
+
+Validity under optional stopping: the looks are fixed in advance (:func:`look_schedule`, at most ``L`` of them), and
+a metric is flagged significant at a look only when its permutation p-value is below ``significance_level / L``
+(Bonferroni alpha spending over the looks). Whatever the stopping rule, P(any look flags a null sentence) <= sum
+over looks of ``significance_level / L`` = ``significance_level`` (union bound), so looking after every round cannot
+raise the flag's false-positive rate above its level. Stopping for futility (p above ``futility``) only removes
+chances to flag, so it keeps that bound.
+
+Same seeds, same rollouts: rollout k of position i is the draw of seed ``request_seed(seed, i, kind) + k``
+(:meth:`resampling.TracePrefixes.plan`) whichever round asks for it, so an adaptive run's rows equal a fixed run's
+for every sample both drew, and the rollout cache resumes a run cut between rounds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+__all__ = ["AdaptiveOptions", "look_schedule", "settle"]
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """Settings of adaptive sampling. ``first``: rollouts per position in the first round; ``growth``: each look's
+    sample size is the previous one times this (rounded up), until ``--samples``; ``futility``: a metric whose p-value
+    is at least this at a look is settled as not significant; ``budget``: cap on the run's total rollouts
+    (rollouts and forced-answer probes together), None for none."""
+
+    first: int = 10
+    growth: float = 1.5
+    futility: float = 0.5
+    budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.first < 2:
+            raise ValueError(f"first round must draw at least 2 rollouts a position, got {self.first}")
+        if self.growth <= 1.0:
+            raise ValueError(f"growth must be above 1, got {self.growth}")
+        if not 0.0 < self.futility <= 1.0:
+            raise ValueError(f"futility must be in (0, 1], got {self.futility}")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget must be at least 1 rollout, got {self.budget}")
+
+
+def look_schedule(first: int, most: int, growth: float = 1.5) -> list[int]:
+    """Sample sizes per position at each look: ``first``, then times ``growth`` (rounded up), ending at ``most``."""
+    if most < 1:
+        raise ValueError(f"most must be at least 1, got {most}")
+    sizes = [min(first, most)]
+    while sizes[-1] < most:
+        sizes.append(min(most, max(sizes[-1] + 1, math.ceil(sizes[-1] * growth))))
+    return sizes
+
+
+def settle(
+    table: pl.DataFrame,
+    metrics: tuple[str, ...],
+    alpha_look: float,
+    futility: float,
+    flagged: np.ndarray,
+    nan_settles: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One look: update ``flagged`` (sentences x metrics, True once a metric's p fell below ``alpha_look``) and return
+    it with each sentence's ``settled`` mask. A metric is settled when flagged, or when its p is at least
+    ``futility``; a NaN p (metric undefined at this sample size) is settled only when ``nan_settles`` (from the second
+    look on: still undefined after a round more)."""
+    p = np.column_stack([table[f"{m}_p"].cast(pl.Float64).fill_null(math.nan).to_numpy() for m in metrics])
+    flagged = flagged | (np.isfinite(p) & (p < alpha_look))
+    done = flagged | (np.isfinite(p) & (p >= futility)) | (nan_settles & ~np.isfinite(p))
+    return flagged, done.all(axis=1)
+
+
+def run_adaptive(
+    engine: Any,
+    prefixes: Any,
+    *,
+    samples: int,
+    seed: int,
+    params: Any,
+    forced_params: Any,
+    forced_answer: bool,
+    truths: dict[str, Any],
+    score: Any,
+    metrics: tuple[str, ...],
+    level: float,
+    adaptive: AdaptiveOptions,
+) -> tuple[Any, pl.DataFrame, dict[str, Any]]:
+    """Rounds of sampling until every sentence is settled, ``samples`` is reached everywhere or the budget is
+    spent. ``score(rollouts)`` is the importance table of the rollouts so far. Returns the last engine result,
+    the per-sentence adaptive columns (``n_rollouts``, ``stop_reason``, ``<metric>_significant``) and stats."""
+    from resampling import Plan
+
+    sizes = look_schedule(adaptive.first, samples, adaptive.growth)
+    alpha_look = level / len(sizes)
+    n_pos = prefixes.n_positions
+    n_sent = len(prefixes.sentences)
+    per_rollout = 2 if forced_answer else 1
+    n = np.zeros(n_pos, dtype=np.int64)
+    stopped = np.zeros(n_pos, dtype=bool)
+    reason = np.array(["sampling"] * n_sent, dtype=object)
+    flagged = np.zeros((n_sent, len(metrics)), dtype=bool)
+    ever = np.zeros((n_sent, len(metrics)), dtype=bool)
+    result, table, looks = None, None, 0
+    for target in sizes:
+        want = np.where(stopped, n, np.maximum(n, target))
+        extra = want - n
+        if adaptive.budget is not None:
+            left = adaptive.budget - int(n.sum()) * per_rollout
+            for i in range(n_pos):  # in position order, until the budget is spent
+                cost = int(extra[i]) * per_rollout
+                if cost > left:
+                    extra[i] = max(0, left // per_rollout)
+                    stopped[i] = stopped[i] or extra[i] == 0
+                left -= int(extra[i]) * per_rollout
+            want = n + extra
+        if looks and not extra.any():
+            break
+        n = want
+        reqs = []
+        for size in sorted(set(n.tolist())):
+            if size == 0:
+                continue
+            positions = [int(i) for i in np.flatnonzero(n == size)]
+            reqs += prefixes.plan(
+                int(size),
+                seed,
+                params,
+                positions=positions,
+                forced_answer=forced_answer,
+                forced_params=forced_params,
+            ).requests
+        plan = Plan(reqs, prefixes.plan(1, seed, params, positions=[0]).meta)
+        result = engine.run(plan, truths=truths)
+        table = score(result.rollouts)
+        looks += 1
+        flagged, done = settle(table, metrics, alpha_look, adaptive.futility, flagged, nan_settles=looks >= 2)
+        ever |= flagged
+        # a position stops when every sentence that reads it (sentence i-1 and sentence i) is settled
+        for i in range(n_pos):
+            readers = [j for j in (i - 1, i) if 0 <= j < n_sent]
+            if readers and all(done[j] for j in readers):
+                stopped[i] = True
+        for j in range(n_sent):
+            if reason[j] == "sampling" and done[j]:
+                reason[j] = "significant" if flagged[j].any() else "not significant"
+        if stopped.all():
+            break
+    at_max = n >= samples
+    for j in range(n_sent):
+        if reason[j] == "sampling":
+            reads = [i for i in (j, j + 1) if i < n_pos]
+            reason[j] = "max samples" if all(at_max[i] for i in reads) else "budget"
+    p_final = {m: table[f"{m}_p"].cast(pl.Float64).to_numpy() for m in metrics}
+    columns: dict[str, Any] = {
+        "n_rollouts": pl.Series("n_rollouts", [int(n[j]) for j in range(n_sent)], dtype=pl.Int64),
+        "stop_reason": pl.Series("stop_reason", list(reason), dtype=pl.String),
+    }
+    for k, m in enumerate(metrics):
+        columns[f"{m}_significant"] = pl.Series(
+            f"{m}_significant",
+            [bool(ever[j, k]) if (ever[j, k] or np.isfinite(p_final[m][j])) else None for j in range(n_sent)],
+            dtype=pl.Boolean,
+        )
+    stats = {
+        "adaptive": True,
+        "adaptive_looks": looks,
+        "adaptive_schedule": sizes,
+        "adaptive_alpha_per_look": alpha_look,
+        "adaptive_rollouts": int(n.sum()) * per_rollout,
+        "adaptive_fixed_rollouts": n_pos * samples * per_rollout,
+        "adaptive_positions_rollouts": [int(x) for x in n],
+    }
+    return result, pl.DataFrame(columns), stats
