@@ -177,3 +177,56 @@ def run_adaptive(
         "adaptive_positions_rollouts": [int(x) for x in n],
     }
     return result, pl.DataFrame(columns), stats
+
+
+def adaptive_split_half(
+    rollouts: pl.DataFrame,
+    trace_id: str,
+    sizes: list[int],
+    level: float,
+    futility: float,
+    options: Any = None,
+) -> pl.DataFrame:
+    """The A/A check of :func:`anchors.split_half_pvalues` run as the adaptive rounds run it: at each look of
+    ``sizes``, each (kind, position)'s first ``n`` rollouts are split into even and odd samples and tested; a pair is
+    flagged when its p is below ``level / len(sizes)`` at any look, and stops at its first flag or once p reaches
+    ``futility``. One row per (kind, position, statistic): ``flagged`` and ``looks``. The halves cannot differ, so the
+    flagged share estimates the sequential test's false-positive rate (at most ``level`` when it is valid)."""
+    from anchors._significance import split_half_pvalues
+
+    alpha_look = level / len(sizes)
+    state: dict[tuple[str, int, str], list[Any]] = {}
+    for n in sizes:
+        part = rollouts.filter(pl.col("sample") < n)
+        if part.height == 0:
+            continue
+        table = split_half_pvalues(part, trace_id, options)
+        for row in table.iter_rows(named=True):
+            if row["n_a"] + row["n_b"] < min(n, 4):
+                continue
+            for what in ("kl", "accuracy"):
+                key = (row["kind"], int(row["position"]), what)
+                flagged, looks, stopped, last_n = state.get(key, [False, 0, False, 0])
+                size = row["n_a"] + row["n_b"]
+                if stopped or size <= last_n:
+                    continue
+                p = row[f"{what}_p"]
+                looks += 1
+                if p is not None and math.isfinite(p):
+                    if p < alpha_look:
+                        flagged, stopped = True, True
+                    elif p >= futility:
+                        stopped = True
+                state[key] = [flagged, looks, stopped, size]
+    rows = [(k, p, w, bool(v[0]), int(v[1])) for (k, p, w), v in sorted(state.items())]
+    return pl.DataFrame(
+        rows,
+        schema={
+            "kind": pl.String,
+            "position": pl.Int64,
+            "statistic": pl.String,
+            "flagged": pl.Boolean,
+            "looks": pl.Int64,
+        },
+        orient="row",
+    )
