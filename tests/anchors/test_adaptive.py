@@ -148,3 +148,20 @@ def test_budget_without_adaptive_is_refused():
 
     result = CliRunner().invoke(importance, ["--model", "organism:arith", "--budget", "10", "--out", "x"])
     assert result.exit_code != 0 and "--adaptive" in result.output
+
+
+def test_aa_check_run_adaptively_flags_no_more_than_the_level(organism, tmp_path):
+    from anchors._adaptive import adaptive_split_half
+
+    run = _run(organism, tmp_path / "aa", samples=24)
+    sizes = look_schedule(8, 24)
+    aa = adaptive_split_half(run.rollouts, run.trace.id, sizes, 0.05, 0.5)
+    assert aa.height > 0 and set(aa["statistic"].to_list()) == {"kl", "accuracy"}
+    assert aa["flagged"].mean() <= 0.05 and aa["looks"].max() <= len(sizes)
+
+
+def test_bench_adaptive_is_a_bench_command():
+    from resampling._cli import bench
+
+    result = CliRunner().invoke(bench, ["adaptive", "--help"])
+    assert result.exit_code == 0 and "--samples" in result.output and "--json" in result.output
