@@ -93,7 +93,8 @@ def run_adaptive(
 ) -> tuple[Any, pl.DataFrame, dict[str, Any]]:
     """Rounds of sampling until every sentence is settled, ``samples`` is reached everywhere or the budget is
     spent. ``score(rollouts)`` is the importance table of the rollouts so far. Returns the last engine result,
-    the per-sentence adaptive columns (``n_rollouts``, ``stop_reason``, ``<metric>_significant``) and stats."""
+    the per-sentence adaptive columns (``stop_reason``, ``<metric>_significant``) and stats; the table's own
+    ``n_rollouts`` and ``n_forced`` say how many rollouts each position got."""
     from resampling import Plan
 
     sizes = look_schedule(adaptive.first, samples, adaptive.growth)
@@ -158,7 +159,6 @@ def run_adaptive(
             reason[j] = "max samples" if all(at_max[i] for i in reads) else "budget"
     p_final = {m: table[f"{m}_p"].cast(pl.Float64).to_numpy() for m in metrics}
     columns: dict[str, Any] = {
-        "n_rollouts": pl.Series("n_rollouts", [int(n[j]) for j in range(n_sent)], dtype=pl.Int64),
         "stop_reason": pl.Series("stop_reason", list(reason), dtype=pl.String),
     }
     for k, m in enumerate(metrics):

@@ -274,7 +274,7 @@ def compute_importance(
 
     ``adaptive`` (an :class:`anchors._adaptive.AdaptiveOptions`) samples in rounds and stops each position once its
     sentences' significance verdicts are settled (``samples`` is then the most a position gets); the table gains
-    ``n_rollouts`` and ``stop_reason``, and ``<metric>_significant`` is the sequential verdict
+    ``stop_reason`` (its ``n_rollouts`` and ``n_forced`` say how many rollouts each position got), and ``<metric>_significant`` is the sequential verdict
     (:mod:`anchors._adaptive`).
     """
     from dataclasses import replace
