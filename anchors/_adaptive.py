@@ -36,6 +36,9 @@ class AdaptiveOptions:
     growth: float = 1.5
     futility: float = 0.5
     budget: int | None = None
+    top_k: int = 1
+    """A sentence among the current ``top_k`` of any significance metric's value (accuracy metrics by magnitude)
+    is never settled before ``--samples``: its rank is what a reader takes from the run, so it gets every rollout."""
 
     def __post_init__(self) -> None:
         if self.first < 2:
@@ -44,6 +47,8 @@ class AdaptiveOptions:
             raise ValueError(f"growth must be above 1, got {self.growth}")
         if not 0.0 < self.futility <= 1.0:
             raise ValueError(f"futility must be in (0, 1], got {self.futility}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be at least 1 rollout, got {self.budget}")
 
@@ -74,6 +79,21 @@ def settle(
     flagged = flagged | (np.isfinite(p) & (p < alpha_look))
     done = flagged | (np.isfinite(p) & (p >= futility)) | (nan_settles & ~np.isfinite(p))
     return flagged, done.all(axis=1)
+
+
+def top_sentences(table: pl.DataFrame, metrics: tuple[str, ...], k: int) -> np.ndarray:
+    """Mask of the sentences among the ``k`` largest values of any of ``metrics`` (accuracy ones by magnitude)."""
+    mask = np.zeros(table.height, dtype=bool)
+    if k == 0:
+        return mask
+    for m in metrics:
+        v = table[m].cast(pl.Float64).fill_null(math.nan).to_numpy()
+        v = np.abs(v) if "accuracy" in m else v
+        v = np.where(np.isfinite(v), v, -np.inf)
+        if np.isfinite(v).any():
+            kth = np.sort(v)[::-1][min(k, v.size) - 1]
+            mask |= np.isfinite(v) & (v >= kth)
+    return mask
 
 
 def run_adaptive(
@@ -142,6 +162,8 @@ def run_adaptive(
         looks += 1
         flagged, done = settle(table, metrics, alpha_look, adaptive.futility, flagged, nan_settles=looks >= 2)
         ever |= flagged
+        if target < sizes[-1]:
+            done = done & ~top_sentences(table, metrics, adaptive.top_k)
         # a position stops when every sentence that reads it (sentence i-1 and sentence i) is settled
         for i in range(n_pos):
             readers = [j for j in (i - 1, i) if 0 <= j < n_sent]

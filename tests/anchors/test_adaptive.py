@@ -165,3 +165,11 @@ def test_bench_adaptive_is_a_bench_command():
 
     result = CliRunner().invoke(bench, ["adaptive", "--help"])
     assert result.exit_code == 0 and "--samples" in result.output and "--json" in result.output
+
+
+def test_top_sentences_are_the_k_largest_by_magnitude_for_accuracy():
+    from anchors._adaptive import top_sentences
+
+    table = pl.DataFrame({"x_kl": [0.1, 0.5, float("nan")], "y_accuracy": [-0.9, 0.2, 0.1]})
+    assert top_sentences(table, ("x_kl", "y_accuracy"), 1).tolist() == [True, True, False]
+    assert top_sentences(table, ("x_kl",), 0).tolist() == [False, False, False]
