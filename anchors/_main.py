@@ -44,6 +44,20 @@ def _adaptive_settings(adaptive: bool, budget: int | None):
     return AdaptiveOptions(budget=budget)
 
 
+def _adaptive_note(run) -> str:
+    """One line on an adaptive run: its looks, the level per look, rollouts against a fixed run, why sentences stopped."""
+    from collections import Counter
+
+    st = run.stats
+    reasons = Counter(run.table["stop_reason"].to_list()) if "stop_reason" in run.table.columns else {}
+    return (
+        f"looks at {st['adaptive_schedule']} rollouts a position, flag level {st['adaptive_alpha_per_look']:.4g} a "
+        f"look (Bonferroni alpha spending); {st['adaptive_rollouts']} rollouts of a fixed run's "
+        f"{st['adaptive_fixed_rollouts']}; sentences stopped: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+    )
+
+
 def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     return {"min_different": min_different, "min_dtf": min_dtf, "counterfactual_fallback": fallback}
 
@@ -230,6 +244,8 @@ def importance(
     config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
     if roles != "rules":  # runs claimed before --roles existed keep their configuration
         config["roles"] = roles
+    if adaptive:  # likewise: fixed runs keep their configuration
+        config["adaptive"] = {"budget": budget}
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
@@ -291,8 +307,12 @@ def importance(
         "receiver_heads": run.stats.get("receiver_heads_source", "not computed"),
         "embedding_device": embedding_device,
     }
+    if run.stats.get("adaptive"):
+        notes["adaptive"] = _adaptive_note(run)
     if not quiet:
         click.echo(f"accuracy graded against {run.stats.get('graded_against')}", err=True)
+        if "adaptive" in notes:
+            click.echo(f"adaptive: {notes['adaptive']}", err=True)
     warnings = run_health(run.rollouts).warnings()
     for line in warnings:
         click.echo(f"cotscope: warning: {line}", err=True)
