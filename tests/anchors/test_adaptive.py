@@ -173,3 +173,28 @@ def test_top_sentences_are_the_k_largest_by_magnitude_for_accuracy():
     table = pl.DataFrame({"x_kl": [0.1, 0.5, float("nan")], "y_accuracy": [-0.9, 0.2, 0.1]})
     assert top_sentences(table, ("x_kl", "y_accuracy"), 1).tolist() == [True, True, False]
     assert top_sentences(table, ("x_kl",), 0).tolist() == [False, False, False]
+
+
+def test_importance_adaptive_writes_stop_reasons_and_says_so(tmp_path, capsys):
+    from cotscope.cli import main
+
+    out = tmp_path / "run"
+    args = [
+        "importance",
+        "--samples",
+        "12",
+        "--adaptive",
+        "--budget",
+        "200",
+        "--no-whitebox",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    assert set(table["stop_reason"].to_list()) <= {"significant", "not significant", "max samples", "budget"}
+    assert (table["n_rollouts"] <= 12).all()
+    assert len(pl.read_parquet(out / "rollouts.parquet")) <= 200
+    assert "Bonferroni" in capsys.readouterr().err and "Bonferroni" in (out / "report.html").read_text()
+    # --adaptive with a dataset is refused up front
+    assert main(["importance", "--n-traces", "2", "--adaptive", "--out", str(tmp_path / "d")]) == 2
