@@ -132,13 +132,17 @@ def run_adaptive(
         want = np.where(stopped, n, np.maximum(n, target))
         extra = want - n
         if adaptive.budget is not None:
-            left = adaptive.budget - int(n.sum()) * per_rollout
-            for i in range(n_pos):  # in position order, until the budget is spent
-                cost = int(extra[i]) * per_rollout
-                if cost > left:
-                    extra[i] = max(0, left // per_rollout)
-                    stopped[i] = stopped[i] or extra[i] == 0
-                left -= int(extra[i]) * per_rollout
+            left = (adaptive.budget - int(n.sum()) * per_rollout) // per_rollout
+            if int(extra.sum()) > left:  # spread what is left evenly: one rollout a position at a time
+                given = np.zeros_like(extra)
+                while left > 0 and (given < extra).any():
+                    for i in np.flatnonzero(given < extra):
+                        if left == 0:
+                            break
+                        given[i] += 1
+                        left -= 1
+                stopped |= (extra > 0) & (given == 0)
+                extra = given
             want = n + extra
         if looks and not extra.any():
             break
