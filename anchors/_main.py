@@ -35,6 +35,29 @@ def counterfactual_options(f):
     )(f)
 
 
+def _adaptive_settings(adaptive: bool, budget: int | None):
+    """The :class:`anchors._adaptive.AdaptiveOptions` of ``--adaptive``/``--budget``, None without ``--adaptive``."""
+    if not adaptive:
+        return None
+    from anchors._adaptive import AdaptiveOptions
+
+    return AdaptiveOptions(budget=budget)
+
+
+def _adaptive_note(run) -> str:
+    """One line on an adaptive run: its looks, the level per look, rollouts against a fixed run, why sentences stopped."""
+    from collections import Counter
+
+    st = run.stats
+    reasons = Counter(run.table["stop_reason"].to_list()) if "stop_reason" in run.table.columns else {}
+    return (
+        f"looks at {st['adaptive_schedule']} rollouts a position, flag level {st['adaptive_alpha_per_look']:.4g} a "
+        f"look (Bonferroni alpha spending); {st['adaptive_rollouts']} rollouts of a fixed run's "
+        f"{st['adaptive_fixed_rollouts']}; sentences stopped: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+    )
+
+
 def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
     return {"min_different": min_different, "min_dtf": min_dtf, "counterfactual_fallback": fallback}
 
@@ -97,6 +120,7 @@ def _floors(min_different: int, min_dtf: float, fallback: str) -> dict:
 )
 @counterfactual_options
 @click.option("--no-whitebox", is_flag=True, help="Skip receiver heads and attention suppression.")
+@flags.adaptive_options
 @flags.roles_option()
 @flags.judge_server_options("--roles judge")
 @flags.cache_option()
@@ -124,6 +148,8 @@ def importance(
     min_dtf,
     counterfactual_fallback,
     no_whitebox,
+    adaptive,
+    budget,
     roles,
     judge_model,
     judge_base_url,
@@ -178,6 +204,13 @@ def importance(
             heads = read_receiver_heads(receiver_heads_file)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
+    if budget is not None and not adaptive:
+        raise click.BadParameter("--budget caps an adaptive run; add --adaptive", param_hint="--budget")
+    if dataset and adaptive:
+        raise click.BadParameter(
+            "adaptive sampling runs one trace at a time for now; drop --adaptive or give one --trace",
+            param_hint="--adaptive",
+        )
     if dataset:
         _importance_dataset(
             model_id,
@@ -221,6 +254,8 @@ def importance(
     config.update(_floors(min_different, min_dtf, counterfactual_fallback), whitebox=not no_whitebox)
     if roles != "rules":  # runs claimed before --roles existed (the rules labeller) keep their configuration
         config["roles"] = roles_identity(roles, judge_model)
+    if adaptive:  # likewise: fixed runs keep their configuration
+        config["adaptive"] = {"budget": budget}
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
@@ -258,6 +293,7 @@ def importance(
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
         out=out,
+        adaptive=_adaptive_settings(adaptive, budget),
         header={
             "command": "importance",
             "trace": trace.to_dict(),
@@ -281,8 +317,12 @@ def importance(
         "receiver_heads": run.stats.get("receiver_heads_source", "not computed"),
         "embedding_device": embedding_device,
     }
+    if run.stats.get("adaptive"):
+        notes["adaptive"] = _adaptive_note(run)
     if not quiet:
         click.echo(f"accuracy graded against {run.stats.get('graded_against')}", err=True)
+        if "adaptive" in notes:
+            click.echo(f"adaptive: {notes['adaptive']}", err=True)
     warnings = run_health(run.rollouts).warnings()
     for line in warnings:
         click.echo(f"cotscope: warning: {line}", err=True)

@@ -262,6 +262,7 @@ def compute_importance(
     out: str | os.PathLike | None = None,
     header: dict[str, Any] | None = None,
     roles: Any = "learned",
+    adaptive: Any = None,
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
@@ -271,6 +272,11 @@ def compute_importance(
     :func:`read_receiver_heads`) are heads chosen on other traces, else they are chosen on this one. ``roles``
     is the labeller of the ``role`` column (``cot.label_sentences``: ``learned``, the default, ``rules``, or a
     labeller object such as a judge from :func:`anchors._labeller.role_labeller`).
+
+    ``adaptive`` (an :class:`anchors._adaptive.AdaptiveOptions`) samples in rounds and stops each position once its
+    sentences' significance verdicts are settled (``samples`` is then the most a position gets); the table gains
+    ``stop_reason`` (its ``n_rollouts`` and ``n_forced`` say how many rollouts each position got), and
+    ``<metric>_significant`` is the sequential verdict (:mod:`anchors._adaptive`).
     """
     from dataclasses import replace
 
@@ -290,22 +296,50 @@ def compute_importance(
     prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)
     truth, graded_against = _truth(trace, gt_answer)
+    opts = replace(options or ImportanceOptions(), min_chars=min_chars)
+    emb = _run_embeddings(embed, cache_dir, quiet)
+    from cot import label_sentences
+
+    labels = label_sentences(prefixes.sentences, roles)
+    engine = Engine(backend, cache_dir, quiet=quiet)
+    extra_columns, adaptive_stats = None, {}
+    if adaptive is not None:
+        from anchors._adaptive import run_adaptive
+        from anchors._significance import SIGNIFICANCE_METRICS
+
+        def score(rollouts: pl.DataFrame) -> pl.DataFrame:
+            return importance_table(
+                rollouts, trace, prefixes.sentences, options=opts, embed=emb, roles=labels
+            )
+
+        _, extra_columns, adaptive_stats = run_adaptive(
+            engine,
+            prefixes,
+            samples=samples,
+            seed=seed,
+            params=params,
+            forced_params=forced_params,
+            forced_answer=forced_answer,
+            truths={trace.id: truth},
+            score=score,
+            metrics=SIGNIFICANCE_METRICS,
+            level=opts.significance_level,
+            adaptive=adaptive,
+        )
+        plan = _adaptive_plan(prefixes, adaptive_stats, seed, params, forced_answer, forced_params, plan)
     # with ``out``, the engine writes OUT/rollouts.parquet and OUT/run.json (model identity, sampling, seeds,
     # versions, and ``header``) as ``cotscope resample`` does
-    result = Engine(backend, cache_dir, quiet=quiet).run(
+    result = engine.run(
         plan, truths={trace.id: truth}, out=out, header={**(header or {}), "graded_against": graded_against}
     )
+    result.stats.update(adaptive_stats)
     # a run whose rollouts (mostly) failed has nothing to score: one line with the cause, the rows stay cached
     run_health(result.rollouts).check()
     result.stats["graded_against"] = graded_against
     result.stats["truth"] = truth
-    opts = replace(options or ImportanceOptions(), min_chars=min_chars)
     if not quiet:
         step(f"scoring {len(prefixes.sentences)} sentences: importance, intervals and p-values")
-    emb = _run_embeddings(embed, cache_dir, quiet)
     matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
-    from cot import label_sentences
-
     table = importance_table(
         result.rollouts,
         trace,
@@ -313,8 +347,10 @@ def compute_importance(
         options=opts,
         embed=emb,
         matrix=matrix,
-        roles=label_sentences(prefixes.sentences, roles),
+        roles=labels,
     )
+    if extra_columns is not None:
+        table = table.with_columns(extra_columns.get_columns())
     emb.save()
     supp = None
     if whitebox and getattr(backend, "model", None) is not None:
@@ -335,6 +371,28 @@ def compute_importance(
     return ImportanceRun(
         trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts, written
     )
+
+
+def _adaptive_plan(
+    prefixes: Any,
+    stats: dict[str, Any],
+    seed: int,
+    params: Any,
+    forced_answer: bool,
+    forced_params: Any,
+    fallback: Any,
+) -> Any:
+    """The plan of what an adaptive run drew: each position's own number of rollouts (and probes)."""
+    from resampling import Plan
+
+    counts = stats.get("adaptive_positions_rollouts") or []
+    reqs = []
+    for size in sorted({c for c in counts if c > 0}):
+        positions = [i for i, c in enumerate(counts) if c == size]
+        reqs += prefixes.plan(
+            size, seed, params, positions=positions, forced_answer=forced_answer, forced_params=forced_params
+        ).requests
+    return Plan(reqs, fallback.meta) if reqs else fallback
 
 
 def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> Any:

@@ -300,3 +300,21 @@ def judge_server_options(used_with: str) -> Decorator:
 def json_option(help: str | None = None) -> Decorator:
     """``--json`` (parameter ``as_json``): print JSON instead of a table."""
     return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def adaptive_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--adaptive`` and ``--budget ROLLOUTS``: sample in rounds and stop each position once its sentences'
+    significance verdicts are settled (``anchors._adaptive``); ``--samples`` is then the most a position gets."""
+    f = click.option(
+        "--budget",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="ROLLOUTS",
+        help="With --adaptive: the most rollouts (and forced-answer probes) the run draws in all.",
+    )(f)
+    return click.option(
+        "--adaptive",
+        is_flag=True,
+        help="Sample in rounds; stop each position once its significance verdicts are settled "
+        "(Bonferroni alpha spending over the rounds). --samples becomes the most a position gets.",
+    )(f)

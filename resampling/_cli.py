@@ -368,6 +368,21 @@ def bench_study(n_traces, samples, repeats, seed, as_json) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else format_study_bench(report))
 
 
+@bench.command("adaptive")
+@flags.int_option("--n-traces", 20, "Clean planted-error traces (those validate anchors picks).")
+@flags.samples_option(
+    50, "Rollouts per position of the fixed run; the most a position gets adaptively.", minimum=2
+)
+@flags.seed_option(1000, "First problem seed, and the rollouts' seed.")
+@flags.json_option()
+def bench_adaptive(n_traces, samples, seed, as_json) -> None:
+    """Adaptive sampling against a fixed run with the same seeds: rollouts, wall time, recall, top-1, A/A."""
+    from anchors.bench_adaptive import format_adaptive_bench, run_adaptive_bench
+
+    report = run_adaptive_bench(n_traces=n_traces, samples=samples, seed=seed)
+    click.echo(json.dumps(report, indent=2) if as_json else format_adaptive_bench(report))
+
+
 def _serve_command():
     try:
         from resampling._serve import serve as command

@@ -1,0 +1,200 @@
+"""Adaptive sampling (``cotscope importance --adaptive``): the looks, the stop rules, the sequential test's type-I
+error on a null simulation, the budget, and rows identical to a fixed run's for the samples both drew."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from anchors._adaptive import AdaptiveOptions, look_schedule, settle
+from anchors._significance import _perm_p
+
+
+def test_look_schedule_grows_to_the_most_and_ends_there():
+    assert look_schedule(10, 50) == [10, 15, 23, 35, 50]
+    assert look_schedule(10, 8) == [8]
+    assert look_schedule(2, 3, 1.1) == [2, 3]
+    with pytest.raises(ValueError):
+        AdaptiveOptions(growth=1.0)
+    with pytest.raises(ValueError):
+        AdaptiveOptions(budget=0)
+
+
+def test_stop_rules_flag_futility_and_undefined():
+    table = pl.DataFrame({"a_p": [0.001, 0.03, 0.7, float("nan")], "b_p": [0.9, 0.9, 0.9, 0.9]})
+    flagged, done = settle(table, ("a", "b"), 0.01, 0.5, np.zeros((4, 2), dtype=bool))
+    # 0.001 < 0.01 flags; 0.03 is neither flagged nor futile; 0.7 is futile; NaN waits a look
+    assert flagged[:, 0].tolist() == [True, False, False, False] and not flagged[:, 1].any()
+    assert done.tolist() == [True, False, True, False]
+    _, done = settle(table, ("a", "b"), 0.01, 0.5, flagged, nan_settles=True)
+    assert done.tolist() == [True, False, True, True]
+    # a flag once raised stays, whatever the p-value at a later look
+    later = pl.DataFrame({"a_p": [0.9, 0.03, 0.7, 0.2], "b_p": [0.9] * 4})
+    again, _ = settle(later, ("a", "b"), 0.01, 0.5, flagged)
+    assert again[0, 0]
+
+
+def _null_flag_share(alpha_look: float, n_sims: int = 300) -> float:
+    """Share of null comparisons (two sets of one Bernoulli(0.5) and one 3-answer distribution) flagged at any look
+    of the schedule 10..50, stopping for futility as the pipeline does."""
+    rng = np.random.default_rng(7)
+    sizes = look_schedule(10, 50)
+    flagged = 0
+    for sim in range(n_sims):
+        what = "accuracy" if sim % 2 else "kl"
+        codes = rng.integers(0, 3, size=(2, sizes[-1]))
+        right = (rng.random((2, sizes[-1])) < 0.5).astype(float)
+        for n in sizes:
+            a = {"code": codes[0, :n], "graded": np.ones(n), "right": right[0, :n]}
+            b = {"code": codes[1, :n], "graded": np.ones(n), "right": right[1, :n]}
+            if what == "kl":
+                from anchors._formulas import kl_divergence
+
+                ca = np.bincount(a["code"], minlength=3)[None, :].astype(float)
+                cb = np.bincount(b["code"], minlength=3)[None, :].astype(float)
+                observed = float(kl_divergence(ca, cb, 1.0)[0])
+            else:
+                observed = b["right"].mean() - a["right"].mean()
+            p = _perm_p(a, b, what, observed, 200, np.random.default_rng([sim, n]), 1.0, 3)
+            if p < alpha_look:
+                flagged += 1
+                break
+            if p >= 0.5:
+                break
+    return flagged / n_sims
+
+
+def test_sequential_test_keeps_type_one_error_and_naive_peeking_does_not():
+    sizes = look_schedule(10, 50)
+    spent = _null_flag_share(0.05 / len(sizes))
+    assert spent <= 0.05
+    # the check has teeth: testing every look at the full level (peeking) without futility stops flags more often
+    rng = np.random.default_rng(3)
+    naive = 0
+    for sim in range(300):
+        right = (rng.random((2, sizes[-1])) < 0.5).astype(float)
+        for n in sizes:
+            a = {"code": np.zeros(n, int), "graded": np.ones(n), "right": right[0, :n]}
+            b = {"code": np.zeros(n, int), "graded": np.ones(n), "right": right[1, :n]}
+            obs = b["right"].mean() - a["right"].mean()
+            if _perm_p(a, b, "accuracy", obs, 200, np.random.default_rng([sim, n]), 1.0, 1) < 0.05:
+                naive += 1
+                break
+    assert naive / 300 > spent and naive / 300 > 0.05
+
+
+@pytest.fixture(scope="module")
+def organism():
+    from anchors._pipeline import onpolicy_trace, sampling_defaults, sampling_params
+    from resampling import make_backend
+
+    be = make_backend("hf", model_id="organism:arith")
+    sampling, _ = sampling_defaults("organism:arith")
+    params, forced = sampling_params(sampling)
+    trace, _ = onpolicy_trace(be, "organism:arith", 366, max_new_tokens=sampling["max_new_tokens"])
+    return be, trace, params, forced
+
+
+def _run(organism, cache, adaptive=None, samples=20):
+    from anchors._blackbox import ImportanceOptions
+    from anchors._pipeline import compute_importance
+
+    be, trace, params, forced = organism
+    return compute_importance(
+        be,
+        trace,
+        samples=samples,
+        seed=0,
+        params=params,
+        forced_params=forced,
+        cache_dir=cache,
+        options=ImportanceOptions(min_different=2, n_bootstrap=20, n_permutations=100),
+        whitebox=False,
+        adaptive=adaptive,
+    )
+
+
+def test_adaptive_run_draws_the_fixed_run_rows_stops_early_and_honours_the_budget(organism, tmp_path):
+    adaptive = _run(organism, tmp_path / "a", AdaptiveOptions(first=6))
+    fixed = _run(organism, tmp_path / "f")
+    n_pos = adaptive.rollouts["position"].n_unique()
+    # fewer rollouts than the fixed run, and each position's count is what the table and stats say
+    assert len(adaptive.rollouts) == adaptive.stats["adaptive_rollouts"] < len(fixed.rollouts)
+    counts = (
+        adaptive.rollouts.filter(pl.col("kind") == "resample").group_by("position").len().sort("position")
+    )
+    assert counts["len"].to_list() == adaptive.stats["adaptive_positions_rollouts"]
+    assert adaptive.table["n_rollouts"].to_list() == counts["len"].to_list()[: len(adaptive.table)]
+    assert set(adaptive.table["stop_reason"].to_list()) <= {"significant", "not significant", "max samples"}
+    assert max(counts["len"]) <= 20 and min(counts["len"]) >= 6 and n_pos == len(counts)
+    # rollout k of position i is the same draw in both runs
+    key = ["kind", "position", "sample"]
+    both = adaptive.rollouts.join(fixed.rollouts, on=key, suffix="_fixed")
+    assert len(both) == len(adaptive.rollouts)
+    for col in ("answer_norm", "correct", "first_sentence"):
+        assert both[col].equals(both[f"{col}_fixed"].alias(col))
+    # resumable: the same run again samples nothing and gives the same table
+    again = _run(organism, tmp_path / "a", AdaptiveOptions(first=6))
+    assert again.stats["rollouts_new"] == 0 and again.table.equals(adaptive.table)
+    # a budget caps the total
+    capped = _run(organism, tmp_path / "b", AdaptiveOptions(first=6, budget=150))
+    assert len(capped.rollouts) <= 150 and "budget" in capped.table["stop_reason"].to_list()
+
+
+def test_budget_without_adaptive_is_refused():
+    from anchors._main import importance
+
+    result = CliRunner().invoke(importance, ["--model", "organism:arith", "--budget", "10", "--out", "x"])
+    assert result.exit_code != 0 and "--adaptive" in result.output
+
+
+def test_aa_check_run_adaptively_flags_no_more_than_the_level(organism, tmp_path):
+    from anchors._adaptive import adaptive_split_half
+
+    run = _run(organism, tmp_path / "aa", samples=24)
+    sizes = look_schedule(8, 24)
+    aa = adaptive_split_half(run.rollouts, run.trace.id, sizes, 0.05, 0.5)
+    assert aa.height > 0 and set(aa["statistic"].to_list()) == {"kl", "accuracy"}
+    assert aa["flagged"].mean() <= 0.05 and aa["looks"].max() <= len(sizes)
+
+
+def test_bench_adaptive_is_a_bench_command():
+    from resampling._cli import bench
+
+    result = CliRunner().invoke(bench, ["adaptive", "--help"])
+    assert result.exit_code == 0 and "--samples" in result.output and "--json" in result.output
+
+
+def test_top_sentences_are_the_k_largest_by_magnitude_for_accuracy():
+    from anchors._adaptive import top_sentences
+
+    table = pl.DataFrame({"x_kl": [0.1, 0.5, float("nan")], "y_accuracy": [-0.9, 0.2, 0.1]})
+    assert top_sentences(table, ("x_kl", "y_accuracy"), 1).tolist() == [True, True, False]
+    assert top_sentences(table, ("x_kl",), 0).tolist() == [False, False, False]
+
+
+def test_importance_adaptive_writes_stop_reasons_and_says_so(tmp_path, capsys):
+    from cotscope.cli import main
+
+    out = tmp_path / "run"
+    args = [
+        "importance",
+        "--samples",
+        "12",
+        "--adaptive",
+        "--budget",
+        "200",
+        "--no-whitebox",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    assert set(table["stop_reason"].to_list()) <= {"significant", "not significant", "max samples", "budget"}
+    assert (table["n_rollouts"] <= 12).all()
+    assert len(pl.read_parquet(out / "rollouts.parquet")) <= 200
+    assert "Bonferroni" in capsys.readouterr().err and "Bonferroni" in (out / "report.html").read_text()
+    # --adaptive with a dataset is refused up front
+    assert main(["importance", "--n-traces", "2", "--adaptive", "--out", str(tmp_path / "d")]) == 2
