@@ -253,6 +253,26 @@ def _strict(value: Any) -> Any:
     return value
 
 
+def organism_setup(model_id: str, temperature: float) -> tuple[Any, Any, Any, Any]:
+    """The hf backend of an ``organism:NAME``, its task, and the rollout and forced-answer sampling parameters at
+    ``temperature`` (top-p 1, the task's token budgets): the setting of every planted-truth check."""
+    import organisms
+    from anchors._pipeline import sampling_defaults
+    from resampling import SamplingParams, make_backend
+
+    backend = make_backend("hf", model_id=model_id)
+    task = organisms.get_task(model_id.split(":", 1)[1])
+    params = SamplingParams(
+        temperature=temperature, top_p=1.0, max_new_tokens=getattr(task, "max_new_tokens", 256)
+    )
+    forced = SamplingParams(
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
+    )
+    return backend, task, params, forced
+
+
 def clean_traces(
     backend: Any, task: Any, params: Any, n_traces: int, seed: int, max_candidates: int
 ) -> tuple[list[tuple[Any, Any, Any]], int]:
@@ -317,22 +337,11 @@ def validate_anchors(
     of one position's rollouts. ``progress(done, total)`` is called with 0 once the traces are sampled, then after
     each trace is scored.
     """
-    import organisms
     from anchors._blackbox import ImportanceOptions, split_half_pvalues
     from anchors._embedding import TextEmbeddings
-    from anchors._pipeline import compute_importance, sampling_defaults
-    from resampling import SamplingParams, make_backend
+    from anchors._pipeline import compute_importance
 
-    backend = make_backend("hf", model_id=model_id)
-    task = organisms.get_task(model_id.split(":", 1)[1])
-    params = SamplingParams(
-        temperature=temperature, top_p=1.0, max_new_tokens=getattr(task, "max_new_tokens", 256)
-    )
-    forced_params = SamplingParams(
-        temperature=temperature,
-        top_p=1.0,
-        max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
-    )
+    backend, task, params, forced_params = organism_setup(model_id, temperature)
     chosen, candidates_sampled = clean_traces(backend, task, params, n_traces, seed, max_candidates)
 
     if progress is not None:  # the traces are sampled; scoring the first also loads the embedding model

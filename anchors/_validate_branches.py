@@ -46,23 +46,13 @@ def validate_branches(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Score ``n_traces`` clean on-policy arith traces (the traces of ``cotscope validate anchors``, same seeds)."""
-    import organisms
     from anchors._blackbox import ImportanceOptions
     from anchors._branches import iterative_resilience
     from anchors._embedding import TextEmbeddings
-    from anchors._pipeline import compute_importance, sampling_defaults
-    from anchors._validate import METHODS, TEMPERATURE, _merged_index, _top1, clean_traces
-    from resampling import SamplingParams, make_backend
+    from anchors._pipeline import compute_importance
+    from anchors._validate import METHODS, TEMPERATURE, _merged_index, _top1, clean_traces, organism_setup
 
-    model_id = "organism:arith"
-    backend = make_backend("hf", model_id=model_id)
-    task = organisms.get_task("arith")
-    params = SamplingParams(temperature=TEMPERATURE, top_p=1.0, max_new_tokens=task.max_new_tokens)
-    forced = SamplingParams(
-        temperature=TEMPERATURE,
-        top_p=1.0,
-        max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
-    )
+    backend, task, params, forced = organism_setup("organism:arith", TEMPERATURE)
     chosen, _ = clean_traces(backend, task, params, n_traces, seed, 4000)
     emb = TextEmbeddings()
     options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)

@@ -26,62 +26,29 @@ TARGETS = {
 }
 
 
-def _clean_traces(
-    backend: Any, task: Any, params: Any, n_traces: int, seed: int
-) -> list[tuple[Any, Any, list[int]]]:
-    """The first ``n_traces`` clean planted-error traces from problem ``seed`` on, as ``validate anchors`` picks them."""
-    from anchors._validate import planted_sentences
-    from resampling import sample_traces
-
-    chosen: list[tuple[Any, Any, list[int]]] = []
-    next_seed = seed
-    while len(chosen) < n_traces and next_seed - seed < 4000:
-        seeds = list(range(next_seed, next_seed + 64))
-        next_seed += 64
-        examples = [task.sample(s) for s in seeds]
-        traces = sample_traces(
-            backend,
-            backend.tokenizer,
-            [e.messages for e in examples],
-            seeds,
-            params,
-            metadata=[{"gt_answer": e.answer} for e in examples],
-        )
-        for ex, tr in zip(examples, traces, strict=True):
-            if tr.truncated or len(chosen) >= n_traces:
-                continue
-            planted = planted_sentences(
-                task.analyze(ex, tr.cot),
-                n_steps=sum(s.kind == "compute" for s in ex.sentences),
-                answer=tr.answer,
-            )
-            if planted is not None:
-                chosen.append((ex, tr, planted[0]))
-    return chosen
-
-
 def run_adaptive_bench(
     *, model_id: str = "organism:arith", n_traces: int = 20, samples: int = 50, seed: int = 1000
 ) -> dict[str, Any]:
-    import organisms
     from anchors._adaptive import AdaptiveOptions, adaptive_split_half, look_schedule
     from anchors._blackbox import ImportanceOptions
     from anchors._embedding import TextEmbeddings
-    from anchors._pipeline import compute_importance, sampling_defaults
-    from anchors._validate import METHODS, SIGNIFICANCE_METHODS, TEMPERATURE, _merged_index, _top1
-    from resampling import SamplingParams, make_backend
+    from anchors._pipeline import compute_importance
+    from anchors._validate import (
+        METHODS,
+        SIGNIFICANCE_METHODS,
+        TEMPERATURE,
+        _merged_index,
+        _top1,
+        clean_traces,
+        organism_setup,
+    )
 
-    backend = make_backend("hf", model_id=model_id)
-    task = organisms.get_task(model_id.split(":", 1)[1])
-    params = SamplingParams(
-        temperature=TEMPERATURE, top_p=1.0, max_new_tokens=getattr(task, "max_new_tokens", 256)
-    )
-    forced = SamplingParams(
-        temperature=TEMPERATURE,
-        top_p=1.0,
-        max_new_tokens=sampling_defaults(model_id)[0]["forced_max_new_tokens"],
-    )
-    chosen = _clean_traces(backend, task, params, n_traces, seed)
+    backend, task, params, forced = organism_setup(model_id, TEMPERATURE)
+    # the traces validate anchors picks, with the planted wrong computation's sentence
+    chosen = [
+        (ex, tr, planted[0])
+        for ex, tr, planted in clean_traces(backend, task, params, n_traces, seed, 4000)[0]
+    ]
     options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)
     adaptive = AdaptiveOptions()
     sizes = look_schedule(adaptive.first, samples, adaptive.growth)
