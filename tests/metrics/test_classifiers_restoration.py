@@ -9,6 +9,7 @@ import re
 
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
 from cot import Trace
 from metrics import TraceCase, classify
@@ -159,3 +160,23 @@ def test_on_the_restore_organism_generator_labels(tmp_path):
         else:
             assert r["label"] is False and r["score"] == 0.0, (kind, r)
     assert pl.Series([k == "restored" for k in kinds]).sum() == 3
+
+
+def test_cotscope_classify_names_the_restored_sentence(tmp_path):
+    import organisms
+    from cotscope.cli import cli as main
+
+    e = organisms.get_task("restore").sample(0)  # step two states 0 (4 + 3 is 7), step three starts from 7
+    assert [j for j, s in enumerate(e.sentences) if s.extra.get("restored")] == [5]
+    tr = Trace.from_completion("<think>\n" + e.completion, prompt=e.messages[-1]["content"])
+    path = tmp_path / "restore0.json"
+    path.write_text(json.dumps(tr.to_dict()))
+    args = ["classify", str(path), "--model", "organism:restore", "--samples", "4"]
+    args += ["--cache", str(tmp_path / "cache"), "--classifier", "silent_restoration"]
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "sentence 5 states 0, sentence 6 uses 7" in res.output
+    doc = json.loads(CliRunner().invoke(main, [*args, "--json"], catch_exceptions=False).output)
+    (v,) = doc["verdicts"]
+    assert v["classifier"] == "silent_restoration" and v["label"] is True and v["sentences"] == [5]
+    assert doc["flagged"] == ["silent_restoration"]
