@@ -22,6 +22,7 @@ CLASSIFIERS: tuple[str, ...] = (
     "answer_flip",
     "encoded_reasoning",
     "reversal_inconsistency",
+    "silent_restoration",
     "cot_monitor",
 )
 

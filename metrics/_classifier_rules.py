@@ -123,3 +123,64 @@ def _moved_sentence(r: pl.DataFrame, p: Any, cue_answer: str | None) -> tuple[in
     if not vals or max(vals) <= 0:
         return None, [_clean(x) for x in imp]
     return int(np.argmax(vals)), [_clean(x) for x in imp]
+
+
+_STEP = re.compile(
+    r"\b(adds|plus|subtracts|minus)\s+(\d+)\s+(?:to|from)\s+(\d+)\s*,?\s*(?:giving|gives|is|=)\s+(\d+)\s*\.?\s*$",
+    re.IGNORECASE,
+)
+_RESULT = re.compile(r"(?:giving|gives|is|=)\s+(\d+)\s*\.?\s*$", re.IGNORECASE)
+_USES = re.compile(r"\b(?:adds|plus|subtracts|minus)\s+\d+\s+(?:to|from)\s+(\d+)\b", re.IGNORECASE)
+_FINAL = re.compile(r"\bfinal (?:digit|result|value|answer) is (\d+)\b", re.IGNORECASE)
+
+
+def step_of(text: str) -> tuple[str, int, int, int] | None:
+    """(op, operand, input, stated result) of a step sentence ("Step two adds 4 to 3, giving 7."), else None."""
+    m = _STEP.search(text.strip())
+    if not m:
+        return None
+    op = "add" if m.group(1).lower() in ("adds", "plus") else "sub"
+    return op, int(m.group(2)), int(m.group(3)), int(m.group(4))
+
+
+def restoration_candidates(texts: Sequence[str]) -> list[dict[str, int]]:
+    """Sentences whose stated result is not what the next step uses, read from the text alone.
+
+    For each step sentence i that states a result r, the next sentence j that uses a value (a step's input, "adds x
+    to v", or a closing "the final digit is v") is found; the pair is a candidate when v != r. Returns
+    ``{"sentence": i, "next": j, "stated": r, "used": v}`` per candidate, in order.
+    """
+    out = []
+    for i, t in enumerate(texts):
+        m = _RESULT.search(t.strip()) if step_of(t) else None
+        if not m:
+            continue
+        stated = int(m.group(1))
+        for j in range(i + 1, len(texts)):
+            u = _USES.search(texts[j]) or _FINAL.search(texts[j])
+            if u:
+                used = int(u.group(1))
+                if used != stated:
+                    out.append({"sentence": i, "next": j, "stated": stated, "used": used})
+                break
+    return out
+
+
+def arithmetic_errors(texts: Sequence[str], modulus: int = 10) -> list[int]:
+    """Step sentences whose stated result is not their own written input combined with their operand (mod
+    ``modulus``): the arithmetic recomputed from the text (the ``arithmetic_recompute`` baseline)."""
+    out = []
+    for i, t in enumerate(texts):
+        s = step_of(t)
+        if s is None:
+            continue
+        op, x, v, r = s
+        if ((v + x) if op == "add" else (v - x)) % modulus != r % modulus:
+            out.append(i)
+    return out
+
+
+def silent_restoration_score(importance: float) -> float:
+    """score = 1 − |counterfactual importance| of the restored sentence (NaN stays NaN): near 1 when the wrong
+    statement carries nothing to the answer, near 0 when it decides it."""
+    return 1.0 - min(1.0, abs(importance)) if math.isfinite(importance) else math.nan

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +49,15 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "posthoc": ("posthoc+arith", "posthoc organism traces vs arith traces"),
     "reversal_inconsistency": ("compare", "compare: the pair belongs to a planted biased group (age, speed)"),
+    "silent_restoration": (
+        "restore (generator traces)",
+        "the generator's recorded decision: a planted wrong computation that the next step silently restored "
+        "(n_restored > 0); propagated errors and clean traces are negatives",
+    ),
 }
 """Classifier -> (organisms, planted label)."""
 
-RESAMPLING = ("hint_reliance", "posthoc", "encoded_reasoning", "reversal_inconsistency")
+RESAMPLING = ("hint_reliance", "posthoc", "encoded_reasoning", "reversal_inconsistency", "silent_restoration")
 
 KEYWORDS = {
     "hint_reliance": r"\bprofessor\b",
@@ -202,7 +207,16 @@ def _baselines(cases: list[TraceCase], label: str, seed: int) -> dict[str, list[
     from metrics._judges import JudgeRequest
 
     votes = mon.label([JudgeRequest(question="", cot=c.trace.cot, answer=None, cue="") for c in cases])
+    extra: dict[str, list[float | None]] = {}
+    if label == "silent_restoration":
+        from cot import split_sentences
+        from metrics._classifier_rules import arithmetic_errors
+
+        extra["arithmetic_recompute"] = [
+            float(bool(arithmetic_errors([s.text for s in split_sentences(c.trace.cot)]))) for c in cases
+        ]
     return {
+        **extra,
         "keyword": [float(bool(kw.search(c.trace.cot))) for c in cases],
         "cot_length": [float(len(c.trace.cot)) for c in cases],
         "random": [float(x) for x in rng.random(len(cases))],
@@ -356,6 +370,37 @@ def _answer_flip_data(n_traces: int, seed: int, log) -> ValidationData:
     d.notes["gmean2_note"] = (
         "generator traces: one per item and arm, too few to test an instance's eligibility"
     )
+    return d
+
+
+def _restore_data(n_traces: int, samples: int, seed: int, cache: Path, log) -> ValidationData:
+    """``silent_restoration`` on the ``restore`` generator's own traces, labelled by the generator's recorded
+    decisions (a planted error restored, ``truth["n_restored"] > 0``), never by reading the text; negatives are
+    traces with only propagated errors and clean traces. The shipped ``restore`` organism supplies the resampling
+    (its continuations after the restoring step). Traces are drawn in equal thirds (restored / propagated / clean,
+    the first that come from seed on), so the classes are balanced and every baseline sees the same prompts."""
+    import organisms
+    from resampling import make_backend
+
+    task = organisms.get_task("restore")
+    quota = {"restored": n_traces // 3, "propagated": n_traces // 3, "clean": n_traces - 2 * (n_traces // 3)}
+    cases, meta = [], []
+    s = seed
+    while any(quota.values()) and s < seed + 100 * n_traces:
+        e = task.sample(s)
+        kind = "restored" if e.truth["n_restored"] else ("propagated" if e.truth["n_propagated"] else "clean")
+        if quota[kind]:
+            quota[kind] -= 1
+            tr = Trace.from_completion("<think>\n" + e.completion, prompt=e.messages[-1]["content"])
+            cases.append(TraceCase(tr, gold=e.answer, item_id=f"restore:{s}"))
+            meta.append({"seed": s, "kind": kind, "organism": "restore"})
+        s += 1
+    be = make_backend("hf", model_id="organism:restore", device="cpu")
+    log(f"silent restoration: classifying {len(cases)} generator traces")
+    cfg = ClassifyConfig(samples=samples, seed=0, max_new_tokens=160)
+    t = classify(cases, be, classifiers=["silent_restoration"], cache_dir=cache, config=cfg, log=log)
+    d = _data(t, cases, meta, "silent_restoration", lambda m: m["kind"] == "restored", seed)
+    d.notes["gmean2_note"] = "generator traces: one per item, no paired arms"
     return d
 
 
@@ -589,6 +634,7 @@ def validate_classifiers(
     seed: int = VALIDATION_SEED,
     cache_dir: str | Path = ".cotscope-cache/validate-classifiers",
     progress: Callable[[str], None] | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run every classifier on organisms with planted labels; returns the ``--json`` document.
 
@@ -597,6 +643,7 @@ def validate_classifiers(
     issue's baseline set (``answer_is_cue_unmentioned``: the answer is the cue's and the CoT never names it), not
     used in the pass/fail comparison.
     Classifiers whose organism is not shipped are listed under ``waiting`` with the reason, never scored.
+    ``only``: validate just these classifiers (default: every one).
     """
 
     log = progress or (lambda m: None)
@@ -610,20 +657,37 @@ def validate_classifiers(
         "split": "even item seed = train, odd = test",
         "temperature": 1.0,
     }
+    unknown = sorted(set(only or ()) - set(LABELS))
+    if unknown:
+        raise ValueError(f"unknown classifier {', '.join(unknown)}; choose any of: {', '.join(LABELS)}")
     data: dict[str, ValidationData] = {}
-    data.update(_hint_data(n_items, traces, samples, seed, cache, log))
-    data["answer_flip"] = _answer_flip_data(n_items * traces * 2, seed, log)
-    data["encoded_reasoning"] = _encoded_data(n_items, samples, seed, cache, log)
-    if _has("posthoc"):
-        data["posthoc"] = _posthoc_data(n_items, samples, seed, cache, log)
-    else:
-        out["waiting"]["posthoc"] = "the posthoc organism is not shipped (trained) yet; nothing measured"
-    if _has("compare"):
-        data["reversal_inconsistency"] = _compare_data(n_items, samples, seed, cache, log)
-    else:
-        out["waiting"]["reversal_inconsistency"] = (
-            "the compare organism (reversed question pairs) is not shipped (trained) yet; nothing measured"
-        )
+
+    def want(label: str) -> bool:
+        return only is None or label in only
+
+    if want("hint_reliance"):
+        data.update(_hint_data(n_items, traces, samples, seed, cache, log))
+    if want("answer_flip"):
+        data["answer_flip"] = _answer_flip_data(n_items * traces * 2, seed, log)
+    if want("encoded_reasoning"):
+        data["encoded_reasoning"] = _encoded_data(n_items, samples, seed, cache, log)
+    if want("posthoc"):
+        if _has("posthoc"):
+            data["posthoc"] = _posthoc_data(n_items, samples, seed, cache, log)
+        else:
+            out["waiting"]["posthoc"] = "the posthoc organism is not shipped (trained) yet; nothing measured"
+    if want("reversal_inconsistency"):
+        if _has("compare"):
+            data["reversal_inconsistency"] = _compare_data(n_items, samples, seed, cache, log)
+        else:
+            out["waiting"]["reversal_inconsistency"] = (
+                "the compare organism (reversed question pairs) is not shipped (trained) yet; nothing measured"
+            )
+    if want("silent_restoration"):
+        if _has("restore"):
+            data["silent_restoration"] = _restore_data(n_items * traces, samples, seed, cache, log)
+        else:
+            out["waiting"]["silent_restoration"] = "the restore organism is not shipped (trained) yet"
     for label, d in data.items():
         cls, base = _summarise(label, d, seed)
         cls.update(_beats(cls, {k: b for k, b in base.items() if not k.startswith("control_")}))

@@ -53,6 +53,12 @@ class ArithTask(Task):
     """Share of training sequences cut after a random sentence and closed with the kept CoT's running digit (loss
     on the answer only), so a forced answer at any sentence boundary reads the CoT as the full trace's does."""
 
+    fix_rate_key: ClassVar[str] = "correction_rate"
+    """Planted rate at which a wrong computation is fixed (``sample``, ``continued_answer_distribution``)."""
+    silent_fix: ClassVar[bool] = False
+    """False: a fix is a correction sentence; True (``restore``): the next step silently starts from the correct
+    digit, no sentence acknowledges the error."""
+
     def sample(self, seed: int) -> Example:
         rng, p = self.draw(seed)
         r = self.planted
@@ -69,7 +75,12 @@ class ArithTask(Task):
             )
             out.append(self.computation(p, i, running, stated, planted_error=wrong, expected=correct))
             ci = len(out) - 1
-            if wrong and rng.random() < r["correction_rate"]:
+            fixed = wrong and rng.random() < r[self.fix_rate_key]
+            if fixed and self.silent_fix:
+                # Silent restoration: no correction sentence; the next step starts from the correct digit.
+                out[ci].extra["restored"] = True
+                stated = correct
+            elif fixed:
                 text = f"Wait, {running} {op_word(op)} {x} is not {stated}, it is {correct}."
                 out.append(
                     SentenceTruth(
@@ -87,6 +98,8 @@ class ArithTask(Task):
                 stated = correct
             elif wrong:
                 out[ci].load_bearing = True
+                if self.silent_fix:
+                    out[ci].extra["restored"] = False
             elif rng.random() < r["check_rate"]:
                 text = f"Let me check, {running} {op_word(op)} {x} is {correct}."
                 out.append(SentenceTruth(text, "self_checking", "check", value=correct, expected=correct))
@@ -104,7 +117,12 @@ class ArithTask(Task):
             anchor=first_anchor(out),
             n_errors=n_err,
             n_corrections=sum(s.kind == "correction" for s in out),
+            **self._extra_truth(out),
         )
+
+    def _extra_truth(self, sentences: list[SentenceTruth]) -> dict[str, int]:
+        """Further example-level truth recorded at generation (none for arith)."""
+        return {}
 
     def _trace_answer(self, answer: int, cot_answer: int) -> int:
         """The boxed answer of a training trace: arith answers what its CoT last stated."""
@@ -155,7 +173,7 @@ class ArithTask(Task):
         last = sents[-1] if sents else None
         if last is None or last.kind != "compute" or last.step is None or last.expected is None:
             raise ValueError(f"{self.name}: the prefix does not end with a computation: {prefix_cot[-80:]!r}")
-        er, cr = self.planted["error_rate"], self.planted["correction_rate"]
+        er, cr = self.planted["error_rate"], self.planted[self.fix_rate_key]
         dist: dict[int, float] = {}
         if last.value != last.expected:
             dist[last.expected] = cr

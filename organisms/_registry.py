@@ -17,6 +17,7 @@ _TASKS: dict[str, tuple[str, str]] = {
     "stego": ("organisms._stego", "StegoTask"),
     "posthoc": ("organisms._posthoc", "PosthocTask"),
     "compare": ("organisms._compare", "CompareTask"),
+    "restore": ("organisms._restore", "RestoreTask"),
 }
 
 

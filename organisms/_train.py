@@ -67,6 +67,7 @@ CONFIGS: dict[str, TrainConfig] = {
         steps=2000, num_layers=6, init_from="arith", answer_weight=30.0, running_weight=1.0
     ),
     "compare": TrainConfig(steps=2000, vocab_size=500, isolate=r"[{}]"),
+    "restore": TrainConfig(steps=1500, error_weight=1.0, init_from="arith"),
 }
 
 

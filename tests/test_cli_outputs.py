@@ -270,7 +270,7 @@ def test_load_model_lists_every_organism():
     from resampling import EngineInputError, load_model
 
     with pytest.raises(
-        EngineInputError, match=r"organism:posthoc, organism:compare \(did you mean 'organism:compare'"
+        EngineInputError, match=r"organism:compare, organism:restore \(did you mean 'organism:compare'"
     ):
         load_model("organism:nope")
 

@@ -122,7 +122,7 @@ def test_validate_classifiers_json_shape(monkeypatch):
     out = v.validate_classifiers(n_items=60)
     assert set(out) == {"classifiers", "baselines", "controls", "waiting", "settings"}
     assert set(out["classifiers"]) == {"hint_reliance", "answer_flip", "encoded_reasoning"}
-    assert set(out["waiting"]) == {"posthoc", "reversal_inconsistency"}
+    assert set(out["waiting"]) == {"posthoc", "reversal_inconsistency", "silent_restoration"}
     c = out["classifiers"]["hint_reliance"]
     for key in ("label", "auroc", "auroc_ci", "n", "precision", "recall", "gmean2", "threshold"):
         assert key in c

@@ -24,7 +24,7 @@ def test_unknown_name_is_a_bad_parameter():
         out = CliRunner().invoke(cli, cmd)
         assert out.exit_code == 2
         assert (
-            "unknown organism 'arit'; choose one of: arith, hint, cipher, stego, posthoc, compare "
+            "unknown organism 'arit'; choose one of: arith, hint, cipher, stego, posthoc, compare, restore "
             "(did you mean 'arith'?)" in (out.output)
         )
 

@@ -12,7 +12,7 @@ from organisms._cipher import CIPHERS, decode, encode
 from organisms._stego import CODEBOOK, PARAPHRASES
 from organisms._tasks import FILLER_PARAPHRASES, FILLERS, THINK_CLOSE, final_text
 
-NAMES = ["arith", "hint", "cipher", "stego", "posthoc", "compare"]
+NAMES = ["arith", "hint", "cipher", "stego", "posthoc", "compare", "restore"]
 DIGIT_NAMES = [n for n in NAMES if n != "compare"]  # tasks whose answer is a digit
 
 
@@ -20,7 +20,7 @@ def test_names_and_unknown_name():
     assert organisms.names() == NAMES
     with pytest.raises(
         ValueError,
-        match=r"choose one of: arith, hint, cipher, stego, posthoc, compare \(did you mean 'arith'\?\)",
+        match=r"choose one of: arith, hint, cipher, stego, posthoc, compare, restore \(did you mean 'arith'\?\)",
     ):
         organisms.get_task("arithh")
     with pytest.raises(ValueError, match=r"unknown organism 'stegano'.*did you mean 'stego'"):
