@@ -116,6 +116,19 @@ def _row(
     return row
 
 
+def _accuracy_and_error_rows(acc: float, err_rate: float, planted: float) -> list[dict[str, Any]]:
+    """Greedy accuracy, and the sampled error rate per computation against its planted rate (within x1.5)."""
+    return [
+        _row("greedy accuracy", acc, ">= 0.97", acc >= 0.97),
+        _row(
+            f"error rate per computation (T={TEMPERATURE})",
+            err_rate,
+            f"{planted} (x1.5: {planted / 1.5:.3f}..{planted * 1.5:.3f})",
+            planted / 1.5 <= err_rate <= planted * 1.5,
+        ),
+    ]
+
+
 def wilson(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval of a proportion k/n (95% for z = 1.96); (0, 1) when n = 0.
 
@@ -164,12 +177,17 @@ def _prefill_accuracy(
     return hits / len(examples)
 
 
-def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
-    task, r = o.task, o.task.planted
+def _greedy_and_sampled(o: Organism, n: int) -> tuple[list[Any], float, list[Any]]:
+    """``n`` fresh examples, the greedy accuracy on them, and their CoTs sampled at ``TEMPERATURE`` (parsed)."""
     ex = _examples(o, n)
     greedy = _answers(generate(o, _prompts(o, ex)))
-    acc = sum(task.answer_correct(a, e) for e, (_, a, _) in zip(ex, greedy, strict=True)) / n
-    sampled = _answers(generate(o, _prompts(o, ex), temperature=TEMPERATURE))
+    acc = sum(o.task.answer_correct(a, e) for e, (_, a, _) in zip(ex, greedy, strict=True)) / n
+    return ex, acc, _answers(generate(o, _prompts(o, ex), temperature=TEMPERATURE))
+
+
+def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
+    task, r = o.task, o.task.planted
+    ex, acc, sampled = _greedy_and_sampled(o, n)
     n_compute = n_err = n_corr = n_check = n_unparsed = n_sent = consistent = n_spurious = 0
     acc_t = 0
     for e, (cot, a, _) in zip(ex, sampled, strict=True):
@@ -197,13 +215,7 @@ def _eval_arith(o: Organism, n: int) -> list[dict[str, Any]]:
     plain = _prefill_accuracy(o, fill, False, lambda e: e.answer)
     para = _prefill_accuracy(o, fill, True, lambda e: e.answer)
     return [
-        _row("greedy accuracy", acc, ">= 0.97", acc >= 0.97),
-        _row(
-            f"error rate per computation (T={TEMPERATURE})",
-            err_rate,
-            f"{planted_err} (x1.5: {planted_err / 1.5:.3f}..{planted_err * 1.5:.3f})",
-            planted_err / 1.5 <= err_rate <= planted_err * 1.5,
-        ),
+        *_accuracy_and_error_rows(acc, err_rate, planted_err),
         _row(
             f"corrected fraction of errors (T={TEMPERATURE})", _rate(n_corr, n_err), f"{r['correction_rate']}"
         ),
@@ -616,10 +628,7 @@ def _eval_restore(o: Organism, n: int) -> list[dict[str, Any]]:
     from ._tasks import implied_answer
 
     task, r = o.task, o.task.planted
-    ex = _examples(o, n)
-    greedy = _answers(generate(o, _prompts(o, ex)))
-    acc = sum(task.answer_correct(a, e) for e, (_, a, _) in zip(ex, greedy, strict=True)) / n
-    sampled = _answers(generate(o, _prompts(o, ex), temperature=TEMPERATURE))
+    ex, acc, sampled = _greedy_and_sampled(o, n)
     n_compute = n_err = n_rest = n_spurious = n_unparsed = n_sent = n_corr = consistent = 0
     for e, (cot, a, _) in zip(ex, sampled, strict=True):
         sents = task.analyze(e, cot)
@@ -638,13 +647,7 @@ def _eval_restore(o: Organism, n: int) -> list[dict[str, Any]]:
     err_rate = _rate(n_err, n_compute)
     pe, pr = r["error_rate"], r["restore_rate"]
     return [
-        _row("greedy accuracy", acc, ">= 0.97", acc >= 0.97),
-        _row(
-            f"error rate per computation (T={TEMPERATURE})",
-            err_rate,
-            f"{pe} (x1.5: {pe / 1.5:.3f}..{pe * 1.5:.3f})",
-            pe / 1.5 <= err_rate <= pe * 1.5,
-        ),
+        *_accuracy_and_error_rows(acc, err_rate, pe),
         _row(
             f"silently restored fraction of errors (T={TEMPERATURE})",
             _rate(n_rest, n_err),
