@@ -33,6 +33,7 @@ from ._plots import (
     plot_role_distributions as plot_role_distributions,
 )
 from ._probes import (
+    READOUTS as READOUTS,
     AnswerProbes as AnswerProbes,
     BoundaryActivations as BoundaryActivations,
     answer_probes as answer_probes,

@@ -75,9 +75,9 @@ def answer_distribution(
 
 
 def _first(text: str | None) -> str | None:
-    from resampling._engine import _first_sentence
+    from resampling import first_sentence
 
-    return None if text is None else _first_sentence(text)
+    return None if text is None else first_sentence(text)
 
 
 def _kl(p_answers: list[str | None], q_answers: list[str | None], alpha: float) -> float:
@@ -92,7 +92,7 @@ def _kl(p_answers: list[str | None], q_answers: list[str | None], alpha: float) 
 
 
 def _ids(encoded: Any) -> list[int]:
-    from resampling._prefix import _ids as ids
+    from resampling import token_ids as ids
 
     return ids(encoded)
 
@@ -425,8 +425,14 @@ def intervene(
     threshold and the number rule.
     """
     from anchors._pipeline import _truth
-    from resampling import Engine, SamplingParams, SamplingRequest, TracePrefixes, request_seed
-    from resampling._engine import _first_sentence
+    from resampling import (
+        Engine,
+        SamplingParams,
+        SamplingRequest,
+        TracePrefixes,
+        first_sentence,
+        request_seed,
+    )
 
     params = params or SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=256)
     prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
@@ -498,7 +504,7 @@ def intervene(
             )
             rows = engine.run(_plan(req), truths=truths).rollouts.sort("sample")
             firsts = [
-                (k, _first_sentence(t or "") if s == "ok" else None)
+                (k, first_sentence(t or "") if s == "ok" else None)
                 for k, t, s in zip(
                     rows["sample"].to_list(), rows["text"].to_list(), rows["status"].to_list(), strict=True
                 )

@@ -135,8 +135,7 @@ def run_study(
     from anchors._pipeline import _truth, compute_importance, write_importance
     from cot import TraceError
     from cotscope._progress import step
-    from resampling import Engine, EngineInputError, TracePrefixes
-    from resampling._engine import _check_context
+    from resampling import Engine, EngineInputError, TracePrefixes, check_context
 
     skipped = list(skipped or [])
     plans, ready = [], []
@@ -152,7 +151,7 @@ def run_study(
         try:
             prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
             plan = prefixes.plan(samples, seed, params, forced_answer=True, forced_params=forced_params)
-            _check_context(
+            check_context(
                 plan, getattr(backend, "max_context", None), getattr(backend, "model_id", "the model")
             )
         except (EngineInputError, TraceError, ValueError) as exc:

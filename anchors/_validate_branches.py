@@ -225,7 +225,7 @@ def _corrected(dist: dict[str, Any]) -> list[int]:
 
 
 def task_true_values(example: Any) -> list[int]:
-    from organisms._tasks import Problem
+    from organisms import Problem
 
     return Problem.parse(example.messages[-1]["content"]).values()
 

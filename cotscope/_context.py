@@ -47,7 +47,7 @@ def model_folder(model_id: str) -> Path | None:
 
 
 def _context(folder: Path) -> int | None:
-    from resampling._hf import context_length
+    from resampling import context_length
 
     try:
         config = json.loads((folder / "config.json").read_text())

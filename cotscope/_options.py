@@ -92,7 +92,7 @@ def _compose(*decorators: Decorator) -> Decorator:
 def _check_organism(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An unknown ``organism:NAME`` fails while the flags are read, with every organism listed."""
     if isinstance(value, str) and value.startswith("organism:"):
-        from organisms._registry import names, unknown_model_message
+        from organisms import names, unknown_model_message
 
         if value.split(":", 1)[1] not in names():
             raise click.BadParameter(unknown_model_message(value), ctx=ctx, param=param)
@@ -102,7 +102,7 @@ def _check_organism(ctx: click.Context, param: click.Parameter, value: str) -> s
 def model_option(help: str | None = MODEL_HELP) -> Decorator:
     """``--model`` (parameter ``model_id``): the model id, ``organism:arith`` by default."""
     # imported here, not at import time: resampling's own CLI imports this module
-    from resampling._model import DEFAULT_MODEL
+    from resampling import DEFAULT_MODEL
 
     return click.option(
         "--model", "model_id", default=DEFAULT_MODEL, show_default=True, help=help, callback=_check_organism

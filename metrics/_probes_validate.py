@@ -151,7 +151,7 @@ def validate_probes(
     """Answer probes on ``posthoc`` and ``arith`` traces of the same prompts; ordering vs planted truth and detector
     AUROCs with costs, side by side. ``out_dir``: also write each organism's probe outputs into ``out_dir/NAME``."""
     import organisms
-    from anchors._probes import READOUTS, answer_probes, write_probe_outputs
+    from anchors import READOUTS, answer_probes, write_probe_outputs
     from resampling import DEFAULT_MIN_CHARS
 
     log = progress or (lambda m: None)

@@ -16,6 +16,7 @@ from ._registry import (
     model_ids as model_ids,
     names as names,
     unknown_model_message as unknown_model_message,
+    unknown_name_message as unknown_name_message,
 )
 from ._stego import PARAPHRASES
 from ._tasks import (
@@ -23,6 +24,7 @@ from ._tasks import (
     FILLER_PARAPHRASES as FILLER_PARAPHRASES,
     THINK_CLOSE as THINK_CLOSE,
     Example as Example,
+    Problem as Problem,
     SentenceTruth as SentenceTruth,
     Task as Task,
     extract_boxed as extract_boxed,

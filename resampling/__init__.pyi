@@ -17,11 +17,14 @@ from ._cli import (
 from ._engine import (
     Engine as Engine,
     RunResult as RunResult,
+    check_context as check_context,
+    first_sentence as first_sentence,
     rollout_row as rollout_row,
     traces_truths as traces_truths,
 )
 from ._complete import complete_prompts as complete_prompts
 from ._errors import EngineInputError as EngineInputError
+from ._hf import context_length as context_length
 from ._health import RunFailedError as RunFailedError, RunHealth as RunHealth, run_health as run_health
 from ._model import (
     DEFAULT_MODEL as DEFAULT_MODEL,
@@ -41,6 +44,7 @@ from ._prefix import (
     SEED_STRIDE as SEED_STRIDE,
     TracePrefixes as TracePrefixes,
     answer_cue as answer_cue,
+    token_ids as token_ids,
 )
 from ._sample import sample_traces as sample_traces
 from ._store import (

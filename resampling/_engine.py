@@ -32,7 +32,7 @@ class RunResult:
         self.stats = stats
 
 
-def _first_sentence(text: str) -> str | None:
+def first_sentence(text: str) -> str | None:
     body = text.split(THINK_CLOSE, 1)[0]
     sentences = split_sentences(body)
     return sentences[0].text if sentences else None
@@ -87,7 +87,7 @@ def rollout_row(req: SamplingRequest, c: Completion, truth: str | None) -> dict[
     row.update(
         text=c.text,
         n_tokens=len(c.token_ids),
-        first_sentence=None if req.kind == "forced_answer" else _first_sentence(c.text),
+        first_sentence=None if req.kind == "forced_answer" else first_sentence(c.text),
         answer=answer,
         answer_norm=answer_key(answer),
         correct=None
@@ -187,7 +187,7 @@ class Engine:
         for req in plan:
             if req.params.max_new_tokens is None:
                 raise EngineInputError("max_new_tokens is required for every request (set SamplingParams)")
-        _check_context(
+        check_context(
             plan, getattr(self.backend, "max_context", None), getattr(self.backend, "model_id", "the model")
         )
         identity = self.backend.identity()
@@ -255,7 +255,7 @@ class Engine:
         owner: dict[str, tuple[int, RunStore]] = {}
         cached, todo = 0, []
         for k, plan in enumerate(plans):
-            _check_context(
+            check_context(
                 plan, getattr(self.backend, "max_context", None), getattr(self.backend, "model_id", "")
             )
             store = RunStore(self.cache_dir, run_key(identity, [r.trace_id for r in plan]))
@@ -428,7 +428,7 @@ def _say_planned(stats: dict[str, Any]) -> None:
     Console(stderr=True).print(line, highlight=False)
 
 
-def _check_context(plan: Plan, context: int | None, model: str) -> None:
+def check_context(plan: Plan, context: int | None, model: str) -> None:
     """Every request must fit the model's context (prompt + max_new_tokens), checked before any work: past it a
     model's positions are undefined and its rollouts garbage, however fluent they look."""
     if not context:

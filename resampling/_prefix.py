@@ -53,7 +53,7 @@ def opened_think(tokenizer: Any, template_ids: list[int]) -> list[int]:
     (Qwen3, many chat models) leave the model to write it, so the CoT must come after an explicit ``<think>\\n``."""
     if tokenizer.decode(template_ids).rstrip().endswith("<think>"):
         return template_ids
-    return template_ids + _ids(tokenizer("<think>\n", add_special_tokens=False))
+    return template_ids + token_ids(tokenizer("<think>\n", add_special_tokens=False))
 
 
 def _check_n(n: int) -> None:
@@ -61,7 +61,7 @@ def _check_n(n: int) -> None:
         raise EngineInputError(f"n must be between 1 and {SEED_STRIDE} samples per position, got {n}")
 
 
-def _ids(encoded: Any) -> list[int]:
+def token_ids(encoded: Any) -> list[int]:
     if isinstance(encoded, dict) or hasattr(encoded, "keys"):
         encoded = encoded["input_ids"]
     if encoded and isinstance(encoded[0], list):
@@ -104,7 +104,9 @@ class TracePrefixes:
             )
         template_ids = opened_think(
             tokenizer,
-            _ids(tokenizer.apply_chat_template(trace.messages, add_generation_prompt=True, tokenize=True)),
+            token_ids(
+                tokenizer.apply_chat_template(trace.messages, add_generation_prompt=True, tokenize=True)
+            ),
         )
         enc = tokenizer(trace.cot, add_special_tokens=False, return_offsets_mapping=True)
         cot_ids = [int(t) for t in enc["input_ids"]]
@@ -122,7 +124,7 @@ class TracePrefixes:
                     "the tokenizer's offsets are not monotonic; it cannot cut exact prefixes"
                 )
         cue = answer_cue(trace)
-        cue_ids = _ids(tokenizer(cue, add_special_tokens=False))
+        cue_ids = token_ids(tokenizer(cue, add_special_tokens=False))
         return cls(
             trace,
             tokenizer,
@@ -176,7 +178,7 @@ class TracePrefixes:
             end = self.offsets[cut - 1][1]
             text = self.trace.cot[:end]
             cue = self.cue.removeprefix("\n") if text.endswith("\n") else self.cue
-            joined = _ids(self.tokenizer(text + cue, add_special_tokens=False))
+            joined = token_ids(self.tokenizer(text + cue, add_special_tokens=False))
             keep = 0
             limit = min(cut, len(joined))
             while keep < limit and joined[keep] == self.cot_ids[keep]:

@@ -9,7 +9,7 @@ from cot import Trace
 from resampling._backend import Backend, GenerationJob
 from resampling._errors import EngineInputError
 from resampling._plan import SamplingParams
-from resampling._prefix import _ids
+from resampling._prefix import token_ids as _ids
 
 __all__ = ["sample_traces"]
 

@@ -263,7 +263,7 @@ def _resolve(model_id: str) -> tuple[str, Path | None, Any]:
 
         name = model_id.split(":", 1)[1]
         if name not in organisms.names():
-            from organisms._registry import unknown_name_message
+            from organisms import unknown_name_message
 
             raise EngineInputError(unknown_name_message(name))
         org = organisms.load(name)

@@ -210,3 +210,35 @@ def test_the_stubs_ship_in_the_wheel():
 
     config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert "*.pyi" in config["tool"]["setuptools"]["package-data"]["*"]
+
+
+def private_imports_across_packages(root: Path = REPO) -> list[str]:
+    """``from P._module import ...`` (or ``import P._module``) in a package other than P: a reach past P's public
+    names. The CLI glue (``cotscope``) counts as a package too."""
+    import ast
+
+    found = []
+    for package in [*PACKAGES, "cotscope"]:
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                for name in names:
+                    top, _, rest = name.partition(".")
+                    if top in PACKAGES and top != package and rest.startswith("_"):
+                        found.append(f"{path.relative_to(root)}:{node.lineno}: {name}")
+    return found
+
+
+def test_no_package_imports_another_packages_private_modules(tmp_path):
+    assert private_imports_across_packages() == []
+    # the check sees such an import
+    (tmp_path / "anchors").mkdir()
+    (tmp_path / "anchors" / "x.py").write_text("def f():\n    from resampling._engine import Engine\n")
+    for package in [*PACKAGES, "cotscope"]:
+        (tmp_path / package).mkdir(exist_ok=True)
+    assert private_imports_across_packages(tmp_path) == ["anchors/x.py:2: resampling._engine"]

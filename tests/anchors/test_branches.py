@@ -102,7 +102,7 @@ def test_log_probability_marks_off_policy_text(setup):
 def test_on_policy_search_finds_the_text_and_counts_its_resamples(setup, tmp_path):
     from anchors import intervene
     from resampling import Engine, SamplingParams, SamplingRequest, TracePrefixes, request_seed
-    from resampling._engine import _first_sentence
+    from resampling._engine import first_sentence
 
     be, trace, params = setup
     r = intervene(be, trace, 7, WRONG_LAST, off_policy=True, samples=8, params=params, cache_dir=tmp_path)
@@ -122,7 +122,7 @@ def test_on_policy_search_finds_the_text_and_counts_its_resamples(setup, tmp_pat
     from resampling import Plan
 
     rows = Engine(be, tmp_path, quiet=True).run(Plan([req])).rollouts.sort("sample")
-    firsts = [_first_sentence(t) for t in rows["text"].to_list()]
+    firsts = [first_sentence(t) for t in rows["text"].to_list()]
     assert firsts[-1] == WRONG_LAST and WRONG_LAST not in firsts[:-1]
     assert s["distribution"]["n"] == 8
     assert set(s["distribution"]["answers"]) <= {"1", "5"}

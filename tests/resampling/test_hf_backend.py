@@ -5,7 +5,7 @@ import torch
 from cot import split_sentences
 from resampling import Engine, GenerationJob, SamplingParams, TracePrefixes
 from resampling._hf import HFBackend, _prefix_roots, gumbel_noise, sample_tokens
-from resampling._prefix import _ids
+from resampling._prefix import token_ids as _ids
 
 
 def run_jobs(backend, jobs):
