@@ -15,6 +15,7 @@ from ._blackbox import (
     split_half_pvalues as split_half_pvalues,
 )
 from ._branches import (
+    MIN_REMOVED as MIN_REMOVED,
     ResilienceResult as ResilienceResult,
     intervene as intervene,
     iterative_resilience as iterative_resilience,

@@ -16,7 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from anchors._options import ImportanceOptions
+
 __all__ = [
+    "MIN_REMOVED",
     "ONPOLICY_THRESHOLD",
     "RESILIENCE_ITERATIONS",
     "RESILIENCE_THRESHOLD",
@@ -31,6 +34,10 @@ RESILIENCE_ITERATIONS = 20
 RESILIENCE_THRESHOLD = 0.6
 """Cosine (all-MiniLM-L6-v2) at which a continuation sentence states ``S_i``'s content again. With number-aware
 meaning (the default) the sentence must also state the same numbers, in order."""
+MIN_REMOVED = ImportanceOptions.min_different
+"""Fewest chains that removed ``S_i``'s content for good for counterfactual++ to be defined: the floor of the
+importance table's counterfactual metrics (plain and one-step ++), so that the two are compared on equal terms. One
+removed chain gives |cfpp_accuracy| = 1 or 0 whatever the sentence does."""
 ONPOLICY_THRESHOLD = 0.8
 """Cosine at which a sentence the model writes matches the text of an on-policy intervention (numbers must agree
 too, with number-aware meaning)."""
@@ -210,6 +217,7 @@ def iterative_resilience(
     cache_dir: str | os.PathLike = ".cotscope-cache",
     embed: Any = None,
     quiet: bool = True,
+    min_removed: int = MIN_REMOVED,
 ) -> ResilienceResult:
     """Thought Branches' resilience and counterfactual++ of the sentences at ``positions`` (default: all).
 
@@ -221,7 +229,9 @@ def iterative_resilience(
     ``iterations``). A chain whose last round did not bring it back has removed the content for good; its final
     rollout is one of the counterfactual++ set C_i. ``cfpp_accuracy`` = acc(R_{i+1}) - acc(C_i) and ``cfpp_kl`` =
     KL(P(C_i) || P(R_{i+1})) over answers (``kl_alpha`` smoothing), R_{i+1} being ``samples`` rollouts that keep
-    S_i. Every round's rollouts are stored; the cost bound is printed before any sampling unless ``quiet``.
+    S_i. Both are NaN when fewer than ``min_removed`` chains removed the content for good (the floor the importance
+    table puts on its counterfactual metrics, ``ImportanceOptions.min_different``; ``n_removed`` is reported either
+    way). Every round's rollouts are stored; the cost bound is printed before any sampling unless ``quiet``.
     ``embed``: the embedding function, or a :class:`anchors._labeller.ContentJudge` that decides matches instead of
     the cosine threshold and the number rule.
     """
@@ -229,6 +239,8 @@ def iterative_resilience(
     from cot import split_sentences
     from resampling import Engine, Plan, SamplingParams, TracePrefixes
 
+    if min_removed < 1:
+        raise ValueError(f"min_removed must be at least 1 chain, got {min_removed}")
     params = params or SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=256)
     tok = backend.tokenizer
     prefixes = TracePrefixes.build(trace, tok, min_chars=min_chars)
@@ -318,6 +330,7 @@ def iterative_resilience(
         rem_graded = [st["row"]["correct"] for st in removed if st["row"]["correct"] is not None]
         acc_k = float(np.mean(kept_graded)) if kept_graded else math.nan
         acc_r = float(np.mean(rem_graded)) if rem_graded else math.nan
+        defined = len(removed) >= min_removed
         n = len(returns)
         mean = float(returns.mean()) if n else math.nan
         half = 1.959963984540054 * float(returns.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
@@ -332,8 +345,8 @@ def iterative_resilience(
                 "return_rate_round0": float(np.mean(returns > 0)) if n else math.nan,
                 "n_removed": len(removed),
                 "n_never_removed": sum(st.get("removed") is False for _, st in mine),
-                "cfpp_accuracy": acc_k - acc_r,
-                "cfpp_kl": _kl(rem_answers, kept_answers, kl_alpha),
+                "cfpp_accuracy": acc_k - acc_r if defined else math.nan,
+                "cfpp_kl": _kl(rem_answers, kept_answers, kl_alpha) if defined else math.nan,
                 "accuracy_kept": acc_k,
                 "accuracy_removed": acc_r,
             }
@@ -360,6 +373,7 @@ def iterative_resilience(
         "iterations": iterations,
         "samples": samples,
         "seed": seed,
+        "min_removed": min_removed,
     }
     return ResilienceResult(rows, chains, stats)
 

@@ -208,10 +208,13 @@ def intervene_command(
     "--match-threshold", 0.6, "Cosine at which a sentence states S_i's content again.", min=0, max=1
 )
 @click.option("--ignore-numbers", is_flag=True, help="Match on cosine alone (numbers may differ).")
+@flags.int_option(
+    "--min-removed", 5, "Fewest chains that removed the content for good for CF++ to be defined.", minimum=1
+)
 def resilience_command(
     model_id, backend, backend_settings, trace_file, problem, samples, seed, temperature, top_p, max_new_tokens,
     gt_answer, out, cache_dir, quiet, match, judge_model, judge_base_url, at, iterations, match_threshold,
-    ignore_numbers,
+    ignore_numbers, min_removed,
 ) -> None:  # fmt: skip
     """Iterative resilience and counterfactual++ of sentences (Thought Branches).
 
@@ -226,7 +229,7 @@ def resilience_command(
         result = iterative_resilience(
             be, trace, list(at) or None, samples=samples, iterations=iterations, seed=seed, params=params,
             threshold=match_threshold, numbers=not ignore_numbers, gt_answer=gt_answer, cache_dir=cache_dir,
-            quiet=quiet, embed=matcher(),
+            quiet=quiet, embed=matcher(), min_removed=min_removed,
         )  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None

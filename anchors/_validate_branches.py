@@ -60,6 +60,7 @@ def validate_branches(
     hits: dict[str, list[float]] = {
         "cfpp_accuracy": [],
         "cfpp_kl": [],
+        "cfpp_accuracy_no_floor": [],
         "counterfactual_importance_accuracy": [],
         "counterfactual_importance_kl": [],
     }
@@ -98,6 +99,15 @@ def validate_branches(
         scores = {
             "cfpp_accuracy": np.abs(np.array([rows[i]["cfpp_accuracy"] for i in range(len(run.sentences))])),
             "cfpp_kl": np.array([rows[i]["cfpp_kl"] for i in range(len(run.sentences))]),
+            # the same difference without the floor on removed chains (min_removed = 1), for comparison
+            "cfpp_accuracy_no_floor": np.abs(
+                np.array(
+                    [
+                        rows[i]["accuracy_kept"] - rows[i]["accuracy_removed"]
+                        for i in range(len(run.sentences))
+                    ]
+                )
+            ),
         }
         for name in ("counterfactual_importance_accuracy", "counterfactual_importance_kl"):
             col = run.table[name].cast(float).fill_null(float("nan")).to_numpy()

@@ -51,7 +51,7 @@ from resampling import SamplingParams, make_backend, sample_traces
 
 SMALL = os.environ.get("COTSCOPE_NOTEBOOK_WORK", "full") == "small"
 CACHE = Path(os.environ.get("COTSCOPE_NOTEBOOK_CACHE") or tempfile.mkdtemp(prefix="cotscope-nb06-"))
-CHAINS = 4 if SMALL else 10  # chains per sentence
+CHAINS = 6 if SMALL else 10  # chains per sentence (counterfactual++ needs anchors.MIN_REMOVED = 5 removed)
 ROUNDS = 5 if SMALL else 20  # most resampling rounds per chain (Thought Branches: 20)
 SAMPLES = 10 if SMALL else 30  # rollouts per intervention condition
 PROBLEM_SEED = 366  # the default trace of `cotscope importance`: one wrong computation, corrected
@@ -106,7 +106,9 @@ show(fig)
 # %% [markdown]
 # Correct computations come back in most rounds (15 to 18 of 20 here; every round of the small run): resampling
 # them rarely removes their content. In the few chains where the model finally writes another result, the content
-# is gone and the answer moves, so their counterfactual++ is large but rests on 2 to 4 chains (`n_removed`). The
+# is gone and the answer moves, but that is 2 to 4 chains (`n_removed`), fewer than the 5 counterfactual++ needs
+# (`anchors.MIN_REMOVED`, the floor of the importance table's counterfactual metrics), so it is left undefined:
+# one or two chains would give |counterfactual++ accuracy| = 1 whatever the sentence does. The
 # planted wrong result is gone after one resample in every chain (resilience 0), and the correction comes back only
 # about twice in 20 rounds; once it is removed for good the error stands and the answer is wrong in every chain
 # (counterfactual++ accuracy 1.0), the largest effect of the trace.

@@ -175,6 +175,40 @@ def test_resilience_follows_the_planted_arithmetic_and_resumes(setup, tmp_path):
     assert json.dumps(again.rows, default=str) == json.dumps(r.rows, default=str)
 
 
+def test_counterfactual_pp_needs_min_removed_chains(setup, tmp_path):
+    import math
+
+    from anchors import MIN_REMOVED, iterative_resilience
+    from anchors._branches_cli import resilience_command
+    from anchors._options import ImportanceOptions
+
+    be, trace, params = setup
+    kw = dict(samples=6, iterations=5, params=params, cache_dir=tmp_path)
+    assert MIN_REMOVED == ImportanceOptions().min_different == 5
+    default = {p.name: p.default for p in resilience_command.params}["min_removed"]
+    assert default == MIN_REMOVED
+    rows = {row["sentence"]: row for row in iterative_resilience(be, trace, [2, 6], **kw).rows}
+    # a correct computation is never removed: no counterfactual++ (the accuracies it would compare stay reported)
+    assert (
+        rows[2]["n_removed"] == 0 and math.isnan(rows[2]["cfpp_accuracy"]) and math.isnan(rows[2]["cfpp_kl"])
+    )
+    n = rows[6]["n_removed"]
+    assert (
+        n >= MIN_REMOVED
+        and rows[6]["cfpp_accuracy"] == rows[6]["accuracy_kept"] - rows[6]["accuracy_removed"]
+    )
+    # one chain more than were removed: undefined, and nothing else changes
+    above = {
+        row["sentence"]: row for row in iterative_resilience(be, trace, [2, 6], min_removed=n + 1, **kw).rows
+    }
+    assert math.isnan(above[6]["cfpp_accuracy"]) and math.isnan(above[6]["cfpp_kl"])
+    assert above[6]["n_removed"] == n and above[6]["accuracy_removed"] == rows[6]["accuracy_removed"]
+    exact = {row["sentence"]: row for row in iterative_resilience(be, trace, [6], min_removed=n, **kw).rows}
+    assert exact[6]["cfpp_kl"] == rows[6]["cfpp_kl"]
+    with pytest.raises(ValueError, match="min_removed must be at least 1"):
+        iterative_resilience(be, trace, [6], min_removed=0, **kw)
+
+
 def test_resilience_does_not_depend_on_the_batch_size(setup, tmp_path):
     from anchors import iterative_resilience
 

@@ -73,7 +73,7 @@ def greedy_reference(model, tokenizer, prefix_ids, max_new_tokens: int) -> list[
     """transformers' own greedy ``generate`` after ``prefix_ids``: the new token ids, less a final end of sequence."""
     import torch
 
-    ids = torch.tensor([prefix_ids])
+    ids = torch.tensor([prefix_ids], device=model.device)
     new = model.generate(
         ids,
         attention_mask=torch.ones_like(ids),
