@@ -218,3 +218,25 @@ def test_per_problem_table_prints_rules_learned_and_tag_shares(capsys):
     _print_problems(traces, rules, learned)
     row = capsys.readouterr().out.splitlines()[1].split()
     assert row == ["q", "4", "0.25", "0.75", "0.75", "0.25"]
+
+
+def test_fine_tuning_inputs_put_the_sentence_between_its_cut_neighbours():
+    """The fine-tuning experiment (cot/finetune_roles.py) encodes [CLS] prev [SEP] own [SEP] next [SEP], keeps the
+    last 32 pieces of the previous sentence, the first 64 of its own, the first 32 of the next, and pools over its
+    own pieces only (over its closing separator when it has none)."""
+    from cot.finetune_roles import _examples
+
+    long_prev = list(range(1000, 1040))  # 40 pieces: the last 32 stay
+    own = list(range(2000, 2070))  # 70 pieces: the first 64 stay
+    tokens, centre = _examples([[long_prev, own, [7, 8]], [[]]], cls=1, sep=2)
+    assert tokens.shape == (4, 1 + 32 + 1 + 64 + 1 + 2 + 1)
+    row = tokens[1][tokens[1] != 0].tolist()
+    assert row == [1, *long_prev[-32:], 2, *own[:64], 2, 7, 8, 2]
+    assert centre[1].tolist()[: len(row)] == [0] * 34 + [1] * 64 + [0] * 4
+    first = tokens[0][tokens[0] != 0].tolist()
+    assert first == [1, 2, *long_prev, 2, *own[:32], 2]
+    assert centre[0].sum() == 40 and centre[0][2:42].all()
+    last = tokens[2][tokens[2] != 0].tolist()
+    assert last == [1, *own[-32:], 2, 7, 8, 2, 2] and centre[2].sum() == 2
+    # an empty sentence with no neighbours pools over its closing separator
+    assert tokens[3][:3].tolist() == [1, 2, 2] and centre[3].tolist()[:4] == [0, 0, 1, 0]
