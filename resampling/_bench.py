@@ -7,6 +7,11 @@ same sampling parameters.
 (b) ``generate(num_return_sequences=N)`` once per position (prefills N copies of each prefix);
 (c) the engine (hf backend): one prefill for all nested prefixes, decode batches across positions.
 
+With ``forced_answer``, the forced-answer probes of the same positions are also run through the engine both ways,
+alternating within each repeat: each probe's cue prefilled on the KV cache of the probe before it (the default), and
+each probe prefilled whole (``HFBackend(shared_prefill=False)``, the way before); the prefill tokens are those the
+backend counted running through the model, and the two ways' rollouts are compared token for token.
+
 The work is counted up front (prefill tokens per way; decode tokens as rollouts x ``max_new_tokens``, an upper
 bound since a rollout may stop early) and each way is timed on the same machine in the same process, repeated,
 with medians. Beside each time: the process's peak resident memory while that way ran (sampled every few
@@ -57,6 +62,10 @@ class BenchConfig:
     """The engine's ``batch_size`` (rows decoded together, at most)."""
     kv_budget_gb: float | None = None
     """The engine's decode memory budget; None = the backend's default."""
+    forced_answer: bool = False
+    """Also run the forced-answer probes of the same positions, cue on the shared prefix vs prefilled whole."""
+    forced_max_new_tokens: int = 16
+    """New tokens of a forced-answer probe (the organisms' default; real models get 64 in ``importance``)."""
     logit_std: float = 6.0
     """Real-vocabulary models: the standard deviation of next-token logits (:func:`resampling.synthetic_model`);
     6 gives a nucleus of a few tokens, as a trained model; about ``0.02 sqrt(hidden)`` is a fresh initialisation
@@ -332,6 +341,7 @@ def run_engine_bench(
                     sample_seconds=delta["sample_seconds"],
                     decode_forward_seconds=delta["decode_forward_seconds"],
                     prefill_seconds=delta["prefill_seconds"],
+                    prefill_tokens_run=int(delta["prefill_tokens"]),
                     decode_steps=delta["decode_steps"],
                     batches=delta["batches"],
                     peak_batch_rows=backend.stats["peak_batch_rows"],
@@ -369,7 +379,85 @@ def run_engine_bench(
                 ]
     report["ways"] = ways
     report["naive_positions_timed"] = len(naive_prefixes)
+    if cfg.forced_answer:
+        forced_params = SamplingParams(
+            temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.forced_max_new_tokens
+        )
+        report["forced"] = _forced_bench(
+            backend, tp.forced_answer_plan(cfg.samples, 0, forced_params, positions=positions), cfg.repeats
+        )
     return report
+
+
+def _forced_bench(backend, plan, repeats: int) -> dict[str, Any]:
+    """The forced-answer probes of ``plan`` through the engine with each probe's cue prefilled on the previous
+    probe's KV cache (``shared``) and with every probe prefilled whole (``whole``), alternating, ``repeats`` times."""
+    from resampling._hf import HFBackend
+
+    whole = HFBackend(
+        backend.model,
+        backend.tokenizer,
+        model_id=backend.model_id,
+        path=backend.path,
+        batch_size=backend.batch_size,
+        kv_budget_gb=backend.kv_budget_gb,
+        shared_prefill=False,
+    )
+    backends = {"whole": whole, "shared": backend}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
+    rollouts = {}
+    for _ in range(repeats):
+        for name, b in backends.items():
+            _release_free_memory()
+            before = dict(b.stats)
+            with tempfile.TemporaryDirectory() as cache:
+                start = time.perf_counter()
+                result = _engine_run(b, plan, cache)
+                seconds = time.perf_counter() - start
+            delta = {k: b.stats[k] - before.get(k, 0) for k in b.stats}
+            runs[name].append(
+                {
+                    "seconds": seconds,
+                    "prefill_tokens": int(delta["prefill_tokens"]),
+                    "prefill_tokens_reused": int(delta.get("prefill_tokens_reused", 0)),
+                    "prefill_seconds": delta["prefill_seconds"],
+                }
+            )
+            rollouts[name] = result.sort("request_id", "sample")["text"].to_list()
+    out: dict[str, Any] = {
+        "probes": len(plan),
+        "rollouts": plan.n_rollouts,
+        "max_new_tokens": plan[0].params.max_new_tokens,
+        "probe_tokens": sum(len(r.prompt_ids) for r in plan),
+    }
+    for name, rs in runs.items():
+        out[name] = {
+            "prefill_tokens": rs[-1]["prefill_tokens"],
+            "prefill_tokens_reused": rs[-1]["prefill_tokens_reused"],
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "prefill_seconds": statistics.median(r["prefill_seconds"] for r in rs),
+            "runs": rs,
+        }
+    out["prefill_ratio"] = out["whole"]["prefill_tokens"] / max(1, out["shared"]["prefill_tokens"])
+    out["speedups_per_repeat"] = [
+        a["seconds"] / b["seconds"] for a, b in zip(runs["whole"], runs["shared"], strict=True)
+    ]
+    out["speedup"] = statistics.median(out["speedups_per_repeat"])
+    out["prefill_speedup"] = statistics.median(
+        a["prefill_seconds"] / b["prefill_seconds"]
+        for a, b in zip(runs["whole"], runs["shared"], strict=True)
+    )
+    out["same_rollouts"] = rollouts["whole"] == rollouts["shared"]
+    out["rollouts_differing"] = sum(
+        a != b for a, b in zip(rollouts["whole"], rollouts["shared"], strict=True)
+    )
+    return out
+
+
+def _engine_run(backend, plan, cache):
+    from resampling._engine import Engine
+
+    return Engine(backend, cache, quiet=True).run(plan).rollouts
 
 
 def format_work(r: dict[str, Any]) -> str:
@@ -422,6 +510,26 @@ def format_report(r: dict[str, Any], work: bool = True) -> str:
         )
     if "naive" in r["ways"] and r["naive_positions_timed"] < r["positions"]:
         lines.append(f"(naive timed on {r['naive_positions_timed']} positions and scaled to all)")
+    if "forced" in r:
+        f = r["forced"]
+        per = ", ".join(f"{s:.2f}" for s in f["speedups_per_repeat"])
+        lines += [
+            f"forced-answer probes: {f['probes']} probes x {f['rollouts'] // max(1, f['probes'])} samples, "
+            f"max_new_tokens {f['max_new_tokens']}, {f['probe_tokens']:,} probe tokens in all (medians of "
+            f"{len(f['whole']['runs'])} run(s), the two ways alternating)",
+            f"{'prefill':<24}{'prefill tok':>12}{'reused tok':>12}{'prefill s':>11}{'seconds':>10}",
+        ]
+        for name, what in (("whole", "each probe whole"), ("shared", "cue on shared prefix")):
+            w = f[name]
+            lines.append(
+                f"{what:<24}{w['prefill_tokens']:>12,}{w['prefill_tokens_reused']:>12,}"
+                f"{w['prefill_seconds']:>11.3f}{w['seconds']:>10.3f}"
+            )
+        lines.append(
+            f"prefill tokens {f['prefill_ratio']:.1f}x fewer; prefill time {f['prefill_speedup']:.1f}x, wall time "
+            f"{f['speedup']:.2f}x faster (per repeat: {per}); same rollouts: "
+            f"{'yes' if f['same_rollouts'] else 'NO, ' + str(f['rollouts_differing']) + ' differ'}"
+        )
     return "\n".join(lines)
 
 

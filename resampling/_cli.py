@@ -268,6 +268,13 @@ WAYS_DEFAULT = ("naive", "generate_n", "engine")
     min_open=True,
 )
 @flags.int_option("--repeats", None, "Repeated runs; medians are reported.")
+@click.option(
+    "--forced-answer",
+    is_flag=True,
+    help="Also run the forced-answer probes of the same positions through the engine, each probe's cue prefilled "
+    "on the shared prefix against each probe prefilled whole (prefill tokens counted by the backend, wall time).",
+)
+@flags.int_option("--forced-max-new-tokens", None, "New tokens of a forced-answer probe (default 16).")
 @click.option("--quick", is_flag=True, help="Small settings that finish in under a minute here.")
 @flags.json_option()
 @flags.device_option(None)
@@ -284,6 +291,8 @@ def bench_engine(
     kv_budget_gb,
     logit_std,
     repeats,
+    forced_answer,
+    forced_max_new_tokens,
     quick,
     as_json,
     device,
@@ -296,6 +305,11 @@ def bench_engine(
     if logit_std is not None and not real_vocab:
         raise click.BadParameter(
             "--logit-std shapes a real-vocabulary model: add --real-vocab tiny|small|base"
+        )
+    if forced_max_new_tokens is not None and not forced_answer:
+        raise click.BadParameter(
+            "--forced-max-new-tokens sets the forced-answer probes' budget: add --forced-answer",
+            param_hint="--forced-max-new-tokens",
         )
     if real_vocab and trace_path is None:
         raise click.BadParameter(
@@ -311,10 +325,12 @@ def bench_engine(
         ("positions", positions),
         ("kv_budget_gb", kv_budget_gb),
         ("logit_std", logit_std),
+        ("forced_max_new_tokens", forced_max_new_tokens),
     ):
         if value is not None:
             setattr(cfg, name, value)
     cfg.batch_size = batch_size
+    cfg.forced_answer = forced_answer
     cfg.ways = tuple(w.strip() for w in ways.split(",") if w.strip())
     try:
         report = run_engine_bench(

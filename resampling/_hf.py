@@ -5,6 +5,9 @@ Work per call, for a trace of K positions and N samples each:
 - **Prefill once.** The prefixes of a trace nest, so one forward pass over the longest prefix gives the KV cache of
   every shorter one (a slice) and the next-token logits at every cut. Distinct roots (other traces, edited traces)
   get one pass each.
+- **A probe prefills only what it adds.** A root that shares a long token prefix with the root prefilled just before
+  it (a forced-answer probe: the trace's prefix up to a sentence, then the answer cue) reuses that root's KV cache,
+  sliced, and prefills only its own tail (see :data:`MIN_SHARED_FRACTION`).
 - **Decode in one batch across positions and traces.** Rows (one per rollout) are left-padded into one KV cache;
   finished rows leave the batch at once.
 - **Seeds that do not depend on the batch.** Token t of a rollout with seed s is drawn by the Gumbel-max trick with
@@ -30,7 +33,7 @@ from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, load_model, model_identity
 from resampling._plan import SamplingParams
 
-__all__ = ["CANDIDATES", "HFBackend", "gumbel_noise", "sample_tokens"]
+__all__ = ["CANDIDATES", "MIN_SHARED_FRACTION", "HFBackend", "gumbel_noise", "sample_tokens"]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -133,6 +136,15 @@ in cache; elsewhere enough rows to fill the device, in bounded memory."""
 
 SAMPLER_VERSION = 3
 """Changes whenever the same (logits, seed, step) can draw another token; part of the backend identity."""
+
+PREFILL_VERSION = 2
+"""Changes whenever a prompt's logits can be computed another way (so a draw can change); part of the backend
+identity. 2: a root sharing a long prefix with the previous root prefills only its tail on that root's KV cache."""
+
+MIN_SHARED_FRACTION = 0.5
+"""A root reuses the previous root's KV cache when the token prefix they share is at least this fraction of it
+(it then prefills at most as many tokens as it reuses): forced-answer probes share all but their cue; roots of
+other traces share only the chat template's first tokens and are prefilled whole."""
 
 
 def sample_tokens(
@@ -376,8 +388,12 @@ class HFBackend:
         batch_size: int = 512,
         kv_budget_gb: float | None = None,
         stop_token_ids: Sequence[int] | None = None,
+        shared_prefill: bool = True,
     ) -> None:
         self.model = model.eval()
+        self.shared_prefill = bool(shared_prefill)
+        """Prefill a root that shares a long prefix with the previous root on that root's sliced KV cache (False:
+        every root is prefilled whole, as before ``PREFILL_VERSION`` 2; kept for the benchmark's comparison)."""
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.path = path
@@ -447,6 +463,8 @@ class HFBackend:
                 "stop_token_ids": sorted(int(t) for t in self.stop_token_ids),
                 "sampler": SAMPLER_VERSION,
             }
+            if self.shared_prefill:
+                self._identity["prefill"] = PREFILL_VERSION
         return self._identity
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -509,10 +527,15 @@ class HFBackend:
         # Which cut positions of each root we need next-token logits for, and the last batch that reads the root.
         needed: dict[int, set[int]] = defaultdict(set)
         last_use: dict[int, int] = {}
+        first_use: dict[int, int] = {}
         for b, batch in enumerate(batches):
             for row in batch:
                 needed[row.root].add(row.length - 1)
                 last_use[row.root] = b
+                first_use.setdefault(row.root, b)
+        if self.shared_prefill:  # a root's KV lives until the next root is prefilled on top of it
+            for r in range(1, len(roots)):
+                last_use[r - 1] = max(last_use[r - 1], first_use[r])
         remaining: dict[int, int] = defaultdict(int)
         for row in rows:
             remaining[row.job] += 1
@@ -522,7 +545,14 @@ class HFBackend:
         for b, batch in enumerate(batches):
             for r in sorted({row.root for row in batch} - set(kv)):
                 positions = sorted(needed[r])
-                kv[r], logits = self._prefill(roots[r], positions)
+                shared = 0
+                if self.shared_prefill and r - 1 in kv:
+                    # the logits of every cut of this root come from the tail, so the tail starts at or before the
+                    # first cut
+                    shared = min(_common_prefix(roots[r], roots[r - 1]), positions[0])
+                    if shared < MIN_SHARED_FRACTION * len(roots[r]):
+                        shared = 0
+                kv[r], logits = self._prefill(roots[r], positions, kv.get(r - 1), shared)
                 for pos, row_logits in zip(positions, logits, strict=True):
                     first_logits[(r, pos + 1)] = row_logits
             self.stats["batches"] += 1
@@ -537,12 +567,23 @@ class HFBackend:
                 for key in [key for key in first_logits if key[0] == r]:
                     del first_logits[key]
 
-    def _prefill(self, ids: tuple[int, ...], positions: list[int]):
+    def _prefill(self, ids: tuple[int, ...], positions: list[int], base=None, shared: int = 0):
+        """The KV cache of ``ids`` and the next-token logits after each of ``positions``. With ``shared`` > 0 the
+        first ``shared`` tokens' keys and values are read from ``base`` (another root's cache that starts with the
+        same tokens) and only the rest runs through the model."""
+        from transformers import DynamicCache
+
         start = time.perf_counter()
-        input_ids = torch.tensor([ids], device=self.device)
-        keep = torch.tensor(positions, device=self.device)
-        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=keep)
-        self.stats["prefill_tokens"] += len(ids)
+        cache = None
+        if shared:
+            cache = DynamicCache(config=self.model.config)
+            for layer, (k, v) in enumerate(base):
+                cache.update(k[:, :, :shared], v[:, :, :shared], layer)
+        input_ids = torch.tensor([ids[shared:]], device=self.device)
+        keep = torch.tensor([p - shared for p in positions], device=self.device)
+        out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep)
+        self.stats["prefill_tokens"] += len(ids) - shared
+        self.stats["prefill_tokens_reused"] += shared
         self.stats["forward_calls"] += 1
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         layers = [(layer.keys, layer.values) for layer in cache.layers]
@@ -659,6 +700,18 @@ class HFBackend:
             if cut >= 0:
                 text = text[:cut]
         return Completion(sample=row.sample, seed=row.seed, token_ids=ids, text=text, finish_reason=finish)
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """The number of leading tokens ``a`` and ``b`` share (a binary search over slice comparisons, which run in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def _prefix_roots(prompts: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:

@@ -33,6 +33,8 @@ def test_bad_options_are_one_line_errors():
     assert "Traceback" not in result.output
     result = runner.invoke(bench, ["engine", "--logit-std", "0.45"])
     assert result.exit_code == 2 and "add --real-vocab" in result.output
+    result = runner.invoke(bench, ["engine", "--forced-max-new-tokens", "8"])
+    assert result.exit_code == 2 and "add --forced-answer" in result.output
 
 
 def test_logit_std_shapes_the_real_vocabulary_models_logits(deepseek_tok):
@@ -70,3 +72,28 @@ def test_the_work_is_counted_and_the_same_for_every_way():
     assert r["speedup_vs_generate_n"] == pytest.approx(
         r["ways"]["generate_n"]["seconds"] / r["ways"]["engine"]["seconds"]
     )
+
+
+def test_forced_probes_are_benchmarked_both_ways_with_the_prefill_the_backend_ran():
+    from resampling._bench import format_report
+    from resampling._cli import default_trace
+    from resampling._model import load_model
+    from resampling._prefix import TracePrefixes
+
+    cfg = BenchConfig(
+        samples=2, max_new_tokens=4, repeats=2, positions=4, ways=("engine",), forced_answer=True
+    )
+    r = run_engine_bench("organism:arith", cfg, device="cpu")
+    f = r["forced"]
+    tp = TracePrefixes.build(default_trace("organism:arith"), load_model("organism:arith").tokenizer)
+    probes = [tp.forced_answer_ids(p) for p in _pick_positions(tp.n_positions, 4)]
+    assert f["probes"] == 4 and f["rollouts"] == 8 and f["max_new_tokens"] == 16
+    assert f["whole"]["prefill_tokens"] == sum(len(p) for p in probes) == f["probe_tokens"]
+    assert f["whole"]["prefill_tokens_reused"] == 0
+    shared = f["shared"]
+    assert max(len(p) for p in probes) <= shared["prefill_tokens"] < f["whole"]["prefill_tokens"]
+    assert shared["prefill_tokens"] + shared["prefill_tokens_reused"] == f["whole"]["prefill_tokens"]
+    assert f["same_rollouts"] and f["rollouts_differing"] == 0
+    assert len(f["speedups_per_repeat"]) == 2
+    assert r["ways"]["engine"]["runs"][0]["prefill_tokens_run"] == r["work"]["engine"]["prefill_tokens"]
+    assert "cue on shared prefix" in format_report(r)

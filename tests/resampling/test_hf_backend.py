@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -227,3 +229,91 @@ def test_sliding_window_models_past_their_window_get_a_clear_error(tiny_tokenize
     job = GenerationJob("j", tuple(range(5, 12)), (0,), (0,), SamplingParams(max_new_tokens=4))
     with pytest.raises(EngineInputError, match="sliding-window attention over 8 tokens"):
         list(backend.generate([job]))
+
+
+def _forced_jobs(tp, n, params, positions=None):
+    plan = tp.forced_answer_plan(n, 3, params, positions=positions)
+    return [
+        GenerationJob(r.request_id, r.prompt_ids, tuple(range(r.n)), tuple(r.seeds()), r.params) for r in plan
+    ]
+
+
+def _tokens(backend, jobs):
+    return {key: [c.token_ids for c in comps] for key, comps in run_jobs(backend, jobs).items()}
+
+
+def test_forced_probes_prefill_only_their_cue_and_draw_the_same_tokens(
+    tiny_model, tiny_tokenizer, tiny_trace
+):
+    from resampling._hf import _common_prefix
+
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    params = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8)
+    jobs = _forced_jobs(tp, 4, params)
+    whole = HFBackend(tiny_model, tiny_tokenizer, shared_prefill=False)
+    ref = _tokens(whole, jobs)
+    assert whole.stats["prefill_tokens"] == sum(len(j.prompt_ids) for j in jobs)  # one root per probe before
+    for kw in ({}, {"batch_size": 1}, {"batch_size": 3}, {"kv_budget_gb": 1e-4}):
+        shared = HFBackend(tiny_model, tiny_tokenizer, **kw)
+        assert _tokens(shared, list(reversed(jobs))) == ref, kw
+        # the longest probe is prefilled whole; every other one only past what it shares with the one before it
+        prompts = _prefix_roots([j.prompt_ids for j in reversed(jobs)])[0]
+        assert len(prompts) == len(jobs)
+        expected = len(prompts[0]) + sum(
+            len(p) - _common_prefix(p, q) for q, p in itertools.pairwise(prompts)
+        )
+        assert shared.stats["prefill_tokens"] == expected < whole.stats["prefill_tokens"] / 2, kw
+        assert (
+            shared.stats["prefill_tokens"] + shared.stats["prefill_tokens_reused"]
+            == whole.stats["prefill_tokens"]
+        )
+    assert len({tuple(t) for toks in ref.values() for t in toks}) > 1
+
+
+def test_shared_prefill_reads_the_right_keys_and_values(tiny_tokenizer, tiny_trace):
+    """Greedy probes in float64 equal transformers' generate on each probe's whole prompt: a slice of the wrong
+    length, at the wrong offset, or from the wrong root would change them."""
+    from conftest import build_model, greedy_reference
+
+    model = build_model(tiny_tokenizer, dtype=torch.float64)
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    backend = HFBackend(model, tiny_tokenizer)
+    ours = _tokens(backend, _forced_jobs(tp, 1, SamplingParams(temperature=0, max_new_tokens=6)))
+    assert backend.stats["prefill_tokens_reused"] > 0
+    plan = tp.forced_answer_plan(1, 3, SamplingParams(temperature=0, max_new_tokens=6))
+    for req in plan:
+        assert ours[req.request_id][0] == greedy_reference(model, tiny_tokenizer, list(req.prompt_ids), 6), (
+            req.position
+        )
+
+
+def test_common_prefix_and_the_share_threshold(tiny_model, tiny_tokenizer):
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from resampling._hf import PREFILL_VERSION, _common_prefix
+
+    @given(st.lists(st.integers(0, 3), max_size=30), st.lists(st.integers(0, 3), max_size=30))
+    def check(a, b):
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        assert _common_prefix(tuple(a), tuple(b)) == n
+
+    check()
+    # roots of other prompts that share only a short head are prefilled whole
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    params = SamplingParams(temperature=1.0, max_new_tokens=2)
+    jobs = [
+        GenerationJob("a", (1, 2, 3, 4, 5, 6), (0,), (0,), params),
+        GenerationJob("b", (1, 2, 9, 9, 9), (0,), (1,), params),
+    ]
+    run_jobs(backend, jobs)
+    assert backend.stats["prefill_tokens"] == 11 and backend.stats["prefill_tokens_reused"] == 0
+    backend = HFBackend(tiny_model, tiny_tokenizer)
+    jobs[1] = GenerationJob("b", (1, 2, 3, 9, 9), (0,), (1,), params)  # 3 of 5 shared: reused
+    run_jobs(backend, jobs)
+    assert backend.stats["prefill_tokens"] == 8 and backend.stats["prefill_tokens_reused"] == 3
+    # the identity says which prefill made the rows, so rows of the other way are never mixed in
+    assert backend.identity()["prefill"] == PREFILL_VERSION
+    assert "prefill" not in HFBackend(tiny_model, tiny_tokenizer, shared_prefill=False).identity()

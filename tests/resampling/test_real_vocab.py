@@ -1,5 +1,7 @@
 """The engine at real scale: DeepSeek's 128k tokenizer, the published R1 traces, a random-weight Qwen2."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,35 @@ def test_batches_respect_the_memory_budget(real_vocab_model, deepseek_tok):
     assert backend.row_bytes(100) == 100 * 2 * 1 * 16 * 2 * 4 + 3 * 4 * V
     with pytest.raises(EngineInputError, match="kv_budget_gb must be > 0"):
         HFBackend(real_vocab_model, deepseek_tok, kv_budget_gb=0)
+
+
+def test_real_vocab_forced_probes_share_only_a_true_token_prefix(long_trace, real_vocab_model, deepseek_tok):
+    """On an R1 trace the probe's text joined with its cue retokenizes the prefix's last '.' as '.\\n' at many
+    positions: those probes are not a token extension of their prefix, and only the tokens they truly share are
+    reused. Their draws equal those of a whole prefill, for any batching."""
+    from resampling._hf import _common_prefix, _prefix_roots
+
+    tp = long_trace
+    positions = list(range(tp.n_positions))
+    merged = [
+        p for p in positions[1:] if tp.forced_answer_ids(p)[: len(tp.prefix_ids(p))] != tp.prefix_ids(p)
+    ]
+    assert merged  # the case exists on this trace
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=4)
+    plan = tp.forced_answer_plan(3, 0, params)
+    jobs = [
+        GenerationJob(r.request_id, r.prompt_ids, tuple(range(r.n)), tuple(r.seeds()), r.params) for r in plan
+    ]
+    whole = HFBackend(real_vocab_model, deepseek_tok, shared_prefill=False)
+    ref = {j.key: [c.token_ids for c in cs] for j, cs in whole.generate(jobs)}
+    for kw in ({}, {"batch_size": 5}):
+        backend = HFBackend(real_vocab_model, deepseek_tok, **kw)
+        got = {j.key: [c.token_ids for c in cs] for j, cs in backend.generate(list(reversed(jobs)))}
+        assert got == ref, kw
+    prompts = _prefix_roots([j.prompt_ids for j in reversed(jobs)])[0]
+    shared = sum(_common_prefix(p, q) for q, p in itertools.pairwise(prompts))
+    assert backend.stats["prefill_tokens_reused"] == shared
+    assert backend.stats["prefill_tokens"] == whole.stats["prefill_tokens"] - shared
+    for p in merged:  # a merged probe reuses nothing past the token its cue rewrites
+        ids = tuple(tp.forced_answer_ids(p))
+        assert max(_common_prefix(ids, q) for q in prompts if q != ids) < len(tp.prefix_ids(p))
