@@ -19,6 +19,7 @@ Work per call, for a trace of K positions and N samples each:
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,14 @@ from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, load_model, model_identity
 from resampling._plan import SamplingParams
 
-__all__ = ["CANDIDATES", "MIN_SHARED_FRACTION", "HFBackend", "gumbel_noise", "sample_tokens"]
+__all__ = [
+    "CANDIDATES",
+    "MIN_SHARED_FRACTION",
+    "HFBackend",
+    "cache_argument",
+    "gumbel_noise",
+    "sample_tokens",
+]
 
 _MASK32 = 0xFFFFFFFF
 
@@ -373,6 +381,13 @@ class _Row:
     length: int
 
 
+def cache_argument(model: Any) -> str:
+    """The name under which ``model.forward`` takes its KV cache: ``cache`` in recent ``transformers``,
+    ``past_key_values`` before (and in wrappers that take only ``**kwargs``). Passing the wrong one is not an error
+    there (it lands in ``**kwargs`` and is ignored), so every decode step would silently run without its context."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class HFBackend:
     """Sampling with a transformers causal LM; see the module docstring for how work is shared."""
 
@@ -402,6 +417,7 @@ class HFBackend:
             stop_token_ids = eos_token_ids(tokenizer, model)
         self.stop_token_ids = list(stop_token_ids)
         self.device = next(model.parameters()).device
+        self._cache_arg = cache_argument(model)
         if kv_budget_gb is None:
             kv_budget_gb = default_kv_budget_gb(self.device)
         if not kv_budget_gb > 0:
@@ -581,7 +597,7 @@ class HFBackend:
                 cache.update(k[:, :, :shared], v[:, :, :shared], layer)
         input_ids = torch.tensor([ids[shared:]], device=self.device)
         keep = torch.tensor([p - shared for p in positions], device=self.device)
-        out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep)
+        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=keep, **{self._cache_arg: cache})
         self.stats["prefill_tokens"] += len(ids) - shared
         self.stats["prefill_tokens_reused"] += shared
         self.stats["forward_calls"] += 1
@@ -666,8 +682,8 @@ class HFBackend:
                 input_ids=tokens[:, None],
                 attention_mask=full_mask[:, : lmax + step + 1],
                 position_ids=(lengths + step)[:, None],
-                cache=cache,
                 use_cache=True,
+                **{self._cache_arg: cache},
             )
             logits = out.logits[:, -1].float()
             self.stats["forward_calls"] += 1

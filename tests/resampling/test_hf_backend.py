@@ -317,3 +317,27 @@ def test_common_prefix_and_the_share_threshold(tiny_model, tiny_tokenizer):
     # the identity says which prefill made the rows, so rows of the other way are never mixed in
     assert backend.identity()["prefill"] == PREFILL_VERSION
     assert "prefill" not in HFBackend(tiny_model, tiny_tokenizer, shared_prefill=False).identity()
+
+
+def test_the_kv_cache_goes_under_the_name_the_model_takes(tiny_tokenizer):
+    # older transformers call it past_key_values and swallow an unknown `cache=` in **kwargs: decoding would then
+    # run every step without its context (greedy tokens differ from the second on), so the name is looked up
+    from conftest import build_model
+
+    from resampling._hf import HFBackend, cache_argument
+
+    class Old:
+        def forward(self, input_ids=None, attention_mask=None, past_key_values=None, use_cache=None, **kwargs):
+            pass
+
+    class Wrapped:
+        def forward(self, *args, **kwargs):
+            pass
+
+    assert cache_argument(Old()) == "past_key_values"
+    assert cache_argument(Wrapped()) == "past_key_values"
+    model = build_model(tiny_tokenizer)
+    import inspect
+
+    expected = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    assert HFBackend(model, tiny_tokenizer)._cache_arg == expected
