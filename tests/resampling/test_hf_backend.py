@@ -327,7 +327,9 @@ def test_the_kv_cache_goes_under_the_name_the_model_takes(tiny_tokenizer):
     from resampling._hf import HFBackend, cache_argument
 
     class Old:
-        def forward(self, input_ids=None, attention_mask=None, past_key_values=None, use_cache=None, **kwargs):
+        def forward(
+            self, input_ids=None, attention_mask=None, past_key_values=None, use_cache=None, **kwargs
+        ):
             pass
 
     class Wrapped:
