@@ -1,0 +1,138 @@
+"""Sparse positions (``importance --adaptive --sparse K``) on a stub backend whose answer moves at one planted
+sentence: the bisection finds it, a trace whose answer never moves samples only the sparse grid, sentences left
+unmeasured are NaN, and every rollout both runs drew is the dense run's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from anchors._adaptive import AdaptiveOptions, sparse_grid
+from anchors._blackbox import ImportanceOptions
+from cot import Trace
+from resampling import Completion
+
+N_SENTENCES = 16
+JUMP = 9
+"""The planted sentence: positions 0..JUMP (without it) answer mostly 7, positions after it mostly 3."""
+
+
+class JumpBackend:
+    """The organism's tokenizer and context, but completions made up from the prompt's position: a boxed answer
+    drawn from the rollout's seed, 7 with probability ``before`` at positions up to ``JUMP`` and ``after`` past it."""
+
+    max_context = None  # nothing is decoded
+
+    def __init__(self, inner, prefixes, before: float, after: float):
+        self.inner, self.before, self.after = inner, before, after
+        self.position = {tuple(prefixes.prefix_ids(p)): (p, False) for p in range(prefixes.n_positions)}
+        self.position |= {
+            tuple(prefixes.forced_answer_ids(p)): (p, True) for p in range(prefixes.n_positions)
+        }
+        self.asked = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def identity(self):
+        return {**self.inner.identity(), "stub": f"jump {self.before} {self.after}"}
+
+    def generate(self, jobs):
+        for job in jobs:
+            p, forced = self.position[tuple(job.prompt_ids)]
+            share = self.before if p <= JUMP else self.after
+            comps = []
+            for sample, seed in zip(job.samples, job.seeds, strict=True):
+                answer = 7 if np.random.default_rng(seed).random() < share else 3
+                text = f"{answer}}}" if forced else f"So. \\boxed{{{answer}}}"
+                comps.append(
+                    Completion(sample=sample, seed=seed, token_ids=[1, 2], text=text, finish_reason="stop")
+                )
+            self.asked += len(comps)
+            yield job, comps
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from anchors._pipeline import sampling_defaults, sampling_params
+    from resampling import TracePrefixes, make_backend
+
+    inner = make_backend("hf", model_id="organism:arith")
+    cot = " ".join(f"Step {w} keeps the running total as it was." for w in range(N_SENTENCES))
+    trace = Trace(prompt="What is the total?", cot=cot, answer_text="\\boxed{7}", metadata={"gt_answer": "7"})
+    prefixes = TracePrefixes.build(trace, inner.tokenizer, min_chars=10)
+    assert len(prefixes.sentences) == N_SENTENCES
+    params, forced = sampling_params(sampling_defaults("organism:arith")[0])
+    return inner, trace, prefixes, params, forced
+
+
+def _run(parts, cache, before, after, stride):
+    from anchors._pipeline import compute_importance
+
+    inner, trace, prefixes, params, forced = parts
+    backend = JumpBackend(inner, prefixes, before, after)
+    run = compute_importance(
+        backend, trace, samples=20, seed=0, params=params, forced_params=forced, cache_dir=cache,
+        options=ImportanceOptions(min_different=2, n_bootstrap=0, n_permutations=200, continuation_metrics=False),
+        whitebox=False, roles="rules", adaptive=AdaptiveOptions(first=6, stride=stride),
+    )  # fmt: skip
+    return run, backend.asked
+
+
+def _sampled(run):
+    return sorted(set(run.rollouts["position"].to_list()))
+
+
+def test_bisection_finds_the_planted_jump_and_leaves_the_rest_unmeasured(parts, tmp_path):
+    run, asked = _run(parts, tmp_path / "s", 0.95, 0.05, 4)
+    grid = [int(i) for i in np.flatnonzero(sparse_grid(N_SENTENCES + 1, 4))]
+    assert grid == [0, 4, 8, 12, 16]
+    # the interval 8..12 holds the jump: bisected to 8, 9, 10; the other intervals' ends agree
+    assert _sampled(run) == [0, 4, 8, 9, 10, 12, 16]
+    table = run.table
+    reasons = table["stop_reason"].to_list()
+    assert (
+        reasons[JUMP] in ("significant", "max samples")
+        and table["resampling_importance_accuracy_significant"][JUMP]
+    )
+    assert abs(table["resampling_importance_accuracy"][JUMP]) > 0.5
+    measured = {8, 9}
+    for j in range(N_SENTENCES):
+        if j in measured:
+            assert reasons[j] != "skipped (sparse)"
+        else:
+            assert reasons[j] == "skipped (sparse)", j
+            assert math.isnan(table["resampling_importance_accuracy"][j]) and math.isnan(
+                table["forced_importance_kl"][j]
+            )
+            assert table["resampling_importance_accuracy_significant"][j] is None
+    assert run.stats["adaptive_sentences_skipped"] == N_SENTENCES - len(measured)
+    # every rollout both drew is the dense run's, and the sparse run drew far fewer
+    dense, dense_asked = _run(parts, tmp_path / "d", 0.95, 0.05, 1)
+    key = ["kind", "position", "sample"]
+    both = run.rollouts.join(dense.rollouts, on=key, suffix="_dense")
+    assert len(both) > 0.5 * len(run.rollouts)
+    for col in ("answer_norm", "correct", "seed"):
+        assert both[col].equals(both[f"{col}_dense"].alias(col))
+    assert asked < dense_asked / 2
+    # the planted sentence is the dense run's top one too
+    acc = dense.table["resampling_importance_accuracy"].abs().fill_nan(None).arg_max()
+    assert acc == JUMP
+
+
+def test_a_trace_whose_answer_never_moves_samples_only_the_grid(parts, tmp_path):
+    run, asked = _run(parts, tmp_path / "n", 0.5, 0.5, 4)
+    assert _sampled(run) == [0, 4, 8, 12, 16]
+    assert set(run.table["stop_reason"].to_list()) == {"skipped (sparse)"}
+    assert run.table["resampling_importance_accuracy"].is_nan().all()
+    # the grid positions stopped once their intervals settled: no position reached --samples
+    counts = run.rollouts.filter(pl.col("kind") == "resample").group_by("position").len()["len"]
+    assert counts.max() < 20 and asked == run.stats["adaptive_rollouts"]
+
+
+def test_sparse_needs_a_stride_of_at_least_one():
+    with pytest.raises(ValueError, match="stride"):
+        AdaptiveOptions(stride=0)
