@@ -359,12 +359,17 @@ def bench_sampler(rows, vocab, repeats, check_chunks, as_json, device) -> None:
 @flags.samples_option(10, "Rollouts per position.", minimum=2)
 @flags.int_option("--repeats", 3)
 @flags.seed_option(0, "First problem seed, and the rollouts' seed.")
+@click.option(
+    "--adaptive", is_flag=True, help="Both sides adaptive (rounds; --samples is the most a position gets)."
+)
 @flags.json_option()
-def bench_study(n_traces, samples, repeats, seed, as_json) -> None:
+def bench_study(n_traces, samples, repeats, seed, adaptive, as_json) -> None:
     """A dataset as one study run against the single-trace pipeline looped over it (same rows), on organism:arith."""
     from anchors.bench_study import format_study_bench, run_study_bench
 
-    report = run_study_bench(n_traces=n_traces, samples=samples, repeats=repeats, seed=seed)
+    report = run_study_bench(
+        n_traces=n_traces, samples=samples, repeats=repeats, seed=seed, adaptive=adaptive
+    )
     click.echo(json.dumps(report, indent=2) if as_json else format_study_bench(report))
 
 
