@@ -295,7 +295,7 @@ class TraceRounds:
         if self.adaptive.stride > 1:
             stats.update(
                 adaptive_sparse_stride=self.adaptive.stride,
-                adaptive_positions_sampled=int(self.open.sum()),
+                adaptive_positions_sampled=int(drawn.sum()),
                 adaptive_sentences_skipped=int((~measured).sum()),
                 adaptive_interval_tests=self.screen_tests,
             )

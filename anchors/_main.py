@@ -447,6 +447,14 @@ def _importance_dataset(
         raise click.UsageError(str(exc)) from None
     for s in result.skipped:
         click.echo(f"skipped {s['trace']}: {s['reason']}", err=True)
+    if "adaptive" in result.stats and not quiet:
+        st = result.stats["adaptive"]
+        click.echo(
+            f"adaptive: {st['adaptive_rollouts']} rollouts of a fixed run's {st['adaptive_fixed_rollouts']} over "
+            f"{st['traces']} traces; looks at {st['adaptive_schedule']}, flag level "
+            f"{st['adaptive_alpha_per_look']:.4g} a look (Bonferroni alpha spending)",
+            err=True,
+        )
     n = result.table["trace_id"].n_unique()
     click.echo(
         f"{n} traces, {result.table.height} sentences, {len(result.skipped)} skipped -> {out} "

@@ -228,13 +228,15 @@ def run_study(
     if not tables:
         raise EngineInputError(f"every trace failed ({skipped[-1]['reason']}); nothing to aggregate")
     table = pl.concat(tables, how="diagonal_relaxed")
+    if outcomes:
+        stats = {**stats, "adaptive": _adaptive_totals([o.stats for o in outcomes.values()])}
     result = StudyRun(table, skipped, stats)
     if out is not None:
         from anchors._report_study import write_study
 
-        run = {**(header or {}), "engine": stats}
+        run = {**(header or {}), "engine": {k: v for k, v in stats.items() if k != "adaptive"}}
         if outcomes:
-            run["adaptive"] = _adaptive_totals([o.stats for o in outcomes.values()])
+            run["adaptive"] = stats["adaptive"]
         write_study(table, out, notes=notes, skipped=skipped, run=run)
     return result
 

@@ -65,6 +65,7 @@ def run_adaptive_bench(
     emb = TextEmbeddings()
     ranked = [m for m in SIGNIFICANCE_METHODS if m in METHODS]
     totals = {side: [0, 0.0] for side in sides}
+    coverage = {"positions": 0, "positions_sampled": 0, "sentences_skipped": 0}
     fixed_sig = 0
     kept_sig = dict.fromkeys(compared, 0)
     same_top1 = {side: {m: [] for m in ranked} for side in compared}
@@ -87,6 +88,11 @@ def run_adaptive_bench(
                 )  # fmt: skip
                 totals[side][1] += time.perf_counter() - start
                 totals[side][0] += runs[side].rollouts.height
+            if "sparse" in runs:
+                st = runs["sparse"].stats
+                coverage["positions"] += len(st["adaptive_positions_rollouts"])
+                coverage["positions_sampled"] += st["adaptive_positions_sampled"]
+                coverage["sentences_skipped"] += st["adaptive_sentences_skipped"]
             targets = sorted({_merged_index(tr.cot, i, runs["fixed"].sentences) for i in planted_plain})
             flags = {}
             for m in SIGNIFICANCE_METHODS:
@@ -177,7 +183,7 @@ def run_adaptive_bench(
     report.update(side_report("adaptive"))
     report["targets"] = TARGETS
     if sparse is not None:
-        report["sparse"] = {"stride": sparse, **side_report("sparse")}
+        report["sparse"] = {"stride": sparse, **coverage, **side_report("sparse")}
     return report
 
 
@@ -205,7 +211,11 @@ def format_adaptive_bench(r: dict[str, Any]) -> str:
         "targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items()),
     ]
     if r.get("sparse"):
-        lines += [f"sparse positions, every {r['sparse']['stride']}th first:"]
+        sp = r["sparse"]
+        lines += [
+            f"sparse positions, every {sp['stride']}th first: {sp['positions_sampled']} of {sp['positions']} "
+            f"positions sampled, {sp['sentences_skipped']} sentences not measured"
+        ]
         lines += [
             "  " + line
             for line in format_adaptive_bench({**r, **r["sparse"], "sparse": None}).splitlines()[1:]
