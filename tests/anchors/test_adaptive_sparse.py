@@ -55,8 +55,7 @@ class JumpBackend:
             yield job, comps
 
 
-@pytest.fixture(scope="module")
-def parts():
+def _parts():
     from anchors._pipeline import sampling_defaults, sampling_params
     from resampling import TracePrefixes, make_backend
 
@@ -67,6 +66,50 @@ def parts():
     assert len(prefixes.sentences) == N_SENTENCES
     params, forced = sampling_params(sampling_defaults("organism:arith")[0])
     return inner, trace, prefixes, params, forced
+
+
+@pytest.fixture(scope="module")
+def parts():
+    return _parts()
+
+
+def flag_rates(parts, cache, before: float, after: float, stride: int, seeds: int) -> dict[str, float]:
+    """``seeds`` adaptive runs (``--samples 50``, default looks) of the stub trace with a jump from ``before`` to
+    ``after`` at sentence ``JUMP``: the share of runs that flag the planted sentence (any metric), and the share of
+    flagged verdicts among the other sentences that were measured (metric by sentence; none of them moves the
+    answer, so this is the false-flag rate, bisection's reuse of the ends' rollouts included)."""
+    from anchors._pipeline import compute_importance
+    from anchors._significance import SIGNIFICANCE_METRICS
+
+    inner, trace, prefixes, params, forced = parts
+    found = tested = flagged = 0
+    for seed in range(seeds):
+        run = compute_importance(
+            JumpBackend(inner, prefixes, before, after), trace, samples=50, seed=seed, params=params,
+            forced_params=forced, cache_dir=cache / str(seed), whitebox=False, roles="rules",
+            options=ImportanceOptions(min_different=2, n_bootstrap=0, continuation_metrics=False),
+            adaptive=AdaptiveOptions(stride=stride),
+        )  # fmt: skip
+        for j, reason in enumerate(run.table["stop_reason"].to_list()):
+            verdicts = [run.table[f"{m}_significant"][j] for m in SIGNIFICANCE_METRICS]
+            if reason.startswith("skipped"):
+                continue
+            if j == JUMP:
+                found += any(bool(v) for v in verdicts)
+                continue
+            tested += sum(v is not None for v in verdicts)
+            flagged += sum(bool(v) for v in verdicts)
+    return {
+        "jump_flagged": found / seeds,
+        "null_flagged": flagged / tested if tested else math.nan,
+        "null_n": tested,
+    }
+
+
+@pytest.mark.slow
+def test_sentences_measured_after_a_bisection_keep_the_false_flag_rate(parts, tmp_path):
+    rates = flag_rates(parts, tmp_path, 0.8, 0.2, 4, 30)
+    assert rates["jump_flagged"] == 1.0 and rates["null_n"] > 100 and rates["null_flagged"] <= 0.05
 
 
 def _run(parts, cache, before, after, stride):
@@ -136,3 +179,13 @@ def test_a_trace_whose_answer_never_moves_samples_only_the_grid(parts, tmp_path)
 def test_sparse_needs_a_stride_of_at_least_one():
     with pytest.raises(ValueError, match="stride"):
         AdaptiveOptions(stride=0)
+
+
+if __name__ == "__main__":  # the measurement in docs/anchors.md: BEFORE AFTER STRIDE SEEDS
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    before, after, stride, seeds = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    with tempfile.TemporaryDirectory() as tmp:
+        print(flag_rates(_parts(), Path(tmp), before, after, stride, seeds))
