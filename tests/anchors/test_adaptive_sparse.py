@@ -77,12 +77,14 @@ def flag_rates(parts, cache, before: float, after: float, stride: int, seeds: in
     """``seeds`` adaptive runs (``--samples 50``, default looks) of the stub trace with a jump from ``before`` to
     ``after`` at sentence ``JUMP``: the share of runs that flag the planted sentence (any metric), and the share of
     flagged verdicts among the other sentences that were measured (metric by sentence; none of them moves the
-    answer, so this is the false-flag rate, bisection's reuse of the ends' rollouts included)."""
+    answer, so this is the false-flag rate, bisection's reuse of the ends' rollouts included), and how often the
+    planted sentence stopped for each reason."""
     from anchors._pipeline import compute_importance
     from anchors._significance import SIGNIFICANCE_METRICS
 
     inner, trace, prefixes, params, forced = parts
     found = tested = flagged = 0
+    reasons: dict[str, int] = {}
     for seed in range(seeds):
         run = compute_importance(
             JumpBackend(inner, prefixes, before, after), trace, samples=50, seed=seed, params=params,
@@ -90,6 +92,8 @@ def flag_rates(parts, cache, before: float, after: float, stride: int, seeds: in
             options=ImportanceOptions(min_different=2, n_bootstrap=0, continuation_metrics=False),
             adaptive=AdaptiveOptions(stride=stride),
         )  # fmt: skip
+        planted = run.table["stop_reason"][JUMP]
+        reasons[planted] = reasons.get(planted, 0) + 1
         for j, reason in enumerate(run.table["stop_reason"].to_list()):
             verdicts = [run.table[f"{m}_significant"][j] for m in SIGNIFICANCE_METRICS]
             if reason.startswith("skipped"):
@@ -103,6 +107,7 @@ def flag_rates(parts, cache, before: float, after: float, stride: int, seeds: in
         "jump_flagged": found / seeds,
         "null_flagged": flagged / tested if tested else math.nan,
         "null_n": tested,
+        "jump_stop_reasons": reasons,
     }
 
 
