@@ -11,7 +11,12 @@ chances to flag, so it keeps that bound.
 
 Same seeds, same rollouts: rollout k of position i is the draw of seed ``request_seed(seed, i, kind) + k``
 (:meth:`resampling.TracePrefixes.plan`) whichever round asks for it, so an adaptive run's rows equal a fixed run's
-for every sample both drew, and the rollout cache resumes a run cut between rounds."""
+for every sample both drew, and the rollout cache resumes a run cut between rounds.
+
+One trace's state is a :class:`TraceRounds`; :func:`run_rounds` drives one trace (``importance --trace``) or a whole
+dataset (``importance --traces``, one engine pass per round over every trace) with the same code. Sparse positions
+(``AdaptiveOptions.stride``, ``--sparse K``): a grid first, then bisection of the intervals whose ends differ
+(:meth:`TraceRounds._screen`); sentences of the other intervals are not measured (NaN, :func:`with_outcome`)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["AdaptiveOptions", "AdaptiveOutcome", "TraceRounds", "look_schedule", "run_rounds", "settle"]
+__all__ = [
+    "AdaptiveOptions",
+    "AdaptiveOutcome",
+    "TraceRounds",
+    "counts_plan",
+    "look_schedule",
+    "run_rounds",
+    "settle",
+    "sparse_grid",
+    "with_outcome",
+]
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,32 @@ if __name__ == "__main__":  # the measurement in docs/anchors.md: BEFORE AFTER S
     before, after, stride, seeds = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     with tempfile.TemporaryDirectory() as tmp:
         print(flag_rates(_parts(), Path(tmp), before, after, stride, seeds))
+
+
+def test_importance_sparse_from_the_command_line(tmp_path):
+    from cotscope.cli import main
+
+    out = tmp_path / "run"
+    args = [
+        "importance",
+        "--samples",
+        "15",
+        "--adaptive",
+        "--sparse",
+        "3",
+        "--no-whitebox",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    rollouts = pl.read_parquet(out / "rollouts.parquet")
+    sampled = set(rollouts["position"].to_list())
+    for j, reason in enumerate(table["stop_reason"].to_list()):
+        # a sentence is measured exactly when both its positions were sampled; else it is NaN, never filled in
+        assert reason.startswith("skipped") == (not {j, j + 1} <= sampled)
+        if reason.startswith("skipped"):
+            assert math.isnan(table["forced_importance_kl"][j]) and table["n_rollouts"][j] >= 0
+    assert {0, len(table)} <= sampled
+    # the same folder with another stride is another run
+    assert main([*args[:5], "4", *args[6:]]) != 0
