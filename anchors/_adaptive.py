@@ -11,10 +11,16 @@ chances to flag, so it keeps that bound.
 
 Same seeds, same rollouts: rollout k of position i is the draw of seed ``request_seed(seed, i, kind) + k``
 (:meth:`resampling.TracePrefixes.plan`) whichever round asks for it, so an adaptive run's rows equal a fixed run's
-for every sample both drew, and the rollout cache resumes a run cut between rounds."""
+for every sample both drew, and the rollout cache resumes a run cut between rounds.
+
+One trace's state is a :class:`TraceRounds`; :func:`run_rounds` drives one trace (``importance --trace``) or a whole
+dataset (``importance --traces``, one engine pass per round over every trace) with the same code. Sparse positions
+(``AdaptiveOptions.stride``, ``--sparse K``): a grid first, then bisection of the intervals whose ends differ
+(:meth:`TraceRounds._screen`); sentences of the other intervals are not measured (NaN, :func:`with_outcome`)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +28,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-__all__ = ["AdaptiveOptions", "look_schedule", "settle"]
+__all__ = [
+    "AdaptiveOptions",
+    "AdaptiveOutcome",
+    "TraceRounds",
+    "counts_plan",
+    "look_schedule",
+    "run_rounds",
+    "settle",
+    "sparse_grid",
+    "with_outcome",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,10 @@ class AdaptiveOptions:
     top_k: int = 1
     """A sentence among the current ``top_k`` of any significance metric's value (accuracy metrics by magnitude)
     is never settled before ``--samples``: its rank is what a reader takes from the run, so it gets every rollout."""
+    stride: int = 1
+    """Sparse positions (``--sparse K``): the first round samples every ``stride``-th position (and the last)
+    only; an interval between two sampled neighbours is bisected while its ends differ (:meth:`TraceRounds._screen`),
+    and the sentences of an interval whose ends do not differ are not measured. 1: every position."""
 
     def __post_init__(self) -> None:
         if self.first < 2:
@@ -49,6 +69,8 @@ class AdaptiveOptions:
             raise ValueError(f"futility must be in (0, 1], got {self.futility}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.stride < 1:
+            raise ValueError(f"stride (--sparse) must be at least 1 position, got {self.stride}")
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be at least 1 rollout, got {self.budget}")
 
@@ -96,113 +118,277 @@ def top_sentences(table: pl.DataFrame, metrics: tuple[str, ...], k: int) -> np.n
     return mask
 
 
-def run_adaptive(
-    engine: Any,
-    prefixes: Any,
-    *,
-    samples: int,
-    seed: int,
-    params: Any,
-    forced_params: Any,
-    forced_answer: bool,
-    truths: dict[str, Any],
-    score: Any,
-    metrics: tuple[str, ...],
-    level: float,
-    adaptive: AdaptiveOptions,
-) -> tuple[Any, pl.DataFrame, dict[str, Any]]:
-    """Rounds of sampling until every sentence is settled, ``samples`` is reached everywhere or the budget is
-    spent. ``score(rollouts)`` is the importance table of the rollouts so far. Returns the last engine result,
-    the per-sentence adaptive columns (``stop_reason``, ``<metric>_significant``) and stats; the table's own
-    ``n_rollouts`` and ``n_forced`` say how many rollouts each position got."""
+@dataclass
+class AdaptiveOutcome:
+    """What the rounds of one trace settled: the per-sentence columns (``stop_reason``, ``<metric>_significant``),
+    the stats, and each position's rollouts (``counts``, what the final plan asks for)."""
+
+    columns: pl.DataFrame
+    stats: dict[str, Any]
+    counts: list[int]
+    skipped: list[bool]
+    """Per sentence: not measured (sparse: an interval whose ends did not differ); its metrics are NaN."""
+
+
+def sparse_grid(n_pos: int, stride: int) -> np.ndarray:
+    """Mask of the positions the first round samples: every ``stride``-th one, and the last."""
+    grid = np.zeros(n_pos, dtype=bool)
+    grid[::stride] = True
+    grid[-1] = True
+    return grid
+
+
+class TraceRounds:
+    """One trace's adaptive state across the rounds: rollouts per position so far (``n``), which positions are
+    stopped, which sentences are flagged, and (sparse) which positions are sampled at all.
+
+    A round asks :meth:`extra` of every trace, draws the rollouts (one trace, or many in one engine pass), then
+    gives each trace its rollouts in :meth:`look`. The rounds end once :attr:`finished`; :meth:`outcome` says what
+    they settled. Single-trace and dataset runs share this code, so a trace's rows are the same in both."""
+
+    def __init__(
+        self,
+        prefixes: Any,
+        *,
+        samples: int,
+        seed: int,
+        params: Any,
+        forced_params: Any,
+        forced_answer: bool,
+        score: Any,
+        metrics: tuple[str, ...],
+        level: float,
+        adaptive: AdaptiveOptions,
+        options: Any = None,
+    ) -> None:
+        self.prefixes, self.seed, self.params, self.forced_params = prefixes, seed, params, forced_params
+        self.forced_answer, self.score, self.metrics, self.adaptive = forced_answer, score, metrics, adaptive
+        self.options, self.samples = options, samples
+        self.sizes = look_schedule(adaptive.first, samples, adaptive.growth)
+        self.alpha_look = level / len(self.sizes)
+        n_pos, n_sent = prefixes.n_positions, len(prefixes.sentences)
+        self.n = np.zeros(n_pos, dtype=np.int64)
+        self.stopped = np.zeros(n_pos, dtype=bool)
+        self.open = sparse_grid(n_pos, adaptive.stride) if adaptive.stride > 1 else np.ones(n_pos, dtype=bool)
+        self.screens: dict[tuple[int, int], str] = {}
+        self.screen_tests = 0
+        self.reason = np.array(["sampling"] * n_sent, dtype=object)
+        self.flagged = np.zeros((n_sent, len(metrics)), dtype=bool)
+        self.ever = np.zeros((n_sent, len(metrics)), dtype=bool)
+        self.table: pl.DataFrame | None = None
+        self.looks = 0
+        self.finished = False
+
+    def extra(self, target: int) -> np.ndarray:
+        """Rollouts each position would draw to reach ``target`` (none for a stopped or unsampled one)."""
+        return np.where(self.open & ~self.stopped, np.maximum(self.n, target) - self.n, 0)
+
+    def grant(self, extra: np.ndarray, given: np.ndarray) -> bool:
+        """Take the ``given`` part of ``extra`` (the budget may cut it); positions given nothing stop. False when
+        this round draws nothing for the trace (its rounds are over)."""
+        self.stopped |= (extra > 0) & (given == 0)
+        if not given.any():
+            self.finished = True
+            return False
+        self.n = self.n + given
+        return True
+
+    def plan(self) -> Any:
+        """The plan of each position's rollouts so far (and its forced-answer probes)."""
+        return counts_plan(
+            self.prefixes, self.n, self.seed, self.params, self.forced_answer, self.forced_params
+        )
+
+    def look(self, rollouts: pl.DataFrame, target: int) -> None:
+        """Score the rollouts so far, settle what is settled, and stop the positions nobody reads any more."""
+        table = self.score(rollouts)
+        self.table = table
+        self.looks += 1
+        n_sent = len(self.reason)
+        drawn = self.open & (self.n > 0)  # a midpoint opened at the last look has no rollouts yet
+        measured = drawn[:-1] & drawn[1:]
+        flagged, done = settle(
+            table,
+            self.metrics,
+            self.alpha_look,
+            self.adaptive.futility,
+            self.flagged,
+            nan_settles=self.looks >= 2,
+        )
+        self.flagged = flagged & measured[:, None]
+        done &= measured
+        self.ever |= self.flagged
+        if target < self.sizes[-1]:
+            done = done & ~top_sentences(table, self.metrics, self.adaptive.top_k)
+        busy = self._screen(rollouts) if self.adaptive.stride > 1 else set()
+        # a position stops when every sentence that reads it (sentence i-1 and sentence i) is settled, and (sparse)
+        # no interval it ends is still being tested
+        for i in np.flatnonzero(drawn):
+            readers = [j for j in (i - 1, i) if 0 <= j < n_sent and measured[j]]
+            if all(done[j] for j in readers) and i not in busy:
+                self.stopped[i] = True
+        for j in range(n_sent):
+            if self.reason[j] == "sampling" and done[j]:
+                self.reason[j] = "significant" if self.flagged[j].any() else "not significant"
+        if (self.stopped | ~self.open).all():
+            self.finished = True
+
+    def _screen(self, rollouts: pl.DataFrame) -> set[int]:
+        """Sparse positions: test each interval between two sampled neighbours i < j (j > i + 1) with the
+        sentences' own permutation test at the per-look level; where the ends differ, open the midpoint (and reopen
+        the ends: they now have a sentence to measure). Returns the positions that end an interval still under
+        test."""
+        from anchors._significance import position_pair_pvalues
+
+        sampled = [int(i) for i in np.flatnonzero(self.open & (self.n > 0))]
+        busy: set[int] = set()
+        for i, j in itertools.pairwise(sampled):
+            if j - i < 2 or self.screens.get((i, j)) in ("same", "differs"):
+                continue
+            ps = np.array(
+                list(position_pair_pvalues(rollouts, self.prefixes.trace.id, i, j, self.options).values())
+            )
+            self.screen_tests += 1
+            if (np.isfinite(ps) & (ps < self.alpha_look)).any():
+                self.screens[(i, j)] = "differs"
+                m = (i + j) // 2
+                self.open[m] = True
+                self.stopped[[i, j]] = False
+                busy |= {i, j}
+            elif (~np.isfinite(ps) | (ps >= self.adaptive.futility)).all() and (
+                self.looks >= 2 or np.isfinite(ps).all()
+            ):
+                self.screens[(i, j)] = "same"
+            else:
+                busy |= {i, j}
+        return busy
+
+    def _settled_gap(self, j: int) -> bool:
+        """Whether sentence ``j`` lies in an interval whose ends were found not to differ."""
+        return any(a <= j < b and state == "same" for (a, b), state in self.screens.items())
+
+    def outcome(self) -> AdaptiveOutcome:
+        """The per-sentence verdicts and stop reasons, and the stats, once the rounds are over."""
+        if self.table is None:
+            raise ValueError(
+                f"trace {self.prefixes.trace.id}: the budget ran out before it got a rollout; raise --budget"
+            )
+        n, samples, n_sent = self.n, self.samples, len(self.reason)
+        drawn = self.open & (n > 0)
+        measured = drawn[:-1] & drawn[1:]
+        at_max = n >= samples
+        reason = self.reason.copy()
+        for j in range(n_sent):
+            if not measured[j]:
+                # in an interval whose ends did not differ, or (looks over) one still being bisected
+                reason[j] = "skipped (sparse)" if self._settled_gap(j) else "skipped (sparse, looks over)"
+            elif reason[j] == "sampling":
+                reason[j] = "max samples" if all(at_max[i] for i in (j, j + 1) if i < len(n)) else "budget"
+        p_final = {m: self.table[f"{m}_p"].cast(pl.Float64).to_numpy() for m in self.metrics}
+        columns: dict[str, Any] = {"stop_reason": pl.Series("stop_reason", list(reason), dtype=pl.String)}
+        for k, m in enumerate(self.metrics):
+            columns[f"{m}_significant"] = pl.Series(
+                f"{m}_significant",
+                [
+                    bool(self.ever[j, k])
+                    if measured[j] and (self.ever[j, k] or np.isfinite(p_final[m][j]))
+                    else None
+                    for j in range(n_sent)
+                ],
+                dtype=pl.Boolean,
+            )
+        per_rollout = 2 if self.forced_answer else 1
+        stats = {
+            "adaptive": True,
+            "adaptive_looks": self.looks,
+            "adaptive_schedule": self.sizes,
+            "adaptive_alpha_per_look": self.alpha_look,
+            "adaptive_rollouts": int(n.sum()) * per_rollout,
+            "adaptive_fixed_rollouts": len(n) * samples * per_rollout,
+            "adaptive_positions_rollouts": [int(x) for x in n],
+        }
+        if self.adaptive.stride > 1:
+            stats.update(
+                adaptive_sparse_stride=self.adaptive.stride,
+                adaptive_positions_sampled=int(drawn.sum()),
+                adaptive_sentences_skipped=int((~measured).sum()),
+                adaptive_interval_tests=self.screen_tests,
+            )
+        return AdaptiveOutcome(pl.DataFrame(columns), stats, [int(x) for x in n], [not m for m in measured])
+
+
+def counts_plan(
+    prefixes: Any, counts: Any, seed: int, params: Any, forced_answer: bool, forced_params: Any
+) -> Any:
+    """The plan of ``counts[i]`` rollouts (and probes) at each position ``i`` (none where 0)."""
     from resampling import Plan
 
-    sizes = look_schedule(adaptive.first, samples, adaptive.growth)
-    alpha_look = level / len(sizes)
-    n_pos = prefixes.n_positions
-    n_sent = len(prefixes.sentences)
-    per_rollout = 2 if forced_answer else 1
-    n = np.zeros(n_pos, dtype=np.int64)
-    stopped = np.zeros(n_pos, dtype=bool)
-    reason = np.array(["sampling"] * n_sent, dtype=object)
-    flagged = np.zeros((n_sent, len(metrics)), dtype=bool)
-    ever = np.zeros((n_sent, len(metrics)), dtype=bool)
-    result, table, looks = None, None, 0
+    counts = [int(c) for c in counts]
+    reqs = []
+    for size in sorted({c for c in counts if c > 0}):
+        positions = [i for i, c in enumerate(counts) if c == size]
+        reqs += prefixes.plan(
+            size, seed, params, positions=positions, forced_answer=forced_answer, forced_params=forced_params
+        ).requests
+    return Plan(reqs, prefixes.plan(1, seed, params, positions=[0]).meta)
+
+
+def _spread(extra: np.ndarray, left: int) -> np.ndarray:
+    """``left`` rollouts spread over the positions that want ``extra``: one a position at a time, in order."""
+    given = np.zeros_like(extra)
+    while left > 0 and (given < extra).any():
+        for i in np.flatnonzero(given < extra):
+            if left == 0:
+                break
+            given[i] += 1
+            left -= 1
+    return given
+
+
+def run_rounds(rounds: list[TraceRounds], draw: Any, budget: int | None = None) -> None:
+    """The rounds of one or many traces: each round asks every open trace for its rollouts, ``draw(traces)``
+    samples them all (one engine pass) and returns each trace's rollouts so far, and each trace looks at its own.
+    ``budget`` caps the total over all traces (rollouts and probes); what is left is spread one rollout a position
+    at a time."""
+    if not rounds:
+        return
+    sizes = rounds[0].sizes
+    per_rollout = 2 if rounds[0].forced_answer else 1
     for target in sizes:
-        want = np.where(stopped, n, np.maximum(n, target))
-        extra = want - n
-        if adaptive.budget is not None:
-            left = (adaptive.budget - int(n.sum()) * per_rollout) // per_rollout
-            if int(extra.sum()) > left:  # spread what is left evenly: one rollout a position at a time
-                given = np.zeros_like(extra)
-                while left > 0 and (given < extra).any():
-                    for i in np.flatnonzero(given < extra):
-                        if left == 0:
-                            break
-                        given[i] += 1
-                        left -= 1
-                stopped |= (extra > 0) & (given == 0)
-                extra = given
-            want = n + extra
-        if looks and not extra.any():
+        active = [r for r in rounds if not r.finished]
+        if not active:
             break
-        n = want
-        reqs = []
-        for size in sorted(set(n.tolist())):
-            if size == 0:
-                continue
-            positions = [int(i) for i in np.flatnonzero(n == size)]
-            reqs += prefixes.plan(
-                int(size),
-                seed,
-                params,
-                positions=positions,
-                forced_answer=forced_answer,
-                forced_params=forced_params,
-            ).requests
-        plan = Plan(reqs, prefixes.plan(1, seed, params, positions=[0]).meta)
-        result = engine.run(plan, truths=truths)
-        table = score(result.rollouts)
-        looks += 1
-        flagged, done = settle(table, metrics, alpha_look, adaptive.futility, flagged, nan_settles=looks >= 2)
-        ever |= flagged
-        if target < sizes[-1]:
-            done = done & ~top_sentences(table, metrics, adaptive.top_k)
-        # a position stops when every sentence that reads it (sentence i-1 and sentence i) is settled
-        for i in range(n_pos):
-            readers = [j for j in (i - 1, i) if 0 <= j < n_sent]
-            if readers and all(done[j] for j in readers):
-                stopped[i] = True
-        for j in range(n_sent):
-            if reason[j] == "sampling" and done[j]:
-                reason[j] = "significant" if flagged[j].any() else "not significant"
-        if stopped.all():
+        extras = [r.extra(target) for r in active]
+        given = extras
+        if budget is not None:
+            left = (budget - sum(int(r.n.sum()) for r in rounds) * per_rollout) // per_rollout
+            flat = np.concatenate(extras)
+            if int(flat.sum()) > left:
+                cut = np.split(_spread(flat, left), np.cumsum([len(e) for e in extras])[:-1])
+                given = list(cut)
+        go = [r for r, e, g in zip(active, extras, given, strict=True) if r.grant(e, g)]
+        if not go:
             break
-    at_max = n >= samples
-    for j in range(n_sent):
-        if reason[j] == "sampling":
-            reads = [i for i in (j, j + 1) if i < n_pos]
-            reason[j] = "max samples" if all(at_max[i] for i in reads) else "budget"
-    p_final = {m: table[f"{m}_p"].cast(pl.Float64).to_numpy() for m in metrics}
-    columns: dict[str, Any] = {
-        "stop_reason": pl.Series("stop_reason", list(reason), dtype=pl.String),
-    }
-    for k, m in enumerate(metrics):
-        columns[f"{m}_significant"] = pl.Series(
-            f"{m}_significant",
-            [bool(ever[j, k]) if (ever[j, k] or np.isfinite(p_final[m][j])) else None for j in range(n_sent)],
-            dtype=pl.Boolean,
-        )
-    stats = {
-        "adaptive": True,
-        "adaptive_looks": looks,
-        "adaptive_schedule": sizes,
-        "adaptive_alpha_per_look": alpha_look,
-        "adaptive_rollouts": int(n.sum()) * per_rollout,
-        "adaptive_fixed_rollouts": n_pos * samples * per_rollout,
-        "adaptive_positions_rollouts": [int(x) for x in n],
-    }
-    return result, pl.DataFrame(columns), stats
+        for r, rollouts in zip(go, draw(go), strict=True):
+            r.look(rollouts, target)
+
+
+def with_outcome(table: pl.DataFrame, outcome: AdaptiveOutcome) -> pl.DataFrame:
+    """The importance table with the rounds' columns, and every metric of a sentence that was not measured (sparse)
+    set to NaN: its positions were not both sampled, so there is no difference to report."""
+    from anchors._formulas import METRICS
+
+    table = table.with_columns(outcome.columns.get_columns())
+    if not any(outcome.skipped):
+        return table
+    skipped = pl.Series(outcome.skipped)
+    names = [c for c in table.columns if any(c == m or c.startswith(f"{m}_") for m in METRICS)]
+    names = [
+        c for c in names if table[c].dtype in (pl.Float64, pl.Float32) and c not in outcome.columns.columns
+    ]
+    return table.with_columns(
+        [pl.when(skipped).then(float("nan")).otherwise(pl.col(c)).alias(c) for c in names]
+    )
 
 
 def adaptive_split_half(

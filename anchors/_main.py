@@ -35,13 +35,19 @@ def counterfactual_options(f):
     )(f)
 
 
-def _adaptive_settings(adaptive: bool, budget: int | None):
-    """The :class:`anchors._adaptive.AdaptiveOptions` of ``--adaptive``/``--budget``, None without ``--adaptive``."""
+def _adaptive_settings(adaptive: bool, budget: int | None, sparse: int | None = None):
+    """The :class:`anchors._adaptive.AdaptiveOptions` of ``--adaptive``/``--budget``/``--sparse``, None without
+    ``--adaptive``."""
     if not adaptive:
         return None
     from anchors._adaptive import AdaptiveOptions
 
-    return AdaptiveOptions(budget=budget)
+    return AdaptiveOptions(budget=budget, stride=sparse or 1)
+
+
+def _adaptive_config(budget: int | None, sparse: int | None) -> dict:
+    """What ``--adaptive`` records in the run's configuration (``sparse`` only when given, so older runs match)."""
+    return {"budget": budget} if sparse is None else {"budget": budget, "sparse": sparse}
 
 
 def _adaptive_note(run) -> str:
@@ -150,6 +156,7 @@ def importance(
     no_whitebox,
     adaptive,
     budget,
+    sparse,
     roles,
     judge_model,
     judge_base_url,
@@ -206,10 +213,9 @@ def importance(
             raise click.BadParameter(str(exc), param_hint="--receiver-heads") from None
     if budget is not None and not adaptive:
         raise click.BadParameter("--budget caps an adaptive run; add --adaptive", param_hint="--budget")
-    if dataset and adaptive:
+    if sparse is not None and not adaptive:
         raise click.BadParameter(
-            "adaptive sampling runs one trace at a time for now; drop --adaptive or give one --trace",
-            param_hint="--adaptive",
+            "--sparse samples positions in adaptive rounds; add --adaptive", param_hint="--sparse"
         )
     if dataset:
         _importance_dataset(
@@ -235,6 +241,8 @@ def importance(
             cache_dir=cache_dir,
             force=force,
             quiet=quiet,
+            adaptive=_adaptive_settings(adaptive, budget, sparse),
+            adaptive_config=_adaptive_config(budget, sparse) if adaptive else None,
         )
         return
     # a bad trace file, or an OUT that holds another run's results, fails before the model loads
@@ -255,7 +263,7 @@ def importance(
     if roles != "rules":  # runs claimed before --roles existed (the rules labeller) keep their configuration
         config["roles"] = roles_identity(roles, judge_model)
     if adaptive:  # likewise: fixed runs keep their configuration
-        config["adaptive"] = {"budget": budget}
+        config["adaptive"] = _adaptive_config(budget, sparse)
     claim_out(out, "importance", None if trace is None else {**config, "trace": trace.id}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
     warn_batch_invariance(be)
@@ -293,7 +301,7 @@ def importance(
         quiet=quiet,
         embed=partial(embed_sentences, device=embedding_device),
         out=out,
-        adaptive=_adaptive_settings(adaptive, budget),
+        adaptive=_adaptive_settings(adaptive, budget, sparse),
         header={
             "command": "importance",
             "trace": trace.to_dict(),
@@ -355,6 +363,8 @@ def _importance_dataset(
     role_settings,
     force,
     quiet,
+    adaptive=None,
+    adaptive_config=None,
 ) -> None:
     """``cotscope importance --traces PATH`` / ``--n-traces N``: a study (anchors._study_run)."""
     from anchors._blackbox import ImportanceOptions
@@ -387,6 +397,8 @@ def _importance_dataset(
         whitebox=whitebox,
         roles=roles_identity(roles, role_settings["judge_model"]),
     )
+    if adaptive_config is not None:  # fixed runs keep their configuration
+        config["adaptive"] = adaptive_config
     source = {"traces": sorted(t.id for t in traces)} if traces else {"n_traces": n_traces}
     claim_out(out, "importance", {**config, **source}, force=force)
     be = make_backend_from_options(model_id, backend, **backend_settings)
@@ -429,11 +441,20 @@ def _importance_dataset(
             header={"command": "importance", **config},
             skipped=skipped,
             roles=role_labeller(roles, **role_settings, cache_dir=cache_dir or out / ".cache", quiet=quiet),
+            adaptive=adaptive,
         )
     except EngineInputError as exc:
         raise click.UsageError(str(exc)) from None
     for s in result.skipped:
         click.echo(f"skipped {s['trace']}: {s['reason']}", err=True)
+    if "adaptive" in result.stats and not quiet:
+        st = result.stats["adaptive"]
+        click.echo(
+            f"adaptive: {st['adaptive_rollouts']} rollouts of a fixed run's {st['adaptive_fixed_rollouts']} over "
+            f"{st['traces']} traces; looks at {st['adaptive_schedule']}, flag level "
+            f"{st['adaptive_alpha_per_look']:.4g} a look (Bonferroni alpha spending)",
+            err=True,
+        )
     n = result.table["trace_id"].n_unique()
     click.echo(
         f"{n} traces, {result.table.height} sentences, {len(result.skipped)} skipped -> {out} "

@@ -16,6 +16,7 @@ from cotscope._progress import step
 __all__ = [
     "DEFAULT_TEMPERATURE",
     "ImportanceRun",
+    "adaptive_rounds",
     "compute_importance",
     "onpolicy_trace",
     "pick_receiver_heads",
@@ -273,7 +274,8 @@ def compute_importance(
     is the labeller of the ``role`` column (``cot.label_sentences``: ``learned``, the default, ``rules``, or a
     labeller object such as a judge from :func:`anchors._labeller.role_labeller`).
 
-    ``adaptive`` (an :class:`anchors._adaptive.AdaptiveOptions`) samples in rounds and stops each position once its
+    ``adaptive`` (an :class:`anchors._adaptive.AdaptiveOptions`, or the :class:`anchors._adaptive.AdaptiveOutcome`
+    of rounds a dataset run already drew) samples in rounds and stops each position once its
     sentences' significance verdicts are settled (``samples`` is then the most a position gets); the table gains
     ``stop_reason`` (its ``n_rollouts`` and ``n_forced`` say how many rollouts each position got), and
     ``<metric>_significant`` is the sequential verdict (:mod:`anchors._adaptive`).
@@ -302,37 +304,30 @@ def compute_importance(
 
     labels = label_sentences(prefixes.sentences, roles)
     engine = Engine(backend, cache_dir, quiet=quiet)
-    extra_columns, adaptive_stats = None, {}
+    outcome = None
     if adaptive is not None:
-        from anchors._adaptive import run_adaptive
-        from anchors._significance import SIGNIFICANCE_METRICS
+        from anchors._adaptive import AdaptiveOutcome, counts_plan, run_rounds
 
-        def score(rollouts: pl.DataFrame) -> pl.DataFrame:
-            return importance_table(
-                rollouts, trace, prefixes.sentences, options=opts, embed=emb, roles=labels
+        outcome = adaptive
+        if not isinstance(adaptive, AdaptiveOutcome):
+            rounds = adaptive_rounds(
+                prefixes, trace, samples=samples, seed=seed, params=params, forced_params=forced_params,
+                forced_answer=forced_answer, options=opts, embed=emb, roles=labels, adaptive=adaptive,
+            )  # fmt: skip
+            run_rounds(
+                [rounds],
+                lambda go: [engine.run(go[0].plan(), truths={trace.id: truth}).rollouts],
+                adaptive.budget,
             )
-
-        _, extra_columns, adaptive_stats = run_adaptive(
-            engine,
-            prefixes,
-            samples=samples,
-            seed=seed,
-            params=params,
-            forced_params=forced_params,
-            forced_answer=forced_answer,
-            truths={trace.id: truth},
-            score=score,
-            metrics=SIGNIFICANCE_METRICS,
-            level=opts.significance_level,
-            adaptive=adaptive,
-        )
-        plan = _adaptive_plan(prefixes, adaptive_stats, seed, params, forced_answer, forced_params, plan)
+            outcome = rounds.outcome()
+        plan = counts_plan(prefixes, outcome.counts, seed, params, forced_answer, forced_params)
     # with ``out``, the engine writes OUT/rollouts.parquet and OUT/run.json (model identity, sampling, seeds,
     # versions, and ``header``) as ``cotscope resample`` does
     result = engine.run(
         plan, truths={trace.id: truth}, out=out, header={**(header or {}), "graded_against": graded_against}
     )
-    result.stats.update(adaptive_stats)
+    if outcome is not None:
+        result.stats.update(outcome.stats)
     # a run whose rollouts (mostly) failed has nothing to score: one line with the cause, the rows stay cached
     run_health(result.rollouts).check()
     result.stats["graded_against"] = graded_against
@@ -349,8 +344,10 @@ def compute_importance(
         matrix=matrix,
         roles=labels,
     )
-    if extra_columns is not None:
-        table = table.with_columns(extra_columns.get_columns())
+    if outcome is not None:
+        from anchors._adaptive import with_outcome
+
+        table = with_outcome(table, outcome)
     emb.save()
     supp = None
     if whitebox and getattr(backend, "model", None) is not None:
@@ -373,26 +370,44 @@ def compute_importance(
     )
 
 
-def _adaptive_plan(
+def adaptive_rounds(
     prefixes: Any,
-    stats: dict[str, Any],
+    trace: Any,
+    *,
+    samples: int,
     seed: int,
     params: Any,
-    forced_answer: bool,
     forced_params: Any,
-    fallback: Any,
+    forced_answer: bool,
+    options: Any,
+    embed: Any,
+    roles: Any,
+    adaptive: Any,
 ) -> Any:
-    """The plan of what an adaptive run drew: each position's own number of rollouts (and probes)."""
-    from resampling import Plan
+    """The :class:`anchors._adaptive.TraceRounds` of one trace, scored as :func:`compute_importance` scores it
+    (single-trace and dataset runs both start here, so their rows are the same)."""
+    from anchors._adaptive import TraceRounds
+    from anchors._blackbox import importance_table
+    from anchors._significance import SIGNIFICANCE_METRICS
 
-    counts = stats.get("adaptive_positions_rollouts") or []
-    reqs = []
-    for size in sorted({c for c in counts if c > 0}):
-        positions = [i for i, c in enumerate(counts) if c == size]
-        reqs += prefixes.plan(
-            size, seed, params, positions=positions, forced_answer=forced_answer, forced_params=forced_params
-        ).requests
-    return Plan(reqs, fallback.meta) if reqs else fallback
+    def score(rollouts: pl.DataFrame) -> pl.DataFrame:
+        return importance_table(
+            rollouts, trace, prefixes.sentences, options=options, embed=embed, roles=roles
+        )
+
+    return TraceRounds(
+        prefixes,
+        samples=samples,
+        seed=seed,
+        params=params,
+        forced_params=forced_params,
+        forced_answer=forced_answer,
+        score=score,
+        metrics=SIGNIFICANCE_METRICS,
+        level=options.significance_level,
+        adaptive=adaptive,
+        options=options,
+    )
 
 
 def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> Any:

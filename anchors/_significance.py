@@ -162,6 +162,67 @@ def _perm_p(
     return float((1 + np.sum(null >= stat - 1e-12)) / (1 + n_perm))
 
 
+def _two_sets(
+    a: dict[str, np.ndarray],
+    b: dict[str, np.ndarray],
+    what: str,
+    n_codes: int,
+    keep: slice,
+    opts: Any,
+    rng: Any,
+) -> tuple[float, float]:
+    """The statistic of :data:`SIGNIFICANCE_METRICS` between two sets of rollouts (``kl``: KL(a || b), smoothed as
+    the importance KL; ``accuracy``: acc(b) - acc(a)) and its permutation p-value."""
+    if what == "kl":
+        counts = [
+            np.bincount(x["code"][x["code"] >= 0], minlength=n_codes)[None, :].astype(float) for x in (a, b)
+        ]
+        value = float(kl_divergence(counts[0][:, keep], counts[1][:, keep], opts.alpha)[0])
+    else:
+        graded = [x["graded"] > 0 for x in (a, b)]
+        accs = [x["right"][g].mean() if g.any() else math.nan for x, g in zip((a, b), graded, strict=True)]
+        value = accs[1] - accs[0]
+    return value, _perm_p(a, b, what, value, opts.n_permutations, rng, opts.alpha, n_codes)
+
+
+def _answer_codes(rows: pl.DataFrame, opts: Any) -> tuple[dict[str, int], int, slice]:
+    """Answer codes of a trace's rollouts, the no-answer code (-1: left out of KL) and the KL's columns."""
+    answers = sorted({a for a in rows["answer_norm"].to_list() if a})
+    codes = {a: c for c, a in enumerate(answers)}
+    codes[NO_ANSWER] = len(codes)
+    no_answer_code = codes[NO_ANSWER] if opts.bucket_no_answer else -1
+    return codes, no_answer_code, slice(None) if no_answer_code >= 0 else slice(0, len(answers))
+
+
+def position_pair_pvalues(
+    rollouts: pl.DataFrame, trace_id: str, i: int, j: int, options: ImportanceOptions | None = None
+) -> dict[str, float]:
+    """Permutation p-values of "positions ``i`` and ``j`` have one answer distribution": for each kind of
+    rollout (``resample``, ``forced_answer``) and each statistic (``kl``, ``accuracy``), the test of
+    :data:`SIGNIFICANCE_METRICS` between the two positions' rollouts (as if the sentences ``i .. j-1`` were one
+    sentence). NaN where a position has no rollouts of that kind."""
+    opts = options or ImportanceOptions()
+    rows = _check_rollouts(rollouts, trace_id, int(rollouts["position"].max() or 0))
+    codes, no_answer_code, keep = _answer_codes(rows, opts)
+    out = {}
+    for t, kind in enumerate(("resample", "forced_answer")):
+        sets = [
+            _row_sets(
+                rows.filter((pl.col("kind") == kind) & (pl.col("position") == p)),
+                codes,
+                no_answer_code,
+                None,
+                None,
+            )["all"]
+            for p in (i, j)
+        ]
+        for k, what in enumerate(("kl", "accuracy")):
+            rng = np.random.default_rng([opts.seed, 13, i, j, k, t])
+            _, p = _two_sets(sets[0], sets[1], what, len(codes), keep, opts, rng)
+            out[f"{kind}_{what}"] = p if sets[0]["code"].size and sets[1]["code"].size else math.nan
+    return out
+
+
 def split_half_pvalues(
     rollouts: pl.DataFrame, trace_id: str, options: ImportanceOptions | None = None
 ) -> pl.DataFrame:
@@ -179,11 +240,7 @@ def split_half_pvalues(
     if not isinstance(rollouts, pl.DataFrame) or "sample" not in rollouts.columns:
         raise ValueError("rollouts must be the engine's table, with a 'sample' column; pass rollouts.parquet")
     rows = _check_rollouts(rollouts, trace_id, int(rollouts["position"].max() or 0))
-    answers = sorted({a for a in rows["answer_norm"].to_list() if a})
-    codes = {a: c for c, a in enumerate(answers)}
-    codes[NO_ANSWER] = len(codes)
-    no_answer_code = codes[NO_ANSWER] if opts.bucket_no_answer else -1
-    keep = slice(None) if no_answer_code >= 0 else slice(0, len(answers))
+    codes, no_answer_code, keep = _answer_codes(rows, opts)
     records = []
     for (kind, position), frame in sorted(rows.partition_by("kind", "position", as_dict=True).items()):
         frame = frame.sort("sample")
@@ -199,24 +256,8 @@ def split_half_pvalues(
             "distinct": len({*even["code"].tolist(), *odd["code"].tolist()}),
         }
         for k, what in enumerate(("kl", "accuracy")):
-            if what == "kl":
-                counts = [
-                    np.bincount(x["code"][x["code"] >= 0], minlength=len(codes))[None, :].astype(float)
-                    for x in (even, odd)
-                ]
-                value = float(kl_divergence(counts[0][:, keep], counts[1][:, keep], opts.alpha)[0])
-            else:
-                graded = [x["graded"] > 0 for x in (even, odd)]
-                accs = [
-                    x["right"][g].mean() if g.any() else math.nan
-                    for x, g in zip((even, odd), graded, strict=True)
-                ]
-                value = accs[1] - accs[0]
             rng = np.random.default_rng([opts.seed, 11, position, k, 0 if kind == "resample" else 1])
-            rec[what] = value
-            rec[f"{what}_p"] = _perm_p(
-                even, odd, what, value, opts.n_permutations, rng, opts.alpha, len(codes)
-            )
+            rec[what], rec[f"{what}_p"] = _two_sets(even, odd, what, len(codes), keep, opts, rng)
         records.append(rec)
     schema = {
         "kind": pl.String,

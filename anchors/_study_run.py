@@ -128,17 +128,22 @@ def run_study(
     skipped: list[dict[str, Any]] | None = None,
     flush_every: int = 64,
     roles: Any = "learned",
+    adaptive: Any = None,
 ) -> StudyRun:
     """Sample every trace's rollouts in one engine pass, score each trace, and (with ``out``) write per-trace
     outputs under ``out/traces/<trace_id>/`` and the study outputs at ``out``. Rollouts are stored in shards of
-    ``flush_every`` rows as they arrive, so a killed run loses at most that many."""
+    ``flush_every`` rows as they arrive, so a killed run loses at most that many.
+
+    ``adaptive`` (an :class:`anchors._adaptive.AdaptiveOptions`): rounds over the whole dataset, each one engine
+    pass over every trace's still-open positions; each trace is settled as the single-trace adaptive run settles
+    it, and ``adaptive.budget`` caps the dataset's total (:func:`_adaptive_fill`)."""
     from anchors._pipeline import _truth, compute_importance, write_importance
     from cot import TraceError
     from cotscope._progress import step
     from resampling import Engine, EngineInputError, TracePrefixes, check_context
 
     skipped = list(skipped or [])
-    plans, ready = [], []
+    plans, ready, built = [], [], []
     seen: set[str] = set()
     for trace in traces:
         if trace.id in seen:
@@ -162,6 +167,7 @@ def run_study(
             continue
         plans.append(plan)
         ready.append(trace)
+        built.append(prefixes)
     if not ready:
         raise EngineInputError(
             f"none of the {len(traces)} traces can be run ({skipped[0]['reason'] if skipped else 'no traces'}); "
@@ -174,8 +180,17 @@ def run_study(
             f"{sum(p.n_rollouts for p in plans):,} rollouts planned"
         )
     engine = Engine(backend, cache_dir, quiet=quiet, flush_every=flush_every)
-    with _DatasetProgress(quiet) as progress:
-        stats = engine.fill(plans, progress=progress)
+    outcomes: dict[str, Any] = {}
+    if adaptive is None:
+        with _DatasetProgress(quiet) as progress:
+            stats = engine.fill(plans, progress=progress)
+    else:
+        stats, outcomes = _adaptive_fill(
+            engine, ready, built, skipped, samples=samples, seed=seed, params=params,
+            forced_params=forced_params, options=options, min_chars=min_chars, cache_dir=cache_dir,
+            roles=roles, adaptive=adaptive, quiet=quiet,
+        )  # fmt: skip
+        ready = [t for t in ready if t.id in outcomes]
     tables = []
     for trace in ready:
         trace_out = None if out is None else Path(out) / "traces" / trace.id
@@ -195,6 +210,7 @@ def run_study(
                 out=trace_out,
                 header={**(header or {}), "trace": trace.to_dict()},
                 roles=roles,
+                adaptive=outcomes.get(trace.id),
             )
         except (EngineInputError, RuntimeError, ValueError) as exc:
             skipped.append({"trace": trace.id, "reason": str(exc).splitlines()[0]})
@@ -212,12 +228,107 @@ def run_study(
     if not tables:
         raise EngineInputError(f"every trace failed ({skipped[-1]['reason']}); nothing to aggregate")
     table = pl.concat(tables, how="diagonal_relaxed")
+    if outcomes:
+        stats = {**stats, "adaptive": _adaptive_totals([o.stats for o in outcomes.values()])}
     result = StudyRun(table, skipped, stats)
     if out is not None:
         from anchors._report_study import write_study
 
-        write_study(table, out, notes=notes, skipped=skipped, run={**(header or {}), "engine": stats})
+        run = {**(header or {}), "engine": {k: v for k, v in stats.items() if k != "adaptive"}}
+        if outcomes:
+            run["adaptive"] = stats["adaptive"]
+        write_study(table, out, notes=notes, skipped=skipped, run=run)
     return result
+
+
+def _adaptive_fill(
+    engine: Any,
+    traces: list[Any],
+    prefixes: list[Any],
+    skipped: list[dict[str, Any]],
+    *,
+    samples: int,
+    seed: int,
+    params: Any,
+    forced_params: Any,
+    options: Any,
+    min_chars: int,
+    cache_dir: str | os.PathLike,
+    roles: Any,
+    adaptive: Any,
+    quiet: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The adaptive rounds of a dataset: each round is one :meth:`resampling.Engine.fill` over every trace's
+    positions still open (positions of different traces share batches), then each trace is scored and settled
+    (:func:`anchors._adaptive.run_rounds`, the single-trace code). Returns the engine stats summed over the rounds
+    and each trace's :class:`anchors._adaptive.AdaptiveOutcome`; a trace the budget left without rollouts is
+    skipped with its reason."""
+    from dataclasses import replace
+
+    from anchors._adaptive import run_rounds
+    from anchors._blackbox import ImportanceOptions
+    from anchors._pipeline import _run_embeddings, _truth, adaptive_rounds
+    from cot import label_sentences
+    from cotscope._progress import step
+    from resampling import Engine
+
+    opts = replace(options or ImportanceOptions(), min_chars=min_chars)
+    emb = _run_embeddings(None, cache_dir, True)
+    rounds = [
+        adaptive_rounds(
+            pre,
+            trace,
+            samples=samples,
+            seed=seed,
+            params=params,
+            forced_params=forced_params,
+            forced_answer=True,
+            options=opts,
+            embed=emb,
+            roles=label_sentences(pre.sentences, roles),
+            adaptive=adaptive,
+        )
+        for trace, pre in zip(traces, prefixes, strict=True)
+    ]
+    reader = Engine(engine.backend, cache_dir, quiet=True)
+    totals: dict[str, Any] = {"rounds": 0}
+
+    def draw(go: list[Any]) -> list[Any]:
+        if not quiet:
+            step(f"adaptive round {totals['rounds'] + 1}: {len(go)} traces")
+        with _DatasetProgress(quiet) as progress:
+            got = engine.fill([r.plan() for r in go], progress=progress)
+        totals["rounds"] += 1
+        for key, value in got.items():
+            totals[key] = totals.get(key, 0) + value if isinstance(value, int | float) else value
+        return [
+            reader.run(r.plan(), truths={r.prefixes.trace.id: _truth(r.prefixes.trace, None)[0]}).rollouts
+            for r in go
+        ]
+
+    run_rounds(rounds, draw, adaptive.budget)
+    emb.save()
+    outcomes = {}
+    for trace, r in zip(traces, rounds, strict=True):
+        try:
+            outcomes[trace.id] = r.outcome()
+        except ValueError as exc:
+            skipped.append({"trace": trace.id, "reason": str(exc)})
+    return totals, outcomes
+
+
+def _adaptive_totals(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The adaptive stats of a dataset: counts summed over its traces, the schedule and level they share."""
+    out: dict[str, Any] = {"traces": len(stats)}
+    for key in ("adaptive_rollouts", "adaptive_fixed_rollouts", "adaptive_positions_sampled",
+                "adaptive_sentences_skipped", "adaptive_interval_tests"):  # fmt: skip
+        if any(key in s for s in stats):
+            out[key] = sum(int(s.get(key, 0)) for s in stats)
+    out["adaptive_looks_most"] = max(s["adaptive_looks"] for s in stats)
+    for key in ("adaptive_schedule", "adaptive_alpha_per_look", "adaptive_sparse_stride"):
+        if key in stats[0]:
+            out[key] = stats[0][key]
+    return out
 
 
 class _DatasetProgress:

@@ -27,8 +27,15 @@ TARGETS = {
 
 
 def run_adaptive_bench(
-    *, model_id: str = "organism:arith", n_traces: int = 20, samples: int = 50, seed: int = 1000
+    *,
+    model_id: str = "organism:arith",
+    n_traces: int = 20,
+    samples: int = 50,
+    seed: int = 1000,
+    sparse: int | None = None,
 ) -> dict[str, Any]:
+    """Fixed against adaptive (and, with ``sparse``, adaptive with sparse positions of that stride) on the same
+    traces and seeds. The adaptive side's numbers are at the top level; the sparse side's under ``sparse``."""
     from anchors._adaptive import AdaptiveOptions, adaptive_split_half, look_schedule
     from anchors._blackbox import ImportanceOptions
     from anchors._embedding import TextEmbeddings
@@ -50,16 +57,21 @@ def run_adaptive_bench(
         for ex, tr, planted in clean_traces(backend, task, params, n_traces, seed, 4000)[0]
     ]
     options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)
-    adaptive = AdaptiveOptions()
-    sizes = look_schedule(adaptive.first, samples, adaptive.growth)
+    sides: dict[str, Any] = {"fixed": None, "adaptive": AdaptiveOptions()}
+    if sparse is not None:
+        sides["sparse"] = AdaptiveOptions(stride=sparse)
+    compared = [s for s in sides if s != "fixed"]
+    sizes = look_schedule(sides["adaptive"].first, samples, sides["adaptive"].growth)
     emb = TextEmbeddings()
     ranked = [m for m in SIGNIFICANCE_METHODS if m in METHODS]
-    totals = {"fixed": [0, 0.0], "adaptive": [0, 0.0]}
-    fixed_sig = kept_sig = 0
-    same_top1 = {m: [] for m in ranked}
-    top1 = {side: {m: [] for m in ranked} for side in ("fixed", "adaptive")}
-    planted_flags = {side: {m: [] for m in SIGNIFICANCE_METHODS} for side in ("fixed", "adaptive")}
-    aa = []
+    totals = {side: [0, 0.0] for side in sides}
+    coverage = {"positions": 0, "positions_sampled": 0, "sentences_skipped": 0}
+    fixed_sig = 0
+    kept_sig = dict.fromkeys(compared, 0)
+    same_top1 = {side: {m: [] for m in ranked} for side in compared}
+    top1 = {side: {m: [] for m in ranked} for side in sides}
+    planted_flags = {side: {m: [] for m in SIGNIFICANCE_METHODS} for side in sides}
+    aa: dict[str, list[Any]] = {side: [] for side in compared}
     with tempfile.TemporaryDirectory() as tmp:
         # warm up: load the model and the embedder outside the timings
         compute_importance(
@@ -68,7 +80,7 @@ def run_adaptive_bench(
         )  # fmt: skip
         for k, (_, tr, planted_plain) in enumerate(chosen):
             runs = {}
-            for side, how in (("fixed", None), ("adaptive", adaptive)):
+            for side, how in sides.items():
                 start = time.perf_counter()
                 runs[side] = compute_importance(
                     backend, tr, samples=samples, seed=seed + k, params=params, forced_params=forced,
@@ -76,77 +88,102 @@ def run_adaptive_bench(
                 )  # fmt: skip
                 totals[side][1] += time.perf_counter() - start
                 totals[side][0] += runs[side].rollouts.height
+            if "sparse" in runs:
+                st = runs["sparse"].stats
+                coverage["positions"] += len(st["adaptive_positions_rollouts"])
+                coverage["positions_sampled"] += st["adaptive_positions_sampled"]
+                coverage["sentences_skipped"] += st["adaptive_sentences_skipped"]
             targets = sorted({_merged_index(tr.cot, i, runs["fixed"].sentences) for i in planted_plain})
+            flags = {}
             for m in SIGNIFICANCE_METHODS:
-                col = f"{m}_significant"
-                f = runs["fixed"].table[col].to_list()
-                a = runs["adaptive"].table[col].to_list()
-                fixed_sig += sum(bool(x) for x in f)
-                kept_sig += sum(bool(x) and bool(y) for x, y in zip(f, a, strict=True))
-                for side, values in (("fixed", f), ("adaptive", a)):
+                for side in sides:
+                    values = runs[side].table[f"{m}_significant"].to_list()
+                    if (
+                        "stop_reason" in runs[side].table.columns
+                    ):  # a sentence not measured (sparse) is not flagged
+                        reasons = runs[side].table["stop_reason"].to_list()
+                        values = [
+                            False if r.startswith("skipped") else v
+                            for v, r in zip(values, reasons, strict=True)
+                        ]
+                    flags[side] = values
                     planted_flags[side][m] += [values[i] for i in targets]
+                fixed_sig += sum(bool(x) for x in flags["fixed"])
+                for side in compared:
+                    kept_sig[side] += sum(
+                        bool(x) and bool(y) for x, y in zip(flags["fixed"], flags[side], strict=True)
+                    )
             for m in ranked:
                 column, absolute = METHODS[m]
                 best = {}
-                for side in ("fixed", "adaptive"):
+                for side in sides:
                     s = runs[side].table[column].cast(float).fill_null(float("nan")).to_numpy()
                     s = np.abs(s) if absolute else s
                     top1[side][m].append(_top1(s, targets))
                     s = np.where(np.isfinite(s), s, -np.inf)
                     best[side] = int(np.argmax(s))
-                same_top1[m].append(best["fixed"] == best["adaptive"])
-            aa.append(
-                adaptive_split_half(
-                    runs["adaptive"].rollouts,
-                    tr.id,
-                    sizes,
-                    options.significance_level,
-                    adaptive.futility,
-                    options,
+                for side in compared:
+                    same_top1[side][m].append(best["fixed"] == best[side])
+            for side in compared:
+                aa[side].append(
+                    adaptive_split_half(
+                        runs[side].rollouts,
+                        tr.id,
+                        sizes,
+                        options.significance_level,
+                        sides[side].futility,
+                        options,
+                    )
                 )
-            )
     import polars as pl
 
-    aa_all = pl.concat(aa)
+    n_fixed_sig = fixed_sig
 
     def share(flags: list[Any]) -> float:
         defined = [bool(x) for x in flags if x is not None]
         return float(np.mean(defined)) if defined else float("nan")
 
-    report = {
-        "model": model_id,
-        "traces": len(chosen),
-        "samples": samples,
-        "schedule": sizes,
-        "rollouts_fixed": totals["fixed"][0],
-        "rollouts_adaptive": totals["adaptive"][0],
-        "rollout_ratio": totals["adaptive"][0] / totals["fixed"][0],
-        "wall_fixed_s": totals["fixed"][1],
-        "wall_adaptive_s": totals["adaptive"][1],
-        "wall_ratio": totals["adaptive"][1] / totals["fixed"][1],
-        "fixed_significant": fixed_sig,
-        "recall": kept_sig / fixed_sig if fixed_sig else float("nan"),
-        "same_top1": {m: float(np.mean(v)) for m, v in same_top1.items()},
-        "planted_top1": {side: {m: float(np.mean(v)) for m, v in d.items()} for side, d in top1.items()},
-        "planted_flagged": {side: {m: share(v) for m, v in d.items()} for side, d in planted_flags.items()},
-        "aa_n": aa_all.height,
-        "aa_flagged": float(aa_all["flagged"].mean()) if aa_all.height else float("nan"),
-        "targets": TARGETS,
-    }
-    s1 = min(report["same_top1"].values())
-    top_ok = all(report["planted_top1"]["adaptive"][m] >= report["planted_top1"]["fixed"][m] for m in ranked)
-    flag_ok = all(
-        not report["planted_flagged"]["adaptive"][m] < report["planted_flagged"]["fixed"][m]
-        for m in SIGNIFICANCE_METHODS
-    )
-    report["met"] = {
-        "rollout_ratio": report["rollout_ratio"] <= TARGETS["rollout_ratio"],
-        "recall": report["recall"] >= TARGETS["recall"],
-        "same_top1": s1 >= TARGETS["same_top1"],
-        "planted_top1": top_ok,
-        "planted_flagged": flag_ok,
-        "aa_flagged": report["aa_flagged"] <= TARGETS["aa_flagged"],
-    }
+    def side_report(side: str) -> dict[str, Any]:
+        aa_all = pl.concat(aa[side])
+        r = {
+            "rollouts_fixed": totals["fixed"][0],
+            "rollouts_adaptive": totals[side][0],
+            "rollout_ratio": totals[side][0] / totals["fixed"][0],
+            "wall_fixed_s": totals["fixed"][1],
+            "wall_adaptive_s": totals[side][1],
+            "wall_ratio": totals[side][1] / totals["fixed"][1],
+            "fixed_significant": n_fixed_sig,
+            "recall": kept_sig[side] / n_fixed_sig if n_fixed_sig else float("nan"),
+            "same_top1": {m: float(np.mean(v)) for m, v in same_top1[side].items()},
+            "planted_top1": {s: {m: float(np.mean(v)) for m, v in top1[s].items()} for s in ("fixed", side)},
+            "planted_flagged": {
+                s: {m: share(v) for m, v in planted_flags[s].items()} for s in ("fixed", side)
+            },
+            "aa_n": aa_all.height,
+            "aa_flagged": float(aa_all["flagged"].mean()) if aa_all.height else float("nan"),
+        }
+        r["planted_top1"]["adaptive"] = r["planted_top1"].pop(side)
+        r["planted_flagged"]["adaptive"] = r["planted_flagged"].pop(side)
+        top_ok = all(r["planted_top1"]["adaptive"][m] >= r["planted_top1"]["fixed"][m] for m in ranked)
+        flag_ok = all(
+            not r["planted_flagged"]["adaptive"][m] < r["planted_flagged"]["fixed"][m]
+            for m in SIGNIFICANCE_METHODS
+        )
+        r["met"] = {
+            "rollout_ratio": r["rollout_ratio"] <= TARGETS["rollout_ratio"],
+            "recall": r["recall"] >= TARGETS["recall"],
+            "same_top1": min(r["same_top1"].values()) >= TARGETS["same_top1"],
+            "planted_top1": top_ok,
+            "planted_flagged": flag_ok,
+            "aa_flagged": r["aa_flagged"] <= TARGETS["aa_flagged"],
+        }
+        return r
+
+    report = {"model": model_id, "traces": len(chosen), "samples": samples, "schedule": sizes}
+    report.update(side_report("adaptive"))
+    report["targets"] = TARGETS
+    if sparse is not None:
+        report["sparse"] = {"stride": sparse, **coverage, **side_report("sparse")}
     return report
 
 
@@ -173,4 +210,14 @@ def format_adaptive_bench(r: dict[str, Any]) -> str:
         f"A/A run adaptively: {r['aa_flagged']:.3f} of {r['aa_n']} comparisons flagged (target <= 0.05)",
         "targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["met"].items()),
     ]
+    if r.get("sparse"):
+        sp = r["sparse"]
+        lines += [
+            f"sparse positions, every {sp['stride']}th first: {sp['positions_sampled']} of {sp['positions']} "
+            f"positions sampled, {sp['sentences_skipped']} sentences not measured"
+        ]
+        lines += [
+            "  " + line
+            for line in format_adaptive_bench({**r, **r["sparse"], "sparse": None}).splitlines()[1:]
+        ]
     return "\n".join(lines)

@@ -4,7 +4,9 @@ over the same traces in the same process (same seeds, so the same rows; checked)
 Both sides sample every rollout fresh (a new cache folder each time) and score every trace the same way; the
 difference is that the study samples all traces in one engine pass (:meth:`resampling.Engine.fill`), where the loop
 runs one engine pass per trace. Reported: the median wall time of each side over ``repeats`` runs (alternating which
-goes first), its sampling part alone, and the ratios.
+goes first), its sampling part alone, and the ratios. With ``adaptive`` both sides sample in adaptive rounds
+(:class:`anchors._adaptive.AdaptiveOptions` defaults): the study one engine pass per round over every trace, the loop
+rounds per trace; the sampling part is then not timed apart (only the study's is summed over its rounds).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def run_study_bench(
     samples: int = 10,
     seed: int = 0,
     repeats: int = 3,
+    adaptive: bool = False,
 ) -> dict[str, Any]:
     """Time both ways ``repeats`` times; the traces are sampled once, the model loaded once."""
     import polars as pl
@@ -40,6 +43,10 @@ def run_study_bench(
     traces = onpolicy_traces(be, model_id, n_traces, seed, sampling)
     options = ImportanceOptions(min_different=min(5, samples))
     common = {"samples": samples, "seed": seed, "params": params, "forced_params": forced, "options": options}
+    if adaptive:
+        from anchors._adaptive import AdaptiveOptions
+
+        common["adaptive"] = AdaptiveOptions()
 
     def loop(cache: Path) -> tuple[pl.DataFrame, float]:
         tables, sampling_s = [], 0.0
@@ -55,7 +62,7 @@ def run_study_bench(
 
     with tempfile.TemporaryDirectory() as tmp:
         compute_importance(
-            be, traces[0], cache_dir=Path(tmp) / "warm", whitebox=False, **common
+            be, traces[0], cache_dir=Path(tmp) / "warm", whitebox=False, **{**common, "adaptive": None}
         )  # load, warm up
         times: dict[str, list[float]] = {"loop": [], "study": []}
         sampling_times: dict[str, list[float]] = {"loop": [], "study": []}
@@ -80,19 +87,30 @@ def run_study_bench(
         "samples": samples,
         "sentences": tables["study"].height,
         "repeats": repeats,
+        "adaptive": adaptive,
         "same_rows": same,
         "loop_s": loop_s,
         "study_s": study_s,
         "ratio": loop_s / study_s,
         "loop_sampling_s": loop_sampling,
         "study_sampling_s": study_sampling,
-        "sampling_ratio": loop_sampling / study_sampling,
+        "sampling_ratio": None if adaptive else loop_sampling / study_sampling,
         "times": times,
         "sampling_times": sampling_times,
     }
 
 
 def format_study_bench(report: dict[str, Any]) -> str:
+    if report.get("adaptive"):  # the loop's sampling is spread over its rounds and not timed apart
+        return "\n".join(
+            [
+                f"{report['traces']} traces of {report['model']}, adaptive, at most {report['samples']} samples per "
+                f"position, {report['sentences']} sentences; medians of {report['repeats']} runs",
+                f"single-trace adaptive runs looped: {report['loop_s']:.2f} s",
+                f"one adaptive dataset run:          {report['study_s']:.2f} s",
+                f"ratio: {report['ratio']:.2f}x overall; same rows: {'yes' if report['same_rows'] else 'NO'}",
+            ]
+        )
     return "\n".join(
         [
             f"{report['traces']} traces of {report['model']}, {report['samples']} samples per position, "

@@ -304,7 +304,16 @@ def json_option(help: str | None = None) -> Decorator:
 
 def adaptive_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``--adaptive`` and ``--budget ROLLOUTS``: sample in rounds and stop each position once its sentences'
-    significance verdicts are settled (``anchors._adaptive``); ``--samples`` is then the most a position gets."""
+    significance verdicts are settled (``anchors._adaptive``); ``--samples`` is then the most a position gets.
+    ``--sparse K``: sample every K-th position first and bisect only where neighbouring answers differ."""
+    f = click.option(
+        "--sparse",
+        type=click.IntRange(min=2),
+        default=None,
+        metavar="K",
+        help="With --adaptive: sample every K-th position first (and the last), then bisect only the intervals "
+        "whose ends' answers differ; sentences of the other intervals are not measured (NaN).",
+    )(f)
     f = click.option(
         "--budget",
         type=click.IntRange(min=1),

@@ -375,12 +375,17 @@ def bench_sampler(rows, vocab, repeats, check_chunks, as_json, device) -> None:
 @flags.samples_option(10, "Rollouts per position.", minimum=2)
 @flags.int_option("--repeats", 3)
 @flags.seed_option(0, "First problem seed, and the rollouts' seed.")
+@click.option(
+    "--adaptive", is_flag=True, help="Both sides adaptive (rounds; --samples is the most a position gets)."
+)
 @flags.json_option()
-def bench_study(n_traces, samples, repeats, seed, as_json) -> None:
+def bench_study(n_traces, samples, repeats, seed, adaptive, as_json) -> None:
     """A dataset as one study run against the single-trace pipeline looped over it (same rows), on organism:arith."""
     from anchors.bench_study import format_study_bench, run_study_bench
 
-    report = run_study_bench(n_traces=n_traces, samples=samples, repeats=repeats, seed=seed)
+    report = run_study_bench(
+        n_traces=n_traces, samples=samples, repeats=repeats, seed=seed, adaptive=adaptive
+    )
     click.echo(json.dumps(report, indent=2) if as_json else format_study_bench(report))
 
 
@@ -390,12 +395,19 @@ def bench_study(n_traces, samples, repeats, seed, as_json) -> None:
     50, "Rollouts per position of the fixed run; the most a position gets adaptively.", minimum=2
 )
 @flags.seed_option(1000, "First problem seed, and the rollouts' seed.")
+@click.option(
+    "--sparse",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="K",
+    help="Also run adaptive with sparse positions (every K-th first) and report it beside.",
+)
 @flags.json_option()
-def bench_adaptive(n_traces, samples, seed, as_json) -> None:
+def bench_adaptive(n_traces, samples, seed, sparse, as_json) -> None:
     """Adaptive sampling against a fixed run with the same seeds: rollouts, wall time, recall, top-1, A/A."""
     from anchors.bench_adaptive import format_adaptive_bench, run_adaptive_bench
 
-    report = run_adaptive_bench(n_traces=n_traces, samples=samples, seed=seed)
+    report = run_adaptive_bench(n_traces=n_traces, samples=samples, seed=seed, sparse=sparse)
     click.echo(json.dumps(report, indent=2) if as_json else format_adaptive_bench(report))
 
 

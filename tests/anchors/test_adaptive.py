@@ -196,5 +196,5 @@ def test_importance_adaptive_writes_stop_reasons_and_says_so(tmp_path, capsys):
     assert (table["n_rollouts"] <= 12).all()
     assert len(pl.read_parquet(out / "rollouts.parquet")) <= 200
     assert "Bonferroni" in capsys.readouterr().err and "Bonferroni" in (out / "report.html").read_text()
-    # --adaptive with a dataset is refused up front
-    assert main(["importance", "--n-traces", "2", "--adaptive", "--out", str(tmp_path / "d")]) == 2
+    # --sparse without --adaptive is refused up front
+    assert main(["importance", "--sparse", "4", "--out", str(tmp_path / "d")]) == 2

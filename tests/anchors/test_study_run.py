@@ -176,3 +176,56 @@ def test_importance_n_traces_writes_a_study_and_resumes(tmp_path):
     assert pl.read_parquet(out / "importance.parquet").equals(table)
     # another configuration in the same folder is refused before any work
     assert main([*args, "--seed", "5", "--out", str(out)]) != 0
+
+
+@pytest.mark.slow
+def test_adaptive_dataset_run_equals_single_adaptive_runs_resumes_and_keeps_the_budget(setup, tmp_path):
+    from anchors._adaptive import AdaptiveOptions
+
+    be, traces, params, forced = setup
+    how = AdaptiveOptions(first=3)
+    kw = {"samples": 8, "seed": 0, "params": params, "forced_params": forced, "options": OPTIONS}
+    whole = run_study(be, traces, cache_dir=tmp_path / "whole", adaptive=how, out=tmp_path / "out", **kw)
+    assert whole.stats["rounds"] >= 2 and whole.stats["rollouts_new"] > 0
+    fixed_total, drawn = 0, 0
+    for t in traces:
+        single = compute_importance(
+            be, t, cache_dir=tmp_path / "single", whitebox=False, adaptive=how, **kw
+        )  # fmt: skip
+        mine = whole.table.filter(pl.col("trace_id") == t.id).drop("trace_id", "base_correct")
+        assert "stop_reason" in mine.columns and mine.equals(single.table.select(mine.columns))
+        fixed_total += single.stats["adaptive_fixed_rollouts"]
+        drawn += single.stats["adaptive_rollouts"]
+        written = pl.read_parquet(tmp_path / "out" / "traces" / t.id / "importance.parquet")
+        assert {"n_rollouts", "n_forced", "stop_reason"} <= set(written.columns)
+    # the adaptive stats of run.json are the traces' summed, and the run drew fewer than a fixed one
+    run = json.loads((tmp_path / "out" / "run.json").read_text())["adaptive"]
+    assert (
+        run["traces"] == 3
+        and run["adaptive_rollouts"] == drawn < run["adaptive_fixed_rollouts"] == fixed_total
+    )
+    assert set(pl.read_parquet(tmp_path / "out" / "importance.parquet")["stop_reason"].to_list()) <= {
+        "significant", "not significant", "max samples"
+    }  # fmt: skip
+    # resumable: the same run again samples nothing and gives the same table
+    again = run_study(be, traces, cache_dir=tmp_path / "whole", adaptive=how, **kw)
+    assert again.stats["rollouts_new"] == 0 and again.table.equals(whole.table)
+    # a budget caps the dataset's total, rollouts and probes together
+    capped = run_study(
+        be, traces, cache_dir=tmp_path / "cap", adaptive=AdaptiveOptions(first=3, budget=300), **kw
+    )
+    assert capped.stats["rollouts_new"] <= 300 and "budget" in capped.table["stop_reason"].to_list()
+
+
+@pytest.mark.slow
+def test_importance_adaptive_dataset_from_the_command_line(tmp_path):
+    from cotscope.cli import main
+
+    out = tmp_path / "study"
+    args = ["importance", "--n-traces", "2", "--samples", "6", "--min-different", "2", "--no-whitebox"]
+    assert main([*args, "--adaptive", "--budget", "400", "--out", str(out)]) == 0
+    table = pl.read_parquet(out / "importance.parquet")
+    assert table["trace_id"].n_unique() == 2 and table["stop_reason"].null_count() == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["adaptive"]["adaptive_rollouts"] <= 400 and run["engine"]["rollouts_new"] <= 400
+    assert main([*args, "--sparse", "3", "--out", str(tmp_path / "s")]) == 2  # --sparse needs --adaptive
