@@ -134,16 +134,21 @@ def run_study(
     outputs under ``out/traces/<trace_id>/`` and the study outputs at ``out``. Rollouts are stored in shards of
     ``flush_every`` rows as they arrive, so a killed run loses at most that many.
 
+    Seeds: trace t is sampled with ``resampling.trace_seed(seed, t.id)`` (the ``rollout_seed`` column), so the
+    rollouts of different traces share no noise (with one seed for all, rollout k at position i of every trace would
+    draw from the same noise); ``cotscope importance --trace T --seed <rollout_seed>`` reproduces a trace's rows.
+
     ``adaptive`` (an :class:`anchors._adaptive.AdaptiveOptions`): rounds over the whole dataset, each one engine
     pass over every trace's still-open positions; each trace is settled as the single-trace adaptive run settles
     it, and ``adaptive.budget`` caps the dataset's total (:func:`_adaptive_fill`)."""
     from anchors._pipeline import _truth, compute_importance, write_importance
     from cot import TraceError
     from cotscope._progress import step
-    from resampling import Engine, EngineInputError, TracePrefixes, check_context
+    from resampling import Engine, EngineInputError, TracePrefixes, check_context, trace_seed
 
     skipped = list(skipped or [])
     plans, ready, built = [], [], []
+    seeds: dict[str, int] = {}
     seen: set[str] = set()
     for trace in traces:
         if trace.id in seen:
@@ -155,7 +160,10 @@ def run_study(
             continue
         try:
             prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
-            plan = prefixes.plan(samples, seed, params, forced_answer=True, forced_params=forced_params)
+            seeds[trace.id] = trace_seed(seed, trace.id)
+            plan = prefixes.plan(
+                samples, seeds[trace.id], params, forced_answer=True, forced_params=forced_params
+            )
             check_context(
                 plan, getattr(backend, "max_context", None), getattr(backend, "model_id", "the model")
             )
@@ -186,7 +194,7 @@ def run_study(
             stats = engine.fill(plans, progress=progress)
     else:
         stats, outcomes = _adaptive_fill(
-            engine, ready, built, skipped, samples=samples, seed=seed, params=params,
+            engine, ready, built, skipped, samples=samples, seeds=seeds, params=params,
             forced_params=forced_params, options=options, min_chars=min_chars, cache_dir=cache_dir,
             roles=roles, adaptive=adaptive, quiet=quiet,
         )  # fmt: skip
@@ -199,7 +207,7 @@ def run_study(
                 backend,
                 trace,
                 samples=samples,
-                seed=seed,
+                seed=seeds[trace.id],
                 params=params,
                 forced_params=forced_params,
                 min_chars=min_chars,
@@ -223,6 +231,7 @@ def run_study(
             run.table.with_columns(
                 pl.lit(trace.id).alias("trace_id"),
                 pl.lit(_base_correct(trace), dtype=pl.Boolean).alias("base_correct"),
+                pl.lit(seeds[trace.id], dtype=pl.Int64).alias("rollout_seed"),
             )
         )
     if not tables:
@@ -248,7 +257,7 @@ def _adaptive_fill(
     skipped: list[dict[str, Any]],
     *,
     samples: int,
-    seed: int,
+    seeds: dict[str, int],
     params: Any,
     forced_params: Any,
     options: Any,
@@ -279,7 +288,7 @@ def _adaptive_fill(
             pre,
             trace,
             samples=samples,
-            seed=seed,
+            seed=seeds[trace.id],
             params=params,
             forced_params=forced_params,
             forced_answer=True,

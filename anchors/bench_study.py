@@ -35,7 +35,7 @@ def run_study_bench(
     from anchors._blackbox import ImportanceOptions
     from anchors._pipeline import compute_importance, sampling_defaults, sampling_params
     from anchors._study_run import onpolicy_traces, run_study
-    from resampling import make_backend
+    from resampling import make_backend, trace_seed
 
     be = make_backend("hf", model_id=model_id)
     sampling, _ = sampling_defaults(model_id)
@@ -50,15 +50,17 @@ def run_study_bench(
 
     def loop(cache: Path) -> tuple[pl.DataFrame, float]:
         tables, sampling_s = [], 0.0
-        for t in traces:
-            run = compute_importance(be, t, cache_dir=cache, whitebox=False, **common)
+        for t in traces:  # each trace with the seed a dataset run gives it
+            run = compute_importance(
+                be, t, cache_dir=cache, whitebox=False, **{**common, "seed": trace_seed(seed, t.id)}
+            )
             sampling_s += run.stats["seconds"]
             tables.append(run.table.with_columns(pl.lit(t.id).alias("trace_id")))
         return pl.concat(tables, how="diagonal_relaxed"), sampling_s
 
     def study(cache: Path) -> tuple[pl.DataFrame, float]:
         result = run_study(be, traces, cache_dir=cache, **common)
-        return result.table.drop("base_correct"), result.stats["seconds"]
+        return result.table.drop("base_correct", "rollout_seed"), result.stats["seconds"]
 
     with tempfile.TemporaryDirectory() as tmp:
         compute_importance(

@@ -37,6 +37,7 @@ from ._plan import (
     SamplingParams as SamplingParams,
     SamplingRequest as SamplingRequest,
     request_seed as request_seed,
+    trace_seed as trace_seed,
 )
 from ._prefix import (
     DEFAULT_LEAD as DEFAULT_LEAD,

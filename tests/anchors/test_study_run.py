@@ -72,20 +72,24 @@ def test_dataset_run_equals_single_runs_resumes_and_adds_only_new_traces(setup, 
         whole.stats["rollouts_cached"] == 0 and whole.stats["rollouts_new"] == whole.stats["rollouts_planned"]
     )
     assert sorted(set(whole.table["trace_id"].to_list())) == sorted(t.id for t in traces)
-    # the same rows as the single-trace pipeline, trace by trace (same seeds, same cache layout)
+    # the same rows as the single-trace pipeline run with the trace's own seed, trace by trace (same cache layout)
+    from resampling import trace_seed
+
+    seeds = dict(zip(whole.table["trace_id"].to_list(), whole.table["rollout_seed"].to_list(), strict=True))
+    assert seeds == {t.id: trace_seed(0, t.id) for t in traces} and len(set(seeds.values())) == len(traces)
     for t in traces:
         single = compute_importance(
             be,
             t,
             samples=SAMPLES,
-            seed=0,
+            seed=seeds[t.id],
             params=params,
             forced_params=forced,
             cache_dir=tmp_path / "single",
             options=OPTIONS,
             whitebox=False,
         )
-        mine = whole.table.filter(pl.col("trace_id") == t.id).drop("trace_id", "base_correct")
+        mine = whole.table.filter(pl.col("trace_id") == t.id).drop("trace_id", "base_correct", "rollout_seed")
         assert mine.equals(single.table.select(mine.columns))
     # killed in the middle, then rerun: the same rows, and only the missing rollouts are sampled
     dying = _DiesAfter(be, 3)
@@ -181,6 +185,7 @@ def test_importance_n_traces_writes_a_study_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_adaptive_dataset_run_equals_single_adaptive_runs_resumes_and_keeps_the_budget(setup, tmp_path):
     from anchors._adaptive import AdaptiveOptions
+    from resampling import trace_seed
 
     be, traces, params, forced = setup
     how = AdaptiveOptions(first=3)
@@ -190,9 +195,10 @@ def test_adaptive_dataset_run_equals_single_adaptive_runs_resumes_and_keeps_the_
     fixed_total, drawn = 0, 0
     for t in traces:
         single = compute_importance(
-            be, t, cache_dir=tmp_path / "single", whitebox=False, adaptive=how, **kw
+            be, t, cache_dir=tmp_path / "single", whitebox=False, adaptive=how,
+            **{**kw, "seed": trace_seed(0, t.id)},
         )  # fmt: skip
-        mine = whole.table.filter(pl.col("trace_id") == t.id).drop("trace_id", "base_correct")
+        mine = whole.table.filter(pl.col("trace_id") == t.id).drop("trace_id", "base_correct", "rollout_seed")
         assert "stop_reason" in mine.columns and mine.equals(single.table.select(mine.columns))
         fixed_total += single.stats["adaptive_fixed_rollouts"]
         drawn += single.stats["adaptive_rollouts"]

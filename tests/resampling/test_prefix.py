@@ -96,6 +96,21 @@ def test_runs_with_different_seeds_share_no_rollout_seed(tp):
     assert all(0 <= x < 2**63 for x in runs[0])
 
 
+def test_traces_of_one_dataset_share_no_rollout_seed(tp):
+    """A dataset run gives each trace its own seed (``trace_seed``): no rollout seed of one trace's plan is in
+    another's (the dataset seed itself would give every trace the same ones)."""
+    from resampling import trace_seed
+
+    ids = [f"t{k:012x}" for k in range(5)]
+    assert trace_seed(0, ids[0]) == trace_seed(0, ids[0]) != trace_seed(1, ids[0])
+    seeds = [trace_seed(0, i) for i in ids]
+    assert len(set(seeds)) == len(ids) and all(0 <= x < 2**62 for x in seeds)
+    runs = [{x for r in tp.plan(n=50, seed=s, forced_answer=True) for x in r.seeds()} for s in seeds]
+    for a in range(len(runs)):
+        for b in range(a + 1, len(runs)):
+            assert not runs[a] & runs[b], (a, b)
+
+
 def test_min_chars_is_recorded_in_the_plan(tiny_trace, tiny_tokenizer):
     tp = TracePrefixes.build(tiny_trace, tiny_tokenizer)
     assert tp.plan(n=1).meta["min_chars"] == 10
