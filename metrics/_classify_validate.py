@@ -161,14 +161,16 @@ def _sample(
     be: Any, cache: Path, prompts: list[tuple[str, str]], n: int, seed: int
 ) -> dict[str, list[Trace]]:
     from metrics._suite import _opened_prompt_ids
-    from resampling import Engine, Plan, SamplingParams, SamplingRequest
+    from resampling import Engine, Plan, SamplingParams, SamplingRequest, trace_seed
 
     params = SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=200)
+    # one seed per item (the arms "#h"/"#u" of an item share it, a paired comparison): with one seed for every
+    # prompt, sample k of every item would draw from the same noise and the items' traces would be coupled
     reqs = [
         SamplingRequest(
             prompt_ids=tuple(_opened_prompt_ids(be.tokenizer, p)),
             n=n,
-            seed=seed,
+            seed=trace_seed(seed, k.split("#", 1)[0]),
             params=params,
             trace_id=k,
             kind="cot",

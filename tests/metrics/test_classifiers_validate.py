@@ -224,3 +224,30 @@ def test_identical_traces_of_two_organisms_keep_their_own_scores():
     )
     d = v._data(t, cases, meta, "posthoc", lambda m: m["posthoc"], 0)
     assert d.table["score"].to_list() == [1.0, 0.0] and d.table["truth"].to_list() == [True, False]
+
+
+def test_validation_traces_get_a_seed_per_item_and_arms_share_it(monkeypatch, tmp_path):
+    # one seed for every prompt would give sample k of every item the same noise (coupled traces)
+    import resampling
+    from metrics._classify_validate import _sample
+    from resampling import trace_seed
+
+    seen = []
+
+    class Engine:
+        def __init__(self, *a, **kw):
+            pass
+
+        def run(self, plan):
+            seen.extend(plan.requests)
+            return type("R", (), {"rollouts": pl.DataFrame(schema={"trace_id": str, "sample": int})})()
+
+    monkeypatch.setattr(resampling, "Engine", Engine)
+    monkeypatch.setattr("metrics._suite._opened_prompt_ids", lambda tok, p: [1, 2, 3])
+    be = type("B", (), {"tokenizer": None})()
+    prompts = [("hint:1#h", "a"), ("hint:1#u", "b"), ("hint:2#h", "c"), ("hint:2#u", "d"), ("arith:3", "e")]
+    assert _sample(be, tmp_path, prompts, 2, 0) == {}
+    seeds = {r.trace_id: r.seed for r in seen}
+    assert seeds["hint:1#h"] == seeds["hint:1#u"] == trace_seed(0, "hint:1")
+    assert seeds["hint:2#h"] == seeds["hint:2#u"] == trace_seed(0, "hint:2")
+    assert len({seeds["hint:1#h"], seeds["hint:2#h"], seeds["arith:3"]}) == 3
