@@ -224,6 +224,12 @@ def resilience_command(
     """
     from anchors._branches import iterative_resilience
 
+    if samples < min_removed:
+        click.echo(
+            f"warning: --samples {samples} chains cannot reach --min-removed {min_removed}, so counterfactual++ will "
+            f"be undefined (nan) for every sentence; raise --samples to at least {min_removed} or lower --min-removed",
+            err=True,
+        )
     be, trace, params, sampling, matcher = _setup(click.get_current_context().params)
     try:
         result = iterative_resilience(

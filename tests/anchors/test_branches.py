@@ -241,6 +241,8 @@ def test_cli_commands_write_json(tmp_path):
     data = json.loads(res.read_text())
     assert [s["sentence"] for s in data["sentences"]] == [5] and len(data["chains"]) == 3
     assert "at most" in err.getvalue()
+    # 3 chains cannot reach the counterfactual++ floor: said before sampling, and the values are undefined
+    assert "cannot reach --min-removed 5" in err.getvalue() and data["sentences"][0]["cfpp_accuracy"] is None
 
 
 def test_validation_helpers_follow_the_organism_templates():
