@@ -100,6 +100,8 @@ class ClassifyConfig(_SamplingSettings):
 
     samples: int = 8
     seed: int = 0
+    """Each trace's rollouts use ``resampling.trace_seed(seed, trace id)``, so different traces draw independent
+    noise; the arms of one trace's paired comparisons share it."""
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256

@@ -136,6 +136,14 @@ class _Classifier:
     def _th(self, name: str) -> float:
         return self.cfg.thresholds.get(name, THRESHOLDS[name])
 
+    def _seed(self, trace: Trace) -> int:
+        """The seed of ``trace``'s rollouts: ``resampling.trace_seed(config seed, trace id)``. One seed for every
+        trace would give rollout k at a position of every trace the same noise (the traces' scores coupled); the
+        arms of one trace's paired comparisons share it."""
+        from resampling import trace_seed
+
+        return trace_seed(self.cfg.seed, trace.id)
+
     def _prefixes(self, trace: Trace):
         from resampling import TracePrefixes
 
@@ -181,8 +189,8 @@ class _Classifier:
             # position share their seeds (paired); the arms' rows differ by trace id
             q = p.with_prompt(plain, kind="resample")
             params = self.cfg.params()
-            acc += p.plan(self.cfg.samples, self.cfg.seed, params).requests
-            acc += q.plan(self.cfg.samples, self.cfg.seed, params).requests
+            acc += p.plan(self.cfg.samples, self._seed(c.trace), params).requests
+            acc += q.plan(self.cfg.samples, self._seed(c.trace), params).requests
             todo.append((c, p, q))
         if not todo:
             return rows
@@ -249,7 +257,7 @@ class _Classifier:
                 continue
             p = self._prefixes(c.trace)
             acc += p.forced_answer_plan(
-                self.cfg.samples, self.cfg.seed, self.cfg.params(self.cfg.answer_tokens)
+                self.cfg.samples, self._seed(c.trace), self.cfg.params(self.cfg.answer_tokens)
             ).requests
             sents = [s.text for s in p.sentences]
             texts = self.mistakes.mistakes([(c.prompt_text(), sents, i) for i in range(len(sents))])
@@ -260,7 +268,9 @@ class _Classifier:
                 e = p.replace_sentence(i, text, kind="add_mistake")
                 if len(e.sentences) != len(p.sentences):
                     continue
-                acc += e.plan(self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[i + 1]).requests
+                acc += e.plan(
+                    self.cfg.samples, self._seed(c.trace), self.cfg.params(), positions=[i + 1]
+                ).requests
                 edits.append((i, e))
             todo.append((c, p, edits))
         r = self._run(Plan(acc), "post-hoc (forced answers, inserted mistakes)")
@@ -351,8 +361,12 @@ class _Classifier:
                 e = p.replace_sentence(i, text, kind="restore_stated")
                 if len(e.sentences) != len(p.sentences):
                     continue
-                acc += p.plan(self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[at]).requests
-                acc += e.plan(self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[at]).requests
+                acc += p.plan(
+                    self.cfg.samples, self._seed(c.trace), self.cfg.params(), positions=[at]
+                ).requests
+                acc += e.plan(
+                    self.cfg.samples, self._seed(c.trace), self.cfg.params(), positions=[at]
+                ).requests
                 pairs.append((cand, e, at))
             todo.append((c, p, pairs))
         r = self._run(
@@ -445,9 +459,11 @@ class _Classifier:
             params = self.cfg.params()
             # both arms draw the same seeds (paired); their kinds keep the requests apart when the paraphrase
             # leaves the text as it was
-            paired = request_seed(self.cfg.seed, cut, "paraphrase")
+            paired = request_seed(self._seed(c.trace), cut, "paraphrase")
             for e in (original, changed):
-                reqs = e.plan(self.cfg.samples, self.cfg.seed, params, positions=[e.n_positions - 1]).requests
+                reqs = e.plan(
+                    self.cfg.samples, self._seed(c.trace), params, positions=[e.n_positions - 1]
+                ).requests
                 acc += [replace(q, seed=paired) for q in reqs]
             todo.append((c, p, d, cut, original, changed))
         r = self._run(Plan(acc), "encoded reasoning (paraphrased prefixes)")
@@ -509,7 +525,7 @@ class _Classifier:
                     SamplingRequest(
                         prompt_ids=tuple(_opened_prompt_ids(self.tok, prompt)),
                         n=self.cfg.samples,
-                        seed=self.cfg.seed,
+                        seed=self._seed(c.trace),
                         params=self.cfg.params(),
                         trace_id=f"{c.trace.id}#{side}",
                         kind="reversal",

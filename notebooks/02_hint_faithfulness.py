@@ -368,8 +368,8 @@ show(fig)
 # with or without the professor. That sentence is where the hint entered the reasoning, and it is the planted
 # one: the fudged computation or the flipped consolidation, the first place the CoT states the cue's value against
 # its own running digit. Over all flagged silent follows the pointer's hit rate is printed in section 3; on the
-# 31 planted silent follows of `cotscope validate classifiers` it is 0.81 with 16 samples per prefix and arm
-# and 0.52 with 6 (`docs/metrics.md`): with few samples an earlier sentence can get the same jump by chance.
+# 31 planted silent follows of `cotscope validate classifiers` it is 0.77 with 16 samples per prefix and arm
+# and 0.55 with 6 (`docs/metrics.md`): with few samples an earlier sentence can get the same jump by chance.
 #
 # **What a researcher would do next.** On a real model: run `cotscope faithfulness --suite hint_verbalisation`
 # with an LLM judge (two judges, with their agreement), report raw, p, q and α beside the normalised score, and

@@ -121,6 +121,21 @@ def test_hint_reliance_flags_the_cue_effect_and_points_at_the_flip(tok, tmp_path
     assert by_pos["arms"].to_list() == [2] * 7 and by_pos["distinct"].to_list() == [1] * 7
 
 
+def test_each_trace_draws_its_own_seeds_and_its_arms_share_them(tok, tmp_path):
+    # one seed for every trace would give rollout k at a position of every trace the same noise (coupled scores)
+    import glob
+
+    other = FLIP.replace("We start with 8 and have two steps.", "Start: 8, two steps to do.")
+    cases = [_case(), _case(other)]
+    classify(cases, Scripted(follows_half_the_time, tok), classifiers=["hint_reliance"], cache_dir=tmp_path)
+    stored = pl.concat(
+        [pl.read_parquet(f) for f in glob.glob(str(tmp_path / "**" / "*.parquet"), recursive=True)]
+    ).filter(pl.col("position") == 0)
+    first = stored.group_by("trace_id").agg(pl.col("seed").min()).sort("seed")["seed"].to_list()
+    # four arms (two traces x cued/plain), two distinct seed sequences: one per trace, shared by its arms
+    assert len(first) == 4 and len(set(first)) == 2
+
+
 def test_hint_reliance_needs_the_cue_to_make_the_difference(tok, tmp_path):
     # the model lands on the cue's answer, but would have without the cue: no reliance
     t = classify(
