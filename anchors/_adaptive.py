@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 __all__ = [
+    "RANK_RULES",
     "AdaptiveOptions",
     "AdaptiveOutcome",
     "TraceRounds",
@@ -39,6 +40,10 @@ __all__ = [
     "sparse_grid",
     "with_outcome",
 ]
+
+
+RANK_RULES = ("separated", "final")
+"""How :class:`AdaptiveOptions` settles the rank of the top sentences (see ``AdaptiveOptions.rank``)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,12 @@ class AdaptiveOptions:
     budget: int | None = None
     top_k: int = 1
     """A sentence among the current ``top_k`` of any significance metric's value (accuracy metrics by magnitude)
-    is never settled before ``--samples``: its rank is what a reader takes from the run, so it gets every rollout."""
+    is not settled while its rank is open (``rank``): its rank is what a reader takes from the run."""
+    rank: str = "separated"
+    """When the rank of a top-``top_k`` sentence is settled. ``separated``: once its interval (``<metric>_lo``,
+    ``_hi``, the table's bootstrap interval) overlaps no other defined sentence's interval at a look. ``final``:
+    never before ``--samples`` (the top sentences get every rollout). Without intervals (``n_bootstrap=0``)
+    ``separated`` acts as ``final``."""
     stride: int = 1
     """Sparse positions (``--sparse K``): the first round samples every ``stride``-th position (and the last)
     only; an interval between two sampled neighbours is bisected while its ends differ (:meth:`TraceRounds._screen`),
@@ -69,6 +79,8 @@ class AdaptiveOptions:
             raise ValueError(f"futility must be in (0, 1], got {self.futility}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.rank not in RANK_RULES:
+            raise ValueError(f"rank must be one of {', '.join(RANK_RULES)}, got {self.rank!r}")
         if self.stride < 1:
             raise ValueError(f"stride (--sparse) must be at least 1 position, got {self.stride}")
         if self.budget is not None and self.budget < 1:
@@ -103,18 +115,53 @@ def settle(
     return flagged, done.all(axis=1)
 
 
-def top_sentences(table: pl.DataFrame, metrics: tuple[str, ...], k: int) -> np.ndarray:
-    """Mask of the sentences among the ``k`` largest values of any of ``metrics`` (accuracy ones by magnitude)."""
+def _magnitude(table: pl.DataFrame, name: str, absolute: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A metric's values and interval (``_lo``, ``_hi``; NaN where missing), as magnitudes when ``absolute``."""
+
+    def column(c: str) -> np.ndarray:
+        if c not in table.columns:
+            return np.full(table.height, math.nan)
+        return table[c].cast(pl.Float64).fill_null(math.nan).to_numpy()
+
+    v, lo, hi = column(name), column(f"{name}_lo"), column(f"{name}_hi")
+    if absolute:
+        # |x| over [lo, hi]: the interval's magnitudes, from 0 where it straddles 0
+        lo, hi = (
+            np.where(lo > 0, lo, np.where(hi < 0, -hi, 0.0)),
+            np.maximum(np.abs(lo), np.abs(hi)),
+        )
+        v = np.abs(v)
+    return v, lo, hi
+
+
+def top_sentences(table: pl.DataFrame, metrics: tuple[str, ...], k: int, rank: str = "final") -> np.ndarray:
+    """Mask of the sentences whose rank is still open: the ``k`` largest values of any of ``metrics`` (accuracy
+    ones by magnitude), and with ``rank="separated"`` only while such a sentence's interval overlaps another
+    defined sentence's (a top sentence whose interval is apart from every other one has a settled rank). A top
+    sentence without an interval stays open. Only the top sentences are held open: a sentence overlapping one keeps
+    sampling only while its own verdict is open."""
     mask = np.zeros(table.height, dtype=bool)
     if k == 0:
         return mask
     for m in metrics:
-        v = table[m].cast(pl.Float64).fill_null(math.nan).to_numpy()
-        v = np.abs(v) if "accuracy" in m else v
-        v = np.where(np.isfinite(v), v, -np.inf)
-        if np.isfinite(v).any():
-            kth = np.sort(v)[::-1][min(k, v.size) - 1]
-            mask |= np.isfinite(v) & (v >= kth)
+        v, lo, hi = _magnitude(table, m, "accuracy" in m)
+        defined = np.isfinite(v)
+        if not defined.any():
+            continue
+        kth = np.sort(v[defined])[::-1][min(k, int(defined.sum())) - 1]
+        top = defined & (v >= kth)
+        if rank == "final":
+            mask |= top
+            continue
+        has_ci = np.isfinite(lo) & np.isfinite(hi)
+        for a in np.flatnonzero(top):
+            if not has_ci[a]:
+                mask[a] = True
+                continue
+            apart = has_ci & ((hi < lo[a]) | (lo > hi[a]))
+            overlap = defined & ~apart
+            overlap[a] = False
+            mask[a] |= bool(overlap.any())
     return mask
 
 
@@ -219,7 +266,7 @@ class TraceRounds:
         done &= measured
         self.ever |= self.flagged
         if target < self.sizes[-1]:
-            done = done & ~top_sentences(table, self.metrics, self.adaptive.top_k)
+            done = done & ~top_sentences(table, self.metrics, self.adaptive.top_k, self.adaptive.rank)
         busy = self._screen(rollouts) if self.adaptive.stride > 1 else set()
         # a position stops when every sentence that reads it (sentence i-1 and sentence i) is settled, and (sparse)
         # no interval it ends is still being tested
@@ -303,6 +350,7 @@ class TraceRounds:
             "adaptive_looks": self.looks,
             "adaptive_schedule": self.sizes,
             "adaptive_alpha_per_look": self.alpha_look,
+            "adaptive_rank_rule": self.adaptive.rank,
             "adaptive_rollouts": int(n.sum()) * per_rollout,
             "adaptive_fixed_rollouts": len(n) * samples * per_rollout,
             "adaptive_positions_rollouts": [int(x) for x in n],

@@ -33,6 +33,7 @@ def run_adaptive_bench(
     samples: int = 50,
     seed: int = 1000,
     sparse: int | None = None,
+    rank: str = "separated",
 ) -> dict[str, Any]:
     """Fixed against adaptive (and, with ``sparse``, adaptive with sparse positions of that stride) on the same
     traces and seeds. The adaptive side's numbers are at the top level; the sparse side's under ``sparse``."""
@@ -56,10 +57,11 @@ def run_adaptive_bench(
         (ex, tr, planted[0])
         for ex, tr, planted in clean_traces(backend, task, params, n_traces, seed, 4000)[0]
     ]
-    options = ImportanceOptions(n_bootstrap=0, continuation_metrics=False)
-    sides: dict[str, Any] = {"fixed": None, "adaptive": AdaptiveOptions()}
+    # the default bootstrap intervals: the rank rule "separated" reads them
+    options = ImportanceOptions(continuation_metrics=False)
+    sides: dict[str, Any] = {"fixed": None, "adaptive": AdaptiveOptions(rank=rank)}
     if sparse is not None:
-        sides["sparse"] = AdaptiveOptions(stride=sparse)
+        sides["sparse"] = AdaptiveOptions(stride=sparse, rank=rank)
     compared = [s for s in sides if s != "fixed"]
     sizes = look_schedule(sides["adaptive"].first, samples, sides["adaptive"].growth)
     emb = TextEmbeddings()
@@ -179,7 +181,7 @@ def run_adaptive_bench(
         }
         return r
 
-    report = {"model": model_id, "traces": len(chosen), "samples": samples, "schedule": sizes}
+    report = {"model": model_id, "traces": len(chosen), "samples": samples, "schedule": sizes, "rank": rank}
     report.update(side_report("adaptive"))
     report["targets"] = TARGETS
     if sparse is not None:
@@ -190,7 +192,7 @@ def run_adaptive_bench(
 def format_adaptive_bench(r: dict[str, Any]) -> str:
     lines = [
         f"{r['traces']} clean traces of {r['model']}; fixed: {r['samples']} samples per position; "
-        f"adaptive looks at {r['schedule']}",
+        f"adaptive looks at {r['schedule']}, rank rule {r.get('rank', 'final')}",
         f"rollouts: adaptive {r['rollouts_adaptive']} / fixed {r['rollouts_fixed']} = {r['rollout_ratio']:.3f} "
         f"(target <= {TARGETS['rollout_ratio']}); wall time ratio {r['wall_ratio']:.3f} "
         f"({r['wall_adaptive_s']:.1f} s / {r['wall_fixed_s']:.1f} s)",

@@ -232,20 +232,36 @@ class _Runner(_PairSuites):
         self.log(f"{what}: {plan.n_rollouts} rollouts ({len(plan)} requests)")
         return self.engine.run(plan).rollouts
 
-    def sample_prompts(self, prompts: Sequence[tuple[str, str]], n: int, kind: str) -> pl.DataFrame:
-        """``n`` completions of each (key, prompt), all with seeds ``seed + k`` (paired arms share seeds)."""
+    def item_seed(self, item_id: str) -> int:
+        """The seed of item ``item_id``'s prompts: ``resampling.trace_seed(config seed, item id)``. One seed for
+        every item would give sample k of every prompt the same noise, so the items' values (and the intervals over
+        items) would be coupled; the paired arms of one item (unhinted / hinted) share it."""
+        from resampling import trace_seed
+
+        return trace_seed(self.cfg.seed, item_id)
+
+    def trace_seed(self, trace: Trace) -> int:
+        """The seed of the rollouts resampled from ``trace`` (probes, edits, grafts): ``resampling.trace_seed(config
+        seed, trace id)``; the arms of one trace's paired comparisons share it."""
+        from resampling import trace_seed
+
+        return trace_seed(self.cfg.seed, trace.id)
+
+    def sample_prompts(self, prompts: Sequence[tuple[str, str, str]], n: int, kind: str) -> pl.DataFrame:
+        """``n`` completions of each (item id, key, prompt), with seeds ``item_seed(item id) + k`` (the arms of an
+        item share them)."""
         from resampling import Plan, SamplingRequest
 
         reqs = [
             SamplingRequest(
                 prompt_ids=tuple(_opened_prompt_ids(self.tok, prompt)),
                 n=n,
-                seed=self.cfg.seed,
+                seed=self.item_seed(item_id),
                 params=self.cfg.params(),
                 trace_id=key,
                 kind=kind,
             )
-            for key, prompt in prompts
+            for item_id, key, prompt in prompts
         ]
         return self._run(Plan(reqs), kind)
 
@@ -274,7 +290,9 @@ class _Runner(_PairSuites):
         (``condition``, or ``failed`` / ``unusable``; the row's reference is the item's field ``reference``).
         Truncated CoTs and CoTs without an answer are left out; an identical CoT of the same prompt is the same
         trace (its probes would repeat the same requests) and is kept once."""
-        r = self.sample_prompts([(key, prompt) for _, key, prompt in prompts], self.cfg.traces_per_item, kind)
+        r = self.sample_prompts(
+            [(it.id, key, prompt) for it, key, prompt in prompts], self.cfg.traces_per_item, kind
+        )
         by_key = {key: (it, prompt) for it, key, prompt in prompts}
         out, seen = [], set()
         for row in r.sort("trace_id", "sample").iter_rows(named=True):
@@ -321,7 +339,7 @@ class _Runner(_PairSuites):
         plan = Plan()
         for _, t in tr:
             plan = plan + self.prefixes(t).forced_answer_plan(
-                self.cfg.samples, self.cfg.seed, self.cfg.params(self.cfg.answer_tokens)
+                self.cfg.samples, self.trace_seed(t), self.cfg.params(self.cfg.answer_tokens)
             )
         r = self._run(plan, "early answering")
         meta = {t.id: (it, t) for it, t in tr}
@@ -368,7 +386,9 @@ class _Runner(_PairSuites):
             edited = self.prefixes(t).replace_sentence(i, text, kind="add_mistake")
             if len(edited.sentences) != len(self.prefixes(t).sentences):
                 continue  # the mistake changed the sentence count: "the rest" would not be the same rest
-            plan = plan + edited.plan(self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[i + 1])
+            plan = plan + edited.plan(
+                self.cfg.samples, self.trace_seed(t), self.cfg.params(), positions=[i + 1]
+            )
             edits[edited.trace.id] = (it, t, i, edited)
         if not len(plan):
             raise _Skip(
@@ -432,13 +452,12 @@ class _Runner(_PairSuites):
             for arm, text in (("original", original_text), ("paraphrased", para_text)):
                 edited = self.prefixes(t).with_cot(text, kind=f"paraphrase_{arm}")
                 edited.edit["k"] = k
+                seed = self.trace_seed(t)
                 arm_plan = edited.plan(
-                    self.cfg.samples, self.cfg.seed, self.cfg.params(), positions=[edited.n_positions - 1]
+                    self.cfg.samples, seed, self.cfg.params(), positions=[edited.n_positions - 1]
                 )
                 # both arms draw the same seeds (common random numbers), so the drop is paired sample by sample
-                plan = plan + Plan(
-                    [replace(r, seed=request_seed(self.cfg.seed, k, "paraphrase")) for r in arm_plan]
-                )
+                plan = plan + Plan([replace(r, seed=request_seed(seed, k, "paraphrase")) for r in arm_plan])
                 arms[(edited.trace.id, f"paraphrase_{arm}")] = (it, t, k, arm, text)
         r = self._run(plan, "paraphrasing")
         rows = []
@@ -474,18 +493,19 @@ class _Runner(_PairSuites):
         plan, conds = Plan(), {}
         for it, t in tr:
             p = self.prefixes(t)
-            own = p.forced_answer_plan(self.cfg.samples, self.cfg.seed, params, positions=[p.n_positions - 1])
+            seed = self.trace_seed(t)
+            own = p.forced_answer_plan(self.cfg.samples, seed, params, positions=[p.n_positions - 1])
             plan = plan + own
             conds[(t.id, p.n_positions - 1)] = (it, None)
             for m in grid:
                 if m == 0:
-                    plan = plan + p.forced_answer_plan(self.cfg.samples, self.cfg.seed, params, positions=[0])
+                    plan = plan + p.forced_answer_plan(self.cfg.samples, seed, params, positions=[0])
                     conds[(t.id, 0)] = (it, 0)
                     continue
                 e = p.with_cot(" ".join(["..."] * m), kind="filler")
                 e.edit["m"] = m
                 plan = plan + e.forced_answer_plan(
-                    self.cfg.samples, self.cfg.seed, params, positions=[e.n_positions - 1]
+                    self.cfg.samples, seed, params, positions=[e.n_positions - 1]
                 )
                 conds[(e.trace.id, e.n_positions - 1)] = (it, m)
         r = self._run(plan, "filler tokens")

@@ -43,8 +43,8 @@ class _PairSuites:
             raise _Skip("no item has a hint target (give items with a 'hint' field, or use organism:hint)")
         if self.judge is None:
             raise _Skip("no judge was given")
-        prompts = [(f"{it.id}#u", it.question) for it in hinted] + [
-            (f"{it.id}#h", it.hinted_prompt()) for it in hinted
+        prompts = [(it.id, f"{it.id}#u", it.question) for it in hinted] + [
+            (it.id, f"{it.id}#h", it.hinted_prompt()) for it in hinted
         ]
         r = self.sample_prompts(prompts, self.cfg.samples, "hint_pair")
         rows = []
@@ -214,7 +214,7 @@ class _PairSuites:
         plan, grafts = Plan(), {}
         for it, t in self.hinted_traces():
             graft = self.prefixes(t).with_prompt(it.question, kind="transplant")
-            plan = plan + graft.plan(self.cfg.samples, self.cfg.seed, self.cfg.params())
+            plan = plan + graft.plan(self.cfg.samples, self.trace_seed(t), self.cfg.params())
             grafts[graft.trace.id] = (it, t, graft)
         if not len(plan):
             raise _Skip(
@@ -255,7 +255,7 @@ class _PairSuites:
             raise _Skip(
                 "no item has a pair_id (IPHR needs reversed question pairs: organism:compare or items with pair_id, group)"
             )
-        r = self.sample_prompts([(f"{it.id}#q", it.question) for it in qs], self.cfg.samples, "iphr")
+        r = self.sample_prompts([(it.id, f"{it.id}#q", it.question) for it in qs], self.cfg.samples, "iphr")
         rows = []
         for it in qs:
             g = r.filter(pl.col("trace_id") == f"{it.id}#q")

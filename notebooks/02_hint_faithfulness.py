@@ -87,7 +87,8 @@ print("planted rates:", task.planted)
 # ## 1. Paired samples and Chen's score
 #
 # `metrics.organism_items("hint", n)` gives each problem twice: the plain question and the same question with the
-# professor's (always wrong) hint. `run_faithfulness` samples both arms with the same seeds through the engine
+# professor's (always wrong) hint. `run_faithfulness` samples both arms of an item with that item's own seeds (one
+# per item, so items are independent draws) through the engine
 # (cached), and the rule judge marks a hinted CoT as verbalised when it names the professor.
 
 # %%
@@ -202,11 +203,12 @@ fig.tight_layout()
 show(fig)
 
 # %% [markdown]
-# The score and the text rule agree on the same CoTs (the same criterion), and both sit above the planted 0.5, the
-# one independent truth: its interval leaves 0.5 out, so `validate faithfulness` fails this check. Either the
-# trained organism verbalises more often than its generator (its card measures 0.583, by the same text
-# criterion) or the score overcounts; sampled CoTs carry no label recorded apart from their text that could tell
-# which. Chen's α is close to 1 here because the organism, given a hint, either follows it or answers
+# The score and the text rule agree on the same CoTs (the same criterion), and both contain the planted 0.5, the
+# one independent truth, so `validate faithfulness` passes this check. It is a weak pass: the organism's card
+# measures 0.583 of follows verbalised, by the same text criterion, and the interval here reaches 0.598; sampled
+# CoTs carry no label recorded apart from their text that could tell whether the organism or the score is off. (An
+# earlier run sampled every item with one seed, coupling the items, and gave 0.580 [0.538, 0.623], which left 0.5
+# out.) Chen's α is close to 1 here because the organism, given a hint, either follows it or answers
 # correctly: q ≈ 0, so almost no switch is noise and normalised ≈ raw. On a real model with q > 0 the
 # normalisation matters, and normalised is an upper bound of faithfulness (`docs/metrics.md`).
 

@@ -255,7 +255,7 @@ print(
 # themselves (the unchanged ones are continuations that corrected the injected digit). For `posthoc` the forced
 # answer before the CoT is right nearly always, and a mistake changes almost nothing, as planted (prediction 0).
 # The early-answering AOCs are far apart, with intervals that do not overlap: the check `cotscope validate
-# faithfulness` runs on 100 items (gap 0.69 there).
+# faithfulness` runs on 100 items (gap 0.65 there).
 #
 # **What a researcher would conclude.** On this pair, early answering and adding mistakes recover which model
 # reasons post hoc, from behaviour alone: the two organisms write CoTs a reader cannot tell apart (same templates,

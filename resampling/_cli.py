@@ -402,12 +402,20 @@ def bench_study(n_traces, samples, repeats, seed, adaptive, as_json) -> None:
     metavar="K",
     help="Also run adaptive with sparse positions (every K-th first) and report it beside.",
 )
+@click.option(
+    "--rank",
+    type=click.Choice(["separated", "final"]),
+    default="separated",
+    show_default=True,
+    help="When a top sentence's rank is settled (anchors.AdaptiveOptions.rank): once its interval is apart "
+    "from every other sentence's, or only at the last look.",
+)
 @flags.json_option()
-def bench_adaptive(n_traces, samples, seed, sparse, as_json) -> None:
+def bench_adaptive(n_traces, samples, seed, sparse, rank, as_json) -> None:
     """Adaptive sampling against a fixed run with the same seeds: rollouts, wall time, recall, top-1, A/A."""
     from anchors.bench_adaptive import format_adaptive_bench, run_adaptive_bench
 
-    report = run_adaptive_bench(n_traces=n_traces, samples=samples, seed=seed, sparse=sparse)
+    report = run_adaptive_bench(n_traces=n_traces, samples=samples, seed=seed, sparse=sparse, rank=rank)
     click.echo(json.dumps(report, indent=2) if as_json else format_adaptive_bench(report))
 
 

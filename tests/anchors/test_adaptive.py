@@ -175,6 +175,67 @@ def test_top_sentences_are_the_k_largest_by_magnitude_for_accuracy():
     assert top_sentences(table, ("x_kl",), 0).tolist() == [False, False, False]
 
 
+def test_rank_of_a_top_sentence_settles_once_its_interval_is_apart_from_every_other():
+    from anchors._adaptive import top_sentences
+
+    nan = float("nan")
+    apart = pl.DataFrame({"x_kl": [0.9, 0.2, 0.1], "x_kl_lo": [0.7, 0.1, 0.0], "x_kl_hi": [1.1, 0.3, 0.2]})
+    assert top_sentences(apart, ("x_kl",), 1, "separated").tolist() == [False, False, False]
+    assert top_sentences(apart, ("x_kl",), 1, "final").tolist() == [True, False, False]
+    # sentence 1's interval reaches into the top one's: the top one stays open
+    close = apart.with_columns(pl.Series("x_kl_hi", [1.1, 0.8, 0.2]))
+    assert top_sentences(close, ("x_kl",), 1, "separated").tolist() == [True, False, False]
+    # accuracy metrics rank by magnitude, and so do their intervals: [-1.0, -0.8] is |x| in [0.8, 1.0]
+    acc = pl.DataFrame(
+        {"y_accuracy": [-0.9, 0.2], "y_accuracy_lo": [-1.0, -0.1], "y_accuracy_hi": [-0.8, 0.5]}
+    )
+    assert top_sentences(acc, ("y_accuracy",), 1, "separated").tolist() == [False, False]
+    straddle = acc.with_columns(pl.Series("y_accuracy_lo", [-1.0, -0.85]))  # |x| of sentence 1 up to 0.85
+    assert top_sentences(straddle, ("y_accuracy",), 1, "separated").tolist() == [True, False]
+    # no interval (n_bootstrap=0): the top sentence stays open by itself, as with "final"
+    bare = apart.with_columns(pl.Series("x_kl_lo", [nan, 0.1, 0.0]))
+    assert top_sentences(bare, ("x_kl",), 1, "separated").tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="rank must be one of"):
+        AdaptiveOptions(rank="sometimes")
+
+
+def test_separated_rank_stops_a_clear_top_sentence_that_final_keeps_sampling():
+    from types import SimpleNamespace
+
+    from anchors._adaptive import TraceRounds
+
+    # sentence 0 is flagged and far above the others; sentences 1 and 2 are settled as not significant
+    table = pl.DataFrame(
+        {
+            "x_kl": [0.9, 0.1, 0.05],
+            "x_kl_lo": [0.7, 0.0, 0.0],
+            "x_kl_hi": [1.1, 0.3, 0.2],
+            "x_kl_p": [0.001, 0.9, 0.9],
+        }
+    )
+    prefixes = SimpleNamespace(n_positions=4, sentences=[0, 1, 2], trace=SimpleNamespace(id="t"))
+
+    def first_look(rank):
+        r = TraceRounds(
+            prefixes, samples=20, seed=0, params=None, forced_params=None, forced_answer=False,
+            score=lambda rollouts: table, metrics=("x_kl",), level=0.05,
+            adaptive=AdaptiveOptions(first=10, rank=rank),
+        )  # fmt: skip
+        extra = r.extra(10)
+        assert r.grant(extra, extra)
+        r.look(None, 10)
+        return r
+
+    separated, final = first_look("separated"), first_look("final")
+    # every sentence is settled: all four positions stop at the first look
+    assert separated.stopped.tolist() == [True, True, True, True] and separated.finished
+    assert separated.reason.tolist() == ["significant", "not significant", "not significant"]
+    # "final" keeps the top sentence (positions 0 and 1, the two it reads) to the last look
+    assert final.stopped.tolist() == [False, False, True, True] and not final.finished
+    assert final.reason[0] == "sampling"
+    assert separated.outcome().stats["adaptive_rank_rule"] == "separated"
+
+
 def test_importance_adaptive_writes_stop_reasons_and_says_so(tmp_path, capsys):
     from cotscope.cli import main
 

@@ -277,3 +277,32 @@ def test_adding_mistakes_curves_agree_with_the_item_rows(tmp_path):
     ).all()
     m = res.metrics.filter(pl.col("condition") == "changed_answer").row(0, named=True)
     assert m["denominator"] == c["n_total"].sum()
+
+
+@pytest.mark.slow
+def test_each_item_and_trace_is_sampled_with_its_own_seed(run_dir):
+    # one seed for every item would give sample k of every prompt (and every trace's probe at a position) the same
+    # noise, so the items' values would be coupled; an item's paired arms share its seed
+    from resampling import trace_seed
+
+    shards = sorted((run_dir / ".cache").rglob("*.parquet"))
+    r = pl.concat([pl.read_parquet(p) for p in shards], how="diagonal_relaxed")
+    r = r.with_columns((pl.col("seed") - pl.col("sample")).alias("base"))
+    prompts = r.filter(pl.col("kind").is_in(["cot", "hint_pair"]))
+    assert prompts.height
+    for row in prompts.iter_rows(named=True):
+        assert row["base"] == trace_seed(5, row["trace_id"].rsplit("#", 1)[0])
+    pairs = prompts.filter(pl.col("kind") == "hint_pair").with_columns(
+        pl.col("trace_id").str.split("#").list.first().alias("item")
+    )
+    per_item = pairs.group_by("item").agg(pl.col("base").n_unique().alias("n"), pl.col("base").first())
+    assert per_item.height == 4 and (per_item["n"] == 1).all() and per_item["base"].n_unique() == 4
+    # probes and edits of one trace (``origin~edit``; filler arms, paraphrase arms) share that trace's seed
+    probes = r.filter(~pl.col("kind").is_in(["cot", "hint_pair"])).with_columns(
+        pl.col("trace_id").str.split("~").list.first().alias("origin")
+    )
+    by_slot = probes.group_by("kind", "position").agg(
+        pl.col("origin").n_unique().alias("traces"), pl.col("base").n_unique().alias("seeds")
+    )
+    shared = by_slot.filter(pl.col("traces") > 1)
+    assert shared.height and (shared["seeds"] == shared["traces"]).all()
