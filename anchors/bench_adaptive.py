@@ -9,6 +9,7 @@ sentence per method; planted-truth top1 and planted flagged share on each side; 
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["format_adaptive_bench", "run_adaptive_bench"]
+__all__ = [
+    "format_adaptive_bench",
+    "format_adaptive_wall_bench",
+    "run_adaptive_bench",
+    "run_adaptive_wall_bench",
+]
 
 TARGETS = {
     "rollout_ratio": 0.10,
@@ -223,3 +229,120 @@ def format_adaptive_bench(r: dict[str, Any]) -> str:
             for line in format_adaptive_bench({**r, **r["sparse"], "sparse": None}).splitlines()[1:]
         ]
     return "\n".join(lines)
+
+
+def run_adaptive_wall_bench(
+    trace: str | Path,
+    *,
+    real_vocab: tuple[int, int] = (128, 2),
+    samples: int = 50,
+    max_new_tokens: int = 16,
+    seed: int = 0,
+    rank: str = "separated",
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """Wall time of adaptive against fixed sampling on a random-weight model of the real DeepSeek vocabulary
+    (:func:`resampling.synthetic_model`, logit sd 6) over a real trace: what rounds of fewer rollouts in smaller
+    batches cost per rollout where every step pays a 129k-id output projection and sampler. Same seeds, each side
+    in a fresh cache; the model's answers are noise, so only rollouts, wall time and agreement with the fixed run
+    (recall of its flags, same top-1) are reported, no planted truth. ``repeats`` runs of both sides, alternating
+    which goes first; wall times are medians."""
+    import torch
+
+    from anchors._adaptive import AdaptiveOptions
+    from anchors._blackbox import ImportanceOptions
+    from anchors._embedding import TextEmbeddings
+    from anchors._pipeline import compute_importance
+    from anchors._significance import SIGNIFICANCE_METRICS
+    from cot import load_trace
+    from resampling._bench import find_trace
+    from resampling._hf import HFBackend
+    from resampling._plan import SamplingParams
+    from resampling._synthetic import synthetic_model
+
+    torch.manual_seed(0)
+    hidden, layers = real_vocab
+    model, tok = synthetic_model(hidden, layers)
+    backend = HFBackend(model, tok, model_id=f"synthetic-qwen2-{hidden}x{layers}")
+    path = find_trace(trace)
+    tr = load_trace(path)
+    params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens)
+    forced = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=8)
+    options = ImportanceOptions(continuation_metrics=False)
+    emb = TextEmbeddings()
+    runs: dict[str, Any] = {}
+    walls: dict[str, list[float]] = {"fixed": [], "adaptive": []}
+    sides = [("fixed", None), ("adaptive", AdaptiveOptions(rank=rank))]
+    with tempfile.TemporaryDirectory() as tmp:
+        compute_importance(
+            backend, tr, samples=2, seed=seed + 1, params=params, forced_params=forced, options=options,
+            cache_dir=Path(tmp) / "warm", embed=emb, whitebox=False,
+        )  # fmt: skip
+        for r in range(repeats):
+            for side, how in sides if r % 2 == 0 else sides[::-1]:
+                start = time.perf_counter()
+                run = compute_importance(
+                    backend, tr, samples=samples, seed=seed, params=params, forced_params=forced,
+                    options=options, cache_dir=Path(tmp) / f"{side}{r}", embed=emb, whitebox=False, adaptive=how,
+                )  # fmt: skip
+                walls[side].append(time.perf_counter() - start)
+                if side in runs and not run.table.equals(runs[side].table):
+                    raise RuntimeError(f"the {side} run's table changed between repeats (same seeds)")
+                runs[side] = run
+    wall = {side: statistics.median(w) for side, w in walls.items()}
+    n = {side: runs[side].rollouts.height for side in runs}
+    fixed_sig = kept = 0
+    same_top1 = {}
+    for m in SIGNIFICANCE_METRICS:
+        f = [bool(x) for x in runs["fixed"].table[f"{m}_significant"].to_list()]
+        a = [bool(x) for x in runs["adaptive"].table[f"{m}_significant"].to_list()]
+        fixed_sig += sum(f)
+        kept += sum(x and y for x, y in zip(f, a, strict=True))
+        best = []
+        for side in ("fixed", "adaptive"):
+            v = runs[side].table[m].cast(float).fill_null(float("nan")).to_numpy()
+            v = np.abs(v) if "accuracy" in m else v
+            best.append(
+                int(np.argmax(np.where(np.isfinite(v), v, -np.inf))) if np.isfinite(v).any() else None
+            )
+        if best[0] is not None:
+            same_top1[m] = best[0] == best[1]
+    return {
+        "model": f"random-weight Qwen2 hidden {hidden} x {layers} layers, DeepSeek tokenizer ({len(tok):,} ids)",
+        "trace": str(path),
+        "sentences": runs["fixed"].table.height,
+        "samples": samples,
+        "max_new_tokens": max_new_tokens,
+        "rank": rank,
+        "torch_threads": torch.get_num_threads(),
+        "rollouts_fixed": n["fixed"],
+        "rollouts_adaptive": n["adaptive"],
+        "rollout_ratio": n["adaptive"] / n["fixed"],
+        "repeats": repeats,
+        "wall_fixed_s": wall["fixed"],
+        "wall_adaptive_s": wall["adaptive"],
+        "walls_s": walls,
+        "wall_ratio": wall["adaptive"] / wall["fixed"],
+        "wall_per_rollout_ratio": (wall["adaptive"] / n["adaptive"]) / (wall["fixed"] / n["fixed"]),
+        "looks": runs["adaptive"].stats.get("adaptive_looks"),
+        "fixed_significant": fixed_sig,
+        "recall": kept / fixed_sig if fixed_sig else float("nan"),
+        "same_top1": same_top1,
+        "stop_reasons": runs["adaptive"].table["stop_reason"].value_counts().sort("stop_reason").rows(),
+    }
+
+
+def format_adaptive_wall_bench(r: dict[str, Any]) -> str:
+    same = ", ".join(f"{m} {'yes' if v else 'no'}" for m, v in r["same_top1"].items()) or "no metric defined"
+    return "\n".join(
+        [
+            f"{r['model']}; trace {r['trace']} ({r['sentences']} sentences); fixed {r['samples']} samples per "
+            f"position, {r['max_new_tokens']} new tokens; rank rule {r['rank']}; {r['torch_threads']} torch threads",
+            f"rollouts: adaptive {r['rollouts_adaptive']} / fixed {r['rollouts_fixed']} = {r['rollout_ratio']:.3f}",
+            f"wall (median of {r['repeats']}): adaptive {r['wall_adaptive_s']:.1f} s / fixed {r['wall_fixed_s']:.1f} s "
+            f"= {r['wall_ratio']:.3f}; "
+            f"per rollout {r['wall_per_rollout_ratio']:.3f}x the fixed run's",
+            f"recall of the fixed run's {r['fixed_significant']} flags: {r['recall']:.3f}; same top-1: {same}",
+            "stop reasons: " + ", ".join(f"{k} {v}" for k, v in r["stop_reasons"]),
+        ]
+    )

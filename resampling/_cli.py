@@ -410,11 +410,50 @@ def bench_study(n_traces, samples, repeats, seed, adaptive, as_json) -> None:
     help="When a top sentence's rank is settled (anchors.AdaptiveOptions.rank): once its interval is apart "
     "from every other sentence's, or only at the last look.",
 )
+@click.option(
+    "--real-vocab",
+    "real_vocab",
+    type=click.Choice(["tiny", "small", "base"]),
+    default=None,
+    help="Instead: wall time on a random-weight model of DeepSeek's 129k vocabulary over --trace (no planted "
+    "truth; rollouts, wall time per rollout, recall and top-1 against the fixed run).",
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(exists=True),
+    default=None,
+    help="With --real-vocab: a trace file or thought-anchors problem folder.",
+)
+@flags.int_option("--max-new-tokens", 16, "With --real-vocab: tokens per rollout.")
+@flags.int_option("--repeats", 1, "With --real-vocab: runs of both sides (medians reported).")
 @flags.json_option()
-def bench_adaptive(n_traces, samples, seed, sparse, rank, as_json) -> None:
+def bench_adaptive(
+    n_traces, samples, seed, sparse, rank, real_vocab, trace_path, max_new_tokens, repeats, as_json
+) -> None:
     """Adaptive sampling against a fixed run with the same seeds: rollouts, wall time, recall, top-1, A/A."""
-    from anchors.bench_adaptive import format_adaptive_bench, run_adaptive_bench
+    from anchors.bench_adaptive import (
+        format_adaptive_bench,
+        format_adaptive_wall_bench,
+        run_adaptive_bench,
+        run_adaptive_wall_bench,
+    )
+    from resampling._synthetic import SIZES
 
+    if (real_vocab is None) != (trace_path is None):
+        raise click.BadParameter(
+            "--real-vocab and --trace go together: a real-vocabulary model needs a real trace",
+            param_hint="--real-vocab/--trace",
+        )
+    if real_vocab is not None:
+        if sparse is not None:
+            raise click.BadParameter("--sparse is not measured with --real-vocab", param_hint="--sparse")
+        report = run_adaptive_wall_bench(
+            trace_path, real_vocab=SIZES[real_vocab], samples=samples, max_new_tokens=max_new_tokens,
+            seed=seed, rank=rank, repeats=repeats,
+        )  # fmt: skip
+        click.echo(json.dumps(report, indent=2) if as_json else format_adaptive_wall_bench(report))
+        return
     report = run_adaptive_bench(n_traces=n_traces, samples=samples, seed=seed, sparse=sparse, rank=rank)
     click.echo(json.dumps(report, indent=2) if as_json else format_adaptive_bench(report))
 

@@ -259,3 +259,32 @@ def test_importance_adaptive_writes_stop_reasons_and_says_so(tmp_path, capsys):
     assert "Bonferroni" in capsys.readouterr().err and "Bonferroni" in (out / "report.html").read_text()
     # --sparse without --adaptive is refused up front
     assert main(["importance", "--sparse", "4", "--out", str(tmp_path / "d")]) == 2
+
+
+def test_bench_adaptive_real_vocab_needs_a_trace_and_is_refused_with_sparse():
+    from resampling._cli import bench
+
+    result = CliRunner().invoke(bench, ["adaptive", "--real-vocab", "tiny"])
+    assert result.exit_code == 2 and "--trace" in result.output
+    result = CliRunner().invoke(bench, ["adaptive", "--real-vocab", "tiny", "--trace", ".", "--sparse", "4"])
+    assert result.exit_code == 2 and "--sparse" in result.output
+
+
+@pytest.mark.slow
+def test_adaptive_wall_bench_on_the_real_vocabulary_compares_the_same_rollouts(tmp_path):
+    # a real trace cut to its first 4 sentences, on a random-weight model of the 129k-id vocabulary
+    from anchors.bench_adaptive import format_adaptive_wall_bench, run_adaptive_wall_bench
+    from cot import Trace, load_trace, split_sentences
+
+    full = load_trace("data/thought-anchors/deepseek-r1-distill-llama-8b/correct_base_solution/problem_6998")
+    cut = full.cot[: split_sentences(full.cot)[3].end]
+    path = Trace(prompt=full.prompt, cot=cut).save(tmp_path / "short.json")
+    r = run_adaptive_wall_bench(path, samples=4, max_new_tokens=2, repeats=2)
+    n_pos = r["sentences"] + 1
+    # each position draws 4 rollouts and 4 forced-answer probes in the fixed run
+    assert r["rollouts_fixed"] == n_pos * 4 * 2
+    assert 0 < r["rollouts_adaptive"] <= r["rollouts_fixed"] and len(r["walls_s"]["fixed"]) == 2
+    assert r["wall_per_rollout_ratio"] == pytest.approx(
+        (r["wall_adaptive_s"] / r["rollouts_adaptive"]) / (r["wall_fixed_s"] / r["rollouts_fixed"])
+    )
+    assert "per rollout" in format_adaptive_wall_bench(r)

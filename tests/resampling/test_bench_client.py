@@ -150,3 +150,46 @@ def test_the_pool_keeps_no_more_idle_connections_than_requests_in_flight():
         assert asyncio.run(one_at_a_time(8)) == 4  # under the bound: every endpoint keeps its connection
     finally:
         stop_stubs(stubs)
+
+
+def test_the_sdk_yardstick_fails_over_when_its_transport_reads_a_dead_socket():
+    from types import SimpleNamespace
+
+    # the SDK's transport can raise AttributeError ('NoneType' ... 'getpeername') on a socket the killed server
+    # closed, instead of a connection error: that is a connection failure, so the request moves on; any other
+    # AttributeError is a bug and still surfaces as an error row
+    stubs = start_stubs(2)
+    urls = [u for _, u in stubs]
+    try:
+        for message, want_errors in (
+            ("'NoneType' object has no attribute 'getpeername'", False),
+            ("'NoneType' object has no attribute 'text'", True),
+        ):
+            backend = _clients(urls, 8, ("openai SDK",), max_retries=0)["openai SDK"]
+            connect = backend._connect
+
+            def dead(message=message):
+                async def create(**kw):
+                    raise AttributeError(message)
+
+                async def close():
+                    return None
+
+                return SimpleNamespace(completions=SimpleNamespace(create=create), close=close)
+
+            def patched(connect=connect, dead=dead):
+                net = connect()
+                net.clients[urls[0]] = dead()
+                return net
+
+            backend._connect = patched
+            jobs = _jobs(ClientBenchConfig(requests=8, traces=8))
+            rows = {job.key: comps for job, comps in backend.generate(jobs)}
+            errors = [c.error for cs in rows.values() for c in cs if c.error]
+            assert len(rows) == 8 and bool(errors) == want_errors
+            if want_errors:  # the requests routed to the patched endpoint first
+                assert all("unexpected AttributeError" in e for e in errors)
+            else:
+                assert backend.retry_counts["connection"] >= 1
+    finally:
+        stop_stubs(stubs)
