@@ -226,19 +226,26 @@ def _probe_answers(
     ``probe="forced"``: forced-answer probes; ``"continue"``: the model writes on from the prefix (a ``resample``
     plan) and the engine reads the answer it writes.
 
+    Each probe draws with ``resampling.trace_seed(seed, source trace id)``: traces are independent, and the arms
+    edited from one trace are paired (common random numbers).
+
     Returns, per probe key: ``accuracy`` (mean of the engine's ``correct`` over rows with status ``ok``, a missing
     answer counting as wrong), ``answers`` (the answers read, in sample order) and ``errors`` (failed rows).
     """
-    from resampling import Engine, Plan
+    from resampling import Engine, Plan, trace_seed
 
     requests: dict[str, Any] = {}
     keys_of: dict[str, list[Any]] = {}
     params = _probe_params(probe, task)
     for key, (prefixes, position) in probes.items():
+        # each trace's probes on their own seed, shared by the arms edited from it (``source_trace``): one seed for
+        # every trace would give probe k at a position the same noise in every trace
+        trace = prefixes.trace
+        own = trace_seed(seed, trace.metadata.get("source_trace") or trace.id)
         if probe == "forced":
-            plan = prefixes.forced_answer_plan(n, seed, params, positions=[position])
+            plan = prefixes.forced_answer_plan(n, own, params, positions=[position])
         else:
-            plan = prefixes.plan(n, seed, params, positions=[position])
+            plan = prefixes.plan(n, own, params, positions=[position])
         for req in plan:
             requests.setdefault(req.request_id, req)
             keys_of.setdefault(req.request_id, []).append(key)

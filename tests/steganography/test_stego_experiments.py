@@ -238,3 +238,40 @@ def test_paraphrase_summary_leaves_failed_probes_out():
     assert (original["follows_cot"], original["accuracy"], original["errors"]) == (0.5, 0.75, 20)
     para = table.filter(pl.col("arm") == "paraphrased").row(0, named=True)
     assert math.isclose(para["follows_retained"], 0.5) and math.isclose(para["accuracy_retained"], 1 / 3)
+
+
+def test_probes_of_each_trace_draw_on_that_trace_seed_and_its_arms_share_it(monkeypatch, tmp_path):
+    # one seed for every trace would give probe k at a position the same noise in every trace
+    import resampling
+    from cot import Trace
+    from resampling import TracePrefixes, make_backend, trace_seed
+    from steganography._experiments import _probe_answers, _probe_params
+
+    seen = []
+
+    class Engine:
+        def __init__(self, *a, **kw):
+            pass
+
+        def run(self, plan, truths=None):
+            seen.extend(plan.requests)
+            schema = {"request_id": str, "sample": int, "status": str, "correct": bool, "answer": str}
+            return type("R", (), {"rollouts": pl.DataFrame(schema=schema)})()
+
+    monkeypatch.setattr(resampling, "Engine", Engine)
+    tok = make_backend("hf", model_id="organism:arith").tokenizer
+    probes, expected = {}, {}
+    for i, cot in enumerate(["Start with 3. Then add 4, giving 7.", "Start with 5. Then add 1, giving 6."]):
+        p = TracePrefixes.build(Trace(prompt=f"Problem {i}?", cot=cot), tok)
+        edited = p.with_cot("Seven.", kind="swap_plaintext")
+        probes[(i, "no_cot")] = (p, 0)
+        probes[(i, "plaintext")] = (edited, edited.n_positions - 1)
+        own = trace_seed(0, p.trace.id)
+        params = _probe_params("forced", None)
+        for q, pos in ((p, 0), (edited, edited.n_positions - 1)):
+            expected[q.trace.id, pos] = q.forced_answer_plan(3, own, params, positions=[pos]).requests[0].seed
+    assert _probe_answers(None, tmp_path, probes, {}, 3, 0) == {}
+    got = {(r.trace_id, r.position): r.seed for r in seen}
+    assert got == expected
+    # the two traces' no-CoT probes (same position, same kind) draw different noise
+    assert len({seed for (tid, pos), seed in got.items() if pos == 0}) == 2
