@@ -255,16 +255,13 @@ def run_adaptive_wall_bench(
     from anchors._pipeline import compute_importance
     from anchors._significance import SIGNIFICANCE_METRICS
     from cot import load_trace
-    from resampling._bench import find_trace
-    from resampling._hf import HFBackend
-    from resampling._plan import SamplingParams
-    from resampling._synthetic import synthetic_model
+    from resampling import HFBackend, SamplingParams, synthetic_model
 
     torch.manual_seed(0)
     hidden, layers = real_vocab
     model, tok = synthetic_model(hidden, layers)
     backend = HFBackend(model, tok, model_id=f"synthetic-qwen2-{hidden}x{layers}")
-    path = find_trace(trace)
+    path = Path(trace)
     tr = load_trace(path)
     params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens)
     forced = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=8)

@@ -24,7 +24,7 @@ from ._engine import (
 )
 from ._complete import complete_prompts as complete_prompts
 from ._errors import EngineInputError as EngineInputError
-from ._hf import context_length as context_length
+from ._hf import HFBackend as HFBackend, context_length as context_length
 from ._health import RunFailedError as RunFailedError, RunHealth as RunHealth, run_health as run_health
 from ._model import (
     DEFAULT_MODEL as DEFAULT_MODEL,
