@@ -257,12 +257,12 @@ def run_adaptive_wall_bench(
     from cot import load_trace
     from resampling import HFBackend, SamplingParams, synthetic_model
 
+    path = Path(trace)
+    tr = load_trace(path)  # first: a bad path fails before the model is built
     torch.manual_seed(0)
     hidden, layers = real_vocab
     model, tok = synthetic_model(hidden, layers)
     backend = HFBackend(model, tok, model_id=f"synthetic-qwen2-{hidden}x{layers}")
-    path = Path(trace)
-    tr = load_trace(path)
     params = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=max_new_tokens)
     forced = SamplingParams(temperature=0.6, top_p=0.95, max_new_tokens=8)
     options = ImportanceOptions(continuation_metrics=False)

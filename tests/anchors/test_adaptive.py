@@ -261,13 +261,18 @@ def test_importance_adaptive_writes_stop_reasons_and_says_so(tmp_path, capsys):
     assert main(["importance", "--sparse", "4", "--out", str(tmp_path / "d")]) == 2
 
 
-def test_bench_adaptive_real_vocab_needs_a_trace_and_is_refused_with_sparse():
+def test_bench_adaptive_real_vocab_needs_a_trace_and_is_refused_with_sparse(capsys):
     from resampling._cli import bench
 
     result = CliRunner().invoke(bench, ["adaptive", "--real-vocab", "tiny"])
     assert result.exit_code == 2 and "--trace" in result.output
     result = CliRunner().invoke(bench, ["adaptive", "--real-vocab", "tiny", "--trace", ".", "--sparse", "4"])
     assert result.exit_code == 2 and "--sparse" in result.output
+    # a folder that holds no trace: the error names what to give
+    from cotscope.cli import main
+
+    assert main(["bench", "adaptive", "--real-vocab", "tiny", "--trace", "docs"]) == 2
+    assert "thought-anchors problem folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
