@@ -12,6 +12,18 @@ from resampling._plan import SamplingParams
 __all__ = ["BACKENDS", "Backend", "Completion", "GenerationJob", "eos_token_ids", "make_backend"]
 
 
+def common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """The number of leading tokens ``a`` and ``b`` share (a binary search over slice comparisons, which run in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 @dataclass(frozen=True)
 class GenerationJob:
     """Continuations of one prefix with explicit per-sample seeds (a resumed run asks only for missing ones)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -13,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from cot import answer_key, answers_equivalent, atomic_write_text, extract_answer, json_dumps, split_sentences
-from resampling._backend import Backend, Completion, GenerationJob
+from resampling._backend import Backend, Completion, GenerationJob, common_prefix
 from resampling._errors import EngineInputError
 from resampling._plan import Plan, SamplingRequest
 from resampling._store import RunStore, atomic_write_parquet, run_key
@@ -404,12 +405,15 @@ class _Progress:
 
 
 def planned_work(jobs: Sequence[GenerationJob]) -> dict[str, int]:
-    """The work a run still has to do, counted before it starts: rollouts, prompt tokens (one prefill per distinct
-    prompt), and the most new tokens it may decode."""
-    prompts = {tuple(j.prompt_ids) for j in jobs}
+    """The work a run still has to do, counted before it starts: rollouts, prompt tokens to prefill (the distinct
+    token prefixes of its prompts: a prefix that several prompts share counts once, as a backend that reuses shared
+    prefixes prefills it), and the most new tokens it may decode."""
+    prompts = sorted({tuple(j.prompt_ids) for j in jobs})
+    # in sorted order each prompt's longest shared prefix with any other is the one with the prompt before it
+    distinct = sum(len(p) - common_prefix(p, q) for q, p in itertools.pairwise([(), *prompts]))
     return {
         "rollouts_to_sample": sum(len(j.samples) for j in jobs),
-        "prefill_tokens": sum(len(p) for p in prompts),
+        "prefill_tokens": distinct,
         "max_decode_tokens": sum(len(j.samples) * int(j.params.max_new_tokens or 0) for j in jobs),
     }
 

@@ -30,6 +30,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from resampling._backend import Completion, GenerationJob, eos_token_ids
+from resampling._backend import common_prefix as _common_prefix
 from resampling._errors import EngineInputError
 from resampling._model import DEFAULT_MODEL, load_model, model_identity
 from resampling._plan import SamplingParams
@@ -527,7 +528,7 @@ class HFBackend:
     def _generate_group(self, jobs: list[GenerationJob], params: SamplingParams):
         if params.max_new_tokens is None:
             raise ValueError("max_new_tokens is required")
-        roots, root_of = _prefix_roots([j.prompt_ids for j in jobs])
+        roots, root_of = _prefix_roots([j.prompt_ids for j in jobs], [j.route for j in jobs])
         rows: list[_Row] = []
         for j, job in enumerate(jobs):
             rows.extend(
@@ -718,21 +719,21 @@ class HFBackend:
         return Completion(sample=row.sample, seed=row.seed, token_ids=ids, text=text, finish_reason=finish)
 
 
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """The number of leading tokens ``a`` and ``b`` share (a binary search over slice comparisons, which run in C)."""
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+def _prefix_roots(
+    prompts: Sequence[tuple[int, ...]], groups: Sequence[str] | None = None
+) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Group prompts under the longest prompts they are prefixes of: one prefill per root serves them all.
 
-
-def _prefix_roots(prompts: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
-    """Group prompts under the longest prompts they are prefixes of: one prefill per root serves them all."""
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    Roots come longest first within each of ``groups`` (one label per prompt, e.g. its trace; groups in the order
+    their longest prompt comes), so the roots of one trace are consecutive and each can be prefilled on the one
+    before it (a trace's forced-answer probes share all but their cue). Sorted by length alone, the probes of a
+    dataset's traces interleave and each is prefilled whole."""
+    longest_first = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    rank: dict[str, int] = {}
+    if groups is not None:
+        for i in longest_first:
+            rank.setdefault(groups[i], len(rank))
+    order = sorted(longest_first, key=lambda i: rank.get(groups[i], 0) if groups is not None else 0)
     roots: list[tuple[int, ...]] = []
     root_of = [0] * len(prompts)
     for i in order:

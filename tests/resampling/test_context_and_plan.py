@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resampling import Engine, EngineInputError, SamplingParams, TracePrefixes
+from resampling._engine import planned_work
 from resampling._hf import HFBackend
 
 
@@ -34,7 +35,18 @@ def test_planned_work_is_counted_and_said_before_sampling(
     result = Engine(HFBackend(tiny_model, tiny_tokenizer), tmp_path, quiet=False).run(plan)
     s = result.stats
     assert s["rollouts_to_sample"] == 6 and s["max_decode_tokens"] == 30
-    assert s["prefill_tokens"] == len(tp.prefix_ids(0)) + len(tp.prefix_ids(1))
+    # position 0's prompt is a prefix of position 1's: its tokens are counted once, as the backend prefills them
+    assert tuple(tp.prefix_ids(1))[: len(tp.prefix_ids(0))] == tuple(tp.prefix_ids(0))
+    assert s["prefill_tokens"] == len(tp.prefix_ids(1))
+    forced = tp.forced_answer_plan(1, 3, SamplingParams(max_new_tokens=2), positions=[0, 1, 2])
+    probes = [tuple(r.prompt_ids) for r in forced]
+    shared = len({p[:k] for p in probes for k in range(1, len(p) + 1)})  # distinct prefixes: trie nodes
+    assert planned_work(Engine(HFBackend(tiny_model, tiny_tokenizer), tmp_path)._jobs(forced, set())[0]) == {
+        "rollouts_to_sample": 3,
+        "prefill_tokens": shared,
+        "max_decode_tokens": 6,
+    }
+    assert shared < sum(len(p) for p in probes)
     assert "planned: 6 rollouts to sample (0 cached)" in capsys.readouterr().err
     again = Engine(HFBackend(tiny_model, tiny_tokenizer), tmp_path, quiet=False).run(plan)
     assert again.stats["rollouts_to_sample"] == 0

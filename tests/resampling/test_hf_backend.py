@@ -343,3 +343,53 @@ def test_the_kv_cache_goes_under_the_name_the_model_takes(tiny_tokenizer):
 
     expected = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     assert HFBackend(model, tiny_tokenizer)._cache_arg == expected
+
+
+def test_a_dataset_fill_prefills_each_trace_as_its_own_run_does(
+    tiny_model, tiny_tokenizer, tiny_trace, tmp_path
+):
+    """Two traces' positions and forced probes in one Engine.fill: each trace's probes are prefilled on one another
+    (not whole, as when the roots of all traces were ordered by length alone and interleaved), so the fill prefills
+    exactly the tokens of the two single-trace runs together, and draws the same rows."""
+    from cot import Trace
+    from resampling import Engine
+
+    other = Trace(
+        prompt="Compute (9 + 4) * 2 mod 10.",
+        cot="Add first. 9 + 4 is 13. Then 13 * 2 is 26. Let me double-check the product. So 26 mod 10 is 6.",
+        answer_text="The answer is \\boxed{6}.",
+        metadata={"gt_answer": "6"},
+    )
+    params = SamplingParams(temperature=1.0, max_new_tokens=4)
+    plans = [
+        TracePrefixes.build(t, tiny_tokenizer, min_chars=0).plan(
+            2,
+            10 * k,
+            params,
+            forced_answer=True,
+            forced_params=SamplingParams(temperature=1.0, max_new_tokens=2),
+        )
+        for k, t in enumerate([tiny_trace, other])
+    ]
+    single, rows = 0, []
+    for k, plan in enumerate(plans):
+        backend = HFBackend(tiny_model, tiny_tokenizer)
+        rows.append(Engine(backend, tmp_path / f"one{k}", quiet=True).run(plan).rollouts)
+        single += backend.stats["prefill_tokens"]
+    both = HFBackend(tiny_model, tiny_tokenizer)
+    Engine(both, tmp_path / "both", quiet=True).fill(plans)
+    assert both.stats["prefill_tokens"] == single
+    assert both.stats["prefill_tokens_reused"] > 0
+    for plan, alone in zip(plans, rows, strict=True):
+        again = Engine(both, tmp_path / "both", quiet=True).run(plan)
+        assert again.stats["rollouts_new"] == 0
+        assert again.rollouts.select("request_id", "sample", "text").equals(
+            alone.select("request_id", "sample", "text")
+        )
+    # roots of one route stay together and longest first; without routes, longest first overall
+    prompts = [(1, 2, 3, 4, 5), (7, 8, 9, 9), (1, 2, 6), (7, 8)]
+    assert _prefix_roots(prompts, ["a", "b", "a", "b"]) == (
+        [(1, 2, 3, 4, 5), (1, 2, 6), (7, 8, 9, 9)],
+        [0, 2, 1, 2],
+    )
+    assert _prefix_roots(prompts) == ([(1, 2, 3, 4, 5), (7, 8, 9, 9), (1, 2, 6)], [0, 1, 2, 1])
