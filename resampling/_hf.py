@@ -150,6 +150,11 @@ PREFILL_VERSION = 2
 """Changes whenever a prompt's logits can be computed another way (so a draw can change); part of the backend
 identity. 2: a root sharing a long prefix with the previous root prefills only its tail on that root's KV cache."""
 
+COMPACT_FRACTION = 0.25
+"""A decode batch drops its finished rows from the KV cache once they are at least this fraction of its rows
+(0: at every step that finishes a row). Finished rows left in the batch are fed a token and their outputs are
+ignored; a live row's tokens do not depend on them."""
+
 MIN_SHARED_FRACTION = 0.5
 """A root reuses the previous root's KV cache when the token prefix they share is at least this fraction of it
 (it then prefills at most as many tokens as it reuses): forced-answer probes share all but their cue; roots of
@@ -405,8 +410,13 @@ class HFBackend:
         kv_budget_gb: float | None = None,
         stop_token_ids: Sequence[int] | None = None,
         shared_prefill: bool = True,
+        compact_fraction: float = COMPACT_FRACTION,
     ) -> None:
         self.model = model.eval()
+        if not 0 <= compact_fraction <= 1:
+            raise EngineInputError(f"compact_fraction must be in [0, 1], got {compact_fraction}")
+        self.compact_fraction = float(compact_fraction)
+        """Finished rows leave a decode batch's cache once they are this fraction of it (:data:`COMPACT_FRACTION`)."""
         self.shared_prefill = bool(shared_prefill)
         """Prefill a root that shares a long prefix with the previous root on that root's sliced KV cache (False:
         every root is prefilled whole, as before ``PREFILL_VERSION`` 2; kept for the benchmark's comparison)."""
@@ -646,38 +656,49 @@ class HFBackend:
         finish: list[str | None] = [None] * b
         stop_ids = torch.tensor(self.stop_token_ids or [-1], device=self.device)
         active = torch.arange(b)  # original row index of each live cache row
+        live = torch.ones(
+            b, dtype=torch.bool
+        )  # per cache row: still decoding (a finished row may stay a while)
+        tokens = torch.zeros(b, dtype=torch.long, device=self.device)
         for step in range(max_new):
             start = time.perf_counter()
-            tokens = sample_tokens(
-                logits,
-                seeds[active.to(self.device)],
-                torch.full((len(active),), step, device=self.device),
+            rows = live.nonzero().squeeze(1)
+            ids = active[rows]  # original index of each live row
+            drawn = sample_tokens(
+                logits[rows.to(self.device)] if len(rows) < len(live) else logits,
+                seeds[ids.to(self.device)],
+                torch.full((len(ids),), step, device=self.device),
                 params,
                 self.stats,
             )
             self.stats["sample_seconds"] += time.perf_counter() - start
-            generated[active, step] = tokens
-            n_gen[active] += 1
-            self.stats["decode_tokens"] += len(active)
-            is_stop = torch.isin(tokens, stop_ids).cpu()
+            tokens[rows.to(self.device)] = drawn
+            generated[ids, step] = drawn
+            n_gen[ids] += 1
+            self.stats["decode_tokens"] += len(ids)
+            is_stop = torch.isin(drawn, stop_ids).cpu()
             if params.stop:
-                is_stop |= self._hit_stop_string(generated, active, n_gen, params.stop)
-            for i in active[is_stop].tolist():
+                is_stop |= self._hit_stop_string(generated, ids, n_gen, params.stop)
+            for i in ids[is_stop].tolist():
                 finish[i] = "stop"
-            keep = ~is_stop
             if step == max_new - 1:
-                for i in active[keep].tolist():
+                for i in ids[~is_stop].tolist():
                     finish[i] = "length"
                 break
-            if not keep.any():
+            live[rows[is_stop]] = False
+            n_live = int(live.sum())
+            if not n_live:
                 break
-            if not keep.all():
-                sel = keep.nonzero().squeeze(1).to(self.device)
+            # Drop finished rows from the cache once they are COMPACT_FRACTION of it: each drop copies every
+            # layer's whole KV buffer, and a finished row carried along costs one row of a step.
+            if n_live < len(live) and len(live) - n_live >= self.compact_fraction * len(live):
+                sel = live.nonzero().squeeze(1).to(self.device)
                 cache.batch_select_indices(sel)
                 full_mask = full_mask[sel]
                 lengths = lengths[sel]
                 tokens = tokens[sel]
-                active = active[keep]
+                active = active[live]
+                live = torch.ones(n_live, dtype=torch.bool)
             start = time.perf_counter()
             out = self.model(
                 input_ids=tokens[:, None],

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cot import split_sentences
-from resampling import Engine, GenerationJob, SamplingParams, TracePrefixes
+from resampling import Engine, EngineInputError, GenerationJob, SamplingParams, TracePrefixes
 from resampling._hf import HFBackend, _prefix_roots, gumbel_noise, sample_tokens
 from resampling._prefix import token_ids as _ids
 
@@ -393,3 +393,43 @@ def test_a_dataset_fill_prefills_each_trace_as_its_own_run_does(
         [0, 2, 1, 2],
     )
     assert _prefix_roots(prompts) == ([(1, 2, 3, 4, 5), (7, 8, 9, 9), (1, 2, 6)], [0, 1, 2, 1])
+
+
+def test_finished_rows_leave_the_batch_late_without_changing_any_rollout(
+    tiny_model, tiny_tokenizer, tiny_trace
+):
+    """Rows that finish at different steps: dropping them from the KV cache at once (0), once a quarter of the
+    batch has finished (the default), or never (1) gives the same tokens, texts and finish reasons, and counts
+    only live rows' tokens."""
+    tp = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0)
+    params = SamplingParams(temperature=1.0, max_new_tokens=12, stop=("e",))
+    jobs = jobs_for(tp, 6, params)
+    got, tokens = {}, {}
+    for fraction in (0.0, 0.25, 1.0):
+        backend = HFBackend(tiny_model, tiny_tokenizer, compact_fraction=fraction)
+        got[fraction] = {
+            key: [(c.token_ids, c.text, c.finish_reason) for c in comps]
+            for key, comps in run_jobs(backend, jobs).items()
+        }
+        tokens[fraction] = backend.stats["decode_tokens"]
+    assert got[0.25] == got[0.0] and got[1.0] == got[0.0]
+    lengths = [len(ids) for comps in got[0.0].values() for ids, _, _ in comps]
+    assert len(set(lengths)) > 3  # rows really finish at different steps
+    assert {reason for comps in got[0.0].values() for _, _, reason in comps} == {"stop", "length"}
+    assert tokens[0.0] == tokens[0.25] == tokens[1.0]
+    # and greedy rows, finishing at different steps, continue their prompts as transformers' generate does
+    from conftest import build_model, greedy_reference
+
+    model = build_model(tiny_tokenizer, dtype=torch.float64)
+    greedy = SamplingParams(temperature=0, max_new_tokens=8, stop=("e",))
+    for fraction in (0.25, 1.0):
+        ours = run_jobs(HFBackend(model, tiny_tokenizer, compact_fraction=fraction), jobs_for(tp, 1, greedy))
+        ends = set()
+        for i, job in enumerate(jobs_for(tp, 1, greedy)):
+            (c,) = ours[job.key]
+            ref = greedy_reference(model, tiny_tokenizer, list(tp.prefix_ids(i)), 8)
+            assert c.token_ids == ref[: len(c.token_ids)], (fraction, i)
+            ends.add(len(c.token_ids))
+        assert len(ends) > 1
+    with pytest.raises(EngineInputError, match="compact_fraction"):
+        HFBackend(tiny_model, tiny_tokenizer, compact_fraction=1.5)
