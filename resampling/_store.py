@@ -96,6 +96,10 @@ def atomic_write_parquet(df: pl.DataFrame, path: Path) -> Path:
     return atomic_write(path, df.write_parquet)
 
 
+def _as_rollouts(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA)
+
+
 class RunStore:
     """Shards of one run under ``root/<key>/``."""
 
@@ -109,21 +113,11 @@ class RunStore:
 
     def load(self) -> pl.DataFrame:
         """Every stored row; where a (request, sample) has several, an ``ok`` row wins over errors."""
-        frames = []
-        for shard in self.shards():
-            try:
-                frames.append(pl.read_parquet(shard).select(list(ROLLOUT_SCHEMA)).cast(ROLLOUT_SCHEMA))
-            except Exception as exc:
-                # A shard is renamed into place only once complete, so an unreadable one, or one of another
-                # layout, is outside damage: set it aside rather than delete anything, and recompute its rows.
-                aside = shard.with_suffix(".unreadable")
-                shard.rename(aside)
-                warnings.warn(
-                    f"cache shard {shard.name} could not be read as rollouts ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:120]}); set aside as {aside} and its rows are recomputed",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+        shards = self.shards()
+        try:  # all shards in one read (one shard per flush: a large run has thousands)
+            frames = [_as_rollouts(pl.read_parquet(shards))] if shards else []
+        except Exception:  # a shard is damaged or of another layout: read them one by one to find it
+            frames = self._read_each(self.shards())
         if not frames:
             return pl.DataFrame(schema=ROLLOUT_SCHEMA)
         df = pl.concat(frames)
@@ -133,6 +127,25 @@ class RunStore:
             .unique(["request_id", "sample"], keep="first", maintain_order=True)
             .drop("_bad")
         )
+
+    @staticmethod
+    def _read_each(shards: list[Path]) -> list[pl.DataFrame]:
+        frames = []
+        for shard in shards:
+            try:
+                frames.append(_as_rollouts(pl.read_parquet(shard)))
+            except Exception as exc:
+                # A shard is renamed into place only once complete, so an unreadable one, or one of another
+                # layout, is outside damage: set it aside rather than delete anything, and recompute its rows.
+                aside = shard.with_suffix(".unreadable")
+                shard.rename(aside)
+                warnings.warn(
+                    f"cache shard {shard.name} could not be read as rollouts ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:120]}); set aside as {aside} and its rows are recomputed",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return frames
 
     def done_keys(self) -> set[tuple[str, int]]:
         """The (request, sample) pairs stored ``ok``; claims the run directory first (see the module docstring)."""

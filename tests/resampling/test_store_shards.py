@@ -31,3 +31,19 @@ def test_wrong_types_shard_is_set_aside(tmp_path):
     pl.DataFrame(bad).write_parquet(store.dir / "part-0000.parquet")
     with pytest.warns(RuntimeWarning, match="set aside"):
         assert store.load().height == 0
+
+
+def test_one_bad_shard_among_many_keeps_every_good_row(tmp_path):
+    """Shards are read in one go; when one of them fails that read, each is read alone: every good shard's rows
+    stay (the ok row of a (request, sample) over its error row), only the bad shard is set aside."""
+    store = RunStore(tmp_path, "key")
+    for k in range(5):
+        store.append([_row(f"r{k}", 0), _row(f"r{k}", 1)])
+    store.append([{**_row("r0", 0), "status": "error", "text": None, "error": "timeout"}])
+    want = store.load()
+    assert want.height == 10 and set(want["status"]) == {"ok"}
+    pl.DataFrame({"something": [1]}).write_parquet(store.dir / "part-0bad.parquet")
+    with pytest.warns(RuntimeWarning, match="part-0bad.parquet could not be read"):
+        assert store.load().equals(want)
+    assert [p.name for p in store.dir.glob("*.unreadable")] == ["part-0bad.unreadable"]
+    assert store.load().equals(want)
