@@ -48,3 +48,32 @@ def test_offline_flag_is_set_only_while_the_bundled_model_loads(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     load_sentence_embedder.__wrapped__()
     assert os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def test_batch_size_follows_the_device_and_an_explicit_one_wins():
+    """Small batches on a CPU (its time is padded tokens), wide ones on a GPU."""
+    from types import SimpleNamespace
+
+    from cot._embed import CPU_BATCH, GPU_BATCH
+
+    class Recorder:
+        def __init__(self, device):
+            self.device = SimpleNamespace(type=device)
+            self.sizes = []
+
+        def encode(self, texts, batch_size, **_):
+            self.sizes.append(batch_size)
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    cpu, gpu = Recorder("cpu"), Recorder("cuda")
+    embed_sentences(["a", "b"], embedder=cpu)
+    embed_sentences(["a", "b"], embedder=gpu)
+    embed_sentences(["a", "b"], embedder=cpu, batch_size=7)
+    assert cpu.sizes == [CPU_BATCH, 7] and gpu.sizes == [GPU_BATCH]
+    assert CPU_BATCH < GPU_BATCH
+
+
+@pytest.mark.slow
+def test_small_cpu_batches_give_the_same_embeddings_as_wide_ones():
+    texts = [f"Then {k} * {k + 3} is {k * (k + 3)}, so we carry the {k}." * (1 + k % 4) for k in range(40)]
+    np.testing.assert_allclose(embed_sentences(texts), embed_sentences(texts, batch_size=256), atol=1e-5)
