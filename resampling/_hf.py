@@ -656,9 +656,8 @@ class HFBackend:
         finish: list[str | None] = [None] * b
         stop_ids = torch.tensor(self.stop_token_ids or [-1], device=self.device)
         active = torch.arange(b)  # original row index of each live cache row
-        live = torch.ones(
-            b, dtype=torch.bool
-        )  # per cache row: still decoding (a finished row may stay a while)
+        # per cache row: still decoding (a finished row stays until COMPACT_FRACTION of the rows have finished)
+        live = torch.ones(b, dtype=torch.bool)
         tokens = torch.zeros(b, dtype=torch.long, device=self.device)
         for step in range(max_new):
             start = time.perf_counter()
