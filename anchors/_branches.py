@@ -144,12 +144,12 @@ def text_logprob(backend: Any, prefix_ids: list[int], text: str) -> dict[str, fl
     return {"sum": total, "mean": total / len(ids), "n_tokens": len(ids)}
 
 
-def _embeddings(embed: Any, cache_dir: str | os.PathLike) -> Any:
-    """The matcher: the run's sentence embeddings, or ``embed`` itself when it is a content judge."""
+def _embeddings(embed: Any, cache_dir: str | os.PathLike, trace_id: str) -> Any:
+    """The matcher: the trace's sentence embeddings, or ``embed`` itself when it is a content judge."""
     from anchors._labeller import ContentJudge
     from anchors._pipeline import _run_embeddings
 
-    return embed if isinstance(embed, ContentJudge) else _run_embeddings(embed, cache_dir, True)
+    return embed if isinstance(embed, ContentJudge) else _run_embeddings(embed, cache_dir, True, trace_id)
 
 
 def _say(line: str, quiet: bool) -> None:
@@ -259,7 +259,7 @@ def iterative_resilience(
         quiet,
     )
     engine = Engine(backend, cache_dir, quiet=True)
-    emb = _embeddings(embed, cache_dir)
+    emb = _embeddings(embed, cache_dir, trace.id)
     # rollouts that keep S_i (R_{i+1}) and round 0 (R_i): the ordinary resample plan, shared with importance
     base_positions = sorted({*positions, *(p + 1 for p in positions)})
     base = engine.run(prefixes.plan(samples, seed, params, positions=base_positions), truths=truths).rollouts
@@ -497,7 +497,7 @@ def intervene(
             rows["answer_norm"].to_list(), rows["correct"].to_list(), rows["text"].to_list()
         )
     if on_policy:
-        emb = _embeddings(embed, cache_dir)
+        emb = _embeddings(embed, cache_dir, trace.id)
         cand_params = SamplingParams(
             temperature=params.temperature,
             top_p=params.top_p,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -299,7 +300,7 @@ def compute_importance(
     plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)
     truth, graded_against = _truth(trace, gt_answer)
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)
-    emb = _run_embeddings(embed, cache_dir, quiet)
+    emb = _run_embeddings(embed, cache_dir, quiet, trace.id)
     from cot import label_sentences
 
     labels = label_sentences(prefixes.sentences, roles)
@@ -410,9 +411,15 @@ def adaptive_rounds(
     )
 
 
-def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> Any:
-    """The run's sentence embeddings: kept in the run cache (``embeddings.npz``) when they come from the bundled
-    model, so a rerun embeds only new sentences; a progress bar unless ``quiet``."""
+def _run_embeddings(
+    embed: Any, cache_dir: str | os.PathLike, quiet: bool, trace_id: str | None = None
+) -> Any:
+    """The run's sentence embeddings: kept in the run cache when they come from the bundled model, so a rerun
+    embeds only new sentences; a progress bar unless ``quiet``.
+
+    With ``trace_id`` the file is that trace's own (``embeddings.<model>/<hash of the id>.npz``), shared by every
+    run on the trace (importance, a study, resilience). One file for all traces made a study of T traces read and
+    rewrite every earlier trace's embeddings at each trace: quadratic in T, and all of them in memory at once."""
     from functools import partial
 
     from anchors._embedding import TextEmbeddings, as_text_embeddings
@@ -430,7 +437,12 @@ def _run_embeddings(embed: Any, cache_dir: str | os.PathLike, quiet: bool) -> An
     from anchors._report import EMBEDDER
 
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", EMBEDDER)
-    return TextEmbeddings(embed, cache=Path(cache_dir) / f"embeddings.{name}.npz", progress=not quiet)
+    if trace_id is None:
+        cache = Path(cache_dir) / f"embeddings.{name}.npz"
+    else:
+        key = hashlib.sha256(str(trace_id).encode("utf-8")).hexdigest()[:24]
+        cache = Path(cache_dir) / f"embeddings.{name}" / f"{key}.npz"
+    return TextEmbeddings(embed, cache=cache, progress=not quiet)
 
 
 def _truth(trace: Any, gt_answer: str | None) -> tuple[str | None, str]:

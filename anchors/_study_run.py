@@ -282,7 +282,7 @@ def _adaptive_fill(
     from resampling import Engine
 
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)
-    emb = _run_embeddings(None, cache_dir, True)
+    embs = {trace.id: _run_embeddings(None, cache_dir, True, trace.id) for trace in traces}
     rounds = [
         adaptive_rounds(
             pre,
@@ -293,7 +293,7 @@ def _adaptive_fill(
             forced_params=forced_params,
             forced_answer=True,
             options=opts,
-            embed=emb,
+            embed=embs[trace.id],
             roles=label_sentences(pre.sentences, roles),
             adaptive=adaptive,
         )
@@ -316,7 +316,8 @@ def _adaptive_fill(
         ]
 
     run_rounds(rounds, draw, adaptive.budget)
-    emb.save()
+    for emb in embs.values():
+        emb.save()
     outcomes = {}
     for trace, r in zip(traces, rounds, strict=True):
         try:

@@ -68,3 +68,7 @@ def test_runs_keep_bundled_embeddings_in_their_cache(tmp_path):
     assert emb._cache.parent == tmp_path and emb._cache.suffix == ".npz"
     other = _run_embeddings(Counting(), tmp_path, quiet=True)  # a user's function: not cached under that name
     assert other._cache is None
+    a, b = (_run_embeddings(None, tmp_path, True, t) for t in ("trace/a", "trace b"))
+    assert a._cache.parent == b._cache.parent == emb._cache.with_suffix("")  # embeddings.<model>/
+    assert a._cache != b._cache and a._cache.suffix == ".npz" and "/" not in a._cache.name
+    assert _run_embeddings(None, tmp_path, True, "trace/a")._cache == a._cache

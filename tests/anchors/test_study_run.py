@@ -115,6 +115,54 @@ def test_dataset_run_equals_single_runs_resumes_and_adds_only_new_traces(setup, 
 
 
 @pytest.mark.slow
+def test_each_trace_keeps_its_own_embeddings_and_single_runs_reuse_them(setup, tmp_path, monkeypatch):
+    """One embedding file per trace: a study does not read and rewrite every earlier trace's embeddings at each
+    trace (one shared file made that quadratic), and a single-trace run on the same cache embeds nothing again."""
+    import cot
+    from anchors._embedding import TextEmbeddings
+
+    be, traces, params, forced = setup
+    seen: list[str] = []
+    real = cot.embed_sentences
+
+    def counting(texts, **kw):
+        seen.extend(texts)
+        return real(texts, **kw)
+
+    monkeypatch.setattr(cot, "embed_sentences", counting)
+    _run(setup, traces, tmp_path / "study")
+    files = sorted((tmp_path / "study").glob("embeddings.*/*.npz"))
+    assert len(files) == len(traces)
+    assert not list((tmp_path / "study").glob("embeddings.*.npz"))  # no file shared by all traces
+    per_file = {f.name: set(TextEmbeddings(cache=f)._index) for f in files}
+    assert set().union(*per_file.values()) == set(seen)
+
+    def single(trace, cache):
+        return compute_importance(
+            be, trace, samples=SAMPLES, seed=_seed(trace), params=params, forced_params=forced,
+            cache_dir=cache, options=OPTIONS, whitebox=False,
+        )  # fmt: skip
+
+    before = len(seen)
+    single(
+        traces[1], tmp_path / "study"
+    )  # the study's rows and embeddings: nothing sampled, nothing embedded
+    assert len(seen) == before
+    single(
+        traces[1], tmp_path / "alone"
+    )  # alone in a fresh cache it embeds exactly what its study file holds
+    (alone,) = (tmp_path / "alone").glob("embeddings.*/*.npz")
+    assert set(TextEmbeddings(cache=alone)._index) in per_file.values()
+    assert set(TextEmbeddings(cache=alone)._index) == set(seen[before:])
+
+
+def _seed(trace):
+    from resampling import trace_seed
+
+    return trace_seed(0, trace.id)
+
+
+@pytest.mark.slow
 def test_failing_traces_are_skipped_with_reasons(setup, tmp_path):
     _, traces, _, _ = setup
     no_answer = Trace(prompt="What is 2+2?", cot="I think about it. Then I stop.", metadata={})
