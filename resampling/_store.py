@@ -107,6 +107,9 @@ class RunStore:
         self.dir = Path(root) / key
         self.dir.mkdir(parents=True, exist_ok=True)
         self.key = key
+        self._read: pl.DataFrame | None = None
+        """The rows :meth:`done_keys` read, while this store has written nothing since: :meth:`final` needs no
+        second read (the claim keeps other processes out in between)."""
 
     def shards(self) -> list[Path]:
         return sorted(self.dir.glob("part-*.parquet"))
@@ -150,17 +153,21 @@ class RunStore:
     def done_keys(self) -> set[tuple[str, int]]:
         """The (request, sample) pairs stored ``ok``; claims the run directory first (see the module docstring)."""
         _claim(self.dir)
-        df = self.load().filter(pl.col("status") == "ok")
+        self._read = self.load()
+        df = self._read.filter(pl.col("status") == "ok")
         return set(zip(df["request_id"].to_list(), df["sample"].to_list(), strict=True))
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         if rows:
+            self._read = None
             df = pl.DataFrame(rows, schema=ROLLOUT_SCHEMA)
             atomic_write_parquet(df, self.dir / f"part-{uuid.uuid4().hex}.parquet")
 
     def final(self) -> pl.DataFrame:
         """Every row in plan order; ends this process's claim on the run directory."""
         try:
-            return self.load().sort(SORT_KEY, maintain_order=True)
+            rows = self._read if self._read is not None else self.load()
+            return rows.sort(SORT_KEY, maintain_order=True)
         finally:
+            self._read = None
             _release(self.dir)

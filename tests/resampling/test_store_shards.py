@@ -47,3 +47,23 @@ def test_one_bad_shard_among_many_keeps_every_good_row(tmp_path):
         assert store.load().equals(want)
     assert [p.name for p in store.dir.glob("*.unreadable")] == ["part-0bad.unreadable"]
     assert store.load().equals(want)
+
+
+def test_final_reuses_the_rows_done_keys_read_until_the_store_writes(tmp_path, monkeypatch):
+    """A run that samples nothing reads its directory once; after a write, final reads it again and sees the row."""
+    store = RunStore(tmp_path, "key")
+    store.append([_row("r1", 0)])
+    reads = []
+    real = RunStore.load
+
+    def counted(self):
+        reads.append(1)
+        return real(self)
+
+    monkeypatch.setattr(RunStore, "load", counted)
+    assert store.done_keys() == {("r1", 0)}
+    assert store.final()["request_id"].to_list() == ["r1"] and len(reads) == 1
+    store.done_keys()
+    store.append([_row("r2", 0)])
+    assert store.final()["request_id"].to_list() == ["r1", "r2"] and len(reads) == 3
+    assert store.final().height == 2 and len(reads) == 4  # nothing kept after final
