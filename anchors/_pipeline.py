@@ -265,6 +265,7 @@ def compute_importance(
     header: dict[str, Any] | None = None,
     roles: Any = "learned",
     adaptive: Any = None,
+    prefixes: Any = None,
 ) -> ImportanceRun:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
@@ -280,6 +281,9 @@ def compute_importance(
     sentences' significance verdicts are settled (``samples`` is then the most a position gets); the table gains
     ``stop_reason`` (its ``n_rollouts`` and ``n_forced`` say how many rollouts each position got), and
     ``<metric>_significant`` is the sequential verdict (:mod:`anchors._adaptive`).
+
+    ``prefixes``: the trace's :class:`resampling.TracePrefixes`, built already with this backend's tokenizer and
+    ``min_chars`` (a dataset run builds each trace's once); built here when not given.
     """
     from dataclasses import replace
 
@@ -296,7 +300,8 @@ def compute_importance(
         top_p=params.top_p,
         max_new_tokens=REAL_MODEL_SAMPLING["forced_max_new_tokens"],
     )
-    prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
+    if prefixes is None:
+        prefixes = TracePrefixes.build(trace, backend.tokenizer, min_chars=min_chars)
     plan = prefixes.plan(samples, seed, params, forced_answer=forced_answer, forced_params=forced_params)
     truth, graded_against = _truth(trace, gt_answer)
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)

@@ -7,7 +7,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,14 +243,24 @@ class Engine:
             self.write(rollouts, Path(out), plan, identity, key, stats, header)
         return RunResult(rollouts, store.dir, stats)
 
-    def fill(self, plans: Sequence[Plan], *, progress: Any = None) -> dict[str, Any]:
+    def fill(
+        self,
+        plans: Sequence[Plan],
+        *,
+        progress: Any = None,
+        on_plan_done: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
         """Sample what each plan's cache lacks, all plans in one backend call (a dataset of traces).
 
         Each plan keeps the run directory it has on its own (:meth:`run` of that plan finds every row cached
         afterwards, so a dataset run and single-trace runs share their rows), while positions of different plans
         share batches and each distinct prefix is prefilled once. ``progress`` (optional) gets ``start(todo)``,
-        the rollouts each plan still lacks, before sampling and ``advance(plan_index, n)`` as completions arrive. Returns the planned work (:func:`planned_work`) with ``rollouts_cached``, the new
-        rollouts and the seconds taken."""
+        the rollouts each plan still lacks, before sampling and ``advance(plan_index, n)`` as completions arrive.
+        ``on_plan_done(plan_index)`` (optional) is called once per plan as soon as all its rows are stored ``ok``
+        (at once for a plan with nothing to sample), while the others are still sampled: a caller can score that
+        plan meanwhile. A plan with a failed row is not reported (its own :meth:`run` retries the row). Jobs with the smallest token budget (forced-answer probes) go first, so plans finish one after
+        another as the long jobs' batches end rather than all at the very end. Returns the planned work
+        (:func:`planned_work`) with ``rollouts_cached``, the new rollouts and the seconds taken."""
         identity = self.backend.identity()
         jobs: list[GenerationJob] = []
         owner: dict[str, tuple[int, RunStore]] = {}
@@ -273,8 +283,17 @@ class Engine:
         if not self.quiet:
             _say_planned(stats)
         requests = {r.request_id: r for plan in plans for r in plan}
+        # stable: each budget's jobs keep their order (a trace's prefixes stay together for the backend)
+        jobs.sort(key=lambda j: int(j.params.max_new_tokens or 0))
+        left = [0] * len(plans)  # jobs still to come, per plan
+        failed = [False] * len(plans)
+        for job in jobs:
+            left[owner[job.key][0]] += 1
         if progress is not None:
             progress.start(todo)
+        if on_plan_done is not None:
+            for k in [k for k, n in enumerate(left) if n == 0]:
+                on_plan_done(k)
         buffers: dict[Path, list[dict[str, Any]]] = {}
         stores: dict[Path, RunStore] = {}
         started, n_new = time.perf_counter(), 0
@@ -284,11 +303,16 @@ class Engine:
             stores[store.dir] = store
             rows.extend(rollout_row(requests[job.key], c, None) for c in completions)
             n_new += len(completions)
-            if len(rows) >= self.flush_every:
+            left[k] -= 1
+            failed[k] = failed[k] or any(c.error for c in completions)
+            report = left[k] == 0 and not failed[k] and on_plan_done is not None
+            if len(rows) >= self.flush_every or report:
                 store.append(rows)
                 buffers[store.dir] = []
             if progress is not None:
                 progress.advance(k, len(completions))
+            if report:
+                on_plan_done(k)
         for where, rows in buffers.items():
             stores[where].append(rows)
         stats.update(rollouts_new=n_new, seconds=time.perf_counter() - started)

@@ -7,6 +7,7 @@ are all plans built by one call each on :class:`resampling.TracePrefixes`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -109,8 +110,10 @@ class SamplingRequest:
     def edit_json(self) -> str:
         return json.dumps(self.edit, sort_keys=True, ensure_ascii=False) if self.edit else ""
 
-    @property
+    @functools.cached_property
     def prefix_hash(self) -> str:
+        """A hash of ``prompt_ids``, computed once per request (the prefix is immutable; a real trace's prefix is
+        thousands of ids, and every ``request_id`` reads it)."""
         return hashlib.sha256(json.dumps(self.prompt_ids).encode()).hexdigest()[:16]
 
     @property

@@ -4,6 +4,7 @@ shipped arith organism: one engine pass, the same rows as single-trace runs, res
 from __future__ import annotations
 
 import json
+import threading
 
 import polars as pl
 import pytest
@@ -162,6 +163,50 @@ def _seed(trace):
     return trace_seed(0, trace.id)
 
 
+class _Watched:
+    """The backend, noting in ``events`` when its last completion has come back."""
+
+    def __init__(self, backend, events):
+        self.backend, self.events = backend, events
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, jobs):
+        yield from self.backend.generate(jobs)
+        if jobs:  # each trace's own run asks for its (empty) rest too
+            self.events.append(("sampled", threading.current_thread().name))
+
+
+@pytest.mark.slow
+def test_traces_are_scored_while_the_rest_are_sampled(setup, tmp_path, monkeypatch):
+    """A trace is scored in a worker thread as soon as its rollouts are stored, before the engine pass ends, with
+    the rows scoring after the pass gives; white-box scoring (it runs the model) waits for the pass."""
+    import anchors._pipeline as pipeline
+    from resampling import make_backend
+
+    _, traces, _, _ = setup
+    backend = make_backend("hf", model_id="organism:arith", batch_size=8)  # several batches: traces end apart
+    events = []
+    scoring = pipeline.compute_importance
+
+    def watched(*args, **kw):
+        events.append(("scored", threading.current_thread().name))
+        return scoring(*args, **{**kw, "whitebox": False})  # white-box columns are not what is tested here
+
+    monkeypatch.setattr(pipeline, "compute_importance", watched)
+    during = _run(setup, traces, tmp_path / "during", backend=_Watched(backend, events))
+    end = events.index(("sampled", "MainThread"))
+    early = [name for kind, name in events[:end] if kind == "scored"]
+    assert early and all(name.startswith("cotscope-score") for name in early)
+    assert len([e for e in events if e[0] == "scored"]) == len(traces)
+    events.clear()
+    after = _run(setup, traces, tmp_path / "after", backend=_Watched(backend, events), whitebox=True)
+    assert events[0] == ("sampled", "MainThread")
+    assert events[1:] == [("scored", "MainThread")] * len(traces)
+    assert during.table.equals(after.table)
+
+
 @pytest.mark.slow
 def test_failing_traces_are_skipped_with_reasons(setup, tmp_path):
     _, traces, _, _ = setup
@@ -283,3 +328,17 @@ def test_importance_adaptive_dataset_from_the_command_line(tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["adaptive"]["adaptive_rollouts"] <= 400 and run["engine"]["rollouts_new"] <= 400
     assert main([*args, "--sparse", "3", "--out", str(tmp_path / "s")]) == 2  # --sparse needs --adaptive
+
+
+@pytest.mark.slow
+def test_bench_study_runs_its_three_arms_on_the_same_rows():
+    """``cotscope bench study`` at its smallest: the loop, the dataset run scoring after its pass and the one
+    scoring during it give equal tables, and each arm is timed."""
+    from anchors.bench_study import format_study_bench, run_study_bench
+
+    report = run_study_bench(n_traces=2, samples=2, repeats=1)
+    assert report["same_rows"] and report["sentences"] > 0
+    assert sorted(report["times"]) == ["loop", "serial", "study"]
+    assert all(len(v) == 1 and v[0] > 0 for v in report["times"].values())
+    text = format_study_bench(report)
+    assert "scoring after" in text and "scoring meanwhile" in text and "same rows: yes" in text

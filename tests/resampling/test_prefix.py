@@ -86,6 +86,22 @@ def test_plan_seeds_are_disjoint_and_identity_kept(tp):
     assert plan[6].kind == "forced_answer" and plan[6].position == 0
 
 
+def test_request_ids_follow_prefix_and_parameters_and_are_computed_once(tp):
+    """The id is a hash of (trace, kind, position, edit, prefix hash, seed, parameters), the store's row key; the
+    prefix hash is kept on the request, and a request with another prefix gets its own."""
+    import dataclasses
+    import hashlib
+    import json
+
+    r = tp.plan(n=2, seed=1)[3]
+    prefix = hashlib.sha256(json.dumps(list(r.prompt_ids)).encode()).hexdigest()[:16]
+    key = json.dumps([r.trace_id, r.kind, r.position, "", prefix, r.seed, r.params.to_dict()], sort_keys=True)
+    assert r.request_id == hashlib.sha256(key.encode()).hexdigest()[:16] == r.request_id
+    assert r.__dict__["prefix_hash"] == prefix  # kept, not recomputed at every request_id
+    shorter = dataclasses.replace(r, prompt_ids=r.prompt_ids[:-1])
+    assert shorter.prefix_hash != prefix and shorter.request_id != r.request_id
+
+
 def test_runs_with_different_seeds_share_no_rollout_seed(tp):
     """A replicate with another --seed is new data: no seed of one run appears in the other (nearby seeds too)."""
     runs = {s: {x for r in tp.plan(n=50, seed=s, forced_answer=True) for x in r.seeds()} for s in range(4)}

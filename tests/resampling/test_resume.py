@@ -290,3 +290,74 @@ def test_a_plan_is_graded_by_default_against_its_traces_answer(
     assert rows["correct"].null_count() == 0
     assert rows["correct"].to_list() == [a == "1" for a in rows["answer"].to_list()]
     assert (plan + plan.with_params(max_new_tokens=7)).meta["truths"] == {trace.id: "1"}
+
+
+class _Watched:
+    """Wraps a backend: records the jobs in the order they are handed over, fails every sample of the traces in
+    ``fail``, and counts the jobs yielded so far."""
+
+    name = "watched"
+
+    def __init__(self, inner, fail=()):
+        self.inner, self.fail, self.order, self.yielded = inner, set(fail), [], 0
+
+    def identity(self):
+        return self.inner.identity()
+
+    def generate(self, jobs):
+        self.order = list(jobs)
+        for job, comps in self.inner.generate(jobs):
+            if job.route in self.fail:
+                comps = [Completion(sample=c.sample, seed=c.seed, error="HTTP 500: injected") for c in comps]
+            self.yielded += 1
+            yield job, comps
+
+
+def test_fill_reports_each_plan_once_all_its_rows_are_stored(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
+    """``Engine.fill(on_plan_done=)``: a cached plan at once, a sampled plan as soon as its last row is stored
+    (before the pass ends: the short probes go first, then each trace's rollouts), a plan with a failed row never."""
+    from cot import Trace
+    from resampling._store import RunStore, run_key
+
+    traces = [
+        tiny_trace,
+        *(
+            Trace(
+                prompt=f"Compute {a} + {a}.",
+                cot=f"First, {a} + {a} is {2 * a}.{tail} So it is {2 * a}.",
+                answer_text=f"The answer is \\boxed{{{2 * a}}}.",
+                metadata={"gt_answer": str(2 * a)},
+            )
+            # the backend takes the trace with the longest prefix first: trace 1, whose rows then end first
+            for a, tail in ((3, " Let me check that again, slowly and carefully."), (4, ""))
+        ),
+    ]
+    plans = [
+        TracePrefixes.build(t, tiny_tokenizer, min_chars=0).plan(
+            2,
+            10 * k,
+            SamplingParams(temperature=1.0, max_new_tokens=6),
+            forced_answer=True,
+            forced_params=SamplingParams(temperature=1.0, max_new_tokens=2),
+        )
+        for k, t in enumerate(traces)
+    ]
+    good = HFBackend(tiny_model, tiny_tokenizer, batch_size=4)  # several batches, so traces end one by one
+    Engine(good, tmp_path, quiet=True).run(plans[0])  # trace 0 is cached
+    backend = _Watched(good, fail={traces[2].id})
+    calls = []
+
+    def done(k):
+        store = RunStore(tmp_path, run_key(good.identity(), [traces[k].id]))
+        ok = store.load().filter(pl.col("status") == "ok").height
+        calls.append((k, backend.yielded, ok))
+
+    Engine(backend, tmp_path, quiet=True).fill(plans, on_plan_done=done)
+    total = len(backend.order)
+    budgets = [j.params.max_new_tokens for j in backend.order]
+    assert budgets == sorted(budgets) and budgets[0] < budgets[-1]
+    assert [k for k, _, _ in calls] == [0, 1]
+    assert calls[0][1] == 0 and calls[0][2] == plans[0].n_rollouts
+    assert 0 < calls[1][1] < total and calls[1][2] == plans[1].n_rollouts
+    failed = RunStore(tmp_path, run_key(good.identity(), [traces[2].id])).load()
+    assert failed.height == plans[2].n_rollouts and set(failed["status"]) == {"error"}
