@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -285,8 +285,6 @@ def compute_importance(
     ``prefixes``: the trace's :class:`resampling.TracePrefixes`, built already with this backend's tokenizer and
     ``min_chars`` (a dataset run builds each trace's once); built here when not given.
     """
-    from dataclasses import replace
-
     from anchors._blackbox import ImportanceOptions, importance_table, sentence_matrix
     from resampling import Engine, SamplingParams, TracePrefixes, run_health
 
@@ -355,25 +353,42 @@ def compute_importance(
 
         table = with_outcome(table, outcome)
     emb.save()
-    supp = None
-    if whitebox and getattr(backend, "model", None) is not None:
-        if not quiet:
-            step("white-box: receiver heads and attention suppression")
-        given = None if receiver_heads is None else [tuple(h) for h in receiver_heads["heads"]]
-        cols, supp, heads = whitebox_columns(backend.model, prefixes, heads=given)
-        table = table.with_columns(
-            [pl.Series(name, values, dtype=pl.Float64) for name, values in cols.items()]
-        )
-        result.stats["receiver_heads"] = [list(h) for h in heads]
-        result.stats["receiver_heads_source"] = (
-            f"chosen on {len(receiver_heads.get('traces', []))} other traces ({receiver_heads.get('path', '')})"
-            if receiver_heads is not None
-            else "chosen on this trace itself (circular; pass --receiver-heads FILE from cotscope receiver-heads)"
-        )
     written = {} if out is None else {"run.json": Path(out) / "run.json"}
-    return ImportanceRun(
-        trace, prefixes.sentences, result.rollouts, table, matrix, supp, result.stats, opts, written
+    run = ImportanceRun(
+        trace, prefixes.sentences, result.rollouts, table, matrix, None, result.stats, opts, written
     )
+    if whitebox:
+        run = add_whitebox(run, backend, prefixes, receiver_heads, quiet)
+    return run
+
+
+def add_whitebox(
+    run: ImportanceRun,
+    backend: Any,
+    prefixes: Any,
+    receiver_heads: dict[str, Any] | None = None,
+    quiet: bool = True,
+) -> ImportanceRun:
+    """``run`` with the white-box columns (receiver heads, attention suppression) when the backend holds a
+    transformers model; unchanged otherwise. It runs the model (switching its attention implementation for the
+    call), so nothing may sample on that model meanwhile."""
+    if getattr(backend, "model", None) is None:
+        return run
+    if not quiet:
+        step("white-box: receiver heads and attention suppression")
+    given = None if receiver_heads is None else [tuple(h) for h in receiver_heads["heads"]]
+    cols, supp, heads = whitebox_columns(backend.model, prefixes, heads=given)
+    table = run.table.with_columns(
+        [pl.Series(name, values, dtype=pl.Float64) for name, values in cols.items()]
+    )
+    stats = dict(run.stats)
+    stats["receiver_heads"] = [list(h) for h in heads]
+    stats["receiver_heads_source"] = (
+        f"chosen on {len(receiver_heads.get('traces', []))} other traces ({receiver_heads.get('path', '')})"
+        if receiver_heads is not None
+        else "chosen on this trace itself (circular; pass --receiver-heads FILE from cotscope receiver-heads)"
+    )
+    return replace(run, table=table, suppression=supp, stats=stats)
 
 
 def adaptive_rounds(

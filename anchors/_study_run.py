@@ -153,8 +153,9 @@ def run_study(
     it, and ``adaptive.budget`` caps the dataset's total (:func:`_adaptive_fill`).
 
     ``overlap``: score each trace in a worker thread as soon as its rollouts are stored, while the engine samples
-    the rest (the rows are the same either way; white-box scoring never overlaps, since it runs the model)."""
-    from anchors._pipeline import _truth, compute_importance, write_importance
+    the rest (the rows are the same either way). The white-box columns (they run the model) are added after the
+    pass; with a judge labeller (it runs an engine of its own) nothing overlaps the pass."""
+    from anchors._pipeline import _truth, add_whitebox, compute_importance, write_importance
     from cot import TraceError
     from cotscope._progress import step
     from resampling import Engine, EngineInputError, TracePrefixes, check_context, trace_seed
@@ -203,10 +204,14 @@ def run_study(
     engine = Engine(backend, cache_dir, quiet=quiet, flush_every=flush_every)
     outcomes: dict[str, Any] = {}
 
-    def score(k: int) -> tuple[pl.DataFrame | None, dict[str, Any] | None]:
-        """Trace ``ready[k]`` scored from its cached rollouts (and written): its table, or the reason it failed."""
+    # White-box columns run the backend's model (switching its attention implementation), so they are added in
+    # this thread once nothing samples any more; everything else of a trace's scoring may run in the worker.
+    white = whitebox and getattr(backend, "model", None) is not None
+
+    def score(k: int) -> tuple[Any, dict[str, Any] | None]:
+        """Trace ``ready[k]`` scored from its cached rollouts: its table (written, when no white-box step is left)
+        or its black-box :class:`ImportanceRun` (white-box columns still to add), or the reason it failed."""
         trace = ready[k]
-        trace_out = None if out is None else Path(out) / "traces" / trace.id
         try:
             run = compute_importance(
                 backend,
@@ -218,9 +223,9 @@ def run_study(
                 min_chars=min_chars,
                 cache_dir=cache_dir,
                 options=options,
-                whitebox=whitebox,
+                whitebox=False,
                 quiet=True,
-                out=trace_out,
+                out=None if out is None else Path(out) / "traces" / trace.id,
                 header={**(header or {}), "trace": trace.to_dict()},
                 roles=roles,
                 adaptive=outcomes.get(trace.id),
@@ -228,9 +233,21 @@ def run_study(
             )
         except (EngineInputError, RuntimeError, ValueError) as exc:
             return None, {"trace": trace.id, "reason": str(exc).splitlines()[0]}
-        if trace_out is not None:
+        return (run, None) if white else finish(k, run)
+
+    def finish(k: int, run: Any) -> tuple[pl.DataFrame | None, dict[str, Any] | None]:
+        """The white-box columns (if asked for), the trace's outputs, and its rows of the study table."""
+        trace = ready[k]
+        if white:
+            try:
+                run = add_whitebox(run, backend, built[k])
+            except (RuntimeError, ValueError) as exc:
+                return None, {"trace": trace.id, "reason": str(exc).splitlines()[0]}
+        if out is not None:
             write_importance(
-                run, trace_out, {**(notes or {}), "graded_against": run.stats.get("graded_against")}
+                run,
+                Path(out) / "traces" / trace.id,
+                {**(notes or {}), "graded_against": run.stats.get("graded_against")},
             )
         table = run.table.with_columns(
             pl.lit(trace.id).alias("trace_id"),
@@ -249,9 +266,9 @@ def run_study(
         if adaptive is None:
             # Each trace is scored in a worker thread as soon as its rollouts are stored, while the engine samples
             # the rest (:meth:`resampling.Engine.fill`'s ``on_plan_done``). Scoring reads only the cache, so a
-            # trace's rows are what they would be after the whole pass. White-box scoring runs the backend's
-            # model, so then every trace waits for the pass.
-            overlap = overlap and not (whitebox and getattr(backend, "model", None) is not None)
+            # trace's rows are what they would be after the whole pass. A judge labeller runs an engine of its own
+            # (with its own progress display), so with one every trace waits for the pass.
+            overlap = overlap and isinstance(roles, str)
             interval = sys.getswitchinterval()
             if overlap:
                 sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
@@ -270,11 +287,13 @@ def run_study(
         for k, trace in enumerate(ready):
             if adaptive is not None and trace.id not in outcomes:
                 continue  # the adaptive rounds skipped it, with its reason
-            table, failed = scored[k].result() if k in scored else score(k)
+            done, failed = scored[k].result() if k in scored else score(k)
+            if white and failed is None:
+                done, failed = finish(k, done)
             if failed is not None:
                 skipped.append(failed)
             else:
-                tables.append(table)
+                tables.append(done)
     finally:  # on an error (or Ctrl-C) mid-pass: traces not yet started are not scored
         pool.shutdown(wait=True, cancel_futures=True)
     if not tables:

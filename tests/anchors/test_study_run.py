@@ -181,30 +181,54 @@ class _Watched:
 @pytest.mark.slow
 def test_traces_are_scored_while_the_rest_are_sampled(setup, tmp_path, monkeypatch):
     """A trace is scored in a worker thread as soon as its rollouts are stored, before the engine pass ends, with
-    the rows scoring after the pass gives; white-box scoring (it runs the model) waits for the pass."""
+    the rows scoring after the pass gives; white-box columns (they run the model) are added after the pass, in the
+    caller's thread, and equal a single-trace run's; a labeller object (a judge runs an engine of its own) keeps
+    all scoring after the pass."""
     import anchors._pipeline as pipeline
     from resampling import make_backend
 
-    _, traces, _, _ = setup
+    be, traces, params, forced = setup
     backend = make_backend("hf", model_id="organism:arith", batch_size=8)  # several batches: traces end apart
     events = []
-    scoring = pipeline.compute_importance
+    scoring, whitebox = pipeline.compute_importance, pipeline.add_whitebox
 
     def watched(*args, **kw):
         events.append(("scored", threading.current_thread().name))
-        return scoring(*args, **{**kw, "whitebox": False})  # white-box columns are not what is tested here
+        return scoring(*args, **kw)
+
+    def watched_whitebox(*args, **kw):
+        events.append(("whitebox", threading.current_thread().name))
+        return whitebox(*args, **kw)
 
     monkeypatch.setattr(pipeline, "compute_importance", watched)
-    during = _run(setup, traces, tmp_path / "during", backend=_Watched(backend, events))
+    monkeypatch.setattr(pipeline, "add_whitebox", watched_whitebox)
+    during = _run(setup, traces, tmp_path / "during", backend=_Watched(backend, events), whitebox=True)
     end = events.index(("sampled", "MainThread"))
     early = [name for kind, name in events[:end] if kind == "scored"]
     assert early and all(name.startswith("cotscope-score") for name in early)
-    assert len([e for e in events if e[0] == "scored"]) == len(traces)
+    assert [e for e in events if e[0] == "whitebox"] == events[-len(traces) :]  # all after the pass ...
+    assert set(events[-len(traces) :]) == {("whitebox", "MainThread")}  # ... in the caller's thread
+    assert during.table["receiver_score"].is_not_null().all()
+    single = scoring(
+        be, traces[1], samples=SAMPLES, seed=_seed(traces[1]), params=params, forced_params=forced,
+        cache_dir=tmp_path / "during", options=OPTIONS, whitebox=True,
+    )  # fmt: skip
+    mine = during.table.filter(pl.col("trace_id") == traces[1].id).drop(
+        "trace_id", "base_correct", "rollout_seed"
+    )
+    assert mine.equals(single.table.select(mine.columns))
     events.clear()
-    after = _run(setup, traces, tmp_path / "after", backend=_Watched(backend, events), whitebox=True)
-    assert events[0] == ("sampled", "MainThread")
-    assert events[1:] == [("scored", "MainThread")] * len(traces)
-    assert during.table.equals(after.table)
+    after = _run(setup, traces, tmp_path / "after", backend=_Watched(backend, events), overlap=False)
+    assert events == [("sampled", "MainThread")] + [("scored", "MainThread")] * len(traces)
+    assert after.table.equals(during.table.drop("receiver_score", "suppression_outgoing"))
+    from cot._role_model import LearnedLabeller
+
+    events.clear()
+    judged = _run(
+        setup, traces, tmp_path / "judged", backend=_Watched(backend, events), roles=LearnedLabeller()
+    )
+    assert events == [("sampled", "MainThread")] + [("scored", "MainThread")] * len(traces)
+    assert judged.table.equals(after.table)
 
 
 @pytest.mark.slow
