@@ -49,14 +49,22 @@ class _Interrupted(Exception):
     pass
 
 
-class _DiesAfter:
-    """The backend, killed after ``n`` jobs have come back (what kill -9 leaves: the shards written so far)."""
+class _Wrapped:
+    """A backend seen through a wrapper: everything but what the wrapper defines comes from the backend."""
 
-    def __init__(self, backend, n):
-        self.backend, self.n = backend, n
+    def __init__(self, backend):
+        self.backend = backend
 
     def __getattr__(self, name):
         return getattr(self.backend, name)
+
+
+class _DiesAfter(_Wrapped):
+    """The backend, killed after ``n`` jobs have come back (what kill -9 leaves: the shards written so far)."""
+
+    def __init__(self, backend, n):
+        super().__init__(backend)
+        self.n = n
 
     def generate(self, jobs):
         for k, item in enumerate(self.backend.generate(jobs)):
@@ -163,14 +171,12 @@ def _seed(trace):
     return trace_seed(0, trace.id)
 
 
-class _Watched:
+class _Watched(_Wrapped):
     """The backend, noting in ``events`` when its last completion has come back."""
 
     def __init__(self, backend, events):
-        self.backend, self.events = backend, events
-
-    def __getattr__(self, name):
-        return getattr(self.backend, name)
+        super().__init__(backend)
+        self.events = events
 
     def generate(self, jobs):
         yield from self.backend.generate(jobs)
