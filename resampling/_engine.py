@@ -207,7 +207,9 @@ class Engine:
         started = time.perf_counter()
         n_new, tokens_new, buffer = 0, 0, []
         with _Progress(sum(len(j.samples) for j in jobs), self.quiet) as progress:
-            for job, completions in self.backend.generate(jobs):
+            # nothing to sample, no backend call: a cached trace scored while a dataset pass samples the others
+            # must not touch the backend that pass is using
+            for job, completions in self.backend.generate(jobs) if jobs else ():
                 req = by_key[job.key]
                 for c in completions:
                     buffer.append(rollout_row(req, c, None))  # graded below, with this run's truths
@@ -238,7 +240,7 @@ class Engine:
             errors=int((rollouts["status"] != "ok").sum()),
         )
         if hasattr(self.backend, "retry_counts"):
-            stats["retries"] = dict(self.backend.retry_counts)
+            stats["retries"] = dict(self.backend.retry_counts) if jobs else {}
         if out is not None:
             self.write(rollouts, Path(out), plan, identity, key, stats, header)
         return RunResult(rollouts, store.dir, stats)
@@ -258,9 +260,10 @@ class Engine:
         the rollouts each plan still lacks, before sampling and ``advance(plan_index, n)`` as completions arrive.
         ``on_plan_done(plan_index)`` (optional) is called once per plan as soon as all its rows are stored ``ok``
         (at once for a plan with nothing to sample), while the others are still sampled: a caller can score that
-        plan meanwhile. A plan with a failed row is not reported (its own :meth:`run` retries the row). Jobs with the smallest token budget (forced-answer probes) go first, so plans finish one after
-        another as the long jobs' batches end rather than all at the very end. Returns the planned work
-        (:func:`planned_work`) with ``rollouts_cached``, the new rollouts and the seconds taken."""
+        plan meanwhile. A plan with a failed row is not reported (its own :meth:`run` retries the row). Jobs with
+        the smallest token budget (forced-answer probes) go first, so plans finish one after another as the long
+        jobs' batches end rather than all at the very end. Returns the planned work (:func:`planned_work`) with
+        ``rollouts_cached``, the new rollouts and the seconds taken."""
         identity = self.backend.identity()
         jobs: list[GenerationJob] = []
         owner: dict[str, tuple[int, RunStore]] = {}

@@ -361,3 +361,26 @@ def test_fill_reports_each_plan_once_all_its_rows_are_stored(tiny_model, tiny_to
     assert 0 < calls[1][1] < total and calls[1][2] == plans[1].n_rollouts
     failed = RunStore(tmp_path, run_key(good.identity(), [traces[2].id])).load()
     assert failed.height == plans[2].n_rollouts and set(failed["status"]) == {"error"}
+
+
+def test_a_run_with_every_row_cached_makes_no_backend_call(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
+    """A cached trace is scored (its run reads the store) while a dataset pass may be using the backend: the run
+    must not call it at all."""
+
+    class Refuses:
+        name = "refuses"
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def identity(self):
+            return self.inner.identity()
+
+        def generate(self, jobs):
+            raise AssertionError(f"generate called with {len(jobs)} jobs")
+
+    plan = TracePrefixes.build(tiny_trace, tiny_tokenizer, min_chars=0).plan(n=2, seed=3)
+    good = HFBackend(tiny_model, tiny_tokenizer)
+    first = Engine(good, tmp_path, quiet=True).run(plan)
+    again = Engine(Refuses(good), tmp_path, quiet=True).run(plan)
+    assert again.stats["rollouts_new"] == 0 and again.rollouts.equals(first.rollouts)
