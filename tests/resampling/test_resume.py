@@ -313,7 +313,9 @@ class _Watched:
             yield job, comps
 
 
-def test_fill_reports_each_plan_once_all_its_rows_are_stored(tiny_model, tiny_tokenizer, tiny_trace, tmp_path):
+def test_fill_reports_each_plan_once_all_its_rows_are_stored(
+    tiny_model, tiny_tokenizer, tiny_trace, tmp_path
+):
     """``Engine.fill(on_plan_done=)``: a cached plan at once, a sampled plan as soon as its last row is stored
     (before the pass ends: the short probes go first, then each trace's rollouts), a plan with a failed row never."""
     from cot import Trace
