@@ -7,6 +7,7 @@ are all plans built by one call each on :class:`resampling.TracePrefixes`.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -105,8 +106,10 @@ class SamplingRequest:
         if not self.prompt_ids:
             raise EngineInputError("a sampling request needs a non-empty token prefix")
         object.__setattr__(self, "prompt_ids", tuple(int(t) for t in self.prompt_ids))
+        # its own copy: the ids below are computed once, so a caller's later change to its dict must not reach them
+        object.__setattr__(self, "edit", copy.deepcopy(self.edit))
 
-    @property
+    @functools.cached_property
     def edit_json(self) -> str:
         return json.dumps(self.edit, sort_keys=True, ensure_ascii=False) if self.edit else ""
 
@@ -116,9 +119,10 @@ class SamplingRequest:
         thousands of ids, and every ``request_id`` reads it)."""
         return hashlib.sha256(json.dumps(self.prompt_ids).encode()).hexdigest()[:16]
 
-    @property
+    @functools.cached_property
     def request_id(self) -> str:
-        """Stable id of what is sampled: prefix, parameters, seeds and identity (not n: rows are per sample)."""
+        """Stable id of what is sampled: prefix, parameters, seeds and identity (not n: rows are per sample).
+        Computed once per request (a plan's ids are read at every store lookup)."""
         key = json.dumps(
             [
                 self.trace_id,

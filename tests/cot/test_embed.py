@@ -50,30 +50,63 @@ def test_offline_flag_is_set_only_while_the_bundled_model_loads(monkeypatch):
     assert os.environ["HF_HUB_OFFLINE"] == "0"
 
 
-def test_batch_size_follows_the_device_and_an_explicit_one_wins():
-    """Small batches on a CPU (its time is padded tokens), wide ones on a GPU."""
+def test_forward_passes_go_by_token_length_within_the_device_budget():
+    """Texts go to the model sorted by token length, each pass as many as fit in the device's padded-token budget
+    (an explicit ``batch_size`` caps the texts too), and every row comes back in its text's place."""
     from types import SimpleNamespace
 
-    from cot._embed import CPU_BATCH, GPU_BATCH
+    import torch
+
+    from cot._embed import CPU_TOKENS, GPU_TOKENS
 
     class Recorder:
         def __init__(self, device):
             self.device = SimpleNamespace(type=device)
+            self.calls = []
+
+        def preprocess(self, texts):  # one token per word, two special tokens, padded like a tokenizer
+            n = [len(t.split()) + 2 for t in texts]
+            return {"attention_mask": torch.tensor([[1] * k + [0] * (max(n) - k) for k in n])}
+
+        def encode(self, texts, batch_size, **_):
+            self.calls.append(([len(t.split()) + 2 for t in texts], batch_size))
+            return np.array([[float(t.split()[-1]), len(t.split())] for t in texts], dtype=np.float32)
+
+    texts = [" ".join(["w"] * (k % 50) + [str(k)]) for k in range(3000)] + [" ".join(["w"] * 3000 + ["3000"])]
+    for device, budget, cap in [("cpu", CPU_TOKENS, None), ("cuda", GPU_TOKENS, None), ("cpu", CPU_TOKENS, 7)]:
+        rec = Recorder(device)
+        out = embed_sentences(texts, embedder=rec, batch_size=cap)
+        np.testing.assert_array_equal(out[:, 0], np.arange(len(texts)))  # each row in its text's place
+        flat = [n for lengths, _ in rec.calls for n in lengths]
+        assert len(flat) == len(texts) and flat == sorted(flat)  # every text once, shortest first
+        for k, (lengths, size) in enumerate(rec.calls):
+            padded = len(lengths) * max(lengths)
+            assert size == len(lengths) and (padded <= budget or len(lengths) == 1)  # the 3,003-token one alone
+            assert cap is None or len(lengths) <= cap
+            if k + 1 < len(rec.calls) and (cap is None or len(lengths) < cap):  # full: the next text did not fit
+                assert (len(lengths) + 1) * rec.calls[k + 1][0][0] > budget
+    assert CPU_TOKENS < GPU_TOKENS
+
+    class Plain:  # no tokenizer of its own: plain batches of texts
+        device = SimpleNamespace(type="cpu")
+
+        def __init__(self):
             self.sizes = []
 
         def encode(self, texts, batch_size, **_):
-            self.sizes.append(batch_size)
-            return np.ones((len(texts), 384), dtype=np.float32)
+            self.sizes.append(len(texts))
+            return np.arange(len(texts), dtype=np.float32)[:, None] + 0.5
 
-    cpu, gpu = Recorder("cpu"), Recorder("cuda")
-    embed_sentences(["a", "b"], embedder=cpu)
-    embed_sentences(["a", "b"], embedder=gpu)
-    embed_sentences(["a", "b"], embedder=cpu, batch_size=7)
-    assert cpu.sizes == [CPU_BATCH, 7] and gpu.sizes == [GPU_BATCH]
-    assert CPU_BATCH < GPU_BATCH
+    plain = Plain()
+    assert embed_sentences([str(k) for k in range(70)], embedder=plain).shape == (70, 1)
+    assert plain.sizes == [32, 32, 6]
 
 
 @pytest.mark.slow
-def test_small_cpu_batches_give_the_same_embeddings_as_wide_ones():
+def test_batches_of_one_length_give_the_embeddings_of_padded_batches():
+    from cot._embed import load_sentence_embedder
+
     texts = [f"Then {k} * {k + 3} is {k * (k + 3)}, so we carry the {k}." * (1 + k % 4) for k in range(40)]
-    np.testing.assert_allclose(embed_sentences(texts), embed_sentences(texts, batch_size=256), atol=1e-5)
+    padded = load_sentence_embedder().encode(texts, batch_size=256, normalize_embeddings=True)
+    np.testing.assert_allclose(embed_sentences(texts), padded, atol=1e-5)
+    np.testing.assert_allclose(embed_sentences(texts, batch_size=3), padded, atol=1e-5)

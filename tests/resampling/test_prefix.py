@@ -98,8 +98,17 @@ def test_request_ids_follow_prefix_and_parameters_and_are_computed_once(tp):
     key = json.dumps([r.trace_id, r.kind, r.position, "", prefix, r.seed, r.params.to_dict()], sort_keys=True)
     assert r.request_id == hashlib.sha256(key.encode()).hexdigest()[:16] == r.request_id
     assert r.__dict__["prefix_hash"] == prefix  # kept, not recomputed at every request_id
+    assert r.__dict__["request_id"] == r.request_id  # kept: a plan's ids are read at every store lookup
     shorter = dataclasses.replace(r, prompt_ids=r.prompt_ids[:-1])
     assert shorter.prefix_hash != prefix and shorter.request_id != r.request_id
+    # the request keeps its own copy of the edit, so a kept id cannot go stale when the caller's dict changes
+    edit = {"type": "replace_sentence", "index": 2, "text": {"new": "x"}}
+    edited = dataclasses.replace(r, edit=edit)
+    before = edited.request_id
+    edit["index"], edit["text"]["new"] = 3, "y"
+    fresh = dataclasses.replace(r, edit=edit)
+    assert edited.edit == {"type": "replace_sentence", "index": 2, "text": {"new": "x"}}
+    assert edited.request_id == before == dataclasses.replace(r, edit=edited.edit).request_id != fresh.request_id
 
 
 def test_runs_with_different_seeds_share_no_rollout_seed(tp):
