@@ -73,7 +73,11 @@ def test_forward_passes_go_by_token_length_within_the_device_budget():
             return np.array([[float(t.split()[-1]), len(t.split())] for t in texts], dtype=np.float32)
 
     texts = [" ".join(["w"] * (k % 50) + [str(k)]) for k in range(3000)] + [" ".join(["w"] * 3000 + ["3000"])]
-    for device, budget, cap in [("cpu", CPU_TOKENS, None), ("cuda", GPU_TOKENS, None), ("cpu", CPU_TOKENS, 7)]:
+    for device, budget, cap in [
+        ("cpu", CPU_TOKENS, None),
+        ("cuda", GPU_TOKENS, None),
+        ("cpu", CPU_TOKENS, 7),
+    ]:
         rec = Recorder(device)
         out = embed_sentences(texts, embedder=rec, batch_size=cap)
         np.testing.assert_array_equal(out[:, 0], np.arange(len(texts)))  # each row in its text's place
@@ -81,9 +85,13 @@ def test_forward_passes_go_by_token_length_within_the_device_budget():
         assert len(flat) == len(texts) and flat == sorted(flat)  # every text once, shortest first
         for k, (lengths, size) in enumerate(rec.calls):
             padded = len(lengths) * max(lengths)
-            assert size == len(lengths) and (padded <= budget or len(lengths) == 1)  # the 3,003-token one alone
+            assert size == len(lengths) and (
+                padded <= budget or len(lengths) == 1
+            )  # the 3,003-token one alone
             assert cap is None or len(lengths) <= cap
-            if k + 1 < len(rec.calls) and (cap is None or len(lengths) < cap):  # full: the next text did not fit
+            if k + 1 < len(rec.calls) and (
+                cap is None or len(lengths) < cap
+            ):  # full: the next text did not fit
                 assert (len(lengths) + 1) * rec.calls[k + 1][0][0] > budget
     assert CPU_TOKENS < GPU_TOKENS
 

@@ -108,7 +108,9 @@ def test_request_ids_follow_prefix_and_parameters_and_are_computed_once(tp):
     edit["index"], edit["text"]["new"] = 3, "y"
     fresh = dataclasses.replace(r, edit=edit)
     assert edited.edit == {"type": "replace_sentence", "index": 2, "text": {"new": "x"}}
-    assert edited.request_id == before == dataclasses.replace(r, edit=edited.edit).request_id != fresh.request_id
+    assert (
+        edited.request_id == before == dataclasses.replace(r, edit=edited.edit).request_id != fresh.request_id
+    )
 
 
 def test_runs_with_different_seeds_share_no_rollout_seed(tp):
