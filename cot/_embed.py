@@ -143,11 +143,12 @@ def _token_lengths(model: Any, texts: list[str]) -> list[int] | None:
         return None
     lengths: list[int] = []
     for k in range(0, len(texts), 4096):  # one padded id matrix per 4,096 texts, not for all at once
-        mask = tokenize(texts[k : k + 4096]).get("attention_mask")
-        if mask is None:
+        try:  # only the batching depends on it: where it does not work, encode gets plain batches of texts
+            mask = tokenize(texts[k : k + 4096])["attention_mask"]
+            lengths.extend(int(n) for n in mask.sum(1).tolist())
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
-        lengths.extend(int(n) for n in mask.sum(1).tolist())
-    return lengths
+    return lengths if len(lengths) == len(texts) else None
 
 
 def _batches(lengths: list[int], budget: int, most: int | None) -> list[list[int]]:

@@ -109,6 +109,14 @@ def test_forward_passes_go_by_token_length_within_the_device_budget():
     assert embed_sentences([str(k) for k in range(70)], embedder=plain).shape == (70, 1)
     assert plain.sizes == [32, 32, 6]
 
+    class OddTokenizer(Plain):  # a tokenizer of another kind: no attention mask
+        def tokenize(self, texts):
+            return [t.split() for t in texts]
+
+    odd = OddTokenizer()
+    np.testing.assert_array_equal(embed_sentences(["a", "b", "c"], embedder=odd)[:, 0], [0.5, 1.5, 2.5])
+    assert odd.sizes == [3]
+
 
 @pytest.mark.slow
 def test_batches_of_one_length_give_the_embeddings_of_padded_batches():
