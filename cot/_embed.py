@@ -153,7 +153,7 @@ def _token_lengths(model: Any, texts: list[str]) -> list[int] | None:
 
 def _batches(lengths: list[int], budget: int, most: int | None) -> list[list[int]]:
     """Row indices in forward passes: sorted by token length, each pass as many texts as fit in ``budget`` padded
-    tokens (texts x its longest; a longer text goes alone) and at most ``most``."""
+    tokens (its number of texts times its longest; a longer text goes alone) and at most ``most``."""
     most = max(1, int(most)) if most is not None else len(lengths)
     batches: list[list[int]] = []
     batch: list[int] = []

@@ -98,7 +98,8 @@ class SamplingRequest:
     """Sentence position: the prefix holds the CoT sentences before this index."""
     edit: dict = field(default_factory=dict)
     """What was changed relative to the source trace (empty for none), e.g. ``{"type": "replace_sentence",
-    "index": 3, "text": "...", "source_trace": "t1a2b"}``."""
+    "index": 3, "text": "...", "source_trace": "t1a2b"}``. The request keeps its own copy; like every field it is
+    not changed afterwards (the request's id is computed once)."""
 
     def __post_init__(self) -> None:
         if self.n < 1:
