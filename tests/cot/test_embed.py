@@ -119,7 +119,7 @@ def test_forward_passes_go_by_token_length_within_the_device_budget():
 
 
 @pytest.mark.slow
-def test_batches_of_one_length_give_the_embeddings_of_padded_batches():
+def test_token_budget_batches_give_the_embeddings_of_padded_batches():
     from cot._embed import load_sentence_embedder
 
     texts = [f"Then {k} * {k + 3} is {k * (k + 3)}, so we carry the {k}." * (1 + k % 4) for k in range(40)]
