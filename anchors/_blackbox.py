@@ -120,10 +120,10 @@ def importance_table(
     keep = slice(None) if opts.bucket_no_answer else slice(0, len(answers))
 
     sentence_vectors = emb(texts) if k else np.zeros((0, 1), np.float32)
-    sims = _first_sentence_similarity(resample, sentence_vectors, emb)
+    # a first sentence that states other numbers differs whatever its cosine: it is not embedded
+    changed = _numbers_changed(resample, texts) > 0 if opts.compare_numbers else None
+    sims = _first_sentence_similarity(resample, sentence_vectors, emb, skip=changed)
     differs = np.where(np.isnan(sims), np.nan, (sims < opts.similarity_threshold).astype(float))
-    if opts.compare_numbers:
-        differs = np.where(np.isnan(differs), np.nan, np.maximum(differs, _numbers_changed(resample, texts)))
     reappears = None
     if opts.continuation_metrics:
         reappears = np.zeros(resample.height)

@@ -53,26 +53,32 @@ def _continuation_matches(
     min_chars: int = 0,
 ) -> np.ndarray:
     """``out[r, j]``: some sentence of continuation ``r`` has cosine >= threshold with target ``j`` (and, when
-    ``target_texts`` is given, states the same numbers)."""
+    ``target_texts`` is given, states the same numbers). With ``target_texts``, a sentence that states the numbers of
+    no target matches none whatever its embedding, so it is not embedded."""
     per_row = [emb.continuation_sentences(t, min_chars) for t in texts]
     flat = [s for row in per_row for s in row]
     out = np.zeros((len(texts), targets.shape[0]), dtype=bool)
     if not flat or targets.shape[0] == 0:
         return out
-    ids = emb.ids(flat)
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    hits_u = np.zeros((len(uniq), targets.shape[0]), dtype=bool)
-    for start in range(0, len(uniq), 16384):
-        block = emb.matrix[uniq[start : start + 16384]]
-        hits_u[start : start + 16384] = block @ targets.T >= threshold
+    distinct = list(dict.fromkeys(flat))
+    hits_u = np.zeros((len(distinct), targets.shape[0]), dtype=bool)
+    compared = np.arange(len(distinct))
     if target_texts is not None:
-        text_of = {i: t for t, i in zip(flat, ids.tolist(), strict=True)}
         target_keys = [number_key(t) for t in target_texts]
-        for u, row_id in enumerate(uniq.tolist()):
-            key = number_key(text_of[row_id])
+        keys = [number_key(s) for s in distinct]
+        stated = set(target_keys)
+        compared = np.array([u for u, key in enumerate(keys) if key in stated], dtype=np.int64)
+    for start in range(0, len(compared), 16384):
+        chunk = compared[start : start + 16384]
+        vectors = emb([distinct[u] for u in chunk])
+        hits_u[chunk] = vectors @ targets.T >= threshold
+    if target_texts is not None:
+        for u in compared.tolist():
             for j in np.flatnonzero(hits_u[u]):
-                if key != target_keys[j]:
+                if keys[u] != target_keys[j]:
                     hits_u[u, j] = False
+    row_of = {s: u for u, s in enumerate(distinct)}
+    inverse = np.fromiter((row_of[s] for s in flat), dtype=np.int64, count=len(flat))
     lengths = np.array([len(r) for r in per_row])
     nonempty = np.flatnonzero(lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
@@ -81,13 +87,19 @@ def _continuation_matches(
 
 
 def _first_sentence_similarity(
-    frame: pl.DataFrame, sentence_vectors: np.ndarray, emb: TextEmbeddings
+    frame: pl.DataFrame, sentence_vectors: np.ndarray, emb: TextEmbeddings, skip: np.ndarray | None = None
 ) -> np.ndarray:
-    """Cosine between each row's first sentence and the original sentence at its position (NaN if undefined)."""
+    """Cosine between each row's first sentence and the original sentence at its position (NaN if undefined).
+
+    Rows where ``skip`` is true get -inf where the cosine is defined, without embedding their first sentence (a
+    caller that counts them as differing whatever the cosine)."""
     sims = np.full(frame.height, np.nan)
     first = frame["first_sentence"].to_list()
     pos = frame["position"].to_numpy()
     rows = [r for r, f in enumerate(first) if f is not None and pos[r] < sentence_vectors.shape[0]]
+    if skip is not None:
+        sims[[r for r in rows if skip[r]]] = -np.inf
+        rows = [r for r in rows if not skip[r]]
     if rows:
         vecs = emb([first[r] for r in rows])
         sims[rows] = np.einsum("ij,ij->i", vecs, sentence_vectors[pos[rows]])

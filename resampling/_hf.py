@@ -458,17 +458,23 @@ class HFBackend:
             kv_budget_gb=kv_budget_gb,
         )
 
-    def row_bytes(self, width: int) -> int:
-        """Memory one decoding row holds: its KV cache over ``width`` positions (``width`` x layers x key-value
-        heads x head dim x 2 (keys and values) x bytes per value) plus its logits and the sampler's two
-        vocabulary-wide float32 copies."""
+    @functools.cached_property
+    def _sizes(self) -> tuple[int, int]:
+        """(bytes of one token's KV cache: layers x key-value heads x head dim x 2 (keys and values) x bytes per
+        value, vocabulary size), read from the model once: :meth:`plan_batches` asks for every row."""
         config = self.model.config.get_text_config(decoder=True)
         heads = int(getattr(config, "num_attention_heads", 1))
         kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         itemsize = next(self.model.parameters()).element_size()
-        per_token = int(config.num_hidden_layers) * kv_heads * head_dim * 2 * itemsize
-        return width * per_token + 3 * 4 * int(config.vocab_size)
+        return int(config.num_hidden_layers) * kv_heads * head_dim * 2 * itemsize, int(config.vocab_size)
+
+    def row_bytes(self, width: int) -> int:
+        """Memory one decoding row holds: its KV cache over ``width`` positions (``width`` x layers x key-value
+        heads x head dim x 2 (keys and values) x bytes per value) plus its logits and the sampler's two
+        vocabulary-wide float32 copies."""
+        per_token, vocab = self._sizes
+        return width * per_token + 3 * 4 * vocab
 
     @property
     def max_context(self) -> int | None:

@@ -309,6 +309,41 @@ def test_number_aware_matches_in_the_sentence_matrix():
     assert blind[0, 1] == pytest.approx(0.0)
 
 
+def test_sentences_whose_numbers_match_no_target_are_not_embedded():
+    """With number-aware meaning, a sentence stating numbers that no sentence of the trace states can match none
+    and a first sentence stating other numbers than its original differs whatever its cosine: neither is embedded,
+    and the scores are those of embedding everything (the sentences the matrix and table must compare are)."""
+    sentences = ["Step one gives 3.", "Step two gives 4.", "Done now."]
+    rows = [
+        rollout(0, "4", True, first="Step one gives 2.", text="Step one gives 2. Step two gives 4."),
+        rollout(0, "4", True, first="Step one gives 3.", text="Step one gives 3. Thinking it over."),
+        rollout(1, "4", True, first="Step two gives 5.", text="Step two gives 5. Stepping on, 7 and 8."),
+        rollout(1, "4", True, first="Step two gives 4.", text="Step two gives 4. Done now."),
+        rollout(2, "4", True, first="Done now.", text="Done now."),
+    ]
+    seen: list[str] = []
+
+    def recorder(texts):
+        seen.extend(texts)
+        return topic_embed(texts)
+
+    opts = ImportanceOptions(**FORMULA, n_bootstrap=0)
+    m = sentence_matrix(table(rows), FakeTrace(), sentences, options=opts, embed=recorder)
+    t = importance_table(
+        table(rows), FakeTrace(), sentences, roles=["r"] * 3, options=opts, embed=recorder, matrix=m
+    )
+    never = {"Step one gives 2.", "Step two gives 5.", "Stepping on, 7 and 8."}
+    assert never.isdisjoint(seen)
+    assert {"Thinking it over.", *sentences} <= set(seen)  # no numbers, as "Done now." states none
+    # "Step two gives 4." follows in one of R_0's two rollouts and one of R_1's two: M[0, 1] = 1/2 - 1/2;
+    # "Done now." in none of R_0's, one of R_1's two, R_2's one: M[0, 2] = 1/2 - 0, M[1, 2] = 1 - 1/2
+    assert m[0, 1] == pytest.approx(0.0)
+    assert m[0, 2] == pytest.approx(0.5) and m[1, 2] == pytest.approx(0.5)
+    # first sentences: "gives 2" differs from "gives 3" (other numbers), "gives 5" from "gives 4"
+    assert t["n_different"].to_list()[:2] == [1, 1]
+    assert t["different_trajectories_fraction"].to_list()[:2] == [0.5, 0.5]
+
+
 def few_different_rollouts(n_same, n_diff, n_diff_back=0):
     """R_0: ``n_same`` rollouts that rewrite 'Alpha' (answer 4, right) and ``n_diff`` that write 'Gamma' instead
     (answer 5, wrong), ``n_diff_back`` of which bring Alpha back later; R_1: 10 x (4, right)."""
