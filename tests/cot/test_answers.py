@@ -92,11 +92,16 @@ def test_answers_equivalent_works_off_the_main_thread():
 
 
 def test_hard_timeout_kills_and_restarts_the_worker():
+    import os
+    import signal
+
     from cot._answers import _verifier
 
     assert _verifier("x+1", "1+x", 30.0) is True
     pid = _verifier._proc.pid
-    assert _verifier("x+1", "1+x", 0.0) is None  # no reply within the timeout: killed
+    # a stopped worker cannot reply, however fast the call would be (a timeout of 0 raced a quick reply)
+    os.kill(pid, signal.SIGSTOP)
+    assert _verifier("x+1", "1+x", 0.5) is None  # no reply within the timeout: killed
     assert _verifier._proc is None
     assert _verifier("x+1", "1+x", 30.0) is True
     assert _verifier._proc.pid != pid
