@@ -146,9 +146,7 @@ def _perm_p(
     if na == 0 or nb == 0:
         return math.nan
     pool = np.concatenate([xa, xb])
-    order = np.argsort(rng.random((n_perm, na + nb)), axis=1)
-    in_a = np.zeros((n_perm, na + nb))
-    np.put_along_axis(in_a, order[:, :na], 1.0, axis=1)
+    in_a = _first_of_each_row(rng.random((n_perm, na + nb)), na)
     if what == "accuracy":
         right_a = in_a @ pool
         null = np.abs((pool.sum() - right_a) / nb - right_a / na)
@@ -160,6 +158,20 @@ def _perm_p(
         null = kl_divergence(counts_a, onehot.sum(0)[None, :] - counts_a, alpha)
         stat = observed
     return float((1 + np.sum(null >= stat - 1e-12)) / (1 + n_perm))
+
+
+def _first_of_each_row(draws: np.ndarray, n: int) -> np.ndarray:
+    """1.0 where an entry is among the ``n`` first of its row in ``np.argsort`` order (the ``n`` smallest), else 0.0:
+    a random split of each row's indices. Found with a partition (about 4x faster than sorting 20 entries a row);
+    a row with a tie at the cut, which 53-bit uniform draws practically never have, takes the argsort itself."""
+    cut = np.partition(draws, n - 1, axis=1)[:, n - 1 : n]
+    out = (draws <= cut).astype(np.float64)
+    tied = np.flatnonzero(out.sum(axis=1) != n)
+    if tied.size:
+        rows = np.zeros((tied.size, draws.shape[1]))
+        np.put_along_axis(rows, np.argsort(draws[tied], axis=1)[:, :n], 1.0, axis=1)
+        out[tied] = rows
+    return out
 
 
 def _two_sets(

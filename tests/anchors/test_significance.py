@@ -177,3 +177,23 @@ def test_split_halves_of_one_distribution_are_flagged_at_most_at_the_test_level(
     assert flat["distinct"] == 1 and flat["kl_p"] == 1.0 and flat["accuracy_p"] == 1.0
     with pytest.raises(ValueError, match="sample"):
         split_half_pvalues(_numbered(rows).drop("sample"), "t1")
+
+
+def test_each_permutation_takes_the_first_of_its_row_in_argsort_order():
+    """The permutation test's split (a partition) is the one sorting each row gives, ties at the cut included."""
+    from anchors._significance import _first_of_each_row
+
+    def by_sorting(draws, n):
+        out = np.zeros(draws.shape)
+        np.put_along_axis(out, np.argsort(draws, axis=1)[:, :n], 1.0, axis=1)
+        return out
+
+    rng = np.random.default_rng(3)
+    for n_a, n_b in ((1, 1), (3, 17), (20, 20), (30, 7)):
+        draws = rng.random((500, n_a + n_b))
+        np.testing.assert_array_equal(_first_of_each_row(draws, n_a), by_sorting(draws, n_a))
+    # ties at the cut: several entries equal the n-th smallest (uniform draws practically never tie)
+    tied = np.array([[0.5, 0.1, 0.5, 0.9, 0.5], [0.2, 0.2, 0.2, 0.2, 0.2], [0.3, 0.1, 0.2, 0.4, 0.5]])
+    got = _first_of_each_row(tied, 2)
+    np.testing.assert_array_equal(got, by_sorting(tied, 2))
+    assert (got.sum(axis=1) == 2).all()
