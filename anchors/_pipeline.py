@@ -439,16 +439,19 @@ def _run_embeddings(
 
     With ``trace_id`` the file is that trace's own (``embeddings.<model>/<hash of the id>.npz``), shared by every
     run on the trace (importance, a study, resilience). One file for all traces made a study of T traces read and
-    rewrite every earlier trace's embeddings at each trace: quadratic in T, and all of them in memory at once."""
+    rewrite every earlier trace's embeddings at each trace: quadratic in T, and all of them in memory at once. A
+    dataset run passes its :class:`anchors._embedding.DatasetEmbeddings`: each trace keeps its own file, and the
+    texts it lacks are embedded through the memory the dataset's traces share."""
     from functools import partial
 
-    from anchors._embedding import TextEmbeddings, as_text_embeddings
+    from anchors._embedding import DatasetEmbeddings, TextEmbeddings, as_text_embeddings
     from cot import embed_sentences
 
-    if isinstance(embed, TextEmbeddings):
+    if isinstance(embed, TextEmbeddings) and not isinstance(embed, DatasetEmbeddings):
         return embed
     bundled = (
         embed is None
+        or isinstance(embed, DatasetEmbeddings)  # the bundled model, through a dataset run's shared memory
         or embed is embed_sentences
         or (isinstance(embed, partial) and embed.func is embed_sentences)
     )

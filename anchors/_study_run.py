@@ -155,6 +155,7 @@ def run_study(
     ``overlap``: score each trace in a worker thread as soon as its rollouts are stored, while the engine samples
     the rest (the rows are the same either way). The white-box columns (they run the model) are added after the
     pass; with a judge labeller (it runs an engine of its own) nothing overlaps the pass."""
+    from anchors._embedding import DatasetEmbeddings
     from anchors._pipeline import _truth, add_whitebox, compute_importance, write_importance
     from cot import TraceError
     from cotscope._progress import step
@@ -203,6 +204,8 @@ def run_study(
         )
     engine = Engine(backend, cache_dir, quiet=quiet, flush_every=flush_every)
     outcomes: dict[str, Any] = {}
+    # a sentence that recurs across traces is embedded once per run (each trace still keeps its own file)
+    shared = DatasetEmbeddings()
 
     # White-box columns run the backend's model (switching its attention implementation), so they are added in
     # this thread once nothing samples any more; everything else of a trace's scoring may run in the worker.
@@ -230,6 +233,7 @@ def run_study(
                 roles=roles,
                 adaptive=outcomes.get(trace.id),
                 prefixes=built[k],
+                embed=shared,
             )
         except (EngineInputError, RuntimeError, ValueError) as exc:
             return None, {"trace": trace.id, "reason": str(exc).splitlines()[0]}
@@ -281,7 +285,7 @@ def run_study(
             stats, outcomes = _adaptive_fill(
                 engine, ready, built, skipped, samples=samples, seeds=seeds, params=params,
                 forced_params=forced_params, options=options, min_chars=min_chars, cache_dir=cache_dir,
-                roles=roles, adaptive=adaptive, quiet=quiet,
+                roles=roles, adaptive=adaptive, quiet=quiet, shared=shared,
             )  # fmt: skip
         tables = []
         for k, trace in enumerate(ready):
@@ -328,6 +332,7 @@ def _adaptive_fill(
     roles: Any,
     adaptive: Any,
     quiet: bool,
+    shared: Any = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The adaptive rounds of a dataset: each round is one :meth:`resampling.Engine.fill` over every trace's
     positions still open (positions of different traces share batches), then each trace is scored and settled
@@ -344,7 +349,7 @@ def _adaptive_fill(
     from resampling import Engine
 
     opts = replace(options or ImportanceOptions(), min_chars=min_chars)
-    embs = {trace.id: _run_embeddings(None, cache_dir, True, trace.id) for trace in traces}
+    embs = {trace.id: _run_embeddings(shared, cache_dir, True, trace.id) for trace in traces}
     rounds = [
         adaptive_rounds(
             pre,

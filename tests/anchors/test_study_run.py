@@ -145,6 +145,9 @@ def test_each_trace_keeps_its_own_embeddings_and_single_runs_reuse_them(setup, t
     assert not list((tmp_path / "study").glob("embeddings.*.npz"))  # no file shared by all traces
     per_file = {f.name: set(TextEmbeddings(cache=f)._index) for f in files}
     assert set().union(*per_file.values()) == set(seen)
+    # a sentence in several traces' files was embedded once for the whole run (anchors._embedding.DatasetEmbeddings)
+    assert sum(len(texts) for texts in per_file.values()) > len(set(seen))
+    assert len(seen) == len(set(seen))
 
     def single(trace, cache):
         return compute_importance(
