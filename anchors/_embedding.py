@@ -81,9 +81,13 @@ class TextEmbeddings:
     def __len__(self) -> int:
         return len(self._index)
 
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` not embedded yet, in order."""
+        return [t for t in dict.fromkeys(texts) if t not in self._index]
+
     def ids(self, texts: Sequence[str]) -> np.ndarray:
         """Row ids of ``texts`` in :attr:`matrix`, embedding the texts not seen before."""
-        new = list(dict.fromkeys(t for t in texts if t not in self._index))
+        new = self.missing(texts)
         # with progress, batches are sized to take about PROGRESS_BATCH_S each, from the characters embedded per
         # second so far (the cost grows with a text's length), so lines come every few seconds on any CPU
         total = len(new) if self._progress and len(new) > PROGRESS_OVER else 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -84,6 +85,29 @@ def _continuation_matches(
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[nonempty]
     out[nonempty] = np.logical_or.reduceat(hits_u[inverse], starts, axis=0)
     return out
+
+
+def scoring_texts(
+    rollouts: pl.DataFrame, trace_id: str, texts: Sequence[str], options: Any, emb: TextEmbeddings
+) -> list[str]:
+    """Every text that scoring these rollouts (``sentence_matrix`` and ``importance_table`` with ``options``) can
+    embed: the trace's sentences and the continuation sentences of its resampled rollouts (their first sentences
+    among them), less those whose numbers no sentence of the trace states when numbers are compared (they match
+    nothing whatever their embedding). A superset where the scoring skips more (a first sentence at a position
+    that states other numbers); a dataset run embeds these for several traces at once."""
+    from anchors._options import _check_rollouts
+
+    rows = _check_rollouts(rollouts, trace_id, len(texts)).filter(pl.col("kind") == "resample")
+    stated = {number_key(t) for t in texts} if options.compare_numbers else None
+    wanted = dict.fromkeys(texts)
+    for text in rows["text"].to_list():
+        for sentence in emb.continuation_sentences(text, options.min_chars):
+            if stated is None or number_key(sentence) in stated:
+                wanted[sentence] = None
+    for first in rows["first_sentence"].to_list():  # the engine's split (read as is when min_chars is 0)
+        if first is not None and (stated is None or number_key(first) in stated):
+            wanted[first] = None
+    return list(wanted)
 
 
 def _first_sentence_similarity(

@@ -266,7 +266,8 @@ def compute_importance(
     roles: Any = "learned",
     adaptive: Any = None,
     prefixes: Any = None,
-) -> ImportanceRun:
+    staged: bool = False,
+) -> ImportanceRun | StagedImportance:
     """Resample every position of ``trace`` (cached, resumable), then compute the importance table and matrices.
 
     Accuracy is graded against ``gt_answer``, else the trace's recorded ``gt_answer``, else the trace's own final
@@ -284,6 +285,9 @@ def compute_importance(
 
     ``prefixes``: the trace's :class:`resampling.TracePrefixes`, built already with this backend's tokenizer and
     ``min_chars`` (a dataset run builds each trace's once); built here when not given.
+
+    ``staged``: return a :class:`StagedImportance` once the rollouts are read, with the scoring still to do, so a
+    dataset run can embed the new sentences of several traces in one call before scoring them.
     """
     from anchors._blackbox import ImportanceOptions, importance_table, sentence_matrix
     from resampling import Engine, SamplingParams, TracePrefixes, run_health
@@ -336,30 +340,58 @@ def compute_importance(
     run_health(result.rollouts).check()
     result.stats["graded_against"] = graded_against
     result.stats["truth"] = truth
-    if not quiet:
-        step(f"scoring {len(prefixes.sentences)} sentences: importance, intervals and p-values")
-    matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
-    table = importance_table(
-        result.rollouts,
-        trace,
-        prefixes.sentences,
-        options=opts,
-        embed=emb,
-        matrix=matrix,
-        roles=labels,
-    )
-    if outcome is not None:
-        from anchors._adaptive import with_outcome
 
-        table = with_outcome(table, outcome)
-    emb.save()
-    written = {} if out is None else {"run.json": Path(out) / "run.json"}
-    run = ImportanceRun(
-        trace, prefixes.sentences, result.rollouts, table, matrix, None, result.stats, opts, written
-    )
-    if whitebox:
-        run = add_whitebox(run, backend, prefixes, receiver_heads, quiet)
-    return run
+    def score() -> ImportanceRun:
+        if not quiet:
+            step(f"scoring {len(prefixes.sentences)} sentences: importance, intervals and p-values")
+        matrix = sentence_matrix(result.rollouts, trace, prefixes.sentences, options=opts, embed=emb)
+        table = importance_table(
+            result.rollouts,
+            trace,
+            prefixes.sentences,
+            options=opts,
+            embed=emb,
+            matrix=matrix,
+            roles=labels,
+        )
+        if outcome is not None:
+            from anchors._adaptive import with_outcome
+
+            table = with_outcome(table, outcome)
+        emb.save()
+        written = {} if out is None else {"run.json": Path(out) / "run.json"}
+        run = ImportanceRun(
+            trace, prefixes.sentences, result.rollouts, table, matrix, None, result.stats, opts, written
+        )
+        if whitebox:
+            run = add_whitebox(run, backend, prefixes, receiver_heads, quiet)
+        return run
+
+    if staged:
+        return StagedImportance(trace, prefixes.sentences, result.rollouts, emb, opts, score)
+    return score()
+
+
+@dataclass
+class StagedImportance:
+    """A trace's rollouts, read, with the scoring still to do (``compute_importance(..., staged=True)``)."""
+
+    trace: Any
+    sentences: list[Any]
+    rollouts: pl.DataFrame
+    embeddings: Any
+    """The trace's :class:`anchors._embedding.TextEmbeddings`, which the scoring will ask."""
+    options: Any
+    score: Any
+    """No arguments; returns the :class:`ImportanceRun`."""
+
+    def to_embed(self) -> list[str]:
+        """The texts the scoring may embed that the trace's embeddings lack (:func:`anchors._meaning.scoring_texts`)."""
+        from anchors._meaning import scoring_texts
+
+        texts = [getattr(s, "text", s) for s in self.sentences]
+        wanted = scoring_texts(self.rollouts, self.trace.id, texts, self.options, self.embeddings)
+        return self.embeddings.missing(wanted)
 
 
 def add_whitebox(

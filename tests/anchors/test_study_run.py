@@ -211,7 +211,9 @@ def test_traces_are_scored_while_the_rest_are_sampled(setup, tmp_path, monkeypat
 
     monkeypatch.setattr(pipeline, "compute_importance", watched)
     monkeypatch.setattr(pipeline, "add_whitebox", watched_whitebox)
-    during = _run(setup, traces, tmp_path / "during", backend=_Watched(backend, events), whitebox=True)
+    during = _run(  # groups of two traces: the first is scored during the pass, the last trace after it
+        setup, traces, tmp_path / "during", backend=_Watched(backend, events), whitebox=True, embed_group=2
+    )
     end = events.index(("sampled", "MainThread"))
     early = [name for kind, name in events[:end] if kind == "scored"]
     assert early and all(name.startswith("cotscope-score") for name in early)
