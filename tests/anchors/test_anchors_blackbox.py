@@ -344,6 +344,37 @@ def test_sentences_whose_numbers_match_no_target_are_not_embedded():
     assert t["different_trajectories_fraction"].to_list()[:2] == [0.5, 0.5]
 
 
+def test_scoring_texts_hold_every_text_the_scoring_embeds():
+    """What a dataset run embeds ahead for a group of traces (anchors._meaning.scoring_texts) covers every text the
+    matrix and the table then embed, and leaves out what number-aware meaning never embeds."""
+    from anchors._embedding import TextEmbeddings
+    from anchors._meaning import scoring_texts
+
+    sentences = ["Step one gives 3.", "Step two gives 4.", "Done now."]
+    rows = table(
+        [
+            rollout(0, "4", True, first="Step one gives 2.", text="Step one gives 2. Step two gives 4."),
+            rollout(0, "4", True, first="Step one gives 3.", text="Step one gives 3. Thinking it over."),
+            rollout(1, "4", True, first="Step two gives 5.", text="Step two gives 5. Stepping on, 7 and 8."),
+            rollout(1, "4", True, first="Step two gives 4.", text="Step two gives 4. Done now."),
+            rollout(2, "4", True, first="Done now.", text="Done now."),
+        ]
+    )
+    never = {"Step one gives 2.", "Step two gives 5.", "Stepping on, 7 and 8."}
+    for numbers_differ in (True, False):
+        opts = ImportanceOptions(**FORMULA, n_bootstrap=0, numbers_differ=numbers_differ)
+        seen: list[str] = []
+        emb = TextEmbeddings(lambda texts, seen=seen: seen.extend(texts) or topic_embed(texts))
+        m = sentence_matrix(rows, FakeTrace(), sentences, options=opts, embed=emb)
+        importance_table(rows, FakeTrace(), sentences, roles=["r"] * 3, options=opts, embed=emb, matrix=m)
+        wanted = scoring_texts(rows, FakeTrace().id, sentences, opts, TextEmbeddings(topic_embed))
+        assert len(wanted) == len(set(wanted)) and set(seen) <= set(wanted)
+        if numbers_differ:
+            assert set(wanted) == set(seen) and never.isdisjoint(wanted)
+        else:
+            assert never <= set(seen)
+
+
 def few_different_rollouts(n_same, n_diff, n_diff_back=0):
     """R_0: ``n_same`` rollouts that rewrite 'Alpha' (answer 4, right) and ``n_diff`` that write 'Gamma' instead
     (answer 5, wrong), ``n_diff_back`` of which bring Alpha back later; R_1: 10 x (4, right)."""

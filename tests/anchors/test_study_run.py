@@ -132,10 +132,12 @@ def test_each_trace_keeps_its_own_embeddings_and_single_runs_reuse_them(setup, t
 
     be, traces, params, forced = setup
     seen: list[str] = []
+    calls = []
     real = cot.embed_sentences
 
     def counting(texts, **kw):
         seen.extend(texts)
+        calls.append(len(texts))
         return real(texts, **kw)
 
     monkeypatch.setattr(cot, "embed_sentences", counting)
@@ -148,6 +150,8 @@ def test_each_trace_keeps_its_own_embeddings_and_single_runs_reuse_them(setup, t
     # a sentence in several traces' files was embedded once for the whole run (anchors._embedding.DatasetEmbeddings)
     assert sum(len(texts) for texts in per_file.values()) > len(set(seen))
     assert len(seen) == len(set(seen))
+    # the three traces are scored as one group: their sentences go to the embedder in one call, not two per trace
+    assert len(calls) == 1
 
     def single(trace, cache):
         return compute_importance(
