@@ -155,6 +155,14 @@ COMPACT_FRACTION = 0.25
 (0: at every step that finishes a row). Finished rows left in the batch are fed a token and their outputs are
 ignored; a live row's tokens do not depend on them."""
 
+ROOT_WINDOW_FRACTION = 0.25
+"""Roots (prompts that others are prefixes of: a trace, a forced-answer probe) are decoded in windows whose KV
+caches and cut logits take at most this fraction of the KV budget, on top of it. Within a window rows go longest
+prefix first, so a batch pads its rows to about their own length. The rows of a dataset (every trace's every
+prefix length) used to be decoded trace by trace, each batch padding prefixes of 20 to 90 tokens to the longest:
+on 20 ``arith`` organism traces the engine pass took 3.59 s against 4.11 s (medians of 4, alternated in one
+process; the same rows). A single trace is one window and decodes as before."""
+
 MIN_SHARED_FRACTION = 0.5
 """A root reuses the previous root's KV cache when the token prefix they share is at least this fraction of it
 (it then prefills at most as many tokens as it reuses): forced-answer probes share all but their cue; roots of
@@ -556,8 +564,11 @@ class HFBackend:
                 _Row(j, s, seed, root_of[j], len(job.prompt_ids))
                 for s, seed in zip(job.samples, job.seeds, strict=True)
             )
-        # One root after another (each root's KV lives only while its rows decode), longest prefixes first.
-        rows.sort(key=lambda r: (r.root, -r.length, r.job, r.sample))
+        # Roots in windows (consecutive roots whose KV and first logits fit ROOT_WINDOW_FRACTION of the budget;
+        # a root's KV lives only while its window decodes); within a window, longest prefixes first, so that the
+        # rows of a batch have prefixes of about one length (a dataset's traces each span every length).
+        window = self._root_windows(roots, rows)
+        rows.sort(key=lambda r: (window[r.root], -r.length, r.root, r.job, r.sample))
         batches = [
             [rows[i] for i in idx]
             for idx in self.plan_batches([r.length for r in rows], int(params.max_new_tokens))
@@ -604,6 +615,23 @@ class HFBackend:
                 del kv[r]
                 for key in [key for key in first_logits if key[0] == r]:
                     del first_logits[key]
+
+    def _root_windows(self, roots: list[tuple[int, ...]], rows: list[_Row]) -> list[int]:
+        """The window of each root: consecutive roots, as many as hold together at most ROOT_WINDOW_FRACTION of the
+        KV budget in their KV caches and the next-token logits of their cut positions (at least one root each)."""
+        cuts: dict[int, set[int]] = defaultdict(set)
+        for row in rows:
+            cuts[row.root].add(row.length)
+        per_token, vocab = self._sizes
+        budget = ROOT_WINDOW_FRACTION * self.kv_budget_gb * 2**30
+        window, used, k = [], 0.0, 0
+        for r, root in enumerate(roots):
+            size = len(root) * per_token + len(cuts[r]) * 4 * vocab
+            if used and used + size > budget:
+                k, used = k + 1, 0.0
+            window.append(k)
+            used += size
+        return window
 
     def _prefill(self, ids: tuple[int, ...], positions: list[int], base=None, shared: int = 0):
         """The KV cache of ``ids`` and the next-token logits after each of ``positions``. With ``shared`` > 0 the

@@ -433,3 +433,49 @@ def test_finished_rows_leave_the_batch_late_without_changing_any_rollout(
         assert len(ends) > 1
     with pytest.raises(EngineInputError, match="compact_fraction"):
         HFBackend(tiny_model, tiny_tokenizer, compact_fraction=1.5)
+
+
+def test_roots_decode_in_windows_longest_prefix_first_with_the_same_rollouts(
+    tiny_model, tiny_tokenizer, tiny_trace, monkeypatch
+):
+    """Two traces' rows: when both traces' roots fit in one window (the default), batches take rows longest prefix
+    first across both traces; with one root a window (ROOT_WINDOW_FRACTION 0) trace after trace, each longest
+    first. The completions are the same."""
+    from dataclasses import replace
+
+    import resampling._hf as hf
+    from cot import Trace
+
+    other = Trace(
+        prompt="Compute (4 + 4) * 2 mod 10.",
+        cot="First, 4 + 4 is 8. Then 8 * 2 is 16. So 16 mod 10 is 6.",
+        answer_text="The answer is \\boxed{6}.",
+    )
+    params = SamplingParams(temperature=1.0, max_new_tokens=6)
+    jobs = [
+        replace(job, key=f"{name}-{job.key}", route=name)
+        for name, trace in (("a", tiny_trace), ("b", other))
+        for job in jobs_for(TracePrefixes.build(trace, tiny_tokenizer, min_chars=0), 2, params)
+    ]
+    lengths: list[int] = []
+    decode = HFBackend._decode
+
+    def watched(self, batch, *args):
+        lengths.extend(row.length for row in batch)
+        return decode(self, batch, *args)
+
+    monkeypatch.setattr(HFBackend, "_decode", watched)
+    together = run_jobs(HFBackend(tiny_model, tiny_tokenizer, batch_size=5), jobs)
+    assert lengths == sorted(lengths, reverse=True)
+    first = {len(job.prompt_ids) for job in jobs if job.route == "a"}
+    assert {n for n in lengths[: len(lengths) // 2]} - first  # rows of trace b decode among trace a's
+    lengths.clear()
+    monkeypatch.setattr(hf, "ROOT_WINDOW_FRACTION", 0.0)
+    apart = run_jobs(HFBackend(tiny_model, tiny_tokenizer, batch_size=5), jobs)
+    n_a = 2 * sum(job.route == "a" for job in jobs)
+    runs = (lengths[:n_a], lengths[n_a:]) if lengths[0] in first else (lengths[-n_a:], lengths[:-n_a])
+    assert all(run == sorted(run, reverse=True) for run in runs) and lengths != sorted(lengths, reverse=True)
+    assert {n for n in runs[0]} == first
+    assert {k: [c.token_ids for c in v] for k, v in apart.items()} == {
+        k: [c.token_ids for c in v] for k, v in together.items()
+    }
