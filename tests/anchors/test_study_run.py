@@ -198,10 +198,12 @@ def test_traces_are_scored_while_the_rest_are_sampled(setup, tmp_path, monkeypat
     caller's thread, and equal a single-trace run's; a labeller object (a judge runs an engine of its own) keeps
     all scoring after the pass."""
     import anchors._pipeline as pipeline
+    import resampling._hf as hf
     from resampling import make_backend
 
     be, traces, params, forced = setup
     backend = make_backend("hf", model_id="organism:arith", batch_size=8)  # several batches: traces end apart
+    monkeypatch.setattr(hf, "ROOT_WINDOW_FRACTION", 0.0)  # one trace a decode window: traces decode in turn
     events = []
     scoring, whitebox = pipeline.compute_importance, pipeline.add_whitebox
 

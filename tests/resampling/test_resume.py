@@ -314,11 +314,15 @@ class _Watched:
 
 
 def test_fill_reports_each_plan_once_all_its_rows_are_stored(
-    tiny_model, tiny_tokenizer, tiny_trace, tmp_path
+    tiny_model, tiny_tokenizer, tiny_trace, tmp_path, monkeypatch
 ):
     """``Engine.fill(on_plan_done=)``: a cached plan at once, a sampled plan as soon as its last row is stored
-    (before the pass ends: the short probes go first, then each trace's rollouts), a plan with a failed row never."""
+    (before the pass ends: the short probes go first, then each trace's rollouts, with one trace a decode window),
+    a plan with a failed row never."""
+    import resampling._hf as hf
     from cot import Trace
+
+    monkeypatch.setattr(hf, "ROOT_WINDOW_FRACTION", 0.0)  # one root a window: traces decode one after another
     from resampling._store import RunStore, run_key
 
     traces = [
