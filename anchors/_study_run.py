@@ -158,8 +158,9 @@ def run_study(
     pass over every trace's still-open positions; each trace is settled as the single-trace adaptive run settles
     it, and ``adaptive.budget`` caps the dataset's total (:func:`_adaptive_fill`).
 
-    ``overlap``: score each trace in a worker thread as soon as its rollouts are stored, while the engine samples
-    the rest (the rows are the same either way). The white-box columns (they run the model) are added after the
+    ``overlap``: score traces in a worker thread as soon as their rollouts are stored, while the engine samples
+    the rest (the rows are the same either way; the hf backend decodes a window of traces together, so those
+    finish together: every trace of an organism study at the end of the pass). The white-box columns (they run the model) are added after the
     pass; with a judge labeller (it runs an engine of its own) nothing overlaps the pass.
 
     ``embed_group``: traces scored together, in the order their rollouts are complete, their new sentences

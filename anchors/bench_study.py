@@ -3,8 +3,9 @@ over the same traces in the same process (same seeds, so the same rows; checked)
 
 Every arm samples every rollout fresh (a new cache folder each time) and scores every trace the same way. The loop
 runs one engine pass per trace and scores each trace after its pass. The study samples all traces in one engine
-pass (:meth:`resampling.Engine.fill`) and scores each trace in a worker thread as soon as its rollouts are stored,
-while the pass goes on; a third arm, the study scoring after its pass (``overlap=False``), separates the two gains.
+pass (:meth:`resampling.Engine.fill`) and scores traces in groups (their new sentences embedded in one call) in a
+worker thread as soon as a group's rollouts are stored, while the pass goes on; a third arm, the study scoring after
+its pass (``overlap=False``), separates the two gains.
 Reported: the median wall time of each arm over ``repeats`` runs (the arms' order rotating), the engine-pass part,
 and the ratios. With ``adaptive`` the loop and the study sample in adaptive rounds
 (:class:`anchors._adaptive.AdaptiveOptions` defaults): the study one engine pass per round over every trace, the

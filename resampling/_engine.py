@@ -262,7 +262,8 @@ class Engine:
         (at once for a plan with nothing to sample), while the others are still sampled: a caller can score that
         plan meanwhile. A plan with a failed row is not reported (its own :meth:`run` retries the row). Jobs with
         the smallest token budget (forced-answer probes) go first, so plans finish one after another as the long
-        jobs' batches end rather than all at the very end. Returns the planned work (:func:`planned_work`) with
+        jobs' batches end rather than all at the very end (the hf backend decodes a window of traces together, longest
+        prefix first, so the plans of one window finish together). Returns the planned work (:func:`planned_work`) with
         ``rollouts_cached``, the new rollouts and the seconds taken."""
         identity = self.backend.identity()
         jobs: list[GenerationJob] = []
