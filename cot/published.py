@@ -1,8 +1,8 @@
 """Cross-checks against published thought-anchors traces: boundary recall and role-label agreement.
 
 Run ``python -m cot.published [FOLDER]`` (default: the copy vendored in the repository, ``data/thought-anchors``) to
-print boundary recall, the rule labeller's agreement, and the learned labeller's agreement on held-out problems
-(leave-one-problem-out, nested CV; about a minute of CPU).
+print boundary recall, the rule labeller's agreement, the learned labeller's agreement on held-out problems
+(leave-one-problem-out, nested CV; about a minute of CPU), and :func:`twin_agreement`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cot._role_model import leave_problems_out
+from cot._role_model import fit_role_model, leave_problems_out
 from cot._roles import ROLES, label_sentences
 from cot._segment import split_sentences
 from cot._trace import load_trace
@@ -26,11 +26,13 @@ __all__ = [
     "BoundaryRecall",
     "LabelAgreement",
     "LabelledTrace",
+    "TwinAgreement",
     "boundary_recall",
     "label_agreement",
     "labelled_traces",
     "learned_agreement",
     "problem_dirs",
+    "twin_agreement",
 ]
 
 
@@ -191,6 +193,42 @@ def learned_agreement(dirs: list[Path]) -> tuple[LabelAgreement, dict[str, float
     return _agreement(traces, preds), chosen
 
 
+TWIN_C = 0.1
+"""The fixed inverse L2 strength of :func:`twin_agreement` (the C the nested CV picks most often)."""
+
+
+@dataclass(frozen=True)
+class TwinAgreement:
+    """The learned labeller's agreement at one fixed C under three splits of the same traces."""
+
+    problems_out: float
+    """Each problem's traces predicted by a model that saw neither of them (leave-one-problem-out)."""
+    traces_out: float
+    """Each trace predicted by a model that saw every other trace, its problem's other base solution included."""
+    in_sample: float
+    """Every trace predicted by a model fitted on all of them."""
+
+
+def twin_agreement(dirs: list[Path], c: float = TWIN_C) -> TwinAgreement:
+    """How much a problem's own labels help: leave-one-problem-out against leave-one-trace-out (the held-out
+    trace's twin, the other base solution of its problem, in training) and in-sample agreement, all at ``c``."""
+    traces = labelled_traces(dirs)
+    chunks = [t.chunks for t in traces]
+    tags = [[g[0] for g in t.tags] for t in traces]
+
+    def accuracy(preds: list[list[str]]) -> float:
+        return _agreement(traces, preds).accuracy
+
+    by_problem, _ = leave_problems_out([t.problem for t in traces], chunks, tags, grid=(c,))
+    by_trace, _ = leave_problems_out([f"{t.problem}#{i}" for i, t in enumerate(traces)], chunks, tags, grid=(c,))
+    model = fit_role_model(chunks, tags, c)
+    return TwinAgreement(
+        problems_out=accuracy(by_problem),
+        traces_out=accuracy(by_trace),
+        in_sample=accuracy([model.predict(t) for t in chunks]),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     root = Path(args[0]) if args else VENDORED
@@ -221,6 +259,11 @@ def main(argv: list[str] | None = None) -> None:
     print("C chosen per held-out problem: " + ", ".join(f"{p}={c:g}" for p, c in chosen.items()))
     _print_table(learned)
     _print_problems(labelled_traces(dirs), la, learned)
+    twin = twin_agreement(dirs)
+    print(
+        f"learned labeller at C={TWIN_C:g}: held-out problems {twin.problems_out:.3f}; held-out traces with the other "
+        f"base solution of their problem in training {twin.traces_out:.3f}; in-sample {twin.in_sample:.3f}"
+    )
 
 
 def _print_problems(traces: list[LabelledTrace], rules: LabelAgreement, learned: LabelAgreement) -> None:

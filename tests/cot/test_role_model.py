@@ -284,3 +284,30 @@ def test_fine_tuning_inputs_put_the_sentence_between_its_cut_neighbours():
     assert last == [1, *own[-32:], 2, 7, 8, 2, 2] and centre[2].sum() == 2
     # an empty sentence with no neighbours pools over its closing separator
     assert tokens[3][:3].tolist() == [1, 2, 2] and centre[3].tolist()[:4] == [0, 0, 1, 0]
+
+
+def test_twin_agreement_holds_out_a_trace_or_its_whole_problem(tmp_path):
+    """Problem A has two base solutions labelled alike; B and C one each, with tags no other problem uses. Held out
+    by problem, no trace has its tags in training (0); held out by trace, only A's two traces have their twin there
+    (4 of 8 chunks); in-sample every chunk is seen (1). A split that leaks the held-out trace into training, or one
+    that holds out the twin with it, gives other numbers."""
+    import json
+
+    from cot.published import twin_agreement
+
+    def write(folder, chunks):
+        folder.mkdir(parents=True)
+        (folder / "base_solution.json").write_text("{}")
+        labelled = [{"chunk": text, "function_tags": [tag]} for text, tag in chunks]
+        (folder / "chunks_labeled.json").write_text(json.dumps(labelled))
+
+    a = [("Alpha zeta kappa.", "plan_generation"), ("Omicron rho sigma.", "self_checking")]
+    write(tmp_path / "correct" / "problem_a", a)
+    write(tmp_path / "incorrect" / "problem_a", a)
+    write(tmp_path / "correct" / "problem_b", [("Beta tau upsilon.", "fact_retrieval")] * 2)
+    write(tmp_path / "correct" / "problem_c", [("Gamma lambda mu.", "final_answer_emission")] * 2)
+    dirs = sorted(p for p in tmp_path.glob("*/problem_*"))
+    twin = twin_agreement(dirs, c=10.0)
+    assert twin.problems_out == 0.0
+    assert twin.traces_out == 0.5
+    assert twin.in_sample == 1.0
