@@ -220,7 +220,9 @@ def twin_agreement(dirs: list[Path], c: float = TWIN_C) -> TwinAgreement:
         return _agreement(traces, preds).accuracy
 
     by_problem, _ = leave_problems_out([t.problem for t in traces], chunks, tags, grid=(c,))
-    by_trace, _ = leave_problems_out([f"{t.problem}#{i}" for i, t in enumerate(traces)], chunks, tags, grid=(c,))
+    by_trace, _ = leave_problems_out(
+        [f"{t.problem}#{i}" for i, t in enumerate(traces)], chunks, tags, grid=(c,)
+    )
     model = fit_role_model(chunks, tags, c)
     return TwinAgreement(
         problems_out=accuracy(by_problem),
